@@ -1,0 +1,129 @@
+"""Federating a dataset: pooled splits -> sites, each with its own train and test data."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from fedsecure.data.medmnist import load_medmnist
+from fedsecure.data.partition import split_like
+from fedsecure.data.splits import ImageSplits, Split
+from fedsecure.data.synthetic import AcquisitionShift, SyntheticPhantoms
+from fedsecure.registry import Registry
+from fedsecure.seeding import numpy_rng
+
+
+class Partitioner(Protocol):
+    """Anything with ``split(labels, n_sites, rng)`` (see :mod:`fedsecure.data.partition`)."""
+
+    def split(self, labels: np.ndarray, n_sites: int, rng: np.random.Generator) -> list[np.ndarray]: ...
+
+
+class DataSource(Protocol):
+    """Where a federation's images come from."""
+
+    def load(self) -> ImageSplits:
+        """The pooled splits."""
+        ...
+
+    def acquisition(self, site: int) -> AcquisitionShift | None:
+        """Site ``site``'s scanner, or None when the data already come from real scanners."""
+        ...
+
+
+@dataclass(frozen=True)
+class SiteData:
+    """One site's local data: what never leaves the hospital."""
+
+    name: str
+    train: Split
+    test: Split
+
+    @property
+    def n_train(self) -> int:
+        """Number of local training samples (the site's FedAvg weight)."""
+        return len(self.train)
+
+
+@dataclass(frozen=True)
+class FederatedData:
+    """Sites with local data, plus the dataset facts models and reports need."""
+
+    sites: list[SiteData]
+    n_classes: int
+    in_channels: int
+    image_size: tuple[int, int]
+    val: Split = field(repr=False)
+
+    @property
+    def test(self) -> Split:
+        """The whole held-out test set: the union of the sites' local test sets."""
+        return Split.concatenate([s.test for s in self.sites])
+
+    def sha256(self) -> str:
+        """Fingerprint of exactly what the sites hold (images, labels and the split)."""
+        digest = hashlib.sha256()
+        for site in self.sites:
+            for split in (site.train, site.test):
+                digest.update(split.images.tobytes())
+                digest.update(split.labels.tobytes())
+        return digest.hexdigest()
+
+    @property
+    def train(self) -> Split:
+        """All sites' training data pooled (what a centralized baseline trains on)."""
+        return Split.concatenate([s.train for s in self.sites])
+
+
+def federate(source: DataSource, n_sites: int, partitioner: Partitioner, seed: int) -> FederatedData:
+    """Split ``source`` across ``n_sites`` sites.
+
+    The training split is divided by ``partitioner``; the test split is divided
+    so each site's local test set follows its training label mix
+    (:func:`~fedsecure.data.partition.split_like`). Each site's images then pass
+    through its scanner, if the source has one.
+    """
+    splits = source.load()
+    train_parts = partitioner.split(splits.train.labels, n_sites, numpy_rng(seed, "partition", "train"))
+    counts = np.stack([np.bincount(splits.train.labels[p], minlength=splits.n_classes) for p in train_parts])
+    test_parts = split_like(splits.test.labels, counts, numpy_rng(seed, "partition", "test"))
+    sites = []
+    for k, (train_idx, test_idx) in enumerate(zip(train_parts, test_parts)):
+        train, test = splits.train.subset(train_idx), splits.test.subset(test_idx)
+        scanner = source.acquisition(k)
+        if scanner is not None:
+            train, test = scanner.apply(train, "train"), scanner.apply(test, "test")
+        sites.append(SiteData(name=f"site-{k}", train=train, test=test))
+    return FederatedData(
+        sites=sites,
+        n_classes=splits.n_classes,
+        in_channels=splits.in_channels,
+        image_size=splits.image_size,
+        val=splits.val,
+    )
+
+
+DATA_SOURCES: Registry[type] = Registry("data source")
+
+
+@DATA_SOURCES.register("medmnist")
+@dataclass(frozen=True)
+class MedMNISTFile:
+    """A MedMNIST-format ``.npz`` file (real images; sites have no simulated scanner)."""
+
+    path: Path
+
+    def load(self) -> ImageSplits:
+        """The file's splits (see :func:`~fedsecure.data.medmnist.load_medmnist`)."""
+        return load_medmnist(self.path)
+
+    def acquisition(self, site: int) -> None:
+        """Real data: no simulated scanner."""
+        return None
+
+
+DATA_SOURCES.register("synthetic")(SyntheticPhantoms)

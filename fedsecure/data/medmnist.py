@@ -1,0 +1,118 @@
+"""Loading MedMNIST-format ``.npz`` files, safely.
+
+The MedMNIST v2 layout holds ``{train,val,test}_images`` (uint8, (N, H, W) for
+grayscale or (N, H, W, 3) for RGB) and ``{train,val,test}_labels`` ((N, 1) or
+(N,), integer). Files are opened with ``allow_pickle=False``: an ``.npz`` can
+carry pickled object arrays, and unpickling input runs arbitrary code.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from fedsecure.data.splits import ImageSplits, Split
+from fedsecure.errors import DataError
+
+SPLITS = ("train", "val", "test")
+REQUIRED_KEYS = ("train_images", "train_labels", "test_images", "test_labels")
+
+
+def load_medmnist(path: str | Path) -> ImageSplits:
+    """Load a MedMNIST-format ``.npz`` file.
+
+    Args:
+        path: the ``.npz`` file. ``val_*`` arrays are optional; without them the
+            validation split is empty.
+
+    Returns:
+        The splits as float32 (N, C, H, W) images in [0, 1] and int64 labels.
+
+    Raises:
+        DataError: the file is missing or unreadable, lacks a required array,
+            holds object (pickled) arrays, or has mismatched counts, shapes or dtypes.
+            The message names the file and the problem.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such data file")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {key: _read_array(path, npz, key) for key in npz.files}
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise DataError(f"{path}: not a readable .npz file ({exc})") from None
+    except ValueError as exc:  # np.load on a file that is neither .npy nor .npz
+        raise DataError(f"{path}: not a readable .npz file ({exc})") from None
+
+    missing = [key for key in REQUIRED_KEYS if key not in arrays]
+    if missing:
+        raise DataError(f"{path}: missing array(s) {', '.join(missing)} (found: {', '.join(sorted(arrays)) or 'none'})")
+
+    splits: dict[str, Split] = {}
+    for name in SPLITS:
+        if f"{name}_images" not in arrays:
+            if f"{name}_labels" in arrays:
+                raise DataError(f"{path}: {name}_labels without {name}_images")
+            splits[name] = None  # type: ignore[assignment]
+            continue
+        images = _images(path, name, arrays[f"{name}_images"])
+        labels = _labels(path, name, arrays.get(f"{name}_labels"), len(images))
+        splits[name] = Split(images, labels)
+
+    shapes = {name: s.images.shape[1:] for name, s in splits.items() if s is not None}
+    if len(set(shapes.values())) > 1:
+        raise DataError(f"{path}: splits have different image shapes {shapes}")
+    if len(splits["train"]) == 0:
+        raise DataError(f"{path}: train split is empty")
+    if splits["val"] is None:
+        empty = splits["train"].images[:0]
+        splits["val"] = Split(empty, np.zeros(0, dtype=np.int64))
+
+    n_classes = int(max(s.labels.max(initial=0) for s in splits.values())) + 1
+    if n_classes < 2:
+        raise DataError(f"{path}: labels hold a single class; a classification audit needs at least two")
+    return ImageSplits(train=splits["train"], val=splits["val"], test=splits["test"], n_classes=n_classes)
+
+
+def _read_array(path: Path, npz: np.lib.npyio.NpzFile, key: str) -> np.ndarray:
+    try:
+        return npz[key]
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):
+            raise DataError(f"{path}: array {key!r} is an object (pickled) array; refusing to unpickle input") from None
+        raise DataError(f"{path}: array {key!r} is unreadable ({exc})") from None
+
+
+def _images(path: Path, split: str, images: np.ndarray) -> np.ndarray:
+    key = f"{split}_images"
+    if images.dtype != np.uint8:
+        raise DataError(f"{path}: {key} has dtype {images.dtype}; MedMNIST images are uint8")
+    if images.ndim == 3:
+        images = images[:, None]
+    elif images.ndim == 4 and images.shape[-1] in (1, 3):
+        images = np.moveaxis(images, -1, 1)
+    else:
+        raise DataError(f"{path}: {key} has shape {images.shape}; expected (N, H, W) or (N, H, W, 3)")
+    return np.ascontiguousarray(images, dtype=np.float32) / np.float32(255.0)
+
+
+def _labels(path: Path, split: str, labels: np.ndarray | None, n_images: int) -> np.ndarray:
+    key = f"{split}_labels"
+    if labels is None:
+        raise DataError(f"{path}: {split}_images without {key}")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(f"{path}: {key} has dtype {labels.dtype}; expected integer class labels")
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]
+    elif labels.ndim != 1:
+        raise DataError(
+            f"{path}: {key} has shape {labels.shape}; expected (N,) or (N, 1) "
+            "(multi-label tasks are not supported)"
+        )
+    if len(labels) != n_images:
+        raise DataError(f"{path}: {split} split has {n_images} images but {len(labels)} labels")
+    if len(labels) and labels.min() < 0:
+        raise DataError(f"{path}: {key} holds negative class labels")
+    return labels.astype(np.int64)

@@ -1,0 +1,98 @@
+"""What each party saw, round by round, and what it cost.
+
+The trace is the evidence an audit attacks: the messages the server received
+(its view), the global models the clients received (their view), and the
+final model (what an external party gets). Keeping every message of every
+round costs memory (7M parameters x sites x rounds for a DenseNet), so the
+federation keeps messages of the first round only by default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from statistics import fmean
+
+import torch
+
+from fedsecure.fl.evaluation import Utility
+from fedsecure.secure.protocol import Message
+
+
+@dataclass(frozen=True)
+class ClientRound:
+    """One site's part in one round."""
+
+    site: str
+    weight: float
+    steps: int
+    train_seconds: float
+    protect_seconds: float
+    reveal_seconds: float
+    bytes_up: int
+
+
+@dataclass
+class RoundRecord:
+    """One round of the federation.
+
+    Attributes:
+        round: 1-based round number.
+        clients: the sites that took part, in order.
+        combine_seconds: the server's aggregation time.
+        bytes_down: bytes the server sent back in total (the aggregate to every site).
+        utility: global test utility after the round (None when not evaluated).
+        received: the server's view: the message of each participating site
+            (None when this round's messages were not kept).
+        global_model: the shared state every site held at the start of the round
+            (None when not kept).
+    """
+
+    round: int
+    clients: list[ClientRound]
+    combine_seconds: float
+    bytes_down: int
+    utility: Utility | None = None
+    received: dict[str, Message] | None = field(default=None, repr=False)
+    global_model: torch.Tensor | None = field(default=None, repr=False)
+
+    @property
+    def bytes_up(self) -> int:
+        """Bytes all participating sites sent the server."""
+        return sum(c.bytes_up for c in self.clients)
+
+
+@dataclass
+class Trace:
+    """A federation's full record.
+
+    Attributes:
+        strategy: registry name of the strategy.
+        protocol: registry name of the aggregation protocol.
+        rounds: one record per round, in order.
+        final_global: the shared state after the last round (the released model).
+    """
+
+    strategy: str
+    protocol: str
+    rounds: list[RoundRecord] = field(default_factory=list)
+    final_global: torch.Tensor | None = field(default=None, repr=False)
+
+    @property
+    def train_seconds(self) -> float:
+        """Seconds the sites spent training, summed over sites and rounds."""
+        return sum(c.train_seconds for r in self.rounds for c in r.clients)
+
+    @property
+    def protect_seconds(self) -> float:
+        """Seconds spent protecting, combining and revealing, summed over all parties and rounds."""
+        return sum(r.combine_seconds + sum(c.protect_seconds + c.reveal_seconds for c in r.clients) for r in self.rounds)
+
+    @property
+    def bytes_up_per_round(self) -> float:
+        """Mean bytes sent by all sites to the server per round."""
+        return fmean(r.bytes_up for r in self.rounds) if self.rounds else 0.0
+
+    @property
+    def bytes_down_per_round(self) -> float:
+        """Mean bytes sent by the server to all sites per round."""
+        return fmean(r.bytes_down for r in self.rounds) if self.rounds else 0.0

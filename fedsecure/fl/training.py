@@ -1,0 +1,119 @@
+"""Local training: what a site does with its own data in one round.
+
+The same function trains a federated client, a local-only site and the
+centralized baseline, so that baselines and federation differ only in which
+data they see and how often models are averaged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from fedsecure.registry import Registry
+
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+OPTIMIZERS: Registry[OptimizerFactory] = Registry("optimizer")
+
+
+@OPTIMIZERS.register("sgd")
+def _sgd(params, lr: float, momentum: float, weight_decay: float) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+
+@OPTIMIZERS.register("adam")
+def _adam(params, lr: float, momentum: float, weight_decay: float) -> torch.optim.Optimizer:
+    # Adam's own first moment replaces SGD momentum.
+    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+
+
+@dataclass(frozen=True)
+class LocalTraining:
+    """How a site trains in one round.
+
+    Attributes:
+        epochs: passes over the local data per round.
+        batch_size: samples per step.
+        lr: learning rate of the local optimizer.
+        optimizer: registered optimizer name ("sgd", "adam"); its state is
+            fresh every round, as in FedAvg.
+        momentum: SGD momentum.
+        weight_decay: L2 penalty.
+    """
+
+    epochs: int = 1
+    batch_size: int = 32
+    lr: float = 0.05
+    optimizer: str = "sgd"
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        OPTIMIZERS.get(self.optimizer)  # fail at construction, not in round 7
+
+
+RegularizerFn = Callable[[nn.Module], torch.Tensor]
+
+
+def train_local(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    training: LocalTraining,
+    generator: torch.Generator,
+    regularizer: RegularizerFn | None = None,
+) -> int:
+    """Train ``model`` in place on (images, labels) with mini-batch steps.
+
+    Args:
+        model: trained in place.
+        images: (N, C, H, W) on the model's device.
+        labels: (N,) on the model's device.
+        training: epochs, batch size, optimizer.
+        generator: CPU generator that shuffles the batches (determinism).
+        regularizer: extra loss term on the model (e.g. FedProx's proximal term).
+
+    Returns:
+        The number of optimizer steps taken.
+    """
+    optimizer = OPTIMIZERS.get(training.optimizer)(
+        model.parameters(), lr=training.lr, momentum=training.momentum, weight_decay=training.weight_decay
+    )
+    model.train()
+    n = len(labels)
+    steps = 0
+    for _ in range(training.epochs):
+        order = torch.randperm(n, generator=generator).to(images.device)
+        for start in range(0, n, training.batch_size):
+            batch = order[start : start + training.batch_size]
+            optimizer.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(model(images[batch]), labels[batch])
+            if regularizer is not None:
+                loss = loss + regularizer(model)
+            loss.backward()
+            optimizer.step()
+            steps += 1
+    return steps
+
+
+def full_batch_gradient(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int
+) -> list[torch.Tensor]:
+    """Gradient of the mean cross-entropy over all of (images, labels).
+
+    Computed in chunks of ``batch_size`` (memory), weighted so that the result
+    equals the gradient of the mean over the whole set. Returns one tensor per
+    parameter, in ``model.parameters()`` order.
+    """
+    model.train()
+    model.zero_grad(set_to_none=True)
+    n = len(labels)
+    for start in range(0, n, batch_size):
+        chunk = slice(start, start + batch_size)
+        loss = F.cross_entropy(model(images[chunk]), labels[chunk], reduction="sum") / n
+        loss.backward()
+    return [p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p) for p in model.parameters()]

@@ -1,0 +1,150 @@
+"""Model registry: small CNNs and MONAI networks, chosen by name.
+
+Every builder takes MONAI's argument names (``in_channels``, ``out_channels``)
+plus the input ``image_size``, so a spec's ``model.name`` is all that changes.
+
+Normalization layers matter twice in federated medical imaging:
+
+* **FedBN** (Li et al. 2021) keeps each site's normalization layers local, to
+  absorb scanner shift; :func:`normalization_state_names` lists what stays home.
+* **DP-SGD** cannot use BatchNorm: its statistics mix samples in a batch, so a
+  per-sample gradient is undefined. :func:`make_dp_compatible` swaps BatchNorm
+  for GroupNorm with Opacus's ``ModuleValidator`` and says so loudly. The default
+  ``cnn`` uses GroupNorm from the start and needs no fix.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+
+import torch
+from monai.networks.nets import DenseNet121
+from torch import nn
+
+from fedsecure.registry import Registry
+from fedsecure.seeding import derive_seed
+
+ModelBuilder = Callable[[int, int, tuple[int, int]], nn.Module]
+MODELS: Registry[ModelBuilder] = Registry("model")
+
+NORMALIZATION_LAYERS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+
+
+class GroupNormCNN(nn.Module):
+    """A small 2D CNN with GroupNorm: three conv blocks, global pooling, a linear head.
+
+    GroupNorm normalizes within a sample, so the network is DP-SGD compatible
+    and its behaviour does not depend on the batch composition.
+
+    Args:
+        in_channels: image channels.
+        out_channels: number of classes.
+        channels: feature maps of the three conv blocks.
+        groups: GroupNorm groups per block.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        out_channels: int = 2,
+        channels: tuple[int, int, int] = (16, 32, 64),
+        groups: int = 4,
+    ) -> None:
+        super().__init__()
+        blocks: list[nn.Module] = []
+        previous = in_channels
+        for i, width in enumerate(channels):
+            blocks += [
+                nn.Conv2d(previous, width, kernel_size=3, padding=1),
+                nn.GroupNorm(groups, width),
+                nn.ReLU(),
+                nn.MaxPool2d(2) if i < len(channels) - 1 else nn.AdaptiveAvgPool2d(1),
+            ]
+            previous = width
+        self.features = nn.Sequential(*blocks)
+        self.classifier = nn.Linear(previous, out_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits (N, out_channels)."""
+        return self.classifier(self.features(x).flatten(1))
+
+
+class ResizeInput(nn.Module):
+    """Bilinear upsampling in front of a network that needs larger inputs.
+
+    MONAI's DenseNet121 halves the resolution five times and fails below 32 px;
+    MedMNIST images are 28 px.
+    """
+
+    def __init__(self, network: nn.Module, size: int) -> None:
+        super().__init__()
+        self.size = size
+        self.network = network
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The wrapped network's output on ``x`` resized to at least ``size``."""
+        if min(x.shape[-2:]) < self.size:
+            x = nn.functional.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        return self.network(x)
+
+
+@MODELS.register("cnn")
+def cnn(in_channels: int, out_channels: int, image_size: tuple[int, int]) -> nn.Module:
+    """The default: :class:`GroupNormCNN` (about 24k parameters, DP-compatible)."""
+    return GroupNormCNN(in_channels=in_channels, out_channels=out_channels)
+
+
+@MODELS.register("densenet121")
+def densenet121(in_channels: int, out_channels: int, image_size: tuple[int, int]) -> nn.Module:
+    """MONAI's 2D DenseNet121 (about 7M parameters, BatchNorm), randomly initialised."""
+    network = DenseNet121(spatial_dims=2, in_channels=in_channels, out_channels=out_channels)
+    return ResizeInput(network, 32) if min(image_size) < 32 else network
+
+
+def build_model(
+    name: str, in_channels: int, out_channels: int, image_size: tuple[int, int], seed: int = 0
+) -> nn.Module:
+    """Build registered model ``name`` with weights initialised from ``seed``.
+
+    Raises:
+        UnknownNameError: ``name`` is not registered.
+    """
+    builder = MODELS.get(name)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(seed, "model-init"))
+        return builder(in_channels, out_channels, image_size)
+
+
+def make_dp_compatible(model: nn.Module) -> nn.Module:
+    """Return ``model`` fixed for DP-SGD with Opacus's ModuleValidator.
+
+    A model that already validates is returned unchanged. Otherwise BatchNorm
+    layers become GroupNorm (and other unsupported layers are replaced as
+    Opacus knows how), with a warning, because this changes the architecture
+    the user asked for.
+    """
+    from opacus.validators import ModuleValidator
+
+    problems = ModuleValidator.validate(model, strict=False)
+    if not problems:
+        return model
+    fixed = ModuleValidator.fix(model)
+    warnings.warn(
+        f"{type(model).__name__} has {len(problems)} layers DP-SGD cannot train (BatchNorm and the like); "
+        "replaced them with Opacus's ModuleValidator.fix (BatchNorm -> GroupNorm): "
+        "the trained network is not the architecture that was asked for",
+        stacklevel=2,
+    )
+    return fixed
+
+
+def normalization_state_names(model: nn.Module) -> set[str]:
+    """Names (as in ``state_dict``) of every parameter and buffer of a normalization layer."""
+    names = set()
+    for module_name, module in model.named_modules():
+        if isinstance(module, NORMALIZATION_LAYERS):
+            prefix = f"{module_name}." if module_name else ""
+            names.update(prefix + n for n, _ in module.named_parameters(recurse=False))
+            names.update(prefix + n for n, _ in module.named_buffers(recurse=False))
+    return names

@@ -1,8 +1,7 @@
 """Synthetic multi-site phantoms: the embedded default, generated from the seed.
 
 Each image is MONAI's synthetic "anatomy" (random discs, ``create_test_image_2d``).
-Half the images carry a *lesion*: one small disc brighter than the tissue under
-it, so the label is a property of the image content, not of the site. Each site
+Half the images carry a *lesion*: one small disc brighter than any tissue, so the label is a property of the image content, not of the site. Each site
 then images its patients through its own scanner: a contrast curve (gamma), a
 smooth multiplicative bias field and Gaussian noise, drawn once per site from
 the seed with MONAI's intensity transforms. Nothing is downloaded.
@@ -108,11 +107,12 @@ class SyntheticPhantoms:
                 size, size, num_objs=int(legacy.randint(4, 9)), rad_max=max(3, size // 5),
                 rad_min=2, num_seg_classes=1, random_state=legacy,
             )
-            image = 0.6 * tissue
+            image = 0.5 * tissue
             if label == 1:
                 _, lesion = create_test_image_2d(
-                    size, size, num_objs=1, rad_max=3, rad_min=1, num_seg_classes=1, random_state=legacy
+                    size, size, num_objs=1, rad_max=5, rad_min=3, num_seg_classes=1, random_state=legacy
                 )
-                image = np.where(lesion > 0, image + legacy.uniform(0.2, 0.4), image)
+                # A small dense focus, brighter than any tissue (<= 0.5) wherever it lands.
+                image = np.where(lesion > 0, legacy.uniform(0.8, 1.0), image)
             images[i, 0] = np.clip(image, 0.0, 1.0)
         return Split(images, labels)

@@ -60,6 +60,16 @@ class RoundRecord:
         """Bytes all participating sites sent the server."""
         return sum(c.bytes_up for c in self.clients)
 
+    @property
+    def train_seconds(self) -> float:
+        """Seconds the participating sites spent training, summed."""
+        return sum(c.train_seconds for c in self.clients)
+
+    @property
+    def protect_seconds(self) -> float:
+        """Seconds spent protecting, combining and revealing, summed over all parties."""
+        return self.combine_seconds + sum(c.protect_seconds + c.reveal_seconds for c in self.clients)
+
 
 @dataclass
 class Trace:
@@ -80,12 +90,12 @@ class Trace:
     @property
     def train_seconds(self) -> float:
         """Seconds the sites spent training, summed over sites and rounds."""
-        return sum(c.train_seconds for r in self.rounds for c in r.clients)
+        return sum(r.train_seconds for r in self.rounds)
 
     @property
     def protect_seconds(self) -> float:
         """Seconds spent protecting, combining and revealing, summed over all parties and rounds."""
-        return sum(r.combine_seconds + sum(c.protect_seconds + c.reveal_seconds for c in r.clients) for r in self.rounds)
+        return sum(r.protect_seconds for r in self.rounds)
 
     @property
     def bytes_up_per_round(self) -> float:

@@ -1,0 +1,117 @@
+"""Typed results of an audit, and their JSON form (the report contract).
+
+``report.json`` is the source of truth: renderers read it, never the live
+objects, so a report can be re-rendered without re-running anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from fedsecure.fl.federation import SiteUtility
+
+SCHEMA_VERSION = "1.0"
+
+
+@dataclass(frozen=True)
+class UtilityFinding:
+    """A model's test utility: whole test set and each site's local test set."""
+
+    auc: float | None
+    accuracy: float
+    per_site: list[SiteUtility]
+
+
+@dataclass(frozen=True)
+class LocalOnlyFinding(UtilityFinding):
+    """Local-only baseline: ``auc``/``accuracy`` are the mean of the sites' own models on the whole test set."""
+
+    per_site_on_test: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class PrivacyFinding:
+    """The formal guarantee (all None where the scenario has no differential privacy)."""
+
+    guarantee: str = "none"
+    epsilon: float | None = None
+    delta: float | None = None
+    noise_multiplier: float | None = None
+    sample_rate: float | None = None
+    steps: int | None = None
+    accountant: str | None = None
+    empirical_epsilon_lb: float | None = None
+
+
+@dataclass(frozen=True)
+class CostFinding:
+    """What the protection and the training cost.
+
+    ``bytes_up_per_round`` is what all sites send the server in one round
+    (mean over rounds); ``bytes_down_per_round`` what the server sends all sites.
+    """
+
+    train_seconds: float
+    protect_seconds: float
+    bytes_up_per_round: float
+    bytes_down_per_round: float
+    wall_seconds: float
+
+
+@dataclass(frozen=True)
+class RoundFinding:
+    """One round's global utility and costs."""
+
+    round: int
+    participants: list[str]
+    auc: float | None
+    accuracy: float | None
+    train_seconds: float
+    protect_seconds: float
+    bytes_up: int
+    bytes_down: int
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The compliance verdict against the spec's thresholds.
+
+    ``passed`` is None when the spec sets no thresholds (nothing was checked).
+    """
+
+    passed: bool | None
+    reasons: list[str]
+
+
+@dataclass(frozen=True)
+class ScenarioFinding:
+    """Everything measured for one scenario."""
+
+    name: str
+    protocol: str
+    dp: dict[str, Any] | None
+    strategy: str
+    utility: UtilityFinding
+    privacy: PrivacyFinding
+    cost: CostFinding
+    attacks: list[dict[str, Any]]
+    rounds: list[RoundFinding]
+    verdict: Verdict
+
+
+def to_json(value: Any) -> Any:
+    """JSON-ready form of findings (dataclasses -> dicts; ``Verdict.passed`` -> ``pass``)."""
+    if isinstance(value, Verdict):
+        return {"pass": value.passed, "reasons": list(value.reasons)}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): to_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_json(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # an undefined metric (e.g. accuracy on no samples) is null, never NaN
+    return value

@@ -1,0 +1,65 @@
+"""report.md: the summary table and verdicts, rendered from report.json alone."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _number(value: float | None, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _bytes(value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def _verdict(verdict: dict[str, Any]) -> str:
+    return {True: "PASS", False: "FAIL", None: "not judged"}[verdict["pass"]]
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    """The Markdown summary of a report (for a pull request or a ticket)."""
+    spec, env, baselines = report["spec"], report["environment"], report["baselines"]
+    lines = [
+        f"# fedsecure audit: {spec['name']}",
+        "",
+        f"{len(report['scenarios'])} scenario(s); data `{spec['data']['source']}` over {spec['data']['sites']} sites "
+        f"({spec['data']['partition']} partition); model `{spec['model']['name']}`; "
+        f"{spec['federation']['strategy']}, {spec['federation']['rounds']} rounds; seed {env['seed']}; "
+        f"device {env['device']}; fedsecure {env['fedsecure']}, torch {env['torch']}.",
+        "",
+        "| scenario | protocol | AUC | accuracy | epsilon | train s | protect s | up / round | down / round | verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for s in report["scenarios"]:
+        epsilon = s["privacy"]["epsilon"]
+        lines.append(
+            f"| {s['name']} | {s['protocol']} | {_number(s['utility']['auc'])} | {_number(s['utility']['accuracy'])} "
+            f"| {'none (no DP)' if epsilon is None else _number(epsilon, 2)} "
+            f"| {_number(s['cost']['train_seconds'], 1)} | {_number(s['cost']['protect_seconds'], 2)} "
+            f"| {_bytes(s['cost']['bytes_up_per_round'])} | {_bytes(s['cost']['bytes_down_per_round'])} "
+            f"| {_verdict(s['verdict'])} |"
+        )
+    central, local = baselines["centralized"], baselines["local_only"]
+    lines += [
+        "",
+        "Baselines, same budget of passes over the data:",
+        "",
+        f"- centralized (all data pooled, the upper bound): AUC {_number(central['auc'])}, accuracy {_number(central['accuracy'])}",
+        f"- local-only (each site alone, mean over sites on the whole test set): AUC {_number(local['auc'])}, "
+        f"accuracy {_number(local['accuracy'])}",
+        "",
+        "## Verdicts",
+        "",
+    ]
+    for s in report["scenarios"]:
+        lines.append(f"- **{s['name']}**: {_verdict(s['verdict'])}")
+        lines += [f"  - {reason}" for reason in s["verdict"]["reasons"]]
+    lines += ["", f"spec sha256 `{env['spec_sha256']}`, data sha256 `{env['data_sha256']}`.", ""]
+    return "\n".join(lines)

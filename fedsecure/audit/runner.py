@@ -1,0 +1,189 @@
+"""Running an audit: data -> baselines -> one federation per scenario -> report.json."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from functools import partial
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from fedsecure.audit.environment import environment_manifest
+from fedsecure.audit.findings import (
+    SCHEMA_VERSION,
+    CostFinding,
+    LocalOnlyFinding,
+    PrivacyFinding,
+    RoundFinding,
+    ScenarioFinding,
+    UtilityFinding,
+    to_json,
+)
+from fedsecure.audit.markdown import render_markdown
+from fedsecure.audit.output import REPORT_JSON, check_output_dir, write_atomic, write_json
+from fedsecure.audit.spec import AuditSpec, LoadedSpec, ScenarioSpec
+from fedsecure.audit.verdict import judge
+from fedsecure.data.federated import FederatedData, federate
+from fedsecure.devices import resolve_device
+from fedsecure.fl.baselines import baseline_training, train_centralized, train_local_only
+from fedsecure.fl.federation import Federation, FederationResult
+from fedsecure.models import build_model
+from fedsecure.secure.protocol import PROTOCOLS
+
+Advance = Callable[[], None]
+
+
+class AuditProgress(Protocol):
+    """Where the runner reports progress (the CLI shows rich progress bars)."""
+
+    def task(self, description: str, total: int) -> AbstractContextManager[Advance]:
+        """A context for one stage of ``total`` steps; yields the function that marks a step done."""
+        ...
+
+
+class SilentProgress:
+    """Progress reporting that reports nothing (library use, tests)."""
+
+    def task(self, description: str, total: int) -> AbstractContextManager[Advance]:  # noqa: D102
+        return nullcontext(lambda: None)
+
+
+def run_audit(
+    loaded: LoadedSpec,
+    out_dir: Path,
+    device: str = "auto",
+    progress: AuditProgress | None = None,
+) -> dict[str, Any]:
+    """Run every scenario of a validated spec and write ``report.json`` and ``report.md``.
+
+    Args:
+        loaded: the validated spec and its text.
+        out_dir: where the report goes; refused if it holds another spec's results.
+        device: "auto", "cpu" or "cuda".
+        progress: where to report progress.
+
+    Returns:
+        The report, as written to ``out_dir/report.json``.
+
+    Raises:
+        FedsecureError: bad data, an unusable device or output directory.
+    """
+    progress = progress or SilentProgress()
+    check_output_dir(out_dir, loaded.sha256)
+    spec = loaded.spec
+    torch_device = resolve_device(device)
+    started = time.perf_counter()
+
+    with progress.task("preparing data", 1) as advance:
+        data = federate(spec.data.source_instance(spec.seed), spec.data.sites, spec.data.partitioner(), spec.seed)
+        advance()
+    make_model = partial(build_model, spec.model.name, data.in_channels, data.n_classes, data.image_size, spec.seed)
+    budget = baseline_training(spec.federation.local_training(), spec.federation.rounds)
+
+    with progress.task("baseline: centralized", 1) as advance:
+        centralized = train_centralized(data, make_model, budget, spec.seed, torch_device)
+        advance()
+    with progress.task("baseline: local-only", len(data.sites)) as advance:
+        local_only = train_local_only(data, make_model, budget, spec.seed, torch_device, on_site=lambda _: advance())
+
+    scenarios = [
+        _run_scenario(spec, scenario, data, make_model, torch_device, progress) for scenario in spec.scenario
+    ]
+    report = {
+        "schema_version": SCHEMA_VERSION,
+        "spec": {"origin": loaded.origin, **spec.model_dump(mode="json")},
+        "environment": environment_manifest(torch_device, spec.seed, loaded.sha256, data.sha256()),
+        "baselines": {
+            "centralized": {
+                **to_json(UtilityFinding(centralized.utility.auc, centralized.utility.accuracy, centralized.per_site)),
+                "train_seconds": centralized.train_seconds,
+            },
+            "local_only": {
+                **to_json(
+                    LocalOnlyFinding(
+                        local_only.auc, local_only.accuracy, local_only.per_site,
+                        per_site_on_test=[
+                            {"site": s.site, "auc": u.auc, "accuracy": u.accuracy}
+                            for s, u in zip(local_only.per_site, local_only.per_site_on_test)
+                        ],
+                    )
+                ),
+                "train_seconds": local_only.train_seconds,
+            },
+        },
+        "scenarios": [to_json(s) for s in scenarios],
+        "wall_seconds": time.perf_counter() - started,
+    }
+    write_json(out_dir / REPORT_JSON, report)
+    write_atomic(out_dir / "report.md", render_markdown(report))
+    return report
+
+
+def _run_scenario(
+    spec: AuditSpec,
+    scenario: ScenarioSpec,
+    data: FederatedData,
+    make_model: Callable[[], torch.nn.Module],
+    device: torch.device,
+    progress: AuditProgress,
+) -> ScenarioFinding:
+    federation = Federation(
+        data,
+        make_model(),
+        spec.federation.strategy_instance(),
+        training=spec.federation.local_training(),
+        rounds=spec.federation.rounds,
+        protocol=PROTOCOLS.get(scenario.protocol)(),
+        clients_per_round=spec.federation.clients_per_round,
+        seed=spec.seed,
+        device=device,
+    )
+    started = time.perf_counter()
+    with progress.task(f"scenario {scenario.name}: rounds", spec.federation.rounds) as advance:
+        result = federation.run(on_round=lambda _: advance())
+    wall = time.perf_counter() - started
+    privacy = PrivacyFinding()
+    return ScenarioFinding(
+        name=scenario.name,
+        protocol=scenario.protocol,
+        dp=scenario.dp,
+        strategy=spec.federation.strategy,
+        utility=UtilityFinding(
+            result.evaluation.global_.auc, result.evaluation.global_.accuracy, result.evaluation.per_site
+        ),
+        privacy=privacy,
+        cost=_cost(result, wall),
+        attacks=[],
+        rounds=_rounds(result),
+        verdict=judge(spec.thresholds, privacy, measured_attacks=set()),
+    )
+
+
+def _cost(result: FederationResult, wall_seconds: float) -> CostFinding:
+    trace = result.trace
+    return CostFinding(
+        train_seconds=trace.train_seconds,
+        protect_seconds=trace.protect_seconds,
+        bytes_up_per_round=trace.bytes_up_per_round,
+        bytes_down_per_round=trace.bytes_down_per_round,
+        wall_seconds=wall_seconds,
+    )
+
+
+def _rounds(result: FederationResult) -> list[RoundFinding]:
+    return [
+        RoundFinding(
+            round=r.round,
+            participants=[c.site for c in r.clients],
+            auc=r.utility.auc if r.utility else None,
+            accuracy=r.utility.accuracy if r.utility else None,
+            train_seconds=r.train_seconds,
+            protect_seconds=r.protect_seconds,
+            bytes_up=r.bytes_up,
+            bytes_down=r.bytes_down,
+        )
+        for r in result.trace.rounds
+    ]

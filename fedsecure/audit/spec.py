@@ -1,0 +1,329 @@
+"""The audit spec: a TOML file validated as a whole, with errors that name the field.
+
+This is the configuration layer: it checks names against the registries and
+turns the spec into plain keyword arguments for the library's constructors.
+Constructors never see a spec or a dictionary of settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from fedsecure.data.federated import DATA_SOURCES
+from fedsecure.data.partition import PARTITIONERS
+from fedsecure.errors import SpecError
+from fedsecure.fl.strategies import STRATEGIES
+from fedsecure.fl.training import OPTIMIZERS, LocalTraining
+from fedsecure.models import MODELS
+from fedsecure.registry import Registry
+from fedsecure.secure.protocol import PROTOCOLS
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+DEFAULT_SPEC = Path(__file__).with_name("default.toml")
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+# Strategy options live in [federation] beside the common fields; each belongs
+# to the strategies whose dataclass has a field of that name.
+STRATEGY_OPTIONS = ("mu", "server_lr", "beta1", "beta2", "tau")
+
+
+def _registered(registry: Registry, value: str) -> str:
+    if value not in registry:
+        raise ValueError(f"unknown {registry.kind} {value!r}; choose one of: {', '.join(registry.names())}")
+    return value
+
+
+def _safe_name(value: str) -> str:
+    # Names become file names in the output directory.
+    if not _SAFE_NAME.match(value):
+        raise ValueError("must be 1-64 characters of letters, digits, '.', '_' or '-', starting with a letter or digit")
+    return value
+
+
+def _construct(cls: type, **options: Any) -> Any:
+    """``cls(**options)``, passing only the options that ``cls`` (a dataclass) takes.
+
+    The spec keeps the options of all implementations of one interface side by
+    side (``alpha`` for the partitioners that use it, ``mu`` for FedProx); each
+    implementation picks its own, so no if/elif on names is needed.
+    """
+    accepted = {f.name for f in dataclasses.fields(cls) if f.init}
+    return cls(**{name: value for name, value in options.items() if name in accepted})
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataSpec(_Section):
+    """``[data]``: where the images come from and how they are split across sites."""
+
+    source: str = "synthetic"
+    path: Path | None = None
+    sites: int = Field(4, ge=1, le=1000)
+    partition: str = "iid"
+    alpha: float = Field(0.5, gt=0)
+    min_site_samples: int = Field(8, ge=1)
+    train_samples: int = Field(1600, ge=2, le=1_000_000)
+    val_samples: int = Field(200, ge=0, le=1_000_000)
+    test_samples: int = Field(400, ge=2, le=1_000_000)
+    image_size: int = Field(28, ge=16, le=512)
+
+    @field_validator("source")
+    @classmethod
+    def _known_source(cls, value: str) -> str:
+        return _registered(DATA_SOURCES, value)
+
+    @field_validator("partition")
+    @classmethod
+    def _known_partition(cls, value: str) -> str:
+        return _registered(PARTITIONERS, value)
+
+    @model_validator(mode="after")
+    def _source_fields(self) -> DataSpec:
+        if self.source == "medmnist" and self.path is None:
+            raise ValueError("source 'medmnist' needs path = the .npz file")
+        if self.source == "synthetic" and self.path is not None:
+            raise ValueError("source 'synthetic' generates its images and takes no path")
+        if self.source == "synthetic" and self.train_samples < self.sites * self.min_site_samples:
+            raise ValueError(
+                f"train_samples {self.train_samples} cannot give {self.sites} sites "
+                f"{self.min_site_samples} samples each"
+            )
+        return self
+
+    def partitioner(self) -> Any:
+        """The partitioner instance, with the options its class takes."""
+        return _construct(PARTITIONERS.get(self.partition), alpha=self.alpha, min_size=self.min_site_samples)
+
+    def source_instance(self, seed: int) -> Any:
+        """The data source this section describes."""
+        return _construct(
+            DATA_SOURCES.get(self.source), path=self.path, seed=seed, n_sites=self.sites,
+            train_samples=self.train_samples, val_samples=self.val_samples,
+            test_samples=self.test_samples, image_size=self.image_size,
+        )
+
+
+class ModelSpec(_Section):
+    """``[model]``: the network, by registry name."""
+
+    name: str = "cnn"
+
+    @field_validator("name")
+    @classmethod
+    def _known_model(cls, value: str) -> str:
+        return _registered(MODELS, value)
+
+
+class FederationSpec(_Section):
+    """``[federation]``: strategy, rounds and local training."""
+
+    strategy: str = "fedavg"
+    rounds: int = Field(20, ge=1, le=100_000)
+    local_epochs: int = Field(1, ge=1, le=10_000)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(0.05, gt=0)
+    optimizer: str = "sgd"
+    momentum: float = Field(0.0, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    clients_per_round: int | None = Field(None, ge=1)
+    mu: float = Field(0.01, ge=0)
+    server_lr: float = Field(0.01, gt=0)
+    beta1: float = Field(0.9, ge=0, lt=1)
+    beta2: float = Field(0.99, ge=0, lt=1)
+    tau: float = Field(1e-3, gt=0)
+
+    @field_validator("strategy")
+    @classmethod
+    def _known_strategy(cls, value: str) -> str:
+        return _registered(STRATEGIES, value)
+
+    @field_validator("optimizer")
+    @classmethod
+    def _known_optimizer(cls, value: str) -> str:
+        return _registered(OPTIMIZERS, value)
+
+    @model_validator(mode="after")
+    def _options_belong_to_strategy(self) -> FederationSpec:
+        accepted = {f.name for f in dataclasses.fields(STRATEGIES.get(self.strategy)) if f.init}
+        stray = sorted(set(STRATEGY_OPTIONS) & self.model_fields_set - accepted)
+        if stray:
+            raise ValueError(f"{', '.join(stray)} is not an option of strategy {self.strategy!r}")
+        return self
+
+    def strategy_instance(self) -> Any:
+        """A fresh strategy object with this section's options."""
+        return _construct(STRATEGIES.get(self.strategy), **{name: getattr(self, name) for name in STRATEGY_OPTIONS})
+
+    def local_training(self) -> LocalTraining:
+        """The sites' local training settings."""
+        return LocalTraining(
+            epochs=self.local_epochs, batch_size=self.batch_size, lr=self.lr,
+            optimizer=self.optimizer, momentum=self.momentum, weight_decay=self.weight_decay,
+        )
+
+
+class ScenarioSpec(_Section):
+    """``[[scenario]]``: one protection configuration to train, attack and judge."""
+
+    name: str
+    protocol: str = "plain"
+    dp: dict[str, Any] | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, value: str) -> str:
+        return _safe_name(value)
+
+    @field_validator("protocol")
+    @classmethod
+    def _known_protocol(cls, value: str) -> str:
+        if value not in PROTOCOLS:
+            raise ValueError(
+                f"protocol {value!r} is not available in this version of fedsecure "
+                f"(available: {', '.join(PROTOCOLS.names())})"
+            )
+        return value
+
+    @field_validator("dp")
+    @classmethod
+    def _dp_not_yet(cls, value: dict[str, Any] | None) -> None:
+        if value is not None:
+            raise ValueError(
+                "differential privacy is not available in this version of fedsecure; "
+                "remove dp rather than run this scenario without the protection it names"
+            )
+        return None
+
+
+class ThresholdsSpec(_Section):
+    """``[thresholds]``: what a scenario must show to pass the compliance verdict."""
+
+    max_epsilon: float | None = Field(None, gt=0)
+    max_membership_tpr_at_0_1_fpr: float | None = Field(None, ge=0, le=1)
+    max_reconstruction_psnr: float | None = Field(None, gt=0)
+
+
+class AuditSpec(_Section):
+    """A whole audit: data, model, federation, scenarios, attacks, thresholds."""
+
+    name: str
+    seed: int = Field(0, ge=0, lt=2**63)
+    data: DataSpec = DataSpec()
+    model: ModelSpec = ModelSpec()
+    federation: FederationSpec = FederationSpec()
+    scenario: list[ScenarioSpec] = Field(min_length=1)
+    attacks: dict[str, Any] | None = None
+    thresholds: ThresholdsSpec | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, value: str) -> str:
+        return _safe_name(value)
+
+    @field_validator("attacks")
+    @classmethod
+    def _attacks_not_yet(cls, value: dict[str, Any] | None) -> None:
+        if value:
+            raise ValueError(
+                "attacks are not available in this version of fedsecure; remove [attacks] to audit utility and cost"
+            )
+        return None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AuditSpec:
+        names = [s.name for s in self.scenario]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"scenario names must be unique; repeated: {', '.join(duplicates)}")
+        per_round = self.federation.clients_per_round
+        if per_round is not None and per_round > self.data.sites:
+            raise ValueError(f"federation.clients_per_round ({per_round}) exceeds data.sites ({self.data.sites})")
+        return self
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedSpec:
+    """A validated spec with the text it came from (for the report's manifest)."""
+
+    spec: AuditSpec
+    text: str
+    origin: str
+
+    @property
+    def sha256(self) -> str:
+        """sha256 of the spec's text."""
+        return hashlib.sha256(self.text.encode()).hexdigest()
+
+
+def parse_spec(text: str, origin: str, base_dir: Path | None = None, data_path: Path | None = None) -> LoadedSpec:
+    """Validate spec ``text``.
+
+    Args:
+        text: the TOML text.
+        origin: where it came from, for error messages (a path or "<default>").
+        base_dir: relative ``data.path`` values resolve against this directory
+            (the spec file's directory), so a spec works from any working directory.
+        data_path: overrides ``data.path`` (the CLI's ``--data``); used as given.
+
+    Raises:
+        SpecError: one line naming the field(s) and the problem(s).
+    """
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"{origin}: invalid TOML: {exc}") from None
+    if data_path is not None:
+        raw.setdefault("data", {})
+        if isinstance(raw["data"], dict):
+            raw["data"]["path"] = str(data_path)
+    elif base_dir is not None and isinstance(raw.get("data"), dict) and isinstance(raw["data"].get("path"), str):
+        path = Path(raw["data"]["path"]).expanduser()
+        raw["data"]["path"] = str(path if path.is_absolute() else base_dir / path)
+    try:
+        spec = AuditSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise SpecError(f"{origin}: {format_validation_error(exc)}") from None
+    return LoadedSpec(spec=spec, text=text, origin=origin)
+
+
+def load_spec(path: Path | None = None, data_path: Path | None = None) -> LoadedSpec:
+    """Read and validate the spec at ``path`` (the embedded default when None)."""
+    if path is None:
+        return parse_spec(DEFAULT_SPEC.read_text(), "<default>", data_path=data_path)
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(f"{path}: no such spec file") from None
+    except IsADirectoryError:
+        raise SpecError(f"{path}: is a directory, not a spec file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"{path}: cannot read spec ({exc})") from None
+    return parse_spec(text, str(path), base_dir=path.parent, data_path=data_path)
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """All of pydantic's errors on one line, each as ``field.path: message``."""
+    parts = []
+    for error in exc.errors():
+        location = ""
+        for item in error["loc"]:
+            location += f"[{item}]" if isinstance(item, int) else (f".{item}" if location else str(item))
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown field"
+        parts.append(f"{location}: {message}" if location else message)
+    return "; ".join(parts)

@@ -1,0 +1,127 @@
+"""The ``fedsecure`` command line.
+
+A user's mistake (a bad spec, a missing data file, an unknown option) is one
+line on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from fedsecure.errors import FedsecureError
+
+USER_ERROR = 2
+
+app = typer.Typer(
+    name="fedsecure",
+    help="Privacy audits of federated learning on medical images.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+stderr = Console(stderr=True)
+
+
+class RichProgress:
+    """Progress bars on stderr, one per stage, with an estimate of time left."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+
+    @contextmanager
+    def task(self, description: str, total: int) -> Iterator:
+        """A bar for one stage."""
+        task_id = self.progress.add_task(description, total=total)
+        yield lambda: self.progress.advance(task_id)
+
+
+@app.command()
+def audit(
+    spec: Annotated[
+        Optional[Path], typer.Argument(help="Audit spec (TOML). Without it: the embedded synthetic default.")
+    ] = None,
+    out: Annotated[
+        Optional[Path], typer.Option("--out", "-o", help="Output directory [default: audit-out/SPEC-NAME].")
+    ] = None,
+    data: Annotated[
+        Optional[Path], typer.Option("--data", help="Use this MedMNIST .npz instead of the spec's data.path.")
+    ] = None,
+    device: Annotated[str, typer.Option("--device", help="auto (CUDA when available), cpu or cuda.")] = "auto",
+) -> None:
+    """Train every scenario of SPEC, measure it, and write report.json and report.md."""
+    from fedsecure.audit.runner import run_audit
+    from fedsecure.audit.spec import load_spec
+
+    loaded = load_spec(spec, data_path=data)
+    out_dir = out if out is not None else Path("audit-out") / loaded.spec.name
+    columns = (
+        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=stderr) as bars:
+        report = run_audit(loaded, out_dir, device=device, progress=RichProgress(bars))
+    for scenario in report["scenarios"]:
+        auc = scenario["utility"]["auc"]
+        stderr.print(f"{scenario['name']}: AUC {auc if auc is None else round(auc, 3)}")
+    typer.echo(f"wrote {out_dir / 'report.json'} and {out_dir / 'report.md'}")
+
+
+@app.command()
+def version() -> None:
+    """Print fedsecure's version."""
+    from importlib.metadata import version as installed
+
+    typer.echo(installed("fedsecure"))
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    # Warnings state a weakened guarantee; they must be seen, on one line.
+    stderr.print(f"[bold yellow]warning:[/] {message}", highlight=False)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``fedsecure`` console script."""
+    warnings.showwarning = _show_warning
+    try:
+        code = app(args=argv, standalone_mode=False)
+    except FedsecureError as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        stderr.print("aborted")
+        sys.exit(130)
+    except Exception as exc:
+        if isinstance(exc.__cause__, KeyboardInterrupt):  # the parser's Abort wraps Ctrl-C
+            stderr.print("aborted")
+            sys.exit(130)
+        # Typer vendors its own copy of click, whose exceptions are not public:
+        # recognise its usage errors by their interface, not their class.
+        if callable(getattr(exc, "format_message", None)) and isinstance(getattr(exc, "exit_code", None), int):
+            _fail(f"{exc.format_message()} (see --help)")
+        raise
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _fail(message: str) -> None:
+    stderr.print(f"error: {message}", highlight=False, markup=False, soft_wrap=True)
+    sys.exit(USER_ERROR)
+
+
+if __name__ == "__main__":
+    main()

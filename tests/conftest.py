@@ -1,0 +1,48 @@
+"""Shared fixtures: the real shared data, and small synthetic federations."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("FEDSECURE_SHARED", REPO.parent / "shared")) / "data"
+PNEUMONIA = SHARED_DATA / "pneumoniamnist.npz"
+
+
+@pytest.fixture(autouse=True)
+def _deterministic_threads():
+    # Thread count changes float summation order; tests compare runs bit for bit.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def pneumonia_path() -> Path:
+    if not PNEUMONIA.is_file():
+        pytest.skip(f"shared data not found at {PNEUMONIA}")
+    return PNEUMONIA
+
+
+def write_medmnist(path: Path, n=(12, 4, 6), size=8, rgb=False, label_shape="column", n_classes=2, **overrides) -> Path:
+    """Write a small MedMNIST-format file; ``overrides`` replace or (with None) drop arrays."""
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, count in zip(("train", "val", "test"), n):
+        shape = (count, size, size, 3) if rgb else (count, size, size)
+        arrays[f"{split}_images"] = rng.integers(0, 256, size=shape, dtype=np.uint8)
+        labels = np.arange(count) % n_classes
+        arrays[f"{split}_labels"] = labels[:, None] if label_shape == "column" else labels
+    for key, value in overrides.items():
+        if value is None:
+            arrays.pop(key, None)
+        else:
+            arrays[key] = value
+    np.savez(path, **arrays)
+    return path

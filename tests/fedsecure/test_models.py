@@ -1,0 +1,49 @@
+import pytest
+import torch
+from opacus.validators import ModuleValidator
+
+from fedsecure.errors import UnknownNameError
+from fedsecure.models import MODELS, build_model, make_dp_compatible, normalization_state_names
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+@pytest.mark.parametrize("channels", [1, 3])
+def test_every_model_classifies_medmnist_sized_images(name, channels):
+    model = build_model(name, channels, 3, (28, 28))
+    assert model(torch.rand(2, channels, 28, 28)).shape == (2, 3)
+
+
+def test_same_seed_same_weights():
+    a, b, c = build_model("cnn", 1, 2, (28, 28), seed=1), build_model("cnn", 1, 2, (28, 28), seed=1), build_model("cnn", 1, 2, (28, 28), seed=2)
+    assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters()))
+    assert not all(torch.equal(x, y) for x, y in zip(a.parameters(), c.parameters()))
+
+
+def test_unknown_model_lists_the_known_ones():
+    with pytest.raises(UnknownNameError, match="unknown model 'resnet9'; choose one of: cnn, densenet121"):
+        build_model("resnet9", 1, 2, (28, 28))
+
+
+def test_default_cnn_is_dp_compatible_as_is():
+    model = build_model("cnn", 1, 2, (28, 28))
+    assert ModuleValidator.validate(model, strict=False) == []
+    assert make_dp_compatible(model) is model
+
+
+def test_densenet_is_fixed_for_dp_with_a_warning():
+    model = build_model("densenet121", 1, 2, (28, 28))
+    assert ModuleValidator.validate(model, strict=False)
+    with pytest.warns(UserWarning, match="BatchNorm -> GroupNorm"):
+        fixed = make_dp_compatible(model)
+    assert ModuleValidator.validate(fixed, strict=False) == []
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fixed.modules())
+    assert fixed(torch.rand(2, 1, 28, 28)).shape == (2, 2)
+
+
+def test_normalization_state_names_cover_groupnorm_and_batchnorm():
+    cnn = build_model("cnn", 1, 2, (28, 28))
+    assert normalization_state_names(cnn) == {f"features.{i}.{p}" for i in (1, 5, 9) for p in ("weight", "bias")}
+    densenet = build_model("densenet121", 1, 2, (32, 32))
+    names = normalization_state_names(densenet)
+    assert any(n.endswith("running_mean") for n in names)
+    assert not any("conv" in n.rsplit(".", 2)[-2] for n in names)

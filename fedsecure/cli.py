@@ -75,7 +75,8 @@ def audit(
         SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
         TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(),
     )
-    with Progress(*columns, console=stderr) as bars:
+    # transient: bars vanish when done (or on an error), leaving the one-line summary or error
+    with Progress(*columns, console=stderr, transient=True) as bars:
         report = run_audit(loaded, out_dir, device=device, progress=RichProgress(bars))
     for scenario in report["scenarios"]:
         auc = scenario["utility"]["auc"]

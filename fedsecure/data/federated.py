@@ -13,6 +13,7 @@ from fedsecure.data.medmnist import load_medmnist
 from fedsecure.data.partition import split_like
 from fedsecure.data.splits import ImageSplits, Split
 from fedsecure.data.synthetic import AcquisitionShift, SyntheticPhantoms
+from fedsecure.errors import DataError
 from fedsecure.registry import Registry
 from fedsecure.seeding import numpy_rng
 
@@ -32,6 +33,10 @@ class DataSource(Protocol):
 
     def acquisition(self, site: int) -> AcquisitionShift | None:
         """Site ``site``'s scanner, or None when the data already come from real scanners."""
+        ...
+
+    def describe(self) -> str:
+        """A short name for messages (the file, or what is generated)."""
         ...
 
 
@@ -88,7 +93,10 @@ def federate(source: DataSource, n_sites: int, partitioner: Partitioner, seed: i
     through its scanner, if the source has one.
     """
     splits = source.load()
-    train_parts = partitioner.split(splits.train.labels, n_sites, numpy_rng(seed, "partition", "train"))
+    try:
+        train_parts = partitioner.split(splits.train.labels, n_sites, numpy_rng(seed, "partition", "train"))
+    except DataError as exc:
+        raise DataError(f"{source.describe()}: {exc}") from None
     counts = np.stack([np.bincount(splits.train.labels[p], minlength=splits.n_classes) for p in train_parts])
     test_parts = split_like(splits.test.labels, counts, numpy_rng(seed, "partition", "test"))
     sites = []
@@ -124,6 +132,10 @@ class MedMNISTFile:
     def acquisition(self, site: int) -> None:
         """Real data: no simulated scanner."""
         return None
+
+    def describe(self) -> str:
+        """The file's path."""
+        return str(self.path)
 
 
 DATA_SOURCES.register("synthetic")(SyntheticPhantoms)

@@ -85,6 +85,10 @@ class SyntheticPhantoms:
             n_classes=2,
         )
 
+    def describe(self) -> str:
+        """What is generated, for messages."""
+        return f"synthetic phantoms (seed {self.seed}, {self.train_samples} training images)"
+
     def acquisition(self, site: int) -> AcquisitionShift:
         """Site ``site``'s scanner."""
         rng = numpy_rng(self.seed, "synthetic", "scanner", site)

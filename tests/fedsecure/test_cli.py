@@ -1,0 +1,149 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fedsecure.cli import main
+from tests.conftest import write_medmnist
+
+TINY = """
+name = "tiny"
+seed = 3
+
+[data]
+source = "synthetic"
+sites = 2
+partition = "iid"
+train_samples = 48
+val_samples = 4
+test_samples = 24
+
+[federation]
+rounds = 2
+batch_size = 16
+
+[[scenario]]
+name = "plain"
+
+[thresholds]
+max_epsilon = 8.0
+"""
+
+
+def cli(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.out, captured.err
+
+
+@pytest.fixture
+def tiny_spec(tmp_path) -> Path:
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY)
+    return path
+
+
+def test_audit_writes_the_report_contract(tiny_spec, tmp_path, capsys):
+    out = tmp_path / "out"
+    code, stdout, _ = cli(["audit", tiny_spec, "--out", out, "--device", "cpu"], capsys)
+    assert code == 0, stdout
+    report = json.loads((out / "report.json").read_text())
+    assert report["schema_version"] and report["spec"]["name"] == "tiny"
+    env = report["environment"]
+    assert {"fedsecure", "torch", "device", "seed", "spec_sha256", "data_sha256"} <= set(env)
+    assert env["seed"] == 3 and env["device"] == "cpu" and len(env["data_sha256"]) == 64
+    for baseline in ("centralized", "local_only"):
+        assert {"auc", "accuracy", "per_site"} <= set(report["baselines"][baseline])
+    assert len(report["baselines"]["local_only"]["per_site"]) == 2
+    (scenario,) = report["scenarios"]
+    assert scenario["name"] == "plain" and scenario["protocol"] == "plain" and scenario["dp"] is None
+    assert set(scenario["utility"]) == {"auc", "accuracy", "per_site"}
+    assert [s["site"] for s in scenario["utility"]["per_site"]] == ["site-0", "site-1"]
+    assert {"epsilon", "delta", "noise_multiplier", "sample_rate", "steps", "accountant", "empirical_epsilon_lb"} <= set(scenario["privacy"])
+    assert scenario["privacy"]["epsilon"] is None
+    cost = scenario["cost"]
+    assert {"train_seconds", "protect_seconds", "bytes_up_per_round", "bytes_down_per_round"} <= set(cost)
+    assert cost["train_seconds"] > 0 and cost["bytes_up_per_round"] == 2 * (23650 * 4 + 4)
+    assert scenario["attacks"] == []
+    assert scenario["verdict"]["pass"] is False and "no differential-privacy guarantee" in scenario["verdict"]["reasons"][0]
+    assert [r["round"] for r in scenario["rounds"]] == [1, 2]
+    markdown = (out / "report.md").read_text()
+    assert "| plain | plain |" in markdown and "FAIL" in markdown
+
+
+def test_same_spec_same_numbers(tiny_spec, tmp_path, capsys):
+    reports = []
+    for name in ("a", "b"):
+        assert cli(["audit", tiny_spec, "--out", tmp_path / name, "--device", "cpu"], capsys)[0] == 0
+        reports.append(json.loads((tmp_path / name / "report.json").read_text()))
+    strip = lambda r: [(s["utility"], [x["auc"] for x in s["rounds"]]) for s in r["scenarios"]]  # noqa: E731
+    assert strip(reports[0]) == strip(reports[1])
+    assert reports[0]["baselines"]["centralized"]["auc"] == reports[1]["baselines"]["centralized"]["auc"]
+
+
+def test_refuses_to_overwrite_another_specs_results(tiny_spec, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    other = {"environment": {"spec_sha256": "0" * 64}, "spec": {"name": "someone-else"}}
+    (out / "report.json").write_text(json.dumps(other))
+    code, _, err = cli(["audit", tiny_spec, "--out", out], capsys)
+    assert code == 2
+    assert err.strip() == f"error: {out}: holds the results of another spec ('someone-else'); choose another --out"
+    assert json.loads((out / "report.json").read_text()) == other
+
+
+@pytest.fixture
+def inputs(tmp_path, tiny_spec) -> dict[str, Path]:
+    """Files for the bad-input cases, by name."""
+    medmnist = TINY.replace('source = "synthetic"', 'source = "medmnist"\npath = "small.npz"')
+    files = {
+        "spec": tiny_spec,
+        "bad": TINY.replace("rounds = 2", "rounds = 0"),
+        "medmnist": medmnist,
+        "crowded": medmnist.replace("sites = 2", "sites = 10"),
+    }
+    paths = {"tmp": tmp_path, "spec": tiny_spec}
+    for name, text in files.items():
+        if name != "spec":
+            paths[name] = tmp_path / f"{name}.toml"
+            paths[name].write_text(text)
+    write_medmnist(tmp_path / "small.npz", n=(48, 4, 8))
+    (tmp_path / "junk.npz").write_text("not numpy")
+    return paths
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["audit", "{tmp}/absent.toml"], "absent.toml: no such spec file"),
+        (["audit", "{spec}", "--frobnicate"], "No such option: --frobnicate"),
+        (["audit", "{spec}", "--device", "tpu"], "unknown device 'tpu'"),
+        (["audit", "{bad}"], "federation.rounds: Input should be greater than or equal to 1"),
+        (["audit", "{medmnist}", "--data", "{tmp}/none.npz"], "none.npz: no such data file"),
+        (["audit", "{medmnist}", "--data", "{tmp}/junk.npz"], "junk.npz: not a readable .npz file"),
+        (["audit", "{crowded}"], "small.npz: cannot split 48 samples into 10 sites with at least 8 each"),
+        (["frobnicate"], "No such command"),
+    ],
+)
+def test_user_errors_are_one_line_and_exit_2(args, message, inputs, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = [a.format(**inputs) for a in args] + (["--out", str(out)] if args[0] == "audit" else [])
+    code, stdout, err = cli(argv, capsys)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert message in lines[0]
+    assert "Traceback" not in err + stdout
+    assert not out.exists()
+
+
+def test_console_script_runs_as_installed(tmp_path):
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("fedsecure")), "audit", str(tmp_path / "absent.toml")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: {tmp_path / 'absent.toml'}: no such spec file"

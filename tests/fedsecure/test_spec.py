@@ -1,0 +1,95 @@
+from pathlib import Path
+
+import pytest
+
+from fedsecure.audit.spec import DEFAULT_SPEC, load_spec, parse_spec
+from fedsecure.data import Dirichlet
+from fedsecure.errors import SpecError
+from fedsecure.fl import FedAdam, FedProx
+
+REPO = Path(__file__).resolve().parents[2]
+
+MINIMAL = """
+name = "t"
+[[scenario]]
+name = "plain"
+"""
+
+
+def test_shipped_specs_validate():
+    default = load_spec()
+    assert default.spec.data.source == "synthetic"
+    assert (REPO / "audits" / "default.toml").read_text() == DEFAULT_SPEC.read_text()
+    pneumonia = load_spec(REPO / "audits" / "pneumoniamnist.toml")
+    assert pneumonia.spec.data.path == REPO / "audits" / "../../shared/data/pneumoniamnist.npz"
+    assert pneumonia.spec.data.sites == 4 and pneumonia.spec.federation.rounds == 20
+    assert isinstance(pneumonia.spec.data.partitioner(), Dirichlet)
+
+
+def test_data_override_and_relative_paths(tmp_path):
+    spec = tmp_path / "s.toml"
+    spec.write_text(MINIMAL + '[data]\nsource = "medmnist"\npath = "x.npz"\n')
+    assert load_spec(spec).spec.data.path == tmp_path / "x.npz"
+    assert load_spec(spec, data_path=Path("other.npz")).spec.data.path == Path("other.npz")
+
+
+def test_strategy_options_reach_the_strategy():
+    spec = parse_spec(MINIMAL + '[federation]\nstrategy = "fedprox"\nmu = 0.5\n', "t").spec
+    assert spec.federation.strategy_instance() == FedProx(mu=0.5)
+    adam = parse_spec(MINIMAL + '[federation]\nstrategy = "fedadam"\nserver_lr = 0.1\n', "t").spec
+    strategy = adam.federation.strategy_instance()
+    assert isinstance(strategy, FedAdam) and strategy.server_lr == 0.1
+
+
+def test_spec_hash_is_of_the_text():
+    a, b = parse_spec(MINIMAL, "a"), parse_spec(MINIMAL + "\n", "b")
+    assert a.sha256 != b.sha256 and len(a.sha256) == 64
+
+
+BAD_SPECS = [
+    ("", "name: Field required"),
+    ('name = "t"', "scenario: Field required"),
+    (MINIMAL + "[[scenario]]\nname = 'plain'\n", "scenario names must be unique; repeated: plain"),
+    (MINIMAL.replace('name = "plain"', 'name = "a/b"'), "scenario[0].name: must be 1-64 characters"),
+    (MINIMAL + 'colour = "red"', "colour: unknown field"),
+    (MINIMAL + "[federation]\nrounds = 0\n", "federation.rounds: Input should be greater than or equal to 1"),
+    (MINIMAL + '[federation]\nrounds = "many"\n', "federation.rounds: Input should be a valid integer"),
+    (MINIMAL + '[federation]\nstrategy = "fedsquare"\n', "federation.strategy: unknown strategy 'fedsquare'; choose one of: fedavg, fedsgd, fedprox, fedadam, fedbn"),
+    (MINIMAL + "[federation]\nmu = 0.1\n", "federation: mu is not an option of strategy 'fedavg'"),
+    (MINIMAL + '[federation]\noptimizer = "lbfgs"\n', "federation.optimizer: unknown optimizer 'lbfgs'"),
+    (MINIMAL + '[model]\nname = "vit"\n', "model.name: unknown model 'vit'"),
+    (MINIMAL + '[data]\nsource = "dicom"\n', "data.source: unknown data source 'dicom'"),
+    (MINIMAL + '[data]\npartition = "random"\n', "data.partition: unknown partition 'random'"),
+    (MINIMAL + '[data]\nsource = "medmnist"\n', "data: source 'medmnist' needs path"),
+    (MINIMAL + '[data]\npath = "x.npz"\n', "data: source 'synthetic' generates its images and takes no path"),
+    (MINIMAL + "[data]\nalpha = -1\n", "data.alpha: Input should be greater than 0"),
+    (MINIMAL + "[data]\nsites = 3\n[federation]\nclients_per_round = 5\n", "clients_per_round (5) exceeds data.sites (3)"),
+    (MINIMAL + "[data]\nsites = 300\n", "cannot give 300 sites 8 samples each"),
+    (MINIMAL.replace('name = "plain"', 'name = "c"\nprotocol = "ckks"'), "protocol 'ckks' is not available in this version"),
+    (MINIMAL.replace('name = "plain"', 'name = "d"\ndp = { level = "sample", epsilon = 8.0 }'), "differential privacy is not available in this version"),
+    (MINIMAL + '[attacks]\nmembership = { method = "lira" }\n', "attacks are not available in this version"),
+    (MINIMAL + "[thresholds]\nmax_epsilon = 0\n", "thresholds.max_epsilon: Input should be greater than 0"),
+    ("name = [", "invalid TOML"),
+    ("seed = -1\n" + MINIMAL, "seed: Input should be greater than or equal to 0"),
+    (MINIMAL + "seed = 1\n", "scenario[0].seed: unknown field"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), BAD_SPECS)
+def test_bad_specs_get_one_line_naming_the_field(text, message):
+    with pytest.raises(SpecError) as error:
+        parse_spec(text, "spec.toml")
+    assert str(error.value).startswith("spec.toml: ")
+    assert message in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_unreadable_spec_files(tmp_path):
+    with pytest.raises(SpecError, match="no such spec file"):
+        load_spec(tmp_path / "absent.toml")
+    with pytest.raises(SpecError, match="is a directory"):
+        load_spec(tmp_path)
+    binary = tmp_path / "b.toml"
+    binary.write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(SpecError, match="cannot read spec"):
+        load_spec(binary)

@@ -12,9 +12,9 @@ import hashlib
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fedsecure.data.federated import DATA_SOURCES
 from fedsecure.data.partition import PARTITIONERS
@@ -38,17 +38,25 @@ _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 STRATEGY_OPTIONS = ("mu", "server_lr", "beta1", "beta2", "tau")
 
 
-def _registered(registry: Registry, value: str) -> str:
-    if value not in registry:
-        raise ValueError(f"unknown {registry.kind} {value!r}; choose one of: {', '.join(registry.names())}")
-    return value
-
-
 def _safe_name(value: str) -> str:
     # Names become file names in the output directory.
     if not _SAFE_NAME.match(value):
         raise ValueError("must be 1-64 characters of letters, digits, '.', '_' or '-', starting with a letter or digit")
     return value
+
+
+SafeName = Annotated[str, AfterValidator(_safe_name)]
+
+
+def Registered(registry: Registry) -> Any:  # noqa: N802 (used as a type)
+    """A string field that must name an entry of ``registry``."""
+
+    def check(value: str) -> str:
+        if value not in registry:
+            raise ValueError(f"unknown {registry.kind} {value!r}; choose one of: {', '.join(registry.names())}")
+        return value
+
+    return Annotated[str, AfterValidator(check)]
 
 
 def _construct(cls: type, **options: Any) -> Any:
@@ -58,8 +66,12 @@ def _construct(cls: type, **options: Any) -> Any:
     side (``alpha`` for the partitioners that use it, ``mu`` for FedProx); each
     implementation picks its own, so no if/elif on names is needed.
     """
-    accepted = {f.name for f in dataclasses.fields(cls) if f.init}
+    accepted = _init_fields(cls)
     return cls(**{name: value for name, value in options.items() if name in accepted})
+
+
+def _init_fields(cls: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls) if f.init}
 
 
 class _Section(BaseModel):
@@ -69,26 +81,16 @@ class _Section(BaseModel):
 class DataSpec(_Section):
     """``[data]``: where the images come from and how they are split across sites."""
 
-    source: str = "synthetic"
+    source: Registered(DATA_SOURCES) = "synthetic"
     path: Path | None = None
     sites: int = Field(4, ge=1, le=1000)
-    partition: str = "iid"
+    partition: Registered(PARTITIONERS) = "iid"
     alpha: float = Field(0.5, gt=0)
     min_site_samples: int = Field(8, ge=1)
     train_samples: int = Field(1600, ge=2, le=1_000_000)
     val_samples: int = Field(200, ge=0, le=1_000_000)
     test_samples: int = Field(400, ge=2, le=1_000_000)
     image_size: int = Field(28, ge=16, le=512)
-
-    @field_validator("source")
-    @classmethod
-    def _known_source(cls, value: str) -> str:
-        return _registered(DATA_SOURCES, value)
-
-    @field_validator("partition")
-    @classmethod
-    def _known_partition(cls, value: str) -> str:
-        return _registered(PARTITIONERS, value)
 
     @model_validator(mode="after")
     def _source_fields(self) -> DataSpec:
@@ -119,23 +121,18 @@ class DataSpec(_Section):
 class ModelSpec(_Section):
     """``[model]``: the network, by registry name."""
 
-    name: str = "cnn"
-
-    @field_validator("name")
-    @classmethod
-    def _known_model(cls, value: str) -> str:
-        return _registered(MODELS, value)
+    name: Registered(MODELS) = "cnn"
 
 
 class FederationSpec(_Section):
     """``[federation]``: strategy, rounds and local training."""
 
-    strategy: str = "fedavg"
+    strategy: Registered(STRATEGIES) = "fedavg"
     rounds: int = Field(20, ge=1, le=100_000)
     local_epochs: int = Field(1, ge=1, le=10_000)
     batch_size: int = Field(32, ge=1)
     lr: float = Field(0.05, gt=0)
-    optimizer: str = "sgd"
+    optimizer: Registered(OPTIMIZERS) = "sgd"
     momentum: float = Field(0.0, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
     clients_per_round: int | None = Field(None, ge=1)
@@ -145,20 +142,9 @@ class FederationSpec(_Section):
     beta2: float = Field(0.99, ge=0, lt=1)
     tau: float = Field(1e-3, gt=0)
 
-    @field_validator("strategy")
-    @classmethod
-    def _known_strategy(cls, value: str) -> str:
-        return _registered(STRATEGIES, value)
-
-    @field_validator("optimizer")
-    @classmethod
-    def _known_optimizer(cls, value: str) -> str:
-        return _registered(OPTIMIZERS, value)
-
     @model_validator(mode="after")
     def _options_belong_to_strategy(self) -> FederationSpec:
-        accepted = {f.name for f in dataclasses.fields(STRATEGIES.get(self.strategy)) if f.init}
-        stray = sorted(set(STRATEGY_OPTIONS) & self.model_fields_set - accepted)
+        stray = sorted(set(STRATEGY_OPTIONS) & self.model_fields_set - _init_fields(STRATEGIES.get(self.strategy)))
         if stray:
             raise ValueError(f"{', '.join(stray)} is not an option of strategy {self.strategy!r}")
         return self
@@ -178,14 +164,9 @@ class FederationSpec(_Section):
 class ScenarioSpec(_Section):
     """``[[scenario]]``: one protection configuration to train, attack and judge."""
 
-    name: str
+    name: SafeName
     protocol: str = "plain"
     dp: dict[str, Any] | None = None
-
-    @field_validator("name")
-    @classmethod
-    def _safe_name(cls, value: str) -> str:
-        return _safe_name(value)
 
     @field_validator("protocol")
     @classmethod
@@ -219,7 +200,7 @@ class ThresholdsSpec(_Section):
 class AuditSpec(_Section):
     """A whole audit: data, model, federation, scenarios, attacks, thresholds."""
 
-    name: str
+    name: SafeName
     seed: int = Field(0, ge=0, lt=2**63)
     data: DataSpec = DataSpec()
     model: ModelSpec = ModelSpec()
@@ -227,11 +208,6 @@ class AuditSpec(_Section):
     scenario: list[ScenarioSpec] = Field(min_length=1)
     attacks: dict[str, Any] | None = None
     thresholds: ThresholdsSpec | None = None
-
-    @field_validator("name")
-    @classmethod
-    def _safe_name(cls, value: str) -> str:
-        return _safe_name(value)
 
     @field_validator("attacks")
     @classmethod

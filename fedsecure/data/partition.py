@@ -47,9 +47,21 @@ class IID:
         return [np.sort(part) for part in np.array_split(rng.permutation(len(labels)), n_sites)]
 
 
+@dataclass(frozen=True)
+class _DirichletSkew:
+    """Shared settings of the Dirichlet-based partitioners."""
+
+    alpha: float = 0.5
+    min_size: int = 1
+
+    def __post_init__(self) -> None:
+        if self.alpha <= 0:
+            raise DataError(f"{type(self).__name__.lower()} alpha must be > 0, got {self.alpha}")
+
+
 @PARTITIONERS.register("dirichlet")
 @dataclass(frozen=True)
-class Dirichlet:
+class Dirichlet(_DirichletSkew):
     """Label skew: each class is spread over sites in Dirichlet(alpha) proportions.
 
     Small ``alpha`` (0.1) gives sites dominated by one class; large ``alpha``
@@ -57,13 +69,8 @@ class Dirichlet:
     ``min_size`` samples.
     """
 
-    alpha: float = 0.5
-    min_size: int = 1
-
     def split(self, labels: np.ndarray, n_sites: int, rng: np.random.Generator) -> Partition:
         """Split ``range(len(labels))`` across ``n_sites``."""
-        if self.alpha <= 0:
-            raise DataError(f"dirichlet alpha must be > 0, got {self.alpha}")
         n = len(labels)
         _check_feasible(n, n_sites, self.min_size)
         classes = np.unique(labels)
@@ -91,16 +98,11 @@ class Dirichlet:
 
 @PARTITIONERS.register("quantity")
 @dataclass(frozen=True)
-class Quantity:
+class Quantity(_DirichletSkew):
     """Quantity skew: site sizes in Dirichlet(alpha) proportions, labels iid within a site."""
-
-    alpha: float = 0.5
-    min_size: int = 1
 
     def split(self, labels: np.ndarray, n_sites: int, rng: np.random.Generator) -> Partition:
         """Split ``range(len(labels))`` across ``n_sites``."""
-        if self.alpha <= 0:
-            raise DataError(f"quantity alpha must be > 0, got {self.alpha}")
         n = len(labels)
         _check_feasible(n, n_sites, self.min_size)
         share = rng.dirichlet(np.full(n_sites, self.alpha))

@@ -88,3 +88,9 @@ def test_more_sites_than_samples_is_a_clear_error(name):
 def test_min_size_that_cannot_be_met_is_reported():
     with pytest.raises(DataError, match="fewer than 40 samples"):
         Dirichlet(alpha=0.01, min_size=40).split(np.repeat([0, 1], 100), 5, np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("cls", [Dirichlet, Quantity])
+def test_non_positive_alpha_is_refused(cls):
+    with pytest.raises(DataError, match="alpha must be > 0, got 0"):
+        cls(alpha=0)

@@ -33,3 +33,11 @@ class NotSupportedError(FedsecureError):
 
 class OutputError(FedsecureError):
     """An output location that would lose or overwrite results that must be kept."""
+
+
+class CKKSParametersError(FedsecureError):
+    """Encryption parameters that are invalid or below 128-bit security (refused, never weakened)."""
+
+
+class AggregationOverflowError(FedsecureError):
+    """A value too large for the encrypted fixed-point range: it would silently corrupt the aggregate."""

@@ -52,6 +52,9 @@ class CostFinding:
 
     ``bytes_up_per_round`` is what all sites send the server in one round
     (mean over rounds); ``bytes_down_per_round`` what the server sends all sites.
+    ``protect_seconds`` = encrypt (every site's ``protect``) + aggregate (the
+    server's ``combine``) + decrypt (every site's ``reveal``), summed over rounds.
+    ``bytes_per_parameter`` is one site's message size over the update's length.
     """
 
     train_seconds: float
@@ -59,6 +62,11 @@ class CostFinding:
     bytes_up_per_round: float
     bytes_down_per_round: float
     wall_seconds: float
+    encrypt_seconds: float
+    aggregate_seconds: float
+    decrypt_seconds: float
+    setup_bytes: int
+    bytes_per_parameter: float
 
 
 @dataclass(frozen=True)
@@ -97,6 +105,7 @@ class ScenarioFinding:
     utility: UtilityFinding
     privacy: PrivacyFinding
     cost: CostFinding
+    protocol_parameters: dict[str, Any]
     attacks: list[dict[str, Any]]
     rounds: list[RoundFinding]
     verdict: Verdict

@@ -31,7 +31,6 @@ from fedsecure.devices import resolve_device
 from fedsecure.fl.baselines import baseline_training, train_centralized, train_local_only
 from fedsecure.fl.federation import Federation, FederationResult
 from fedsecure.models import build_model
-from fedsecure.secure.protocol import PROTOCOLS
 
 Advance = Callable[[], None]
 
@@ -136,7 +135,7 @@ def _run_scenario(
         spec.federation.strategy_instance(),
         training=spec.federation.local_training(),
         rounds=spec.federation.rounds,
-        protocol=PROTOCOLS.get(scenario.protocol)(),
+        protocol=scenario.protocol_instance(),
         clients_per_round=spec.federation.clients_per_round,
         seed=spec.seed,
         device=device,
@@ -156,6 +155,7 @@ def _run_scenario(
         ),
         privacy=privacy,
         cost=_cost(result, wall),
+        protocol_parameters=federation.protocol.describe(),
         attacks=[],
         rounds=_rounds(result),
         verdict=judge(spec.thresholds, privacy, measured_attacks=set()),
@@ -170,6 +170,11 @@ def _cost(result: FederationResult, wall_seconds: float) -> CostFinding:
         bytes_up_per_round=trace.bytes_up_per_round,
         bytes_down_per_round=trace.bytes_down_per_round,
         wall_seconds=wall_seconds,
+        encrypt_seconds=sum(c.protect_seconds for r in trace.rounds for c in r.clients),
+        aggregate_seconds=sum(r.combine_seconds for r in trace.rounds),
+        decrypt_seconds=sum(c.reveal_seconds for r in trace.rounds for c in r.clients),
+        setup_bytes=trace.setup_bytes,
+        bytes_per_parameter=trace.bytes_per_parameter,
     )
 
 

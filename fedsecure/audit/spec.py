@@ -23,6 +23,7 @@ from fedsecure.fl.strategies import STRATEGIES
 from fedsecure.fl.training import OPTIMIZERS, LocalTraining
 from fedsecure.models import MODELS
 from fedsecure.registry import Registry
+from fedsecure.secure.ckks_params import PRESETS as CKKS_PRESETS
 from fedsecure.secure.protocol import PROTOCOLS
 
 if sys.version_info >= (3, 11):
@@ -166,6 +167,7 @@ class ScenarioSpec(_Section):
 
     name: SafeName
     protocol: str = "plain"
+    ckks_preset: str | None = None
     dp: dict[str, Any] | None = None
 
     @field_validator("protocol")
@@ -177,6 +179,24 @@ class ScenarioSpec(_Section):
                 f"(available: {', '.join(PROTOCOLS.names())})"
             )
         return value
+
+    @field_validator("ckks_preset")
+    @classmethod
+    def _known_preset(cls, value: str | None) -> str | None:
+        if value is not None and value not in CKKS_PRESETS:
+            raise ValueError(f"unknown CKKS preset {value!r}; choose one of: {', '.join(CKKS_PRESETS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _preset_needs_ckks(self) -> ScenarioSpec:
+        if self.ckks_preset is not None and self.protocol != "ckks":
+            raise ValueError(f"ckks_preset is set but protocol is {self.protocol!r}, not 'ckks'")
+        return self
+
+    def protocol_instance(self) -> Any:
+        """The aggregation protocol this scenario names, with its options."""
+        options = {"preset": self.ckks_preset} if self.ckks_preset is not None else {}
+        return _construct(PROTOCOLS.get(self.protocol), **options)
 
     @field_validator("dp")
     @classmethod

@@ -17,7 +17,7 @@ from fedsecure.fl.strategies import STRATEGIES, Strategy
 from fedsecure.fl.trace import ClientRound, RoundRecord, Trace
 from fedsecure.fl.training import LocalTraining
 from fedsecure.secure.plain import PlainAggregation
-from fedsecure.secure.protocol import AggregationProtocol, Message
+from fedsecure.secure.protocol import AggregationProtocol, Message, Roles
 from fedsecure.seeding import numpy_rng, torch_generator
 
 KeepMessages = Literal["none", "first", "all"]
@@ -121,12 +121,16 @@ class Federation:
         Args:
             on_round: called with each finished round's record (progress reporting).
         """
-        trace = Trace(strategy=STRATEGIES.name_of(type(self.strategy)), protocol=self.protocol.name)
+        trace = Trace(
+            strategy=STRATEGIES.name_of(type(self.strategy)), protocol=self.protocol.name, update_length=self.state.numel
+        )
         global_vector = self.state.get()
         self.strategy.start(global_vector)
-        self.protocol.setup(len(self.data.sites))
+        # Weights are divided by the largest site's sample count, a number the sites agree on.
+        roles = self.protocol.setup(len(self.data.sites), weight_unit=max(s.n_train for s in self.data.sites))
+        trace.setup_bytes = roles.setup_bytes
         for round_number in range(1, self.rounds + 1):
-            record, global_vector = self._round(round_number, global_vector)
+            record, global_vector = self._round(round_number, global_vector, roles)
             trace.rounds.append(record)
             if on_round is not None:
                 on_round(record)
@@ -136,7 +140,7 @@ class Federation:
             trace.rounds[-1].utility = evaluation.global_
         return FederationResult(trace=trace, evaluation=evaluation)
 
-    def _round(self, round_number: int, global_vector: torch.Tensor) -> tuple[RoundRecord, torch.Tensor]:
+    def _round(self, round_number: int, global_vector: torch.Tensor, roles: Roles) -> tuple[RoundRecord, torch.Tensor]:
         participants = self._sample(round_number)
         keep = self.keep_messages == "all" or (self.keep_messages == "first" and round_number == 1)
         messages, clients = [], []
@@ -151,17 +155,17 @@ class Federation:
                 )
             self._private[k] = self.state.get_private()
             with protect_clock.measure():
-                message = self.protocol.protect(update, float(site.n_train))
+                message = roles.client.protect(update, float(site.n_train))
             messages.append(message)
             clients.append((site.name, float(site.n_train), steps, train_clock.seconds, protect_clock.seconds, message.nbytes))
 
         combine_clock = Stopwatch(self.device)
         with combine_clock.measure():
-            aggregate = self.protocol.combine(messages)
+            aggregate = roles.server.combine(messages)
         # Every site reveals the same aggregate; the time of one reveal is each site's cost.
         reveal_clock = Stopwatch(self.device)
         with reveal_clock.measure():
-            mean_update = self.protocol.reveal(aggregate)
+            mean_update = roles.client.reveal(aggregate)
         new_global = self.strategy.server_update(global_vector, mean_update.to(self.device))
 
         record = RoundRecord(

@@ -80,10 +80,14 @@ class Trace:
         protocol: registry name of the aggregation protocol.
         rounds: one record per round, in order.
         final_global: the shared state after the last round (the released model).
+        update_length: values in one update (the shared state's size).
+        setup_bytes: what the key setup sent the server once (e.g. CKKS's public context).
     """
 
     strategy: str
     protocol: str
+    update_length: int = 0
+    setup_bytes: int = 0
     rounds: list[RoundRecord] = field(default_factory=list)
     final_global: torch.Tensor | None = field(default=None, repr=False)
 
@@ -101,6 +105,12 @@ class Trace:
     def bytes_up_per_round(self) -> float:
         """Mean bytes sent by all sites to the server per round."""
         return fmean(r.bytes_up for r in self.rounds) if self.rounds else 0.0
+
+    @property
+    def bytes_per_parameter(self) -> float:
+        """Mean bytes of one site's message per update value."""
+        sizes = [c.bytes_up / self.update_length for r in self.rounds for c in r.clients]
+        return fmean(sizes) if sizes and self.update_length else 0.0
 
     @property
     def bytes_down_per_round(self) -> float:

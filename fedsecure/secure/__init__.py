@@ -1,6 +1,23 @@
-"""Secure aggregation protocols (protect -> combine -> reveal)."""
+"""Secure aggregation protocols (setup, then protect -> combine -> reveal)."""
 
+from fedsecure.secure.ckks import CKKSAggregation, CKKSClient, CKKSServer
+from fedsecure.secure.ckks_params import DEFAULT_PRESET, PRESETS, CKKSParameters
 from fedsecure.secure.plain import PlainAggregation
-from fedsecure.secure.protocol import PROTOCOLS, Aggregate, AggregationProtocol, Message
+from fedsecure.secure.protocol import PROTOCOLS, Aggregate, AggregationProtocol, ClientRole, Message, Roles, ServerRole
 
-__all__ = ["PROTOCOLS", "Aggregate", "AggregationProtocol", "Message", "PlainAggregation"]
+__all__ = [
+    "DEFAULT_PRESET",
+    "PRESETS",
+    "PROTOCOLS",
+    "Aggregate",
+    "AggregationProtocol",
+    "CKKSAggregation",
+    "CKKSClient",
+    "CKKSParameters",
+    "CKKSServer",
+    "ClientRole",
+    "Message",
+    "PlainAggregation",
+    "Roles",
+    "ServerRole",
+]

@@ -1,5 +1,9 @@
-"""The secure-aggregation interface: protect -> combine -> reveal.
+"""The secure-aggregation interface: setup, then protect -> combine -> reveal.
 
+0. ``setup`` is the key setup among the sites. It returns two *roles*: the
+   :class:`ClientRole` the sites use, and the :class:`ServerRole` the
+   aggregator uses. The server role is built only from what the server may
+   hold (for CKKS: a context serialized without the secret key).
 1. Each client ``protect(update, weight)`` and sends the message.
 2. The server ``combine(messages)``: it only ever adds messages up, so a
    protocol whose messages are ciphertexts never needs a secret key on the server.
@@ -14,7 +18,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 
@@ -27,15 +31,18 @@ class Message:
 
     Attributes:
         payload: the protocol's representation of ``weight * update``.
-        weight: the protocol's representation of the client's weight.
+        weight: the client's weight, where the protocol sends it in the clear
+            (None where it travels inside the payload).
         nbytes: bytes on the wire.
         plaintext: whether the server can read ``payload`` as numbers.
+        length: number of update values carried (public: the model's size).
     """
 
     payload: object
-    weight: object
+    weight: float | None
     nbytes: int
     plaintext: bool
+    length: int
 
 
 @dataclass(frozen=True)
@@ -43,9 +50,39 @@ class Aggregate:
     """The server's sum of the messages it received (what it sends back)."""
 
     payload: object
-    weight: object
+    weight: float | None
     nbytes: int
     n_messages: int
+    length: int
+
+
+class ClientRole(ABC):
+    """What a site does: protect its update, reveal the aggregate."""
+
+    @abstractmethod
+    def protect(self, update: torch.Tensor, weight: float) -> Message:
+        """The message that carries ``weight * update`` and ``weight``."""
+
+    @abstractmethod
+    def reveal(self, aggregate: Aggregate) -> torch.Tensor:
+        """The weighted mean update, ``sum(weight * update) / sum(weight)``, on the CPU."""
+
+
+class ServerRole(ABC):
+    """What the aggregator does: add messages up, without any secret."""
+
+    @abstractmethod
+    def combine(self, messages: list[Message]) -> Aggregate:
+        """The sum of ``messages``; never decrypts."""
+
+
+@dataclass(frozen=True)
+class Roles:
+    """The two sides a key setup produces."""
+
+    client: ClientRole
+    server: ServerRole
+    setup_bytes: int = 0  # what the setup sent the server (e.g. the public context)
 
 
 class AggregationProtocol(ABC):
@@ -53,20 +90,20 @@ class AggregationProtocol(ABC):
 
     name: ClassVar[str]
 
-    def setup(self, n_clients: int) -> None:
-        """Key setup among the participating clients (nothing for plaintext)."""
+    def describe(self) -> dict[str, Any]:
+        """The protocol's parameters, for the report."""
+        return {"name": self.name}
 
     @abstractmethod
-    def protect(self, update: torch.Tensor, weight: float) -> Message:
-        """Client side: the message that carries ``weight * update`` and ``weight``."""
+    def setup(self, n_clients: int, weight_unit: float = 1.0) -> Roles:
+        """Key setup among the sites.
 
-    @abstractmethod
-    def combine(self, messages: list[Message]) -> Aggregate:
-        """Server side: the sum of ``messages``; never decrypts."""
-
-    @abstractmethod
-    def reveal(self, aggregate: Aggregate) -> torch.Tensor:
-        """Client side: the weighted mean update, ``sum(weight * update) / sum(weight)``."""
+        Args:
+            n_clients: sites taking part.
+            weight_unit: a weight the sites agree on (e.g. the largest site's
+                sample count); weights are divided by it before protection, so
+                that encrypted values stay in a fixed range.
+        """
 
 
 PROTOCOLS: Registry[type[AggregationProtocol]] = Registry("protocol")

@@ -6,6 +6,7 @@ from fedsecure.audit.spec import DEFAULT_SPEC, load_spec, parse_spec
 from fedsecure.data import Dirichlet
 from fedsecure.errors import SpecError
 from fedsecure.fl import FedAdam, FedProx
+from fedsecure.secure import CKKSAggregation, PlainAggregation
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -41,6 +42,13 @@ def test_strategy_options_reach_the_strategy():
     assert isinstance(strategy, FedAdam) and strategy.server_lr == 0.1
 
 
+def test_ckks_scenario_builds_its_protocol():
+    spec = parse_spec(MINIMAL + '[[scenario]]\nname = "he"\nprotocol = "ckks"\nckks_preset = "n4096-q60"\n', "t").spec
+    plain, ckks = (s.protocol_instance() for s in spec.scenario)
+    assert isinstance(plain, PlainAggregation)
+    assert isinstance(ckks, CKKSAggregation) and ckks.preset == "n4096-q60"
+
+
 def test_spec_hash_is_of_the_text():
     a, b = parse_spec(MINIMAL, "a"), parse_spec(MINIMAL + "\n", "b")
     assert a.sha256 != b.sha256 and len(a.sha256) == 64
@@ -65,7 +73,9 @@ BAD_SPECS = [
     (MINIMAL + "[data]\nalpha = -1\n", "data.alpha: Input should be greater than 0"),
     (MINIMAL + "[data]\nsites = 3\n[federation]\nclients_per_round = 5\n", "clients_per_round (5) exceeds data.sites (3)"),
     (MINIMAL + "[data]\nsites = 300\n", "cannot give 300 sites 8 samples each"),
-    (MINIMAL.replace('name = "plain"', 'name = "c"\nprotocol = "ckks"'), "protocol 'ckks' is not available in this version"),
+    (MINIMAL.replace('name = "plain"', 'name = "c"\nprotocol = "smpc"'), "scenario[0].protocol: protocol 'smpc' is not available in this version"),
+    (MINIMAL.replace('name = "plain"', 'name = "c"\nckks_preset = "n4096-q60"'), "ckks_preset is set but protocol is 'plain'"),
+    (MINIMAL.replace('name = "plain"', 'name = "c"\nprotocol = "ckks"\nckks_preset = "tiny"'), "scenario[0].ckks_preset: unknown CKKS preset 'tiny'"),
     (MINIMAL.replace('name = "plain"', 'name = "d"\ndp = { level = "sample", epsilon = 8.0 }'), "differential privacy is not available in this version"),
     (MINIMAL + '[attacks]\nmembership = { method = "lira" }\n', "attacks are not available in this version"),
     (MINIMAL + "[thresholds]\nmax_epsilon = 0\n", "thresholds.max_epsilon: Input should be greater than 0"),

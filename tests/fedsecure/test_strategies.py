@@ -53,9 +53,9 @@ def test_fedavg_with_one_client_and_one_step_is_one_centralized_sgd_step():
 
 
 def test_weighted_average_by_hand():
-    protocol = PlainAggregation()
-    messages = [protocol.protect(torch.tensor([1.0, 2.0]), 1.0), protocol.protect(torch.tensor([4.0, 8.0]), 3.0)]
-    mean = protocol.reveal(protocol.combine(messages))
+    roles = PlainAggregation().setup(2)
+    messages = [roles.client.protect(torch.tensor([1.0, 2.0]), 1.0), roles.client.protect(torch.tensor([4.0, 8.0]), 3.0)]
+    mean = roles.client.reveal(roles.server.combine(messages))
     # (1*1 + 3*4) / 4 = 3.25, (1*2 + 3*8) / 4 = 6.5
     assert mean.tolist() == [3.25, 6.5]
     assert messages[0].nbytes == 2 * 4 + 4

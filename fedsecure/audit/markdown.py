@@ -34,8 +34,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"{spec['federation']['strategy']}, {spec['federation']['rounds']} rounds; seed {env['seed']}; "
         f"device {env['device']}; fedsecure {env['fedsecure']}, torch {env['torch']}.",
         "",
-        "| scenario | protocol | AUC | accuracy | epsilon | train s | protect s | up / round | down / round | verdict |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| scenario | protocol | AUC | accuracy | epsilon | train s | protect s | up / round | down / round | bytes / parameter | verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in report["scenarios"]:
         epsilon = s["privacy"]["epsilon"]
@@ -44,7 +44,7 @@ def render_markdown(report: dict[str, Any]) -> str:
             f"| {'none (no DP)' if epsilon is None else _number(epsilon, 2)} "
             f"| {_number(s['cost']['train_seconds'], 1)} | {_number(s['cost']['protect_seconds'], 2)} "
             f"| {_bytes(s['cost']['bytes_up_per_round'])} | {_bytes(s['cost']['bytes_down_per_round'])} "
-            f"| {_verdict(s['verdict'])} |"
+            f"| {_number(s['cost']['bytes_per_parameter'], 1)} | {_verdict(s['verdict'])} |"
         )
     central, local = baselines["centralized"], baselines["local_only"]
     lines += [
@@ -54,10 +54,18 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"- centralized (all data pooled, the upper bound): AUC {_number(central['auc'])}, accuracy {_number(central['accuracy'])}",
         f"- local-only (each site alone, mean over sites on the whole test set): AUC {_number(local['auc'])}, "
         f"accuracy {_number(local['accuracy'])}",
-        "",
-        "## Verdicts",
-        "",
     ]
+    protected = [s for s in report["scenarios"] if s["protocol"] != "plain"]
+    if protected:
+        lines += ["", "Protection:", ""]
+    for s in protected:
+        cost, params = s["cost"], s["protocol_parameters"]
+        lines.append(
+            f"- **{s['name']}** ({params['name']}{', preset ' + params['preset'] if params.get('preset') else ''}): "
+            f"encrypt {_number(cost['encrypt_seconds'], 2)} s, aggregate {_number(cost['aggregate_seconds'], 2)} s, "
+            f"decrypt {_number(cost['decrypt_seconds'], 2)} s over the run; the server held only ciphertext."
+        )
+    lines += ["", "## Verdicts", ""]
     for s in report["scenarios"]:
         lines.append(f"- **{s['name']}**: {_verdict(s['verdict'])}")
         lines += [f"  - {reason}" for reason in s["verdict"]["reasons"]]

@@ -17,7 +17,8 @@ def test_fedavg_on_four_dirichlet_sites_beats_local_only(pneumonia_path, tmp_pat
     assert (loaded.spec.federation.strategy, loaded.spec.federation.rounds, loaded.spec.model.name) == ("fedavg", 20, "cnn")
     report = run_audit(loaded, tmp_path, device="cpu")
     assert json.loads((tmp_path / "report.json").read_text()) == report
-    fedavg = report["scenarios"][0]["utility"]
+    plain_scenario, ckks_scenario = report["scenarios"]
+    fedavg = plain_scenario["utility"]
     local_only = report["baselines"]["local_only"]
     centralized = report["baselines"]["centralized"]
     assert fedavg["auc"] >= 0.90
@@ -25,3 +26,13 @@ def test_fedavg_on_four_dirichlet_sites_beats_local_only(pneumonia_path, tmp_pat
     assert centralized["auc"] is not None and centralized["auc"] >= 0.90
     assert sum(s["n_test"] for s in fedavg["per_site"]) == 468
     assert report["environment"]["data_sha256"]
+
+    # CKKS: the same model up to encryption noise, at a measured price in bytes
+    assert (plain_scenario["protocol"], ckks_scenario["protocol"]) == ("plain", "ckks")
+    assert abs(ckks_scenario["utility"]["auc"] - fedavg["auc"]) <= 0.005
+    plain_cost, ckks_cost = plain_scenario["cost"], ckks_scenario["cost"]
+    assert plain_cost["bytes_per_parameter"] == pytest.approx(4.0, rel=1e-3)
+    assert 16 < ckks_cost["bytes_per_parameter"] <= 34
+    assert ckks_cost["bytes_up_per_round"] > 7 * plain_cost["bytes_up_per_round"]
+    assert ckks_cost["encrypt_seconds"] > 0 and ckks_cost["aggregate_seconds"] > 0 and ckks_cost["decrypt_seconds"] > 0
+    assert ckks_scenario["protocol_parameters"]["preset"] == "n4096-q59"

@@ -96,7 +96,11 @@ class Verdict:
 
 @dataclass(frozen=True)
 class ScenarioFinding:
-    """Everything measured for one scenario."""
+    """Everything measured for one scenario.
+
+    ``server_view`` is what the aggregator received: "plaintext" (it can read
+    every update) or "ciphertext" (it cannot), read off the recorded messages.
+    """
 
     name: str
     protocol: str
@@ -106,6 +110,7 @@ class ScenarioFinding:
     privacy: PrivacyFinding
     cost: CostFinding
     protocol_parameters: dict[str, Any]
+    server_view: str
     attacks: list[dict[str, Any]]
     rounds: list[RoundFinding]
     verdict: Verdict

@@ -55,7 +55,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"- local-only (each site alone, mean over sites on the whole test set): AUC {_number(local['auc'])}, "
         f"accuracy {_number(local['accuracy'])}",
     ]
-    protected = [s for s in report["scenarios"] if s["protocol"] != "plain"]
+    protected = [s for s in report["scenarios"] if s["server_view"] == "ciphertext"]
     if protected:
         lines += ["", "Protection:", ""]
     for s in protected:

@@ -156,10 +156,16 @@ def _run_scenario(
         privacy=privacy,
         cost=_cost(result, wall),
         protocol_parameters=federation.protocol.describe(),
+        server_view=_server_view(result),
         attacks=[],
         rounds=_rounds(result),
         verdict=judge(spec.thresholds, privacy, measured_attacks=set()),
     )
+
+
+def _server_view(result: FederationResult) -> str:
+    received = [m for r in result.trace.rounds if r.received for m in r.received.values()]
+    return "plaintext" if any(m.plaintext for m in received) else "ciphertext"
 
 
 def _cost(result: FederationResult, wall_seconds: float) -> CostFinding:

@@ -27,6 +27,10 @@ batch_size = 16
 [[scenario]]
 name = "plain"
 
+[[scenario]]
+name = "ckks"
+protocol = "ckks"
+
 [thresholds]
 max_epsilon = 8.0
 """
@@ -58,7 +62,7 @@ def test_audit_writes_the_report_contract(tiny_spec, tmp_path, capsys):
     for baseline in ("centralized", "local_only"):
         assert {"auc", "accuracy", "per_site"} <= set(report["baselines"][baseline])
     assert len(report["baselines"]["local_only"]["per_site"]) == 2
-    (scenario,) = report["scenarios"]
+    scenario, encrypted = report["scenarios"]
     assert scenario["name"] == "plain" and scenario["protocol"] == "plain" and scenario["dp"] is None
     assert set(scenario["utility"]) == {"auc", "accuracy", "per_site"}
     assert [s["site"] for s in scenario["utility"]["per_site"]] == ["site-0", "site-1"]
@@ -70,8 +74,14 @@ def test_audit_writes_the_report_contract(tiny_spec, tmp_path, capsys):
     assert scenario["attacks"] == []
     assert scenario["verdict"]["pass"] is False and "no differential-privacy guarantee" in scenario["verdict"]["reasons"][0]
     assert [r["round"] for r in scenario["rounds"]] == [1, 2]
+    assert scenario["server_view"] == "plaintext" and encrypted["server_view"] == "ciphertext"
+    assert cost["bytes_per_parameter"] == pytest.approx(4.0, rel=1e-3)
+    assert 30 < encrypted["cost"]["bytes_per_parameter"] < 34
+    assert encrypted["cost"]["setup_bytes"] > 0 and encrypted["protocol_parameters"]["preset"] == "n4096-q59"
+    assert encrypted["utility"]["auc"] == pytest.approx(scenario["utility"]["auc"], abs=0.005)
     markdown = (out / "report.md").read_text()
-    assert "| plain | plain |" in markdown and "FAIL" in markdown
+    assert "| plain | plain |" in markdown and "| ckks | ckks |" in markdown and "FAIL" in markdown
+    assert "the server held only ciphertext" in markdown
 
 
 def test_same_spec_same_numbers(tiny_spec, tmp_path, capsys):

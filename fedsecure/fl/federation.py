@@ -157,7 +157,10 @@ class Federation:
             with protect_clock.measure():
                 message = roles.client.protect(update, float(site.n_train))
             messages.append(message)
-            clients.append((site.name, float(site.n_train), steps, train_clock.seconds, protect_clock.seconds, message.nbytes))
+            clients.append(
+                ClientRound(site=site.name, weight=float(site.n_train), steps=steps, train_seconds=train_clock.seconds,
+                            protect_seconds=protect_clock.seconds, reveal_seconds=0.0, bytes_up=message.nbytes)
+            )
 
         combine_clock = Stopwatch(self.device)
         with combine_clock.measure():
@@ -170,14 +173,10 @@ class Federation:
 
         record = RoundRecord(
             round=round_number,
-            clients=[
-                ClientRound(site=name, weight=w, steps=s, train_seconds=t, protect_seconds=p,
-                            reveal_seconds=reveal_clock.seconds, bytes_up=b)
-                for name, w, s, t, p, b in clients
-            ],
+            clients=[replace(c, reveal_seconds=reveal_clock.seconds) for c in clients],
             combine_seconds=combine_clock.seconds,
             bytes_down=aggregate.nbytes * len(self.data.sites),
-            received={name: _to_cpu(m) for (name, *_), m in zip(clients, messages)} if keep else None,
+            received={c.site: _to_cpu(m) for c, m in zip(clients, messages)} if keep else None,
             global_model=global_vector.detach().cpu().clone() if self.keep_global_models else None,
         )
         if self.evaluate_every and round_number % self.evaluate_every == 0:

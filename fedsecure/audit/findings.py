@@ -34,9 +34,17 @@ class LocalOnlyFinding(UtilityFinding):
 
 @dataclass(frozen=True)
 class PrivacyFinding:
-    """The formal guarantee (all None where the scenario has no differential privacy)."""
+    """The formal guarantee (None where the scenario has no differential privacy).
+
+    ``guarantee`` is "none", "sample-level DP" or "client-level DP"; ``unit`` what
+    one unit of privacy is (a patient's record, or a whole site). For
+    sample-level DP the figures are the worst site's and ``per_site`` lists all.
+    ``stopped_early`` says training ended before the planned rounds because the
+    next round would have overspent ``target_epsilon``.
+    """
 
     guarantee: str = "none"
+    unit: str | None = None
     epsilon: float | None = None
     delta: float | None = None
     noise_multiplier: float | None = None
@@ -44,6 +52,12 @@ class PrivacyFinding:
     steps: int | None = None
     accountant: str | None = None
     empirical_epsilon_lb: float | None = None
+    target_epsilon: float | None = None
+    secure_rng: bool | None = None
+    stopped_early: bool = False
+    rounds_completed: int | None = None
+    warnings: list[str] = field(default_factory=list)
+    per_site: list[dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True)
@@ -75,6 +89,7 @@ class RoundFinding:
 
     round: int
     participants: list[str]
+    epsilon: float | None
     auc: float | None
     accuracy: float | None
     train_seconds: float

@@ -133,22 +133,23 @@ def _run_scenario(
         data,
         make_model(),
         spec.federation.strategy_instance(),
-        training=spec.federation.local_training(),
+        training=scenario.local_training(spec.federation),
         rounds=spec.federation.rounds,
         protocol=scenario.protocol_instance(),
         clients_per_round=spec.federation.clients_per_round,
         seed=spec.seed,
         device=device,
+        privacy=scenario.dp.mechanism() if scenario.dp is not None else None,
     )
     started = time.perf_counter()
     with progress.task(f"scenario {scenario.name}: rounds", spec.federation.rounds) as advance:
         result = federation.run(on_round=lambda _: advance())
     wall = time.perf_counter() - started
-    privacy = PrivacyFinding()
+    privacy = _privacy(result)
     return ScenarioFinding(
         name=scenario.name,
         protocol=scenario.protocol,
-        dp=scenario.dp,
+        dp=scenario.dp.model_dump(mode="json") if scenario.dp is not None else None,
         strategy=spec.federation.strategy,
         utility=UtilityFinding(
             result.evaluation.global_.auc, result.evaluation.global_.accuracy, result.evaluation.per_site
@@ -160,6 +161,19 @@ def _run_scenario(
         attacks=[],
         rounds=_rounds(result),
         verdict=judge(spec.thresholds, privacy, measured_attacks=set()),
+    )
+
+
+def _privacy(result: FederationResult) -> PrivacyFinding:
+    guarantee = result.trace.privacy
+    if guarantee is None:
+        return PrivacyFinding()
+    return PrivacyFinding(
+        guarantee=f"{guarantee.level}-level DP", unit=guarantee.unit, epsilon=guarantee.epsilon, delta=guarantee.delta,
+        noise_multiplier=guarantee.noise_multiplier, sample_rate=guarantee.sample_rate, steps=guarantee.steps,
+        accountant=guarantee.accountant, target_epsilon=guarantee.target_epsilon, secure_rng=guarantee.secure_rng,
+        stopped_early=guarantee.stopped_early, rounds_completed=guarantee.rounds_completed,
+        warnings=guarantee.notes, per_site=guarantee.per_site,
     )
 
 
@@ -189,6 +203,7 @@ def _rounds(result: FederationResult) -> list[RoundFinding]:
         RoundFinding(
             round=r.round,
             participants=[c.site for c in r.clients],
+            epsilon=r.epsilon,
             auc=r.utility.auc if r.utility else None,
             accuracy=r.utility.accuracy if r.utility else None,
             train_seconds=r.train_seconds,

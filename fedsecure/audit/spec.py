@@ -12,7 +12,7 @@ import hashlib
 import re
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -22,6 +22,7 @@ from fedsecure.errors import SpecError
 from fedsecure.fl.strategies import STRATEGIES
 from fedsecure.fl.training import OPTIMIZERS, LocalTraining
 from fedsecure.models import MODELS
+from fedsecure.privacy import ACCOUNTANTS, DP_LEVELS
 from fedsecure.registry import Registry
 from fedsecure.secure.ckks_params import PRESETS as CKKS_PRESETS
 from fedsecure.secure.protocol import PROTOCOLS
@@ -162,13 +163,62 @@ class FederationSpec(_Section):
         )
 
 
+class DPSpec(_Section):
+    """``dp = { ... }`` of a scenario: which differential privacy, and how much."""
+
+    level: Literal["sample", "client"]
+    epsilon: float = Field(gt=0, le=100)
+    delta: float = Field(gt=0, lt=1)
+    clip: float = Field(1.0, gt=0)
+    accountant: Registered(ACCOUNTANTS) = "rdp"
+    secure_rng: bool = False
+    placement: Literal["central", "distributed"] | None = None
+    grad_sample_mode: Literal["ghost", "hooks", "functorch", "ew"] | None = None
+
+    @model_validator(mode="after")
+    def _level_options(self) -> DPSpec:
+        if self.level == "sample" and self.placement is not None:
+            raise ValueError("placement applies to client-level DP only (sample-level noise is added by each site's DP-SGD)")
+        if self.level == "client" and self.grad_sample_mode is not None:
+            raise ValueError("grad_sample_mode applies to sample-level DP only")
+        return self
+
+    def mechanism(self) -> Any:
+        """The privacy mechanism with this section's options."""
+        options = self.model_dump(exclude={"level"}, exclude_none=True)
+        return _construct(DP_LEVELS.get(self.level), **options)
+
+
+class TrainingOverride(_Section):
+    """``training = { ... }`` of a scenario: local-training settings that differ from ``[federation]``.
+
+    DP-SGD wants its own learning rate and batch size (clipped gradients are
+    small; larger batches dilute the noise), so a DP scenario may set them.
+    """
+
+    local_epochs: int | None = Field(None, ge=1, le=10_000)
+    batch_size: int | None = Field(None, ge=1)
+    lr: float | None = Field(None, gt=0)
+
+
 class ScenarioSpec(_Section):
     """``[[scenario]]``: one protection configuration to train, attack and judge."""
 
     name: SafeName
     protocol: str = "plain"
     ckks_preset: str | None = None
-    dp: dict[str, Any] | None = None
+    dp: DPSpec | None = None
+    training: TrainingOverride | None = None
+
+    def local_training(self, federation: FederationSpec) -> LocalTraining:
+        """The federation's local training with this scenario's overrides."""
+        base = federation.local_training()
+        if self.training is None:
+            return base
+        overrides = self.training.model_dump(exclude_none=True)
+        if "local_epochs" in overrides:
+            overrides["epochs"] = overrides.pop("local_epochs")
+        return dataclasses.replace(base, **overrides)
 
     @field_validator("protocol")
     @classmethod
@@ -198,15 +248,16 @@ class ScenarioSpec(_Section):
         options = {"preset": self.ckks_preset} if self.ckks_preset is not None else {}
         return _construct(PROTOCOLS.get(self.protocol), **options)
 
-    @field_validator("dp")
-    @classmethod
-    def _dp_not_yet(cls, value: dict[str, Any] | None) -> None:
-        if value is not None:
+    @model_validator(mode="after")
+    def _dp_fits_protocol(self) -> ScenarioSpec:
+        if self.dp is not None and self.dp.level == "client" and self.dp.placement is None:
+            raise ValueError("client-level dp needs placement = 'central' or 'distributed'")
+        if self.dp is not None and self.dp.placement == "central" and self.protocol != "plain":
             raise ValueError(
-                "differential privacy is not available in this version of fedsecure; "
-                "remove dp rather than run this scenario without the protection it names"
+                f"central DP noise needs a server that reads the sum, but protocol {self.protocol!r} hides it; "
+                "use placement = 'distributed'"
             )
-        return None
+        return self
 
 
 class ThresholdsSpec(_Section):
@@ -237,6 +288,18 @@ class AuditSpec(_Section):
                 "attacks are not available in this version of fedsecure; remove [attacks] to audit utility and cost"
             )
         return None
+
+    @model_validator(mode="after")
+    def _dp_fits_strategy(self) -> AuditSpec:
+        # DP-SGD replaces the local training loop; strategies that change that loop cannot be wrapped.
+        if self.federation.strategy in ("fedprox", "fedsgd"):
+            for i, scenario in enumerate(self.scenario):
+                if scenario.dp is not None and scenario.dp.level == "sample":
+                    raise ValueError(
+                        f"scenario[{i}] {scenario.name!r}: sample-level dp runs plain DP-SGD locally and cannot "
+                        f"wrap strategy {self.federation.strategy!r}; use fedavg, fedadam or fedbn"
+                    )
+        return self
 
     @model_validator(mode="after")
     def _consistent(self) -> AuditSpec:

@@ -16,6 +16,7 @@ from fedsecure.fl.state import ModelState
 from fedsecure.fl.strategies import STRATEGIES, Strategy
 from fedsecure.fl.trace import ClientRound, RoundRecord, Trace
 from fedsecure.fl.training import LocalTraining
+from fedsecure.privacy.mechanism import FederationFacts, PrivacyMechanism
 from fedsecure.secure.plain import PlainAggregation
 from fedsecure.secure.protocol import AggregationProtocol, Message, Roles
 from fedsecure.seeding import numpy_rng, torch_generator
@@ -68,6 +69,8 @@ class Federation:
         keep_global_models: keep the global model each round started from.
         evaluate_every: evaluate the global model every this many rounds (0: only
             at the end).
+        privacy: a differential-privacy mechanism wrapping local training, updates
+            and the aggregate (see :mod:`fedsecure.privacy`); None for none.
 
     Example:
         >>> fed = Federation(data, build_model("cnn", 1, 2, (28, 28)), FedAvg(),
@@ -91,6 +94,7 @@ class Federation:
         keep_messages: KeepMessages = "first",
         keep_global_models: bool = True,
         evaluate_every: int = 1,
+        privacy: PrivacyMechanism | None = None,
     ) -> None:
         n_sites = len(data.sites)
         if rounds < 1:
@@ -99,7 +103,8 @@ class Federation:
             raise ValueError(f"clients_per_round must be in [1, {n_sites}], got {clients_per_round}")
         self.data = data
         self.device = torch.device(device)
-        self.model = model.to(self.device)
+        self.privacy = privacy if privacy is not None else PrivacyMechanism()
+        self.model = self.privacy.prepare_model(model).to(self.device)
         self.strategy = strategy
         self.protocol = protocol if protocol is not None else PlainAggregation()
         self.training = training
@@ -114,6 +119,14 @@ class Federation:
         self._test = [site.test.tensors(self.device) for site in data.sites]
         initial_private = self.state.get_private()
         self._private = [{k: v.clone() for k, v in initial_private.items()} for _ in data.sites]
+        self.privacy.calibrate(
+            FederationFacts(
+                site_sizes=[s.n_train for s in data.sites], rounds=rounds, training=training,
+                clients_per_round=clients_per_round, seed=seed, device=self.device,
+                private_names=frozenset(strategy.private_names(self.model)),
+            )
+        )
+        self._trainers = [self.privacy.site_trainer(k) for k in range(n_sites)]
 
     def run(self, on_round: Callable[[RoundRecord], None] | None = None) -> FederationResult:
         """Train for all rounds and evaluate the final model.
@@ -126,49 +139,60 @@ class Federation:
         )
         global_vector = self.state.get()
         self.strategy.start(global_vector)
-        # Weights are divided by the largest site's sample count, a number the sites agree on.
-        roles = self.protocol.setup(len(self.data.sites), weight_unit=max(s.n_train for s in self.data.sites))
+        # Weights are divided by the largest site's weight, a number the sites agree on.
+        weight_unit = max(self.privacy.site_weight(s.n_train) for s in self.data.sites)
+        roles = self.protocol.setup(len(self.data.sites), weight_unit=weight_unit)
         trace.setup_bytes = roles.setup_bytes
         for round_number in range(1, self.rounds + 1):
-            record, global_vector = self._round(round_number, global_vector, roles)
+            participants = self._sample(round_number)
+            if not self.privacy.round_fits(participants):
+                trace.stopped_early = True  # the next round would overspend the privacy budget
+                break
+            record, global_vector = self._round(round_number, participants, global_vector, roles)
             trace.rounds.append(record)
             if on_round is not None:
                 on_round(record)
         trace.final_global = global_vector.detach().cpu()
+        trace.privacy = self.privacy.report(rounds_completed=len(trace.rounds), stopped_early=trace.stopped_early)
         evaluation = self.evaluate(global_vector)
         if trace.rounds and trace.rounds[-1].utility is None:
             trace.rounds[-1].utility = evaluation.global_
         return FederationResult(trace=trace, evaluation=evaluation)
 
-    def _round(self, round_number: int, global_vector: torch.Tensor, roles: Roles) -> tuple[RoundRecord, torch.Tensor]:
-        participants = self._sample(round_number)
+    def _round(
+        self, round_number: int, participants: list[int], global_vector: torch.Tensor, roles: Roles
+    ) -> tuple[RoundRecord, torch.Tensor]:
         keep = self.keep_messages == "all" or (self.keep_messages == "first" and round_number == 1)
         messages, clients = [], []
         for k in participants:
             site = self.data.sites[k]
-            self.state.set(global_vector)
-            self.state.set_private(self._private[k])
             train_clock, protect_clock = Stopwatch(self.device), Stopwatch(self.device)
             with train_clock.measure():
-                update, steps = self.strategy.client_update(
-                    self.state, *self._train[k], self.training, torch_generator(self.seed, "train", k, round_number)
-                )
-            self._private[k] = self.state.get_private()
+                update, steps = self._local_update(k, global_vector, round_number)
+            update = self.privacy.before_protect(update, torch_generator(self.seed, "dp-noise", k, round_number))
             with protect_clock.measure():
-                message = roles.client.protect(update, float(site.n_train))
+                message = roles.client.protect(update, self.privacy.site_weight(site.n_train))
             messages.append(message)
             clients.append(
-                ClientRound(site=site.name, weight=float(site.n_train), steps=steps, train_seconds=train_clock.seconds,
+                ClientRound(site=site.name, weight=self.privacy.site_weight(site.n_train), steps=steps, train_seconds=train_clock.seconds,
                             protect_seconds=protect_clock.seconds, reveal_seconds=0.0, bytes_up=message.nbytes)
             )
 
+        if not messages:  # nobody was sampled: the global model stays as it is
+            epsilon = self.privacy.end_round(participants)
+            record = RoundRecord(round=round_number, clients=[], combine_seconds=0.0, bytes_down=0, epsilon=epsilon,
+                                 global_model=global_vector.detach().cpu().clone() if self.keep_global_models else None)
+            return record, global_vector
         combine_clock = Stopwatch(self.device)
         with combine_clock.measure():
             aggregate = roles.server.combine(messages)
+            noise = self.privacy.central_noise(self.state.numel, torch_generator(self.seed, "dp-central", round_number))
+            if noise is not None:
+                aggregate = roles.server.perturb(aggregate, noise)
         # Every site reveals the same aggregate; the time of one reveal is each site's cost.
         reveal_clock = Stopwatch(self.device)
         with reveal_clock.measure():
-            mean_update = roles.client.reveal(aggregate)
+            mean_update = self.privacy.after_reveal(roles.client.reveal(aggregate), aggregate.n_messages)
         new_global = self.strategy.server_update(global_vector, mean_update.to(self.device))
 
         record = RoundRecord(
@@ -178,13 +202,29 @@ class Federation:
             bytes_down=aggregate.nbytes * len(self.data.sites),
             received={c.site: _to_cpu(m) for c, m in zip(clients, messages)} if keep else None,
             global_model=global_vector.detach().cpu().clone() if self.keep_global_models else None,
+            epsilon=self.privacy.end_round(participants),
         )
         if self.evaluate_every and round_number % self.evaluate_every == 0:
             record.utility = self.evaluate(new_global).global_
         return record, new_global
 
+    def _local_update(self, k: int, global_vector: torch.Tensor, round_number: int) -> tuple[torch.Tensor, int]:
+        generator = torch_generator(self.seed, "train", k, round_number)
+        trainer = self._trainers[k]
+        if trainer is not None:  # e.g. DP-SGD on the site's own copy of the model
+            update, steps, self._private[k] = trainer(global_vector, self._private[k], *self._train[k], generator)
+            return update, steps
+        self.state.set(global_vector)
+        self.state.set_private(self._private[k])
+        update, steps = self.strategy.client_update(self.state, *self._train[k], self.training, generator)
+        self._private[k] = self.state.get_private()
+        return update, steps
+
     def _sample(self, round_number: int) -> list[int]:
         n_sites = len(self.data.sites)
+        chosen = self.privacy.sample_clients(round_number, n_sites, numpy_rng(self.seed, "dp-sampling", round_number))
+        if chosen is not None:
+            return chosen
         if self.clients_per_round is None or self.clients_per_round == n_sites:
             return list(range(n_sites))
         chosen = numpy_rng(self.seed, "sampling", round_number).choice(n_sites, self.clients_per_round, replace=False)

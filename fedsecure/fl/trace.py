@@ -15,6 +15,7 @@ from statistics import fmean
 import torch
 
 from fedsecure.fl.evaluation import Utility
+from fedsecure.privacy.mechanism import PrivacyReport
 from fedsecure.secure.protocol import Message
 
 
@@ -41,6 +42,7 @@ class RoundRecord:
         combine_seconds: the server's aggregation time.
         bytes_down: bytes the server sent back in total (the aggregate to every site).
         utility: global test utility after the round (None when not evaluated).
+        epsilon: privacy spent after the round (None without differential privacy).
         received: the server's view: the message of each participating site
             (None when this round's messages were not kept).
         global_model: the shared state every site held at the start of the round
@@ -52,6 +54,7 @@ class RoundRecord:
     combine_seconds: float
     bytes_down: int
     utility: Utility | None = None
+    epsilon: float | None = None
     received: dict[str, Message] | None = field(default=None, repr=False)
     global_model: torch.Tensor | None = field(default=None, repr=False)
 
@@ -82,12 +85,17 @@ class Trace:
         final_global: the shared state after the last round (the released model).
         update_length: values in one update (the shared state's size).
         setup_bytes: what the key setup sent the server once (e.g. CKKS's public context).
+        stopped_early: training stopped before the planned rounds because the
+            next round would have overspent the privacy budget.
+        privacy: the differential-privacy guarantee at the end (None without DP).
     """
 
     strategy: str
     protocol: str
     update_length: int = 0
     setup_bytes: int = 0
+    stopped_early: bool = False
+    privacy: PrivacyReport | None = None
     rounds: list[RoundRecord] = field(default_factory=list)
     final_global: torch.Tensor | None = field(default=None, repr=False)
 

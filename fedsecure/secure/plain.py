@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -52,3 +52,6 @@ class PlainServer(ServerRole):
             n_messages=len(messages),
             length=messages[0].length,
         )
+
+    def perturb(self, aggregate: Aggregate, noise: torch.Tensor) -> Aggregate:  # noqa: D102
+        return replace(aggregate, payload=aggregate.payload + noise.to(aggregate.payload))

@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from fedsecure.errors import NotSupportedError
 from fedsecure.registry import Registry
 
 
@@ -74,6 +75,18 @@ class ServerRole(ABC):
     @abstractmethod
     def combine(self, messages: list[Message]) -> Aggregate:
         """The sum of ``messages``; never decrypts."""
+
+    def perturb(self, aggregate: Aggregate, noise: torch.Tensor) -> Aggregate:
+        """``aggregate`` with ``noise`` added to its weighted sum (central DP noise).
+
+        Raises:
+            NotSupportedError: the server cannot add to this aggregate (it holds
+                ciphertext it cannot encrypt to); use distributed noise.
+        """
+        raise NotSupportedError(
+            f"the {type(self).__name__} cannot add noise to an aggregate it cannot read; "
+            "use placement = 'distributed' (the sites add the noise)"
+        )
 
 
 @dataclass(frozen=True)

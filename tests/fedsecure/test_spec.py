@@ -6,6 +6,7 @@ from fedsecure.audit.spec import DEFAULT_SPEC, load_spec, parse_spec
 from fedsecure.data import Dirichlet
 from fedsecure.errors import SpecError
 from fedsecure.fl import FedAdam, FedProx
+from fedsecure.privacy import ClientLevelDP, SampleLevelDP
 from fedsecure.secure import CKKSAggregation, PlainAggregation
 
 REPO = Path(__file__).resolve().parents[2]
@@ -49,6 +50,16 @@ def test_ckks_scenario_builds_its_protocol():
     assert isinstance(ckks, CKKSAggregation) and ckks.preset == "n4096-q60"
 
 
+def test_dp_scenarios_build_their_mechanisms():
+    text = MINIMAL + (
+        '[[scenario]]\nname = "s"\ndp = { level = "sample", epsilon = 8.0, delta = 1e-5, clip = 0.5, accountant = "prv" }\n'
+        '[[scenario]]\nname = "c"\nprotocol = "ckks"\ndp = { level = "client", epsilon = 4.0, delta = 1e-5, placement = "distributed" }\n'
+    )
+    _, sample, client = parse_spec(text, "t").spec.scenario
+    assert sample.dp.mechanism() == SampleLevelDP(epsilon=8.0, delta=1e-5, clip=0.5, accountant="prv")
+    assert client.dp.mechanism() == ClientLevelDP(epsilon=4.0, delta=1e-5, placement="distributed")
+
+
 def test_spec_hash_is_of_the_text():
     a, b = parse_spec(MINIMAL, "a"), parse_spec(MINIMAL + "\n", "b")
     assert a.sha256 != b.sha256 and len(a.sha256) == 64
@@ -76,7 +87,16 @@ BAD_SPECS = [
     (MINIMAL.replace('name = "plain"', 'name = "c"\nprotocol = "smpc"'), "scenario[0].protocol: protocol 'smpc' is not available in this version"),
     (MINIMAL.replace('name = "plain"', 'name = "c"\nckks_preset = "n4096-q60"'), "ckks_preset is set but protocol is 'plain'"),
     (MINIMAL.replace('name = "plain"', 'name = "c"\nprotocol = "ckks"\nckks_preset = "tiny"'), "scenario[0].ckks_preset: unknown CKKS preset 'tiny'"),
-    (MINIMAL.replace('name = "plain"', 'name = "d"\ndp = { level = "sample", epsilon = 8.0 }'), "differential privacy is not available in this version"),
+    (MINIMAL.replace('name = "plain"', 'name = "d"\nprotocol = "plain"\ndp = { level = "sample", epsilon = 8.0 }'), "scenario[0].dp.delta: Field required"),
+    (MINIMAL.replace('name = "plain"', 'name = "d"\nprotocol = "plain"\ndp = { level = "user", epsilon = 8.0, delta = 1e-5 }'), "scenario[0].dp.level: Input should be 'sample' or 'client'"),
+    (MINIMAL.replace('name = "plain"', 'name = "d"\nprotocol = "plain"\ndp = { level = "sample", epsilon = 0, delta = 1e-5 }'), "scenario[0].dp.epsilon: Input should be greater than 0"),
+    (MINIMAL.replace('name = "plain"', 'name = "d"\nprotocol = "plain"\ndp = { level = "sample", epsilon = 8.0, delta = 1e-5, accountant = "moments" }'), "scenario[0].dp.accountant: unknown accountant 'moments'; choose one of: rdp, prv"),
+    (MINIMAL.replace('name = "plain"', 'name = "d"\nprotocol = "plain"\ndp = { level = "client", epsilon = 8.0, delta = 1e-5 }'), "scenario[0]: client-level dp needs placement"),
+    (MINIMAL.replace('name = "plain"', 'name = "d"\nprotocol = "ckks"\ndp = { level = "client", epsilon = 8.0, delta = 1e-5, placement = "central" }'), "central DP noise needs a server that reads the sum, but protocol 'ckks' hides it"),
+    (MINIMAL.replace('name = "plain"', 'name = "d"\nprotocol = "plain"\ndp = { level = "sample", epsilon = 8.0, delta = 1e-5, placement = "central" }'), "placement applies to client-level DP only"),
+    (MINIMAL.replace('name = "plain"', 'name = "d"\nprotocol = "plain"\ndp = { level = "client", epsilon = 8.0, delta = 1e-5, placement = "central", grad_sample_mode = "ghost" }'), "grad_sample_mode applies to sample-level DP only"),
+    (MINIMAL.replace('name = "plain"', 'name = "d"\nprotocol = "plain"\ndp = { level = "sample", epsilon = 8.0, delta = 1e-5, noise = 1.0 }'), "scenario[0].dp.noise: unknown field"),
+    (MINIMAL.replace('name = "plain"', 'name = "d"\ndp = { level = "sample", epsilon = 8.0, delta = 1e-5 }') + '[federation]\nstrategy = "fedprox"\n', "sample-level dp runs plain DP-SGD locally and cannot wrap strategy 'fedprox'"),
     (MINIMAL + '[attacks]\nmembership = { method = "lira" }\n', "attacks are not available in this version"),
     (MINIMAL + "[thresholds]\nmax_epsilon = 0\n", "thresholds.max_epsilon: Input should be greater than 0"),
     ("name = [", "invalid TOML"),

@@ -1,0 +1,130 @@
+"""Client-level DP: DP-FedAvg (McMahan et al. 2018), the unit of privacy is a whole site.
+
+Each site's update is clipped to L2 norm ``clip``; Gaussian noise with standard
+deviation ``noise_multiplier * clip`` is added to the *sum* of the clipped
+updates; the sum is divided by the expected number of participants (the
+fixed-denominator estimator, whose sensitivity does not depend on who took
+part). Sites take part independently with probability ``sample_rate``
+(Poisson sampling, which the accountant's amplification assumes).
+
+Placement of the noise:
+
+* ``central``: the server draws it and adds it to the plaintext sum;
+* ``distributed``: each participant adds N(0, (z C)^2 / m) with m the expected
+  number of participants, so the sum carries the full noise and the server
+  never sees a less-noisy value. This is the placement that works under CKKS.
+  If fewer sites arrive than expected, the sum carries less noise than
+  accounted for; the federation warns.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import torch
+
+from fedsecure.privacy.accounting import calibrate_noise, extend, spent_epsilon
+from fedsecure.privacy.clipping import clip_to_norm
+from fedsecure.privacy.mechanism import FederationFacts, PrivacyMechanism, PrivacyReport
+from fedsecure.privacy.noise import gaussian_noise
+
+Placement = Literal["central", "distributed"]
+
+
+@dataclass
+class ClientLevelDP(PrivacyMechanism):
+    """DP-FedAvg with fixed clipping.
+
+    Args:
+        epsilon: target epsilon over the planned rounds.
+        delta: target delta.
+        clip: L2 bound on each site's update.
+        placement: "central" or "distributed" noise.
+        accountant: registered accountant name ("rdp", "prv").
+        secure_rng: draw noise from the OS CSPRNG (not reproducible).
+    """
+
+    epsilon: float
+    delta: float
+    clip: float = 1.0
+    placement: Placement = "distributed"
+    accountant: str = "rdp"
+    secure_rng: bool = False
+    noise_multiplier: float = field(default=0.0, init=False)
+    sample_rate: float = field(default=1.0, init=False)
+    _expected: float = field(default=1.0, init=False, repr=False)
+    _history: list = field(default_factory=list, init=False, repr=False)
+    _n_sites: int = field(default=1, init=False, repr=False)
+    _notes: list[str] = field(default_factory=list, init=False, repr=False)
+
+    level = "client"
+
+    def calibrate(self, facts: FederationFacts) -> None:  # noqa: D102
+        self._n_sites = len(facts.site_sizes)
+        per_round = facts.clients_per_round or self._n_sites
+        self.sample_rate = per_round / self._n_sites
+        self._expected = self.sample_rate * self._n_sites
+        self.noise_multiplier = calibrate_noise(self.epsilon, self.delta, self.sample_rate, facts.rounds, self.accountant)
+        if self.delta >= 1 / self._n_sites:
+            self._warn(
+                f"delta {self.delta:g} >= 1/{self._n_sites} sites: a mechanism may then reveal a whole "
+                "site's contribution with probability delta; the guarantee is weak"
+            )
+        if not self.secure_rng:
+            self._warn("client-level DP noise comes from a seeded, non-cryptographic generator (secure_rng = false): "
+                       "reproducible, but the guarantee fails against anyone who learns the seed")
+
+    def site_weight(self, n_train: int) -> float:  # noqa: D102
+        return 1.0  # every site counts once: the sensitivity is one clipped update
+
+    def sample_clients(self, round_number: int, n_sites: int, rng: np.random.Generator) -> list[int]:  # noqa: D102
+        if self.sample_rate >= 1.0:
+            return list(range(n_sites))
+        return [k for k in range(n_sites) if rng.random() < self.sample_rate]
+
+    def before_protect(self, update: torch.Tensor, generator: torch.Generator) -> torch.Tensor:  # noqa: D102
+        clipped, _ = clip_to_norm(update, self.clip)
+        if self.placement == "distributed":
+            std = self.noise_multiplier * self.clip / self._expected**0.5
+            clipped = clipped + gaussian_noise(
+                update.shape, std, secure=self.secure_rng, generator=generator, device=update.device
+            )
+        return clipped
+
+    def central_noise(self, length: int, generator: torch.Generator) -> torch.Tensor | None:  # noqa: D102
+        if self.placement != "central":
+            return None
+        return gaussian_noise((length,), self.noise_multiplier * self.clip, secure=self.secure_rng, generator=generator)
+
+    def after_reveal(self, mean_update: torch.Tensor, n_messages: int) -> torch.Tensor:  # noqa: D102
+        if self.placement == "distributed" and n_messages < self._expected:
+            self._warn(
+                f"fewer sites than the {self._expected:g} expected sent a noised update in some round: "
+                "that round's sum carried less noise than the accountant assumes (distributed placement)"
+            )
+        return mean_update * (n_messages / self._expected)
+
+    def end_round(self, participants: list[int]) -> float:  # noqa: D102
+        self._history = extend(self._history, self.noise_multiplier, self.sample_rate, 1)
+        return spent_epsilon(self._history, self.delta, self.accountant)
+
+    def round_fits(self, participants: list[int]) -> bool:  # noqa: D102
+        after = spent_epsilon(extend(self._history, self.noise_multiplier, self.sample_rate, 1), self.delta, self.accountant)
+        return after <= self.epsilon
+
+    def report(self, rounds_completed: int, stopped_early: bool) -> PrivacyReport:  # noqa: D102
+        return PrivacyReport(
+            level=self.level, unit="site", epsilon=spent_epsilon(self._history, self.delta, self.accountant),
+            delta=self.delta, noise_multiplier=self.noise_multiplier, sample_rate=self.sample_rate,
+            steps=sum(steps for _, _, steps in self._history), accountant=self.accountant,
+            target_epsilon=self.epsilon, secure_rng=self.secure_rng, stopped_early=stopped_early,
+            rounds_completed=rounds_completed, notes=list(dict.fromkeys(self._notes)),
+        )
+
+    def _warn(self, message: str) -> None:
+        if message not in self._notes:  # once per run: a weakened guarantee, said loudly but not 20 times
+            self._notes.append(message)
+            warnings.warn(message, stacklevel=3)

@@ -1,0 +1,111 @@
+"""How a privacy mechanism wraps a federation, without forking it.
+
+A mechanism hooks into the places where privacy is decided: the model (made
+DP-compatible), a site's local training (sample-level DP-SGD), a site's
+update before it is protected (client-level clipping and distributed noise),
+the aggregate (central noise), client sampling, and the budget before each
+round. Every hook defaults to "do nothing", so any mechanism composes with any
+strategy and any aggregation protocol.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from fedsecure.fl.training import LocalTraining
+
+
+@dataclass(frozen=True)
+class FederationFacts:
+    """What a mechanism needs to know to calibrate itself."""
+
+    site_sizes: list[int]
+    rounds: int
+    training: LocalTraining
+    clients_per_round: int | None
+    seed: int
+    device: torch.device
+    private_names: frozenset[str] = frozenset()
+
+
+class SiteTrainer(Protocol):
+    """Trains one site's copy of the model from the global state; returns (update, steps)."""
+
+    def __call__(
+        self, global_vector: torch.Tensor, private: dict[str, torch.Tensor], images: torch.Tensor,
+        labels: torch.Tensor, generator: torch.Generator,
+    ) -> tuple[torch.Tensor, int, dict[str, torch.Tensor]]: ...
+
+
+@dataclass
+class PrivacyReport:
+    """The formal guarantee as it stands (the report's ``privacy`` section)."""
+
+    level: str
+    unit: str
+    epsilon: float
+    delta: float
+    noise_multiplier: float
+    sample_rate: float
+    steps: int
+    accountant: str
+    target_epsilon: float
+    secure_rng: bool
+    stopped_early: bool = False
+    rounds_completed: int = 0
+    notes: list[str] = field(default_factory=list)
+    per_site: list[dict] | None = None
+
+
+class PrivacyMechanism:
+    """Base class: no privacy at all (every hook passes through)."""
+
+    level: ClassVar[str] = "none"
+
+    def prepare_model(self, model: nn.Module) -> nn.Module:
+        """The model to train (e.g. made DP-compatible)."""
+        return model
+
+    def calibrate(self, facts: FederationFacts) -> None:
+        """Fit the noise to the planned federation (called once, before round 1)."""
+
+    def site_trainer(self, site: int) -> SiteTrainer | None:
+        """A replacement for site ``site``'s local training, or None to keep the strategy's."""
+        return None
+
+    def site_weight(self, n_train: int) -> float:
+        """The weight a site's update gets in the average."""
+        return float(n_train)
+
+    def sample_clients(self, round_number: int, n_sites: int, rng: np.random.Generator) -> list[int] | None:
+        """The sites taking part in ``round_number``, or None to keep the federation's sampling."""
+        return None
+
+    def before_protect(self, update: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """A site's update as it goes into the aggregation protocol."""
+        return update
+
+    def central_noise(self, length: int, generator: torch.Generator) -> torch.Tensor | None:
+        """Noise the server adds to the plaintext aggregate (None: none)."""
+        return None
+
+    def after_reveal(self, mean_update: torch.Tensor, n_messages: int) -> torch.Tensor:
+        """The update the sites apply, from the revealed mean of ``n_messages`` messages."""
+        return mean_update
+
+    def round_fits(self, participants: list[int]) -> bool:
+        """Whether one more round with ``participants`` stays within the budget."""
+        return True
+
+    def end_round(self, participants: list[int]) -> float | None:
+        """Account for the finished round; the epsilon spent so far (None without DP)."""
+        return None
+
+    def report(self, rounds_completed: int, stopped_early: bool) -> PrivacyReport | None:
+        """The guarantee at the end (None without DP)."""
+        return None

@@ -1,0 +1,212 @@
+"""Sample-level DP: DP-SGD in every site through Opacus, the unit of privacy is one patient.
+
+Each site keeps its own Opacus ``PrivacyEngine`` (and so its own accountant),
+its own DP-compatible copy of the model, optimizer and Poisson-sampling data
+loader for the whole federation: the accountant sees every local step of every
+round. The noise multiplier is calibrated per site from the target
+(epsilon, delta) over the planned rounds x local epochs of steps at the site's
+sampling rate ``batch_size / n_site``. The reported epsilon is the largest over
+the sites (each site protects its own patients).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import types
+import warnings
+from dataclasses import dataclass, field
+
+import torch
+from opacus import PrivacyEngine
+from opacus.data_loader import DPDataLoader
+from opacus.optimizers.optimizer import _check_processed_flag, _mark_as_processed
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from fedsecure.fl.state import ModelState
+from fedsecure.fl.training import OPTIMIZERS
+from fedsecure.models import make_dp_compatible
+from fedsecure.privacy.accounting import calibrate_noise, extend, spent_epsilon
+from fedsecure.privacy.mechanism import FederationFacts, PrivacyMechanism, PrivacyReport
+from fedsecure.privacy.noise import gaussian_noise
+from fedsecure.seeding import derive_seed
+
+# Opacus's per-sample gradient modes; "ghost" (fast gradient clipping) never
+# materialises per-sample gradients and is the default where the model allows.
+GRAD_SAMPLE_MODES = ("ghost", "hooks", "functorch", "ew")
+
+
+@dataclass
+class _Site:
+    model: nn.Module
+    state: ModelState
+    optimizer: torch.optim.Optimizer
+    criterion: nn.Module
+    loader: DataLoader
+    engine: PrivacyEngine
+    noise_multiplier: float
+    sample_rate: float
+    steps_per_round: int
+
+
+@dataclass
+class SampleLevelDP(PrivacyMechanism):
+    """DP-SGD at every site (Abadi et al. 2016) with Opacus.
+
+    Args:
+        epsilon: target epsilon per site over the planned rounds.
+        delta: target delta.
+        clip: per-sample gradient norm bound.
+        accountant: registered accountant name ("rdp", "prv").
+        secure_rng: draw the noise from the OS CSPRNG and seed batch sampling from it.
+        grad_sample_mode: Opacus per-sample gradient mode ("ghost", "hooks", ...).
+    """
+
+    epsilon: float
+    delta: float
+    clip: float = 1.0
+    accountant: str = "rdp"
+    secure_rng: bool = False
+    grad_sample_mode: str = "ghost"
+    _facts: FederationFacts | None = field(default=None, init=False, repr=False)
+    _model: nn.Module | None = field(default=None, init=False, repr=False)
+    _sites: dict[int, _Site] = field(default_factory=dict, init=False, repr=False)
+    _data: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict, init=False, repr=False)
+    _notes: list[str] = field(default_factory=list, init=False, repr=False)
+
+    level = "sample"
+
+    def __post_init__(self) -> None:
+        if self.grad_sample_mode not in GRAD_SAMPLE_MODES:
+            raise ValueError(f"grad_sample_mode must be one of {GRAD_SAMPLE_MODES}, got {self.grad_sample_mode!r}")
+
+    def prepare_model(self, model: nn.Module) -> nn.Module:  # noqa: D102
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            self._model = make_dp_compatible(model)
+        for warning in caught:
+            self._warn(str(warning.message))
+        return self._model
+
+    def calibrate(self, facts: FederationFacts) -> None:  # noqa: D102
+        self._facts = facts
+        smallest = min(facts.site_sizes)
+        if self.delta >= 1 / smallest:
+            self._warn(
+                f"delta {self.delta:g} >= 1/{smallest} (the smallest site's patients): a mechanism may then "
+                "reveal a whole record with probability delta; the guarantee is weak"
+            )
+        if not self.secure_rng:
+            self._warn("DP-SGD noise and batch sampling come from seeded, non-cryptographic generators "
+                       "(secure_rng = false): reproducible, but the guarantee fails against anyone who learns the seed")
+
+    def site_trainer(self, site: int):  # noqa: D102
+        def train(global_vector, private, images, labels, generator):
+            dp = self._site(site, images, labels)
+            dp.state.set(global_vector.to(self._facts.device))
+            dp.state.set_private(private)
+            start = dp.state.get()
+            dp.model.train()
+            steps = 0
+            with warnings.catch_warnings():
+                # torch notes that ghost clipping's hooks fire on outputs (inputs need no gradient): expected.
+                warnings.filterwarnings("ignore", message="Full backward hook is firing")
+                for _ in range(self._facts.training.epochs):
+                    for batch_images, batch_labels in dp.loader:
+                        dp.optimizer.zero_grad(set_to_none=True)
+                        loss = dp.criterion(dp.model(batch_images), batch_labels)
+                        loss.backward()
+                        dp.optimizer.step()
+                        steps += 1
+            return dp.state.get() - start, steps, dp.state.get_private()
+
+        return train
+
+    def _site(self, site: int, images: torch.Tensor, labels: torch.Tensor) -> _Site:
+        if site in self._sites:
+            return self._sites[site]
+        facts = self._facts
+        training = facts.training
+        model = copy.deepcopy(self._model)
+        seed = int.from_bytes(os.urandom(8), "little") >> 1 if self.secure_rng else derive_seed(facts.seed, "dp-sgd", site)
+        loader = DPDataLoader.from_data_loader(
+            DataLoader(TensorDataset(images, labels), batch_size=training.batch_size),
+            generator=torch.Generator().manual_seed(derive_seed(seed, "sampling")),
+        )
+        # Opacus samples each record with rate 1 / (batches per epoch) and accounts at that rate.
+        sample_rate = 1.0 / len(loader)
+        steps_per_round = training.epochs * len(loader)
+        noise = calibrate_noise(self.epsilon, self.delta, sample_rate, steps_per_round * facts.rounds, self.accountant)
+        optimizer = OPTIMIZERS.get(training.optimizer)(
+            model.parameters(), lr=training.lr, momentum=training.momentum, weight_decay=training.weight_decay
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Opacus's own RNG notice; ours is in the report
+            engine = PrivacyEngine(accountant=self.accountant)
+            wrapped = engine.make_private(
+                module=model, optimizer=optimizer, data_loader=loader, criterion=nn.CrossEntropyLoss(),
+                noise_multiplier=noise, max_grad_norm=self.clip, poisson_sampling=False,
+                grad_sample_mode=self.grad_sample_mode,
+                noise_generator=torch.Generator().manual_seed(derive_seed(seed, "noise")),
+            )
+        dp_model, dp_optimizer, criterion, dp_loader = (
+            wrapped if len(wrapped) == 4 else (wrapped[0], wrapped[1], nn.CrossEntropyLoss(), wrapped[2])
+        )
+        if self.secure_rng:
+            dp_optimizer.add_noise = types.MethodType(_secure_add_noise, dp_optimizer)
+        self._sites[site] = _Site(
+            model=dp_model, state=ModelState(model, private=facts.private_names), optimizer=dp_optimizer,
+            criterion=criterion, loader=dp_loader, engine=engine, noise_multiplier=noise,
+            sample_rate=sample_rate, steps_per_round=steps_per_round,
+        )
+        return self._sites[site]
+
+    def round_fits(self, participants: list[int]) -> bool:  # noqa: D102
+        for k in participants:
+            site = self._sites.get(k)
+            if site is None:
+                continue  # not trained yet: calibrated to fit all planned rounds
+            after = extend(site.engine.accountant.history, site.noise_multiplier, site.sample_rate, site.steps_per_round)
+            if spent_epsilon(after, self.delta, self.accountant) > self.epsilon:
+                return False
+        return True
+
+    def end_round(self, participants: list[int]) -> float:  # noqa: D102
+        return max((self._epsilon(s) for s in self._sites.values()), default=0.0)
+
+    def _epsilon(self, site: _Site) -> float:
+        return spent_epsilon(site.engine.accountant.history, self.delta, self.accountant)
+
+    def report(self, rounds_completed: int, stopped_early: bool) -> PrivacyReport:  # noqa: D102
+        per_site = [
+            {"site": k, "epsilon": self._epsilon(s), "noise_multiplier": s.noise_multiplier,
+             "sample_rate": s.sample_rate, "steps": sum(n for _, _, n in s.engine.accountant.history)}
+            for k, s in sorted(self._sites.items())
+        ]
+        worst = max(per_site, key=lambda r: r["epsilon"]) if per_site else None
+        return PrivacyReport(
+            level=self.level, unit="patient (sample)", epsilon=worst["epsilon"] if worst else 0.0, delta=self.delta,
+            noise_multiplier=worst["noise_multiplier"] if worst else 0.0,
+            sample_rate=worst["sample_rate"] if worst else 0.0, steps=worst["steps"] if worst else 0,
+            accountant=self.accountant, target_epsilon=self.epsilon, secure_rng=self.secure_rng,
+            stopped_early=stopped_early, rounds_completed=rounds_completed, notes=list(self._notes), per_site=per_site,
+        )
+
+    def _warn(self, message: str) -> None:
+        if message not in self._notes:
+            self._notes.append(message)
+            warnings.warn(message, stacklevel=3)
+
+
+def _secure_add_noise(self) -> None:
+    # Opacus's DPOptimizer.add_noise with the noise drawn from the OS CSPRNG
+    # (Opacus's secure mode needs torchcsprng, which has no build for current torch).
+    for p in self.params:
+        _check_processed_flag(p.summed_grad)
+        noise = gaussian_noise(
+            p.summed_grad.shape, self.noise_multiplier * self.max_grad_norm, secure=True,
+            device=p.summed_grad.device, dtype=p.summed_grad.dtype,
+        )
+        p.grad = (p.summed_grad + noise).view_as(p)
+        _mark_as_processed(p.summed_grad)

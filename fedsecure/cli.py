@@ -94,7 +94,7 @@ def version() -> None:
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     # Warnings state a weakened guarantee; they must be seen, on one line.
-    stderr.print(f"[bold yellow]warning:[/] {message}", highlight=False)
+    stderr.print(f"[bold yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -17,7 +17,7 @@ def test_fedavg_on_four_dirichlet_sites_beats_local_only(pneumonia_path, tmp_pat
     assert (loaded.spec.federation.strategy, loaded.spec.federation.rounds, loaded.spec.model.name) == ("fedavg", 20, "cnn")
     report = run_audit(loaded, tmp_path, device="cpu")
     assert json.loads((tmp_path / "report.json").read_text()) == report
-    plain_scenario, ckks_scenario = report["scenarios"]
+    plain_scenario, ckks_scenario, sample_dp, client_dp = report["scenarios"]
     fedavg = plain_scenario["utility"]
     local_only = report["baselines"]["local_only"]
     centralized = report["baselines"]["centralized"]
@@ -36,3 +36,18 @@ def test_fedavg_on_four_dirichlet_sites_beats_local_only(pneumonia_path, tmp_pat
     assert ckks_cost["bytes_up_per_round"] > 7 * plain_cost["bytes_up_per_round"]
     assert ckks_cost["encrypt_seconds"] > 0 and ckks_cost["aggregate_seconds"] > 0 and ckks_cost["decrypt_seconds"] > 0
     assert ckks_scenario["protocol_parameters"]["preset"] == "n4096-q59"
+
+    # DP: both levels train above chance and stay within their budget
+    assert sample_dp["privacy"]["guarantee"] == "sample-level DP" and client_dp["privacy"]["guarantee"] == "client-level DP"
+    assert sample_dp["utility"]["auc"] >= 0.75
+    assert client_dp["utility"]["auc"] > 0.5
+    for scenario in (sample_dp, client_dp):
+        privacy = scenario["privacy"]
+        assert 0 < privacy["epsilon"] <= 8.0 and privacy["delta"] == 1e-5 and privacy["accountant"] == "rdp"
+        assert privacy["noise_multiplier"] > 0 and privacy["steps"] > 0 and not privacy["stopped_early"]
+        epsilons = [r["epsilon"] for r in scenario["rounds"]]
+        assert epsilons == sorted(epsilons) and epsilons[-1] == pytest.approx(privacy["epsilon"])
+        assert any("secure_rng = false" in w for w in privacy["warnings"])
+    assert client_dp["server_view"] == "ciphertext" and client_dp["privacy"]["unit"] == "site"
+    assert len(sample_dp["privacy"]["per_site"]) == 4
+    assert plain_scenario["privacy"]["epsilon"] is None

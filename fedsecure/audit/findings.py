@@ -58,6 +58,7 @@ class PrivacyFinding:
     rounds_completed: int | None = None
     warnings: list[str] = field(default_factory=list)
     per_site: list[dict[str, Any]] | None = None
+    clip_per_round: list[float] | None = None
 
 
 @dataclass(frozen=True)

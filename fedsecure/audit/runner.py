@@ -173,7 +173,7 @@ def _privacy(result: FederationResult) -> PrivacyFinding:
         noise_multiplier=guarantee.noise_multiplier, sample_rate=guarantee.sample_rate, steps=guarantee.steps,
         accountant=guarantee.accountant, target_epsilon=guarantee.target_epsilon, secure_rng=guarantee.secure_rng,
         stopped_early=guarantee.stopped_early, rounds_completed=guarantee.rounds_completed,
-        warnings=guarantee.notes, per_site=guarantee.per_site,
+        warnings=guarantee.notes, per_site=guarantee.per_site, clip_per_round=guarantee.clip_per_round,
     )
 
 

@@ -173,12 +173,20 @@ class DPSpec(_Section):
     accountant: Registered(ACCOUNTANTS) = "rdp"
     secure_rng: bool = False
     placement: Literal["central", "distributed"] | None = None
-    grad_sample_mode: Literal["ghost", "hooks", "functorch", "ew"] | None = None
+    grad_sample_mode: Literal["hooks", "ghost", "functorch", "ew"] | None = None
+    adaptive_quantile: float | None = Field(None, gt=0, lt=1)
+    clip_lr: float | None = Field(None, gt=0)
+    count_stddev: float | None = Field(None, gt=0)
 
     @model_validator(mode="after")
     def _level_options(self) -> DPSpec:
         if self.level == "sample" and self.placement is not None:
             raise ValueError("placement applies to client-level DP only (sample-level noise is added by each site's DP-SGD)")
+        adaptive = [f for f in ("adaptive_quantile", "clip_lr", "count_stddev") if getattr(self, f) is not None]
+        if self.level == "sample" and adaptive:
+            raise ValueError(f"{', '.join(adaptive)}: adaptive clipping applies to client-level DP only")
+        if self.adaptive_quantile is None and set(adaptive) - {"adaptive_quantile"}:
+            raise ValueError("clip_lr and count_stddev need adaptive_quantile (the target quantile of update norms)")
         if self.level == "client" and self.grad_sample_mode is not None:
             raise ValueError("grad_sample_mode applies to sample-level DP only")
         return self

@@ -60,6 +60,7 @@ class PrivacyReport:
     rounds_completed: int = 0
     notes: list[str] = field(default_factory=list)
     per_site: list[dict] | None = None
+    clip_per_round: list[float] | None = None
 
 
 class PrivacyMechanism:

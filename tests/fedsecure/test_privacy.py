@@ -219,3 +219,27 @@ def test_batchnorm_models_are_fixed_with_a_loud_warning():
         warnings.simplefilter("ignore")
         report = federation.run().trace.privacy
     assert any("BatchNorm -> GroupNorm" in note for note in report.notes)
+
+
+def test_adaptive_clipping_moves_the_bound_towards_the_quantile_at_the_same_privacy():
+    data = make_data((6, 6, 6, 6), seed=5)
+    mechanism = client_dp(clip=10.0, placement="central", adaptive_quantile=0.5, clip_lr=0.2)
+    trace = run(data, mechanism, PlainAggregation(), rounds=6)
+    clips = trace.privacy.clip_per_round
+    assert len(clips) == 7 and clips[0] == 10.0
+    # every update norm is far below 10: the fraction under the bound is 1 (+ noise of std 2z/4),
+    # so C shrinks by exp(-0.1) a round on average
+    assert clips[-1] < 10.0 * math.exp(-0.1 * 6 * 0.5)
+    z, s = mechanism.noise_multiplier, mechanism.count_stddev
+    assert s == pytest.approx(max(4 / 20, 2 * z))
+    assert mechanism.update_noise_multiplier == pytest.approx((z**-2 - (2 * s) ** -2) ** -0.5)
+    assert mechanism.update_noise_multiplier > z  # the count's noise is paid for by the update's
+    assert 0 < trace.privacy.epsilon <= 8.0
+    # the server saw one more value per site: the under-the-bound bit
+    message = next(iter(trace.rounds[0].received.values()))
+    assert message.length == trace.update_length + 1 and float(message.payload[-1]) == 1.0
+
+
+def test_adaptive_clipping_under_ckks_with_distributed_noise():
+    trace = run(make_data((6, 6), seed=6), client_dp(clip=1.0, placement="distributed", adaptive_quantile=0.5), CKKSAggregation(), rounds=2)
+    assert len(trace.privacy.clip_per_round) == 3 and trace.privacy.epsilon <= 8.0

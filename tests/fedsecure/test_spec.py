@@ -96,6 +96,8 @@ BAD_SPECS = [
     (MINIMAL.replace('name = "plain"', 'name = "d"\nprotocol = "plain"\ndp = { level = "sample", epsilon = 8.0, delta = 1e-5, placement = "central" }'), "placement applies to client-level DP only"),
     (MINIMAL.replace('name = "plain"', 'name = "d"\nprotocol = "plain"\ndp = { level = "client", epsilon = 8.0, delta = 1e-5, placement = "central", grad_sample_mode = "ghost" }'), "grad_sample_mode applies to sample-level DP only"),
     (MINIMAL.replace('name = "plain"', 'name = "d"\nprotocol = "plain"\ndp = { level = "sample", epsilon = 8.0, delta = 1e-5, noise = 1.0 }'), "scenario[0].dp.noise: unknown field"),
+    (MINIMAL.replace('name = "plain"', 'name = "d"\nprotocol = "plain"\ndp = { level = "sample", epsilon = 8.0, delta = 1e-5, adaptive_quantile = 0.5 }'), "adaptive_quantile: adaptive clipping applies to client-level DP only"),
+    (MINIMAL.replace('name = "plain"', 'name = "d"\nprotocol = "plain"\ndp = { level = "client", epsilon = 8.0, delta = 1e-5, placement = "central", clip_lr = 0.1 }'), "clip_lr and count_stddev need adaptive_quantile"),
     (MINIMAL.replace('name = "plain"', 'name = "d"\ndp = { level = "sample", epsilon = 8.0, delta = 1e-5 }') + '[federation]\nstrategy = "fedprox"\n', "sample-level dp runs plain DP-SGD locally and cannot wrap strategy 'fedprox'"),
     (MINIMAL + '[attacks]\nmembership = { method = "lira" }\n', "attacks are not available in this version"),
     (MINIMAL + "[thresholds]\nmax_epsilon = 0\n", "thresholds.max_epsilon: Input should be greater than 0"),

@@ -31,7 +31,6 @@ of one Gaussian mechanism with multiplier ``z``.
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -181,8 +180,3 @@ class ClientLevelDP(PrivacyMechanism):
             rounds_completed=rounds_completed, notes=list(self._notes),
             clip_per_round=list(self.clip_history) if self.adaptive else None,
         )
-
-    def _warn(self, message: str) -> None:
-        if message not in self._notes:  # once per run: a weakened guarantee, said loudly but not 20 times
-            self._notes.append(message)
-            warnings.warn(message, stacklevel=3)

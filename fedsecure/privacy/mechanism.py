@@ -10,6 +10,7 @@ strategy and any aggregation protocol.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
 
@@ -64,9 +65,19 @@ class PrivacyReport:
 
 
 class PrivacyMechanism:
-    """Base class: no privacy at all (every hook passes through)."""
+    """Base class: no privacy at all (every hook passes through).
+
+    Subclasses keep the warnings they raised in ``_notes`` (a list), for the report.
+    """
 
     level: ClassVar[str] = "none"
+    _notes: list[str]
+
+    def _warn(self, message: str) -> None:
+        # A weakened guarantee is said loudly, once per run, and kept for the report.
+        if message not in self._notes:
+            self._notes.append(message)
+            warnings.warn(message, stacklevel=3)
 
     def prepare_model(self, model: nn.Module) -> nn.Module:
         """The model to train (e.g. made DP-compatible)."""

@@ -196,11 +196,6 @@ class SampleLevelDP(PrivacyMechanism):
             stopped_early=stopped_early, rounds_completed=rounds_completed, notes=list(self._notes), per_site=per_site,
         )
 
-    def _warn(self, message: str) -> None:
-        if message not in self._notes:
-            self._notes.append(message)
-            warnings.warn(message, stacklevel=3)
-
 
 def _secure_add_noise(self) -> None:
     # Opacus's DPOptimizer.add_noise with the noise drawn from the OS CSPRNG

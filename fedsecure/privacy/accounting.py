@@ -8,6 +8,8 @@ target, and whether one more step would overspend.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from opacus.accountants import PRVAccountant, RDPAccountant
 from opacus.accountants.accountant import IAccountant
@@ -28,22 +30,29 @@ def spent_epsilon(history: History, delta: float, accountant: str = "rdp") -> fl
         return 0.0
     instance = ACCOUNTANTS.get(accountant)()
     instance.history = [entry for entry in history if entry[2] > 0]
-    with warnings.catch_warnings():
-        # RDP says when its best order is the largest it tries: the bound is then
-        # looser than it could be, i.e. epsilon is over-, never under-stated.
-        warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
+    with _loose_rdp_bound_is_fine():
         return float(instance.get_epsilon(delta=delta))
 
 
 def calibrate_noise(target_epsilon: float, delta: float, sample_rate: float, steps: int, accountant: str = "rdp") -> float:
     """The smallest noise multiplier (within 1%) whose ``steps`` steps at ``sample_rate`` spend at most ``target_epsilon``."""
     ACCOUNTANTS.get(accountant)
-    return float(
-        get_noise_multiplier(
-            target_epsilon=target_epsilon, target_delta=delta, sample_rate=sample_rate, steps=steps,
-            accountant=accountant, epsilon_tolerance=0.01,
+    with _loose_rdp_bound_is_fine():
+        return float(
+            get_noise_multiplier(
+                target_epsilon=target_epsilon, target_delta=delta, sample_rate=sample_rate, steps=steps,
+                accountant=accountant, epsilon_tolerance=0.01,
+            )
         )
-    )
+
+
+@contextmanager
+def _loose_rdp_bound_is_fine() -> Iterator[None]:
+    # RDP warns when its best order is the largest it tries: the bound is then
+    # looser than it could be, i.e. epsilon is over-, never under-stated.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
+        yield
 
 
 def extend(history: History, noise_multiplier: float, sample_rate: float, steps: int) -> History:

@@ -139,8 +139,9 @@ class Federation:
         )
         global_vector = self.state.get()
         self.strategy.start(global_vector)
-        # Weights are divided by the largest site's weight, a number the sites agree on.
-        weight_unit = max(self.privacy.site_weight(s.n_train) for s in self.data.sites)
+        # Weights are divided by the smallest site's weight, a number the sites agree on,
+        # so normalized weights are >= 1 and small sites keep full fixed-point precision.
+        weight_unit = min(self.privacy.site_weight(s.n_train) for s in self.data.sites)
         roles = self.protocol.setup(len(self.data.sites), weight_unit=weight_unit)
         trace.setup_bytes = roles.setup_bytes
         for round_number in range(1, self.rounds + 1):

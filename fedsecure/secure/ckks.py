@@ -6,11 +6,14 @@ context serialized **without** the secret key, from which it can add
 ciphertexts but neither decrypt nor encrypt.
 
 Each site packs ``(weight / weight_unit) * update`` followed by its normalized
-weight into one contiguous vector, encrypts it chunk by chunk (``slots``
+weight into one contiguous vector, rounds it to the fixed-point grid
+(:mod:`fedsecure.secure.fixed_point`), encrypts it chunk by chunk (``slots``
 values per ciphertext) and sends the serialized ciphertexts. The server
-deserializes and adds them; the sites decrypt the sum and divide the first
-part by the last value: the weighted mean of whichever sites' messages
-arrived, with no ciphertext-by-plaintext multiplication on the server.
+deserializes and adds them; the sites decrypt the sum, round it back to the
+grid (CKKS noise is far below half a grid step), and divide the first part by
+the last value: the weighted mean of whichever sites' messages arrived, bit for
+bit what the plaintext protocol computes, with no ciphertext-by-plaintext
+multiplication on the server.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import tenseal as ts
 import torch
 
 from fedsecure.errors import AggregationOverflowError, CKKSParametersError
+from fedsecure.secure.fixed_point import from_grid, to_grid, weighted_mean
 from fedsecure.secure.ckks_params import DEFAULT_PRESET, PRESETS, CKKSParameters
 from fedsecure.secure.packing import pack, unpack
 from fedsecure.secure.protocol import PROTOCOLS, Aggregate, AggregationProtocol, ClientRole, Message, Roles, ServerRole
@@ -101,7 +105,7 @@ class CKKSClient(ClientRole):
 
     def protect(self, update: torch.Tensor, weight: float) -> Message:  # noqa: D102
         scaled_weight = weight / self.weight_unit
-        values = np.append(update.detach().cpu().double().numpy().reshape(-1) * scaled_weight, scaled_weight)
+        values = np.append(update.detach().cpu().float().double().numpy().reshape(-1) * scaled_weight, scaled_weight)
         largest = float(np.abs(values).max())
         if not np.isfinite(largest) or largest > self.value_limit:
             raise AggregationOverflowError(
@@ -109,15 +113,16 @@ class CKKSClient(ClientRole):
                 f"of these parameters (data prime {self.parameters.coeff_mod_bit_sizes[0]} bits, scale "
                 f"2^{self.parameters.scale_bits}); refusing to send a message that would corrupt the aggregate"
             )
-        chunks = [ts.ckks_vector(self._context, chunk).serialize() for chunk in pack(values, self.parameters.slots)]
+        on_grid = from_grid(to_grid(values))
+        chunks = [ts.ckks_vector(self._context, chunk).serialize() for chunk in pack(on_grid, self.parameters.slots)]
         return Message(
             payload=chunks, weight=None, nbytes=sum(len(c) for c in chunks), plaintext=False, length=update.numel()
         )
 
     def reveal(self, aggregate: Aggregate) -> torch.Tensor:  # noqa: D102
         chunks = [np.asarray(ts.ckks_vector_from(self._context, c).decrypt()) for c in aggregate.payload]
-        values = unpack(chunks, aggregate.length + 1)  # the update, then the weight
-        return torch.from_numpy(values[:-1] / values[-1]).float()
+        values = to_grid(unpack(chunks, aggregate.length + 1))  # the update, then the weight
+        return weighted_mean(values[:-1], int(values[-1]))
 
 
 class CKKSServer(ServerRole):

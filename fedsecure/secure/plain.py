@@ -1,11 +1,18 @@
-"""Plaintext aggregation: the server sees every weighted update in the clear."""
+"""Plaintext aggregation: the server sees every site's update and weight in the clear.
+
+Sites send their float32 update and their weight; the server sums
+``weight * update`` on the fixed-point grid (:mod:`fedsecure.secure.fixed_point`),
+exactly as a CKKS server's sum decrypts, so both protocols yield the same model.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+import numpy as np
 import torch
 
+from fedsecure.secure.fixed_point import to_grid, weighted_mean
 from fedsecure.secure.protocol import PROTOCOLS, Aggregate, AggregationProtocol, ClientRole, Message, Roles, ServerRole
 
 FLOAT32_BYTES = 4
@@ -14,28 +21,33 @@ FLOAT32_BYTES = 4
 @PROTOCOLS.register("plain")
 @dataclass(frozen=True)
 class PlainAggregation(AggregationProtocol):
-    """No protection: float32 vectors summed in the clear (the reference protocol)."""
+    """No protection: float32 updates, summed in the clear (the reference protocol)."""
 
     name = "plain"
 
     def setup(self, n_clients: int, weight_unit: float = 1.0) -> Roles:  # noqa: D102
-        return Roles(client=PlainClient(), server=PlainServer())
+        if weight_unit <= 0:
+            raise ValueError(f"weight_unit must be > 0, got {weight_unit}")
+        return Roles(client=PlainClient(weight_unit), server=PlainServer())
 
 
 class PlainClient(ClientRole):
-    """A site sending its weighted update in the clear."""
+    """A site sending its update and its (normalized) weight in the clear."""
+
+    def __init__(self, weight_unit: float) -> None:
+        self.weight_unit = weight_unit
 
     def protect(self, update: torch.Tensor, weight: float) -> Message:  # noqa: D102
         return Message(
-            payload=update * weight,
-            weight=float(weight),
+            payload=update.detach().float(),
+            weight=weight / self.weight_unit,
             nbytes=update.numel() * FLOAT32_BYTES + FLOAT32_BYTES,
             plaintext=True,
             length=update.numel(),
         )
 
     def reveal(self, aggregate: Aggregate) -> torch.Tensor:  # noqa: D102
-        return aggregate.payload / aggregate.weight
+        return weighted_mean(aggregate.payload, aggregate.weight)
 
 
 class PlainServer(ServerRole):
@@ -44,14 +56,16 @@ class PlainServer(ServerRole):
     def combine(self, messages: list[Message]) -> Aggregate:  # noqa: D102
         if not messages:
             raise ValueError("no messages to combine")
-        total = torch.stack([m.payload for m in messages]).sum(0)
+        total = sum(to_grid(m.payload.cpu().double().numpy() * m.weight) for m in messages)
+        total_weight = int(sum(to_grid(np.array(m.weight)) for m in messages))
         return Aggregate(
             payload=total,
-            weight=sum(m.weight for m in messages),
-            nbytes=total.numel() * FLOAT32_BYTES + FLOAT32_BYTES,
+            weight=total_weight,
+            # The exact integer sums stay with the server; the sites receive the float32 mean.
+            nbytes=total.size * FLOAT32_BYTES + FLOAT32_BYTES,
             n_messages=len(messages),
             length=messages[0].length,
         )
 
     def perturb(self, aggregate: Aggregate, noise: torch.Tensor) -> Aggregate:  # noqa: D102
-        return replace(aggregate, payload=aggregate.payload + noise.to(aggregate.payload))
+        return replace(aggregate, payload=aggregate.payload + to_grid(noise.cpu().double().numpy()))

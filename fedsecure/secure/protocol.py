@@ -113,9 +113,9 @@ class AggregationProtocol(ABC):
 
         Args:
             n_clients: sites taking part.
-            weight_unit: a weight the sites agree on (e.g. the largest site's
-                sample count); weights are divided by it before protection, so
-                that encrypted values stay in a fixed range.
+            weight_unit: a weight the sites agree on (the smallest site's
+                weight); weights are divided by it before protection, so that
+                values stay in a fixed range on the fixed-point grid.
         """
 
 

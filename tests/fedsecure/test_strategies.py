@@ -135,10 +135,10 @@ def test_client_sampling_trace_and_costs():
     assert trace.bytes_up_per_round == 2 * (numel * 4 + 4)
     assert trace.bytes_down_per_round == 4 * (numel * 4 + 4)
     assert all(c.steps == 2 for r in trace.rounds for c in r.clients)
-    # what the server received is the weighted update: dividing by the weight recovers it
+    # what the server received is the site's update itself, and its weight relative to the smallest site's
     first = trace.rounds[0]
     message = next(iter(first.received.values()))
-    assert message.plaintext and message.weight == 4.0
+    assert message.plaintext and message.weight == 1.0 and message.payload.dtype == torch.float32
     same = Federation(data, model(), FedAvg(), training=LocalTraining(batch_size=2), rounds=3, clients_per_round=2, seed=3).run().trace
     assert [[c.site for c in r.clients] for r in same.rounds] == [[c.site for c in r.clients] for r in trace.rounds]
 

@@ -190,9 +190,9 @@ def _cost(result: FederationResult, wall_seconds: float) -> CostFinding:
         bytes_up_per_round=trace.bytes_up_per_round,
         bytes_down_per_round=trace.bytes_down_per_round,
         wall_seconds=wall_seconds,
-        encrypt_seconds=sum(c.protect_seconds for r in trace.rounds for c in r.clients),
-        aggregate_seconds=sum(r.combine_seconds for r in trace.rounds),
-        decrypt_seconds=sum(c.reveal_seconds for r in trace.rounds for c in r.clients),
+        encrypt_seconds=trace.encrypt_seconds,
+        aggregate_seconds=trace.aggregate_seconds,
+        decrypt_seconds=trace.decrypt_seconds,
         setup_bytes=trace.setup_bytes,
         bytes_per_parameter=trace.bytes_per_parameter,
     )

@@ -300,12 +300,13 @@ class AuditSpec(_Section):
     @model_validator(mode="after")
     def _dp_fits_strategy(self) -> AuditSpec:
         # DP-SGD replaces the local training loop; strategies that change that loop cannot be wrapped.
-        if self.federation.strategy in ("fedprox", "fedsgd"):
+        if not STRATEGIES.get(self.federation.strategy).plain_local_sgd:
+            usable = [name for name in STRATEGIES if STRATEGIES.get(name).plain_local_sgd]
             for i, scenario in enumerate(self.scenario):
                 if scenario.dp is not None and scenario.dp.level == "sample":
                     raise ValueError(
                         f"scenario[{i}] {scenario.name!r}: sample-level dp runs plain DP-SGD locally and cannot "
-                        f"wrap strategy {self.federation.strategy!r}; use fedavg, fedadam or fedbn"
+                        f"wrap strategy {self.federation.strategy!r}; use {', '.join(usable[:-1])} or {usable[-1]}"
                     )
         return self
 

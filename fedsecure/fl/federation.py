@@ -171,11 +171,12 @@ class Federation:
             with train_clock.measure():
                 update, steps = self._local_update(k, global_vector, round_number)
             update = self.privacy.before_protect(update, torch_generator(self.seed, "dp-noise", k, round_number))
+            weight = self.privacy.site_weight(site.n_train)
             with protect_clock.measure():
-                message = roles.client.protect(update, self.privacy.site_weight(site.n_train))
+                message = roles.client.protect(update, weight)
             messages.append(message)
             clients.append(
-                ClientRound(site=site.name, weight=self.privacy.site_weight(site.n_train), steps=steps, train_seconds=train_clock.seconds,
+                ClientRound(site=site.name, weight=weight, steps=steps, train_seconds=train_clock.seconds,
                             protect_seconds=protect_clock.seconds, reveal_seconds=0.0, bytes_up=message.nbytes)
             )
 

@@ -16,6 +16,7 @@ plus :meth:`Strategy.private_names`, the state that never leaves a site (FedBN).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -31,6 +32,10 @@ STRATEGIES: Registry[type[Strategy]] = Registry("strategy")
 @dataclass
 class Strategy:
     """Base strategy: FedAvg's client and server behaviour (McMahan et al. 2017)."""
+
+    # Whether local training is plain mini-batch SGD on the data loss, the loop
+    # sample-level DP-SGD replaces; strategies that change that loop say False.
+    plain_local_sgd: ClassVar[bool] = True
 
     def private_names(self, model: nn.Module) -> set[str]:
         """``state_dict`` names each site keeps to itself (none for FedAvg)."""
@@ -80,6 +85,8 @@ class FedSGD(Strategy):
     itself is recoverable by anyone who knows ``lr``, e.g. the server).
     """
 
+    plain_local_sgd: ClassVar[bool] = False
+
     def client_update(self, state, images, labels, training, generator):  # noqa: D102
         start = state.get()
         gradients = full_batch_gradient(state.model, images, labels, training.batch_size)
@@ -97,6 +104,8 @@ class FedProx(Strategy):
     Args:
         mu: strength of the proximal term (0 recovers FedAvg).
     """
+
+    plain_local_sgd: ClassVar[bool] = False
 
     mu: float = 0.01
 

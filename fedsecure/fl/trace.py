@@ -105,9 +105,24 @@ class Trace:
         return sum(r.train_seconds for r in self.rounds)
 
     @property
+    def encrypt_seconds(self) -> float:
+        """Seconds the sites spent protecting their updates, summed over sites and rounds."""
+        return sum(c.protect_seconds for r in self.rounds for c in r.clients)
+
+    @property
+    def aggregate_seconds(self) -> float:
+        """Seconds the server spent combining, summed over rounds."""
+        return sum(r.combine_seconds for r in self.rounds)
+
+    @property
+    def decrypt_seconds(self) -> float:
+        """Seconds the sites spent revealing the aggregate, summed over sites and rounds."""
+        return sum(c.reveal_seconds for r in self.rounds for c in r.clients)
+
+    @property
     def protect_seconds(self) -> float:
         """Seconds spent protecting, combining and revealing, summed over all parties and rounds."""
-        return sum(r.protect_seconds for r in self.rounds)
+        return self.encrypt_seconds + self.aggregate_seconds + self.decrypt_seconds
 
     @property
     def bytes_up_per_round(self) -> float:

@@ -92,9 +92,17 @@ def version() -> None:
     typer.echo(installed("fedsecure"))
 
 
+_shown_warnings: set[str] = set()
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    # Warnings state a weakened guarantee; they must be seen, on one line.
-    stderr.print(f"[bold yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+    # Warnings state a weakened guarantee; they must be seen, on one line, and once
+    # (the attack probes rebuild a scenario's federation, which warns again).
+    text = str(message)
+    if text in _shown_warnings:
+        return
+    _shown_warnings.add(text)
+    stderr.print(f"[bold yellow]warning:[/] {text}", highlight=False, soft_wrap=True)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -95,6 +95,50 @@ def cnn(in_channels: int, out_channels: int, image_size: tuple[int, int]) -> nn.
     return GroupNormCNN(in_channels=in_channels, out_channels=out_channels)
 
 
+class LeNetDLG(nn.Module):
+    """The LeNet-style network of DLG (Zhu et al. 2019): sigmoid convolutions, one linear head.
+
+    Three 5x5 convolutions (12 maps; stride 2, 2, 1) with sigmoid activations
+    and no pooling. Smooth activations and no pooling make its gradients
+    nearly invertible, so it is the standard yardstick of gradient-inversion
+    attacks, not a network to train for accuracy. Weights and biases are drawn
+    from U(-0.5, 0.5) as in the DLG paper's code.
+
+    Args:
+        in_channels: image channels.
+        out_channels: number of classes.
+        image_size: input height and width (fixes the linear head's width).
+        channels: feature maps of each convolution.
+    """
+
+    def __init__(
+        self, in_channels: int = 1, out_channels: int = 2, image_size: tuple[int, int] = (28, 28), channels: int = 12
+    ) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, channels, kernel_size=5, padding=2, stride=2),
+            nn.Sigmoid(),
+            nn.Conv2d(channels, channels, kernel_size=5, padding=2, stride=2),
+            nn.Sigmoid(),
+            nn.Conv2d(channels, channels, kernel_size=5, padding=2, stride=1),
+            nn.Sigmoid(),
+        )
+        height, width = (-(-side // 4) for side in image_size)  # two stride-2 convolutions with padding 2
+        self.classifier = nn.Linear(channels * height * width, out_channels)
+        for parameter in self.parameters():
+            nn.init.uniform_(parameter, -0.5, 0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits (N, out_channels)."""
+        return self.classifier(self.features(x).flatten(1))
+
+
+@MODELS.register("lenet-dlg")
+def lenet_dlg(in_channels: int, out_channels: int, image_size: tuple[int, int]) -> nn.Module:
+    """:class:`LeNetDLG`, the gradient-inversion yardstick (about 8k parameters at 28 px)."""
+    return LeNetDLG(in_channels=in_channels, out_channels=out_channels, image_size=image_size)
+
+
 @MODELS.register("densenet121")
 def densenet121(in_channels: int, out_channels: int, image_size: tuple[int, int]) -> nn.Module:
     """MONAI's 2D DenseNet121 (about 7M parameters, BatchNorm), randomly initialised."""

@@ -100,6 +100,42 @@ class RoundFinding:
 
 
 @dataclass(frozen=True)
+class InversionFinding:
+    """A gradient-inversion attack from one threat position, scored against the truth and the prior.
+
+    ``status`` is "ok" (the attack ran), "no_access" (its position holds
+    nothing it can invert, e.g. CKKS ciphertexts) or "skipped" (it could not
+    run; ``reason`` says why). Metrics are None unless the status is "ok".
+    ``prior_*`` are the same metrics for the attacker's prior image (the mean
+    of public images); the gain over the prior is the leakage.
+    ``per_image`` lists, for each attacked image, its psnr, ssim, prior_psnr
+    and prior_ssim. ``figure`` is the image grid (true / reconstructed /
+    prior), relative to the report.
+    """
+
+    method: str
+    position: str
+    status: str
+    reason: str | None = None
+    site: str | None = None
+    images: int = 0
+    batch_size: int = 0
+    psnr_median: float | None = None
+    psnr_worst_case: float | None = None
+    ssim_median: float | None = None
+    label_accuracy: float | None = None
+    prior_psnr_median: float | None = None
+    prior_ssim_median: float | None = None
+    psnr_gain_median: float | None = None
+    relative_leakage: float | None = None
+    per_image: list[dict[str, float]] = field(default_factory=list)
+    seconds: float | None = None
+    figure: str | None = None
+    assumptions: list[str] = field(default_factory=list)
+    attack: str = "inversion"
+
+
+@dataclass(frozen=True)
 class Verdict:
     """The compliance verdict against the spec's thresholds.
 
@@ -127,7 +163,7 @@ class ScenarioFinding:
     cost: CostFinding
     protocol_parameters: dict[str, Any]
     server_view: str
-    attacks: list[dict[str, Any]]
+    attacks: list[InversionFinding]
     rounds: list[RoundFinding]
     verdict: Verdict
 

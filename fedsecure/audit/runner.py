@@ -22,6 +22,7 @@ from fedsecure.audit.findings import (
     UtilityFinding,
     to_json,
 )
+from fedsecure.audit.inversion import audit_inversion
 from fedsecure.audit.markdown import render_markdown
 from fedsecure.audit.output import REPORT_JSON, check_output_dir, write_atomic, write_json
 from fedsecure.audit.spec import AuditSpec, LoadedSpec, ScenarioSpec
@@ -89,7 +90,7 @@ def run_audit(
         local_only = train_local_only(data, make_model, budget, spec.seed, torch_device, on_site=lambda _: advance())
 
     scenarios = [
-        _run_scenario(spec, scenario, data, make_model, torch_device, progress) for scenario in spec.scenario
+        _run_scenario(spec, scenario, data, make_model, torch_device, progress, out_dir) for scenario in spec.scenario
     ]
     report = {
         "schema_version": SCHEMA_VERSION,
@@ -128,23 +129,32 @@ def _run_scenario(
     make_model: Callable[[], torch.nn.Module],
     device: torch.device,
     progress: AuditProgress,
+    out_dir: Path,
 ) -> ScenarioFinding:
-    federation = Federation(
-        data,
-        make_model(),
-        spec.federation.strategy_instance(),
-        training=scenario.local_training(spec.federation),
-        rounds=spec.federation.rounds,
-        protocol=scenario.protocol_instance(),
-        clients_per_round=spec.federation.clients_per_round,
-        seed=spec.seed,
-        device=device,
-        privacy=scenario.dp.mechanism() if scenario.dp is not None else None,
-    )
+    def build_federation(on: FederatedData) -> Federation:
+        return Federation(
+            on,
+            make_model(),
+            spec.federation.strategy_instance(),
+            training=scenario.local_training(spec.federation),
+            rounds=spec.federation.rounds,
+            protocol=scenario.protocol_instance(),
+            clients_per_round=spec.federation.clients_per_round,
+            seed=spec.seed,
+            device=device,
+            privacy=scenario.dp.mechanism() if scenario.dp is not None else None,
+        )
+
+    federation = build_federation(data)
     started = time.perf_counter()
     with progress.task(f"scenario {scenario.name}: rounds", spec.federation.rounds) as advance:
         result = federation.run(on_round=lambda _: advance())
     wall = time.perf_counter() - started
+    attacks = []
+    if spec.attacks.inversion is not None:
+        with progress.task(f"scenario {scenario.name}: inversion attack", 1) as advance:
+            attacks.append(audit_inversion(spec, scenario, data, build_federation, out_dir))
+            advance()
     privacy = _privacy(result)
     return ScenarioFinding(
         name=scenario.name,
@@ -158,9 +168,9 @@ def _run_scenario(
         cost=_cost(result, wall),
         protocol_parameters=federation.protocol.describe(),
         server_view=_server_view(result),
-        attacks=[],
+        attacks=attacks,
         rounds=_rounds(result),
-        verdict=judge(spec.thresholds, privacy, measured_attacks=set()),
+        verdict=judge(spec.thresholds, privacy, attacks),
     )
 
 

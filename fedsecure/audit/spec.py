@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from attacks.inversion import INVERSION_ATTACKS
 from fedsecure.data.federated import DATA_SOURCES
 from fedsecure.data.partition import PARTITIONERS
 from fedsecure.errors import SpecError
@@ -269,11 +270,73 @@ class ScenarioSpec(_Section):
 
 
 class ThresholdsSpec(_Section):
-    """``[thresholds]``: what a scenario must show to pass the compliance verdict."""
+    """``[thresholds]``: what a scenario must show to pass the compliance verdict.
+
+    Reconstruction leakage is judged against the attacker's prior image (the
+    mean of public images): ``max_reconstruction_psnr_gain`` bounds the median
+    PSNR gain over that prior (dB), and ``max_reconstruction_psnr`` fails only
+    a reconstruction that exceeds it *and* beats the prior; a reconstruction no
+    better than what the attacker knew before has leaked nothing, whatever its
+    raw PSNR.
+    """
 
     max_epsilon: float | None = Field(None, gt=0)
     max_membership_tpr_at_0_1_fpr: float | None = Field(None, ge=0, le=1)
     max_reconstruction_psnr: float | None = Field(None, gt=0)
+    max_reconstruction_psnr_gain: float | None = Field(None)
+
+
+class InversionSpec(_Section):
+    """``[attacks] inversion = {...}``: a gradient-inversion attack from the server's position.
+
+    The server attacks round 1 of site ``site`` (an index) when that site holds
+    ``batch_size`` of its images: ``images / batch_size`` such messages are
+    attacked, each from a different batch. Options the attack does not take
+    are refused by name.
+    """
+
+    method: Registered(INVERSION_ATTACKS) = "inverting_gradients"
+    images: int = Field(8, ge=1, le=1024)
+    batch_size: int = Field(1, ge=1, le=256)
+    site: int = Field(0, ge=0)
+    iterations: int | None = Field(None, ge=1, le=100_000)
+    restarts: int | None = Field(None, ge=1, le=64)
+    lr: float | None = Field(None, gt=0)
+    tv: float | None = Field(None, ge=0)
+    init: Literal["random", "prior"] | None = None
+    subspace: int | None = Field(None, ge=0)
+    seed: int | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _whole_batches(self) -> InversionSpec:
+        if self.images % self.batch_size:
+            raise ValueError(f"images ({self.images}) must be a multiple of batch_size ({self.batch_size})")
+        unknown = set(self._options()) - _init_fields(INVERSION_ATTACKS.get(self.method))
+        if unknown:
+            raise ValueError(f"inversion method {self.method!r} takes no option {', '.join(sorted(unknown))}")
+        return self
+
+    def _options(self) -> dict[str, Any]:
+        return self.model_dump(exclude={"method", "images", "batch_size", "site"}, exclude_none=True)
+
+    def attack(self, seed: int) -> Any:
+        """The attack with this section's options (its seed derived from the audit's unless set)."""
+        options = {"seed": seed, **self._options()}
+        return _construct(INVERSION_ATTACKS.get(self.method), **options)
+
+
+class AttacksSpec(_Section):
+    """``[attacks]``: which attacks the audit runs against every scenario."""
+
+    inversion: InversionSpec | None = None
+    membership: dict[str, Any] | None = None
+
+    @field_validator("membership")
+    @classmethod
+    def _membership_not_yet(cls, value: dict[str, Any] | None) -> None:
+        if value is not None:
+            raise ValueError("membership inference is not available in this version of fedsecure; remove it")
+        return None
 
 
 class AuditSpec(_Section):
@@ -285,17 +348,8 @@ class AuditSpec(_Section):
     model: ModelSpec = ModelSpec()
     federation: FederationSpec = FederationSpec()
     scenario: list[ScenarioSpec] = Field(min_length=1)
-    attacks: dict[str, Any] | None = None
+    attacks: AttacksSpec = AttacksSpec()
     thresholds: ThresholdsSpec | None = None
-
-    @field_validator("attacks")
-    @classmethod
-    def _attacks_not_yet(cls, value: dict[str, Any] | None) -> None:
-        if value:
-            raise ValueError(
-                "attacks are not available in this version of fedsecure; remove [attacks] to audit utility and cost"
-            )
-        return None
 
     @model_validator(mode="after")
     def _dp_fits_strategy(self) -> AuditSpec:
@@ -319,6 +373,9 @@ class AuditSpec(_Section):
         per_round = self.federation.clients_per_round
         if per_round is not None and per_round > self.data.sites:
             raise ValueError(f"federation.clients_per_round ({per_round}) exceeds data.sites ({self.data.sites})")
+        inversion = self.attacks.inversion
+        if inversion is not None and inversion.site >= self.data.sites:
+            raise ValueError(f"attacks.inversion.site ({inversion.site}) must be a site index below data.sites ({self.data.sites})")
         return self
 
 

@@ -6,17 +6,19 @@ is not evidence of safety.
 
 from __future__ import annotations
 
-from fedsecure.audit.findings import PrivacyFinding, Verdict
+from fedsecure.audit.findings import InversionFinding, PrivacyFinding, Verdict
 from fedsecure.audit.spec import ThresholdsSpec
 
 
-def judge(thresholds: ThresholdsSpec | None, privacy: PrivacyFinding, measured_attacks: set[str]) -> Verdict:
+def judge(thresholds: ThresholdsSpec | None, privacy: PrivacyFinding, attacks: list[InversionFinding]) -> Verdict:
     """The verdict for one scenario.
 
     Args:
         thresholds: the spec's ``[thresholds]``.
         privacy: the scenario's formal guarantee.
-        measured_attacks: kinds of attack ("membership", "inversion") that ran with status ok.
+        attacks: the attacks run against the scenario. An attack with status
+            "no_access" counts as measured: its position holds nothing to
+            attack (e.g. ciphertexts), so that position leaks nothing to it.
     """
     if thresholds is None or not thresholds.model_fields_set:
         return Verdict(passed=None, reasons=["no [thresholds] in the spec: nothing was checked"])
@@ -33,11 +35,51 @@ def judge(thresholds: ThresholdsSpec | None, privacy: PrivacyFinding, measured_a
             reasons.append(f"epsilon {privacy.epsilon:.3g} exceeds max_epsilon {thresholds.max_epsilon:g}")
         else:
             reasons.append(f"epsilon {privacy.epsilon:.3g} <= max_epsilon {thresholds.max_epsilon:g}")
+    measured = {a.attack for a in attacks if a.status in ("ok", "no_access")}
     for field_name, kind in (
         ("max_membership_tpr_at_0_1_fpr", "membership"),
         ("max_reconstruction_psnr", "inversion"),
+        ("max_reconstruction_psnr_gain", "inversion"),
     ):
-        if getattr(thresholds, field_name) is not None and kind not in measured_attacks:
+        if getattr(thresholds, field_name) is not None and kind not in measured:
             ok = False
             reasons.append(f"{kind} leakage was not measured, so {field_name} cannot be shown to hold")
+    for attack in attacks:
+        if attack.attack == "inversion" and attack.status in ("ok", "no_access"):
+            passed, why = _judge_inversion(thresholds, attack)
+            ok = ok and passed
+            reasons.extend(why)
     return Verdict(passed=ok, reasons=reasons)
+
+
+def _judge_inversion(thresholds: ThresholdsSpec, attack: InversionFinding) -> tuple[bool, list[str]]:
+    """Reconstruction leakage, judged by the gain over the attacker's prior image."""
+    limits = [t for t in (thresholds.max_reconstruction_psnr, thresholds.max_reconstruction_psnr_gain) if t is not None]
+    if not limits:
+        return True, []
+    where = f"{attack.method} from the {attack.position} position"
+    if attack.status == "no_access":
+        return True, [f"{where}: no access ({attack.reason})"]
+    gain, psnr, prior = attack.psnr_gain_median, attack.psnr_median, attack.prior_psnr_median
+    facts = f"median PSNR {psnr:.1f} dB against the prior image's {prior:.1f} dB (gain {gain:+.1f} dB)"
+    ok, reasons = True, []
+    if thresholds.max_reconstruction_psnr_gain is not None:
+        limit = thresholds.max_reconstruction_psnr_gain
+        if gain > limit:
+            ok = False
+            reasons.append(f"{where}: {facts} exceeds max_reconstruction_psnr_gain {limit:g} dB")
+        else:
+            reasons.append(f"{where}: {facts} is within max_reconstruction_psnr_gain {limit:g} dB")
+    if thresholds.max_reconstruction_psnr is not None:
+        limit = thresholds.max_reconstruction_psnr
+        if psnr > limit and gain > 0:
+            ok = False
+            reasons.append(f"{where}: {facts} exceeds max_reconstruction_psnr {limit:g} dB and beats the prior")
+        elif psnr > limit:
+            reasons.append(
+                f"{where}: {facts}; above max_reconstruction_psnr {limit:g} dB but no better than the prior, "
+                "so nothing beyond the attacker's prior knowledge was recovered"
+            )
+        else:
+            reasons.append(f"{where}: {facts} is within max_reconstruction_psnr {limit:g} dB")
+    return ok, reasons

@@ -124,6 +124,7 @@ class Federation:
                 site_sizes=[s.n_train for s in data.sites], rounds=rounds, training=training,
                 clients_per_round=clients_per_round, seed=seed, device=self.device,
                 private_names=frozenset(strategy.private_names(self.model)),
+                updates_hidden=self.protocol.hides_updates,
             )
         )
         self._trainers = [self.privacy.site_trainer(k) for k in range(n_sites)]
@@ -139,10 +140,7 @@ class Federation:
         )
         global_vector = self.state.get()
         self.strategy.start(global_vector)
-        # Weights are divided by the smallest site's weight, a number the sites agree on,
-        # so normalized weights are >= 1 and small sites keep full fixed-point precision.
-        weight_unit = min(self.privacy.site_weight(s.n_train) for s in self.data.sites)
-        roles = self.protocol.setup(len(self.data.sites), weight_unit=weight_unit)
+        roles = self._setup()
         trace.setup_bytes = roles.setup_bytes
         for round_number in range(1, self.rounds + 1):
             participants = self._sample(round_number)
@@ -160,25 +158,53 @@ class Federation:
             trace.rounds[-1].utility = evaluation.global_
         return FederationResult(trace=trace, evaluation=evaluation)
 
+    def first_message(self, k: int) -> tuple[torch.Tensor, Message]:
+        """What the server receives from site ``k`` in round 1, without running the round.
+
+        The site trains from the initial global model with its privacy
+        mechanism and protects the update with the protocol, exactly as in
+        :meth:`run`; nothing else happens (no other site trains, no
+        aggregation, no privacy spent). This is the server's view that an
+        inversion audit attacks.
+
+        Returns:
+            The global model sent to the site (flat vector, on the CPU) and the site's message.
+        """
+        global_vector = self.state.get()
+        self.strategy.start(global_vector)
+        message, _ = self._site_message(k, global_vector, 1, self._setup())
+        return global_vector.detach().cpu(), _to_cpu(message)
+
+    def _setup(self) -> Roles:
+        # Weights are divided by the smallest site's weight, a number the sites agree on,
+        # so normalized weights are >= 1 and small sites keep full fixed-point precision.
+        weight_unit = min(self.privacy.site_weight(s.n_train) for s in self.data.sites)
+        return self.protocol.setup(len(self.data.sites), weight_unit=weight_unit)
+
+    def _site_message(
+        self, k: int, global_vector: torch.Tensor, round_number: int, roles: Roles
+    ) -> tuple[Message, ClientRound]:
+        site = self.data.sites[k]
+        train_clock, protect_clock = Stopwatch(self.device), Stopwatch(self.device)
+        with train_clock.measure():
+            update, steps = self._local_update(k, global_vector, round_number)
+        update = self.privacy.before_protect(update, torch_generator(self.seed, "dp-noise", k, round_number))
+        weight = self.privacy.site_weight(site.n_train)
+        with protect_clock.measure():
+            message = roles.client.protect(update, weight)
+        client = ClientRound(site=site.name, weight=weight, steps=steps, train_seconds=train_clock.seconds,
+                             protect_seconds=protect_clock.seconds, reveal_seconds=0.0, bytes_up=message.nbytes)
+        return message, client
+
     def _round(
         self, round_number: int, participants: list[int], global_vector: torch.Tensor, roles: Roles
     ) -> tuple[RoundRecord, torch.Tensor]:
         keep = self.keep_messages == "all" or (self.keep_messages == "first" and round_number == 1)
         messages, clients = [], []
         for k in participants:
-            site = self.data.sites[k]
-            train_clock, protect_clock = Stopwatch(self.device), Stopwatch(self.device)
-            with train_clock.measure():
-                update, steps = self._local_update(k, global_vector, round_number)
-            update = self.privacy.before_protect(update, torch_generator(self.seed, "dp-noise", k, round_number))
-            weight = self.privacy.site_weight(site.n_train)
-            with protect_clock.measure():
-                message = roles.client.protect(update, weight)
+            message, client = self._site_message(k, global_vector, round_number, roles)
             messages.append(message)
-            clients.append(
-                ClientRound(site=site.name, weight=weight, steps=steps, train_seconds=train_clock.seconds,
-                            protect_seconds=protect_clock.seconds, reveal_seconds=0.0, bytes_up=message.nbytes)
-            )
+            clients.append(client)
 
         if not messages:  # nobody was sampled: the global model stays as it is
             epsilon = self.privacy.end_round(participants)

@@ -51,6 +51,16 @@ class ModelState:
                 tensor.copy_(vector[offset : offset + n].view_as(tensor))
                 offset += n
 
+    def split(self, vector: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``vector`` cut into the shared entries it holds, by ``state_dict`` name (views, not copies)."""
+        if vector.numel() != self.numel:
+            raise ValueError(f"vector has {vector.numel()} values, the shared state {self.numel}")
+        pieces, offset = {}, 0
+        for name, tensor in self._shared:
+            pieces[name] = vector[offset : offset + tensor.numel()].view(tensor.shape)
+            offset += tensor.numel()
+        return pieces
+
     def get_private(self) -> dict[str, torch.Tensor]:
         """Detached copies of the private entries."""
         return {n: t.detach().clone() for n, t in self._private}

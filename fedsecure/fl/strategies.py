@@ -36,6 +36,8 @@ class Strategy:
     # Whether local training is plain mini-batch SGD on the data loss, the loop
     # sample-level DP-SGD replaces; strategies that change that loop say False.
     plain_local_sgd: ClassVar[bool] = True
+    # Whether the update is one full-batch gradient step (-lr * gradient), as an attacker replays it.
+    one_full_batch_step: ClassVar[bool] = False
 
     def private_names(self, model: nn.Module) -> set[str]:
         """``state_dict`` names each site keeps to itself (none for FedAvg)."""
@@ -86,6 +88,7 @@ class FedSGD(Strategy):
     """
 
     plain_local_sgd: ClassVar[bool] = False
+    one_full_batch_step: ClassVar[bool] = True
 
     def client_update(self, state, images, labels, training, generator):  # noqa: D102
         start = state.get()

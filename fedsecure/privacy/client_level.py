@@ -103,6 +103,12 @@ class ClientLevelDP(PrivacyMechanism):
                 )
             self.update_noise_multiplier = share**-0.5
         self.clip_history = [self.clip]
+        if self.placement == "distributed" and not facts.updates_hidden:
+            self._warn(
+                "distributed DP noise without secure aggregation: the server sees each site's update with only "
+                f"1/{self._expected:g} of the noise variance; the guarantee holds for the aggregate, not for one "
+                "site's update (use protocol = \"ckks\" or placement = \"central\")"
+            )
         if self.delta >= 1 / self._n_sites:
             self._warn(
                 f"delta {self.delta:g} >= 1/{self._n_sites} sites: a mechanism may then reveal a whole "

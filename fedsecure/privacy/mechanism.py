@@ -23,7 +23,11 @@ from fedsecure.fl.training import LocalTraining
 
 @dataclass(frozen=True)
 class FederationFacts:
-    """What a mechanism needs to know to calibrate itself."""
+    """What a mechanism needs to know to calibrate itself.
+
+    ``updates_hidden`` says whether the protocol hides each site's update from
+    the server (secure aggregation) or shows it in the clear.
+    """
 
     site_sizes: list[int]
     rounds: int
@@ -32,6 +36,7 @@ class FederationFacts:
     seed: int
     device: torch.device
     private_names: frozenset[str] = frozenset()
+    updates_hidden: bool = False
 
 
 class SiteTrainer(Protocol):

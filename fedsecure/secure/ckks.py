@@ -46,6 +46,7 @@ class CKKSAggregation(AggregationProtocol):
     parameters: CKKSParameters | None = field(default=None)
 
     name = "ckks"
+    hides_updates = True
 
     def __post_init__(self) -> None:
         if self.parameters is None and self.preset not in PRESETS:

@@ -102,6 +102,8 @@ class AggregationProtocol(ABC):
     """One way of summing client updates at the server."""
 
     name: ClassVar[str]
+    # Whether the server sees only the sum (secure aggregation), never one site's update.
+    hides_updates: ClassVar[bool] = False
 
     def describe(self) -> dict[str, Any]:
         """The protocol's parameters, for the report."""

@@ -1,0 +1,80 @@
+"""Differentiable replay of a site's local training on candidate images.
+
+An inversion searches for images whose gradient (or FedAvg update) matches
+the observed one, so the site's computation must be replayed as a function of
+the images, differentiably. The replay is functional (``torch.func``): the
+observed model's weights are passed in, never modified, and ``vmap`` runs
+many candidates (restarts, and observations of the same model) as one
+batched computation, which is what keeps a GPU busy.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torch.func import functional_call, grad, replace_all_batch_norm_modules_, vmap
+from torch.nn import functional as F
+
+from attacks.inversion.observation import LocalSteps
+
+Tensors = dict[str, torch.Tensor]
+
+
+def soft_cross_entropy(logits: torch.Tensor, soft_labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy against label distributions (one-hot labels give ``F.cross_entropy``)."""
+    return -(soft_labels * F.log_softmax(logits, dim=-1)).sum(-1).mean()
+
+
+class LocalTrainingReplay:
+    """Replays local SGD of one model architecture, as a function of images.
+
+    Args:
+        model: the observed model. A private copy is used; BatchNorm layers in
+            it use batch statistics (training mode) without tracking running
+            statistics, as ``torch.func`` requires.
+        names: the parameters that were shared (those the update holds).
+    """
+
+    def __init__(self, model: nn.Module, names: list[str]) -> None:
+        self.model = replace_all_batch_norm_modules_(copy.deepcopy(model)).train()
+        parameters = dict(self.model.named_parameters())
+        self.names = list(names)
+        # Parameters not in the update were not shared; they take part in the forward pass, frozen.
+        self.frozen = {n: p.detach() for n, p in parameters.items() if n not in self.names}
+        self.frozen.update({n: b.detach() for n, b in self.model.named_buffers()})
+
+    def loss(self, params: Tensors, images: torch.Tensor, soft_labels: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy of the model with ``params`` on one batch."""
+        logits = functional_call(self.model, {**self.frozen, **params}, (images,))
+        return soft_cross_entropy(logits, soft_labels)
+
+    def gradient(self, params: Tensors, images: torch.Tensor, soft_labels: torch.Tensor) -> Tensors:
+        """Gradient of the mean loss over ``images`` with respect to ``params`` (differentiable in images)."""
+        return grad(self.loss)(params, images, soft_labels)
+
+    def update(self, params: Tensors, images: torch.Tensor, soft_labels: torch.Tensor, training: LocalSteps) -> Tensors:
+        """The change of ``params`` after the site's local SGD on (images, labels), unrolled.
+
+        The true batch order is the site's secret; the replay assumes one fixed
+        partition for every epoch. With one batch per epoch (a site holding one
+        batch, or FedSGD) that is exact.
+        """
+        current = dict(params)
+        batches = training.batches(images.shape[0])
+        for _ in range(training.epochs):
+            for batch in batches:
+                step = self.gradient(current, images[batch], soft_labels[batch])
+                current = {n: current[n] - training.lr * step[n] for n in current}
+        return {n: current[n] - params[n] for n in current}
+
+    def batched(self, function: Callable[..., Tensors]) -> Callable[..., Tensors]:
+        """``function`` over a leading candidate dimension of params, images and labels."""
+        return vmap(function, in_dims=(0, 0, 0))
+
+
+def flatten(values: Tensors, names: list[str]) -> torch.Tensor:
+    """Concatenate per-parameter tensors with a leading batch dimension into (batch, numel)."""
+    return torch.cat([values[n].flatten(1) for n in names], dim=1)

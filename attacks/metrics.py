@@ -1,0 +1,203 @@
+"""How much an attack recovered: image-reconstruction metrics.
+
+Reconstructions come back in arbitrary order (an attack on a batch cannot know
+which slot held which image), so every score is computed after a best-match
+assignment between reconstructions and true images (the Hungarian algorithm
+on pairwise MSE). PSNR, SSIM and MSE are MONAI's metrics.
+
+A raw score says little on its own: chest X-rays look alike, and the mean
+image of public data already scores about 19 dB against any one of them.
+:func:`score_reconstruction` therefore scores the attacker's *prior image*
+against the same truth, and the gain of the reconstruction over the prior is
+the leakage (the relative leakage of Hatamizadeh et al. 2023 uses the SSIM
+gain).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from monai.metrics import MSEMetric, PSNRMetric, SSIMMetric
+from scipy.optimize import linear_sum_assignment
+
+
+def pairwise_mse(candidates: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """MSE between every candidate and every true image: (len(candidates), len(truth))."""
+    return (candidates.flatten(1)[:, None, :] - truth.flatten(1)[None, :, :]).pow(2).mean(-1)
+
+
+def best_match(candidates: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """For each true image, the index of the candidate assigned to it (minimum total MSE).
+
+    Args:
+        candidates: (N, C, H, W) reconstructions.
+        truth: (N, C, H, W) true images.
+    """
+    if candidates.shape != truth.shape:
+        raise ValueError(f"candidates {tuple(candidates.shape)} and truth {tuple(truth.shape)} differ in shape")
+    cost = pairwise_mse(candidates.detach().double().cpu(), truth.detach().double().cpu()).T
+    truth_index, candidate_index = linear_sum_assignment(cost.numpy())
+    order = torch.empty(len(truth), dtype=torch.long)
+    order[torch.as_tensor(truth_index)] = torch.as_tensor(candidate_index)
+    return order
+
+
+def _window(images: torch.Tensor) -> int:
+    # MONAI's default 11-pixel window, shrunk (odd) for images smaller than it.
+    side = min(images.shape[-2:])
+    return min(11, side if side % 2 else side - 1)
+
+
+def image_scores(reconstructed: torch.Tensor, truth: torch.Tensor, data_range: float = 1.0) -> dict[str, torch.Tensor]:
+    """Per-image MSE, PSNR (dB) and SSIM of aligned pairs (no matching).
+
+    Args:
+        reconstructed: (N, C, H, W), compared pairwise with ``truth``.
+        truth: (N, C, H, W).
+        data_range: the images' value range (max - min).
+
+    Returns:
+        ``{"mse", "psnr", "ssim"}``, each a float tensor of N values.
+    """
+    pred, target = reconstructed.detach().float().cpu(), truth.detach().float().cpu()
+    ssim = SSIMMetric(spatial_dims=2, data_range=data_range, win_size=_window(target), reduction="none")
+    return {
+        "mse": MSEMetric(reduction="none")(pred, target).flatten(),
+        "psnr": PSNRMetric(max_val=data_range, reduction="none")(pred, target).flatten(),
+        "ssim": ssim(pred, target).flatten(),
+    }
+
+
+@dataclass(frozen=True)
+class ReconstructionScores:
+    """An inversion's success, image by image, beside the attacker's prior image.
+
+    Attributes:
+        psnr, ssim, mse: per true image, for its matched reconstruction.
+        prior_psnr, prior_ssim, prior_mse: per true image, for the prior image.
+        label_accuracy: fraction of true labels recovered (as a multiset:
+            order-free, so a batch's labels count however they were assigned).
+        order: for each true image, the index of its matched reconstruction.
+    """
+
+    psnr: list[float]
+    ssim: list[float]
+    mse: list[float]
+    prior_psnr: list[float]
+    prior_ssim: list[float]
+    prior_mse: list[float]
+    label_accuracy: float
+    order: list[int]
+
+    @classmethod
+    def concatenate(cls, scores: list[ReconstructionScores]) -> ReconstructionScores:
+        """One score set over several attacked batches (each matched within its own batch)."""
+        offsets = [sum(len(s.psnr) for s in scores[:i]) for i in range(len(scores))]
+        total = sum(len(s.psnr) for s in scores)
+        return cls(
+            psnr=[v for s in scores for v in s.psnr],
+            ssim=[v for s in scores for v in s.ssim],
+            mse=[v for s in scores for v in s.mse],
+            prior_psnr=[v for s in scores for v in s.prior_psnr],
+            prior_ssim=[v for s in scores for v in s.prior_ssim],
+            prior_mse=[v for s in scores for v in s.prior_mse],
+            label_accuracy=sum(s.label_accuracy * len(s.psnr) for s in scores) / total,
+            order=[o + offset for s, offset in zip(scores, offsets) for o in s.order],
+        )
+
+    @staticmethod
+    def _median(values: list[float]) -> float:
+        return float(torch.tensor(values, dtype=torch.float64).median()) if values else float("nan")
+
+    @property
+    def psnr_median(self) -> float:
+        """Median PSNR (dB) over images."""
+        return self._median(self.psnr)
+
+    @property
+    def psnr_worst_case(self) -> float:
+        """The best-reconstructed image's PSNR: the worst case for the patient."""
+        return max(self.psnr)
+
+    @property
+    def ssim_median(self) -> float:
+        """Median SSIM over images."""
+        return self._median(self.ssim)
+
+    @property
+    def ssim_worst_case(self) -> float:
+        """The highest SSIM over images: the worst case for the patient."""
+        return max(self.ssim)
+
+    @property
+    def prior_psnr_median(self) -> float:
+        """Median PSNR of the prior image (what the attacker had before)."""
+        return self._median(self.prior_psnr)
+
+    @property
+    def prior_ssim_median(self) -> float:
+        """Median SSIM of the prior image."""
+        return self._median(self.prior_ssim)
+
+    @property
+    def psnr_gain_median(self) -> float:
+        """Median over images of PSNR gain over the prior (dB): the leakage."""
+        return self._median([r - p for r, p in zip(self.psnr, self.prior_psnr)])
+
+    @property
+    def relative_leakage(self) -> float:
+        """Median SSIM gain over the prior image (Hatamizadeh et al. 2023); <= 0: nothing leaked."""
+        return self._median([r - p for r, p in zip(self.ssim, self.prior_ssim)])
+
+
+def label_accuracy(predicted: torch.Tensor, truth: torch.Tensor) -> float:
+    """Fraction of true labels recovered, compared as multisets (order-free)."""
+    if len(truth) == 0:
+        return float("nan")
+    predicted_counts = torch.bincount(predicted.cpu().long(), minlength=1)
+    true_counts = torch.bincount(truth.cpu().long(), minlength=1)
+    size = max(len(predicted_counts), len(true_counts))
+    common = torch.minimum(
+        torch.nn.functional.pad(predicted_counts, (0, size - len(predicted_counts))),
+        torch.nn.functional.pad(true_counts, (0, size - len(true_counts))),
+    )
+    return float(common.sum()) / len(truth)
+
+
+def score_reconstruction(
+    reconstructed: torch.Tensor,
+    reconstructed_labels: torch.Tensor,
+    truth: torch.Tensor,
+    true_labels: torch.Tensor,
+    prior: torch.Tensor,
+    data_range: float = 1.0,
+) -> ReconstructionScores:
+    """Score a reconstruction against the truth, next to the attacker's prior image.
+
+    This is analysis, done by the auditor who holds the truth; the attack never
+    sees it.
+
+    Args:
+        reconstructed: (N, C, H, W) reconstructions, in any order.
+        reconstructed_labels: (N,) recovered labels.
+        truth: (N, C, H, W) the images the site trained on.
+        true_labels: (N,) their labels.
+        prior: (C, H, W) the attacker's best guess before the attack (e.g. the
+            mean of public images).
+        data_range: the images' value range.
+    """
+    order = best_match(reconstructed, truth)
+    matched = reconstructed.detach().cpu()[order]
+    scores = image_scores(matched, truth, data_range)
+    prior_scores = image_scores(prior.detach().cpu().expand_as(truth).contiguous(), truth, data_range)
+    return ReconstructionScores(
+        psnr=scores["psnr"].tolist(),
+        ssim=scores["ssim"].tolist(),
+        mse=scores["mse"].tolist(),
+        prior_psnr=prior_scores["psnr"].tolist(),
+        prior_ssim=prior_scores["ssim"].tolist(),
+        prior_mse=prior_scores["mse"].tolist(),
+        label_accuracy=label_accuracy(reconstructed_labels, true_labels),
+        order=order.tolist(),
+    )

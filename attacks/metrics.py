@@ -15,6 +15,7 @@ gain).
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass
 
 import torch
@@ -108,7 +109,8 @@ class ReconstructionScores:
 
     @staticmethod
     def _median(values: list[float]) -> float:
-        return float(torch.tensor(values, dtype=torch.float64).median()) if values else float("nan")
+        # statistics.median averages the two middle values; torch.median would return the lower one.
+        return float(statistics.median(values)) if values else float("nan")
 
     @property
     def psnr_median(self) -> float:

@@ -13,7 +13,6 @@ Research code uses the pieces directly::
 
 from importlib.metadata import PackageNotFoundError, version
 
-from fedsecure.audit import load_spec, run_audit
 from fedsecure.data import federate, load_medmnist
 from fedsecure.errors import DataError, FedsecureError, NotSupportedError, OutputError, SpecError, UnknownNameError
 from fedsecure.fl import (
@@ -30,6 +29,18 @@ from fedsecure.fl import (
     train_local_only,
 )
 from fedsecure.models import build_model, make_dp_compatible
+
+
+
+def __getattr__(name: str):
+    # The audit layer imports the attacks package, which uses fedsecure's registry:
+    # importing it lazily keeps ``import attacks`` free of a cycle.
+    if name in ("load_spec", "run_audit"):
+        from fedsecure import audit
+
+        return getattr(audit, name)
+    raise AttributeError(f"module 'fedsecure' has no attribute {name!r}")
+
 
 try:
     __version__ = version("fedsecure")

@@ -36,6 +36,10 @@ class PixelSpace:
         """The images (the latent is the images)."""
         return latent
 
+    def penalty(self, latent: torch.Tensor) -> torch.Tensor:
+        """No density model in pixel space: zero per candidate."""
+        return latent.new_zeros(latent.shape[0])
+
     def project(self, latent: torch.Tensor) -> None:
         """Keep pixels in the value range (the box constraint), in place."""
         latent.clamp_(self.low, self.high)
@@ -64,8 +68,13 @@ class PrincipalSpace:
         return cls(mean=mean.float().view(public_images.shape[1:]), basis=(scale[:, None] * directions[:k]).float())
 
     def initial(self, shape: tuple[int, ...], generator: torch.Generator, start: torch.Tensor | None) -> torch.Tensor:
-        """Coefficients (*batch, k) drawn from N(0, 1): a random plausible image."""
-        return torch.randn((*shape[:-3], len(self.basis)), generator=generator)
+        """Coefficients (*batch, k) drawn from N(0, 1) (a random plausible image), or near 0 (the mean) given a start."""
+        coefficients = torch.randn((*shape[:-3], len(self.basis)), generator=generator)
+        return coefficients if start is None else 0.1 * coefficients
+
+    def penalty(self, latent: torch.Tensor) -> torch.Tensor:
+        """Negative log-density of the Gaussian model per candidate (up to constants): mean of c^2."""
+        return latent.pow(2).flatten(1).mean(1)
 
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
         """Images from coefficients."""

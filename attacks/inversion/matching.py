@@ -88,6 +88,9 @@ class GradientMatching(InversionAttack):
         subspace: search the span of this many principal components of the
             attacker's public images instead of raw pixels (0: pixels; see
             :mod:`attacks.inversion.image_space`). Needs public images.
+        prior_weight: weight of the subspace's Gaussian density (a MAP
+            estimate: the reconstruction departs from the public images' model
+            only as far as the observation demands).
         seed: seed of the random initialisations.
     """
 
@@ -102,6 +105,7 @@ class GradientMatching(InversionAttack):
     signed: bool = True
     init: Init = "random"
     subspace: int = 0
+    prior_weight: float = 0.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -163,6 +167,8 @@ class GradientMatching(InversionAttack):
             loss = distance(flatten(batched(selected, images, soft_labels), names), observed[chosen])
             if self.tv:
                 loss = loss + self.tv * total_variation(images)
+            if self.prior_weight:
+                loss = loss + self.prior_weight * space.penalty(latent)
             return loss
 
         if self.optimizer == "lbfgs":

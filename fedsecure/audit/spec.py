@@ -305,6 +305,7 @@ class InversionSpec(_Section):
     tv: float | None = Field(None, ge=0)
     init: Literal["random", "prior"] | None = None
     subspace: int | None = Field(None, ge=0)
+    prior_weight: float | None = Field(None, ge=0)
     seed: int | None = Field(None, ge=0)
 
     @model_validator(mode="after")

@@ -78,8 +78,7 @@ class PrincipalSpace:
 
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
         """Images from coefficients."""
-        basis = self.basis.to(latent.device)
-        return self.mean.to(latent.device) + (latent @ basis).view(*latent.shape[:-1], *self.mean.shape)
+        return self.mean + (latent @ self.basis).view(*latent.shape[:-1], *self.mean.shape)
 
     def project(self, latent: torch.Tensor) -> None:
         """Nothing to project: the value range is enforced on the final images."""

@@ -141,7 +141,7 @@ class GradientMatching(InversionAttack):
         observed = flatten(stacked([{n: v[n].detach() for n in names} for v in observed_values]), names)
 
         low, high = first.value_range
-        space = self._space(low, high, public_images)
+        space = self._space(low, high, public_images, device)
         generator = torch.Generator().manual_seed(self.seed)
         shape = (candidates, n_images, *first.image_shape)
         start = public_images.float().mean(0).cpu() if self.init == "prior" and public_images is not None else None
@@ -197,12 +197,15 @@ class GradientMatching(InversionAttack):
             for k in range(n_obs)
         ]
 
-    def _space(self, low: float, high: float, public_images: torch.Tensor | None) -> PixelSpace | PrincipalSpace:
+    def _space(
+        self, low: float, high: float, public_images: torch.Tensor | None, device: torch.device
+    ) -> PixelSpace | PrincipalSpace:
         if not self.subspace:
             return PixelSpace(low, high)
         if public_images is None or len(public_images) < 2:
             raise ValueError("a principal-subspace search needs the attacker's public images")
-        return PrincipalSpace.fit(public_images, self.subspace)
+        space = PrincipalSpace.fit(public_images, self.subspace)
+        return PrincipalSpace(mean=space.mean.to(device), basis=space.basis.to(device))
 
     def _variables(self, latent: torch.Tensor, labels: torch.Tensor) -> list[torch.Tensor]:
         latent.requires_grad_(True)

@@ -9,6 +9,10 @@ def _number(value: float | None, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
+def _signed(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:+.1f}"
+
+
 def _bytes(value: float | None) -> str:
     if value is None:
         return "n/a"
@@ -64,6 +68,21 @@ def render_markdown(report: dict[str, Any]) -> str:
             f"- **{s['name']}** ({params['name']}{', preset ' + params['preset'] if params.get('preset') else ''}): "
             f"encrypt {_number(cost['encrypt_seconds'], 2)} s, aggregate {_number(cost['aggregate_seconds'], 2)} s, "
             f"decrypt {_number(cost['decrypt_seconds'], 2)} s over the run; the server held only ciphertext."
+        )
+    inversions = [(s["name"], a) for s in report["scenarios"] for a in s["attacks"] if a["attack"] == "inversion"]
+    if inversions:
+        lines += [
+            "",
+            "Gradient inversion, judged against the attacker's prior image (the mean public image):",
+            "",
+            "| scenario | attack | position | status | median PSNR | prior PSNR | gain | median SSIM | prior SSIM | labels |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+    for name, a in inversions:
+        lines.append(
+            f"| {name} | {a['method']} | {a['position']} | {a['status']} | {_number(a['psnr_median'], 1)} "
+            f"| {_number(a['prior_psnr_median'], 1)} | {_signed(a['psnr_gain_median'])} | {_number(a['ssim_median'])} "
+            f"| {_number(a['prior_ssim_median'])} | {_number(a['label_accuracy'], 2)} |"
         )
     lines += ["", "## Verdicts", ""]
     for s in report["scenarios"]:

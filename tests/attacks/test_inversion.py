@@ -148,3 +148,24 @@ def test_named_attacks_fix_their_defining_choices():
         INVERSION_ATTACKS.get("dlg")(distance="cosine")
     assert INVERSION_ATTACKS.get("idlg")().labels == "recovered"
     assert INVERSION_ATTACKS.get("fedavg_update")().replay == "update"
+
+
+def test_the_principal_space_spans_the_public_images():
+    from attacks.inversion.image_space import PrincipalSpace
+
+    generator = torch.Generator().manual_seed(0)
+    directions = torch.randn(3, 16, generator=generator)
+    public = (0.5 + 0.1 * torch.randn(50, 3, generator=generator) @ directions).view(50, *SHAPE)
+    space = PrincipalSpace.fit(public, components=3)
+    assert torch.allclose(space.mean, public.mean(0), atol=1e-6)
+    # every public image is the mean plus a combination of the 3 scaled directions
+    coefficients = torch.linalg.lstsq(space.basis.T, (public - space.mean).flatten(1).T).solution.T
+    torch.testing.assert_close(space.decode(coefficients), public, atol=1e-5, rtol=1e-5)
+    # scaled by their standard deviation, the coefficients of public images have unit variance
+    assert coefficients.var(0).mean() == pytest.approx(1.0, rel=0.05)
+
+
+def test_a_subspace_search_needs_public_images():
+    observation = observe(linear_model(), torch.rand((1, *SHAPE)), torch.tensor([0]), None)
+    with pytest.raises(ValueError, match="public images"):
+        InvertingGradients(iterations=1, subspace=4).reconstruct(observation)

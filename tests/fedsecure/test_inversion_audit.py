@@ -101,3 +101,48 @@ def test_lenet_fedsgd_batch_one_gives_chest_xrays_away_and_dp_stops_it(pneumonia
     assert plain["psnr_median"] >= 30.0 and plain["label_accuracy"] == 1.0
     assert ckks["status"] == "no_access"
     assert dp["psnr_gain_median"] <= 1.0  # epsilon 8, distributed noise: nothing over the prior
+
+
+FEDAVG = """
+name = "inversion-fedavg"
+seed = 0
+
+[data]
+source = "synthetic"
+sites = 2
+partition = "iid"
+train_samples = 40
+val_samples = 4
+test_samples = 40
+image_size = 16
+
+[model]
+name = "lenet-dlg"
+
+[federation]
+strategy = "fedavg"
+rounds = 2
+local_epochs = 2
+batch_size = 8
+lr = 0.1
+
+[[scenario]]
+name = "plain"
+
+[[scenario]]
+name = "sample-dp"
+dp = { level = "sample", epsilon = 8.0, delta = 1e-3, clip = 1.0 }
+
+[attacks]
+inversion = { method = "fedavg_update", images = 2, batch_size = 1, iterations = 200, restarts = 1 }
+"""
+
+
+def test_a_fedavg_update_is_inverted_by_unrolling_and_dp_sgd_hides_it(tmp_path):
+    # The realistic case: the message is an update after two local SGD steps, not a gradient.
+    with pytest.warns(UserWarning, match="secure_rng"):
+        report = run_audit(parse_spec(FEDAVG, origin="test"), tmp_path, device="cpu")
+    plain, sample_dp = (s["attacks"][0] for s in report["scenarios"])
+    assert plain["status"] == "ok" and plain["method"] == "fedavg_update"
+    assert plain["psnr_gain_median"] > 10 and plain["label_accuracy"] == 1.0
+    assert sample_dp["status"] == "ok" and sample_dp["psnr_gain_median"] <= 1.0

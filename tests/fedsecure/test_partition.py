@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from fedsecure.data import PARTITIONERS, IID, Dirichlet, Quantity, split_like
@@ -22,7 +22,13 @@ def labelled(draw):
 @given(labelled(), partitioners, st.integers(0, 2**32 - 1))
 def test_every_sample_goes_to_exactly_one_site(data, partitioner, seed):
     labels, n_sites = data
-    parts = partitioner.split(labels, n_sites, np.random.default_rng(seed))
+    try:
+        parts = partitioner.split(labels, n_sites, np.random.default_rng(seed))
+    except DataError as error:
+        # Strong label skew over barely more samples than sites rarely leaves every site one
+        # sample; the partitioner then says so (tested below) instead of returning a bad split.
+        assume(not ("dirichlet" in str(error) and len(labels) < 4 * n_sites))
+        raise
     assert len(parts) == n_sites
     assert all(len(p) >= 1 for p in parts)
     assert all(p.dtype == np.int64 for p in parts)
@@ -94,3 +100,8 @@ def test_min_size_that_cannot_be_met_is_reported():
 def test_non_positive_alpha_is_refused(cls):
     with pytest.raises(DataError, match="alpha must be > 0, got 0"):
         cls(alpha=0)
+
+
+def test_strong_skew_over_as_many_samples_as_sites_is_refused_not_returned_empty():
+    with pytest.raises(DataError, match=r"dirichlet\(alpha=0.3\) gave a site with fewer than 1 samples"):
+        Dirichlet(alpha=0.3).split(np.zeros(8, dtype=np.int64), 8, np.random.default_rng(0))

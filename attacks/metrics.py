@@ -1,4 +1,10 @@
-"""How much an attack recovered: image-reconstruction metrics.
+"""How much an attack recovered: image-reconstruction and membership-inference metrics.
+
+Membership: AUC (MONAI's), TPR at fixed low FPRs with Clopper-Pearson
+intervals, attacker advantage and the ROC curve for a log-log plot
+(:func:`membership_scores`).
+
+Reconstruction:
 
 Reconstructions come back in arbitrary order (an attack on a batch cannot know
 which slot held which image), so every score is computed after a best-match
@@ -15,12 +21,15 @@ gain).
 
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import dataclass
 
 import torch
-from monai.metrics import MSEMetric, PSNRMetric, SSIMMetric
+from monai.metrics import MSEMetric, PSNRMetric, SSIMMetric, compute_roc_auc
 from scipy.optimize import linear_sum_assignment
+
+from attacks.auditing import clopper_pearson
 
 
 def pairwise_mse(candidates: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
@@ -203,3 +212,114 @@ def score_reconstruction(
         label_accuracy=label_accuracy(reconstructed_labels, true_labels),
         order=order.tolist(),
     )
+
+
+# Membership inference ------------------------------------------------------------------------
+
+#: The false-positive rates at which membership attacks are reported (Carlini et al. 2022:
+#: an attack matters when it identifies some members with near-certainty, not on average).
+FPR_LEVELS = (0.01, 0.001, 0.0001)
+
+
+@dataclass(frozen=True)
+class RateAt:
+    """A true-positive rate at a fixed false-positive rate, with its Clopper-Pearson interval.
+
+    Attributes:
+        fpr: the target false-positive rate.
+        tpr: the true-positive rate at the threshold reaching at most ``fpr``.
+        low, high: the interval on ``tpr`` (members are the trials).
+        achieved_fpr: the false-positive rate actually reached at that threshold.
+    """
+
+    fpr: float
+    tpr: float
+    low: float
+    high: float
+    achieved_fpr: float
+
+
+@dataclass(frozen=True)
+class MembershipScores:
+    """How well an attack's scores separate members from non-members.
+
+    Attributes:
+        auc: area under the ROC curve (MONAI's ``compute_roc_auc``).
+        tpr_at_fpr: one :class:`RateAt` per level of :data:`FPR_LEVELS` that the
+            number of non-members can resolve (at least one false positive allowed).
+        advantage: ``max(TPR - FPR)`` over thresholds (Yeom et al. 2018).
+        roc_fpr, roc_tpr: the ROC curve, thinned to at most ~200 points spread
+            evenly on a log FPR axis (for a log-log plot).
+        members, non_members: the sample counts.
+    """
+
+    auc: float
+    tpr_at_fpr: dict[str, RateAt]
+    advantage: float
+    roc_fpr: list[float]
+    roc_tpr: list[float]
+    members: int
+    non_members: int
+
+
+def roc_curve(scores: torch.Tensor, members: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(fpr, tpr, thresholds) at every distinct score, thresholds descending; ``score >= threshold`` is "member"."""
+    scores, members = scores.double().cpu(), members.bool().cpu()
+    order = torch.argsort(scores, descending=True, stable=True)
+    sorted_scores, sorted_members = scores[order], members[order]
+    true_positives = torch.cumsum(sorted_members.double(), 0)
+    false_positives = torch.cumsum((~sorted_members).double(), 0)
+    # keep the last index of each run of equal scores: a threshold admits all ties
+    last = torch.ones(len(scores), dtype=torch.bool)
+    last[:-1] = sorted_scores[1:] != sorted_scores[:-1]
+    positives, negatives = max(int(members.sum()), 1), max(int((~members).sum()), 1)
+    fpr = torch.cat([torch.zeros(1, dtype=torch.float64), false_positives[last] / negatives])
+    tpr = torch.cat([torch.zeros(1, dtype=torch.float64), true_positives[last] / positives])
+    thresholds = torch.cat([torch.tensor([math.inf], dtype=torch.float64), sorted_scores[last]])
+    return fpr, tpr, thresholds
+
+
+def tpr_at_fpr(scores: torch.Tensor, members: torch.Tensor, fpr_level: float, confidence: float = 0.95) -> RateAt:
+    """The TPR at the most permissive threshold whose FPR is at most ``fpr_level``, with its interval."""
+    fpr, tpr, _ = roc_curve(scores, members)
+    allowed = torch.nonzero(fpr <= fpr_level + 1e-12).max()
+    positives = int(members.bool().sum())
+    true_positives = int(round(float(tpr[allowed]) * positives))
+    low, high = clopper_pearson(true_positives, positives, confidence)
+    return RateAt(fpr=fpr_level, tpr=float(tpr[allowed]), low=low, high=high, achieved_fpr=float(fpr[allowed]))
+
+
+def membership_scores(scores: torch.Tensor, members: torch.Tensor, confidence: float = 0.95) -> MembershipScores:
+    """AUC, TPR at the fixed FPR levels (with intervals), advantage and the ROC curve of an attack's scores.
+
+    Args:
+        scores: (N,) attack scores; higher means "more likely a member".
+        members: (N,) the truth (held by the auditor, never the attack).
+        confidence: coverage of the Clopper-Pearson intervals.
+    """
+    scores, members = torch.as_tensor(scores).double().cpu(), torch.as_tensor(members).bool().cpu()
+    n_members, n_non = int(members.sum()), int((~members).sum())
+    if n_members == 0 or n_non == 0:
+        raise ValueError("membership metrics need both members and non-members")
+    fpr, tpr, _ = roc_curve(scores, members)
+    levels = {f"{level:g}": tpr_at_fpr(scores, members, level, confidence) for level in FPR_LEVELS if n_non * level >= 1}
+    keep = _log_spaced(fpr)
+    return MembershipScores(
+        auc=float(compute_roc_auc(scores, members.long())),
+        tpr_at_fpr=levels,
+        advantage=float((tpr - fpr).max()),
+        roc_fpr=fpr[keep].tolist(),
+        roc_tpr=tpr[keep].tolist(),
+        members=n_members,
+        non_members=n_non,
+    )
+
+
+def _log_spaced(fpr: torch.Tensor, points: int = 200) -> torch.Tensor:
+    """Indices of ROC points spread evenly in log FPR (always the ends)."""
+    if len(fpr) <= points:
+        return torch.arange(len(fpr))
+    positive = fpr[fpr > 0]
+    grid = torch.logspace(math.log10(float(positive.min())), 0, points, dtype=torch.float64)
+    chosen = torch.searchsorted(fpr.contiguous(), grid).clamp(max=len(fpr) - 1)
+    return torch.unique(torch.cat([torch.tensor([0, len(fpr) - 1]), chosen]))

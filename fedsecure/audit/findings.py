@@ -52,6 +52,7 @@ class PrivacyFinding:
     steps: int | None = None
     accountant: str | None = None
     empirical_epsilon_lb: float | None = None
+    canary_audit: CanaryAuditFinding | None = None
     target_epsilon: float | None = None
     secure_rng: bool | None = None
     stopped_early: bool = False
@@ -136,6 +137,52 @@ class InversionFinding:
 
 
 @dataclass(frozen=True)
+class MembershipFinding:
+    """A membership-inference attack from one threat position, scored against the truth.
+
+    ``tpr_at_fpr`` maps a false-positive rate ("0.01", "0.001", "0.0001"
+    where the non-member count resolves it) to ``{tpr, low, high,
+    achieved_fpr}`` (Clopper-Pearson interval at ``confidence``). ``roc`` holds
+    ``fpr`` and ``tpr`` lists for a log-log plot. ``epsilon_lb`` is the lower
+    bound on epsilon these scores prove (Jagielski et al. 2020; threshold
+    chosen on half the candidates, bound on the other half). ``most_exposed``
+    lists the members with the highest scores, by site and index in the site's
+    training data.
+    """
+
+    method: str
+    position: str
+    status: str
+    reason: str | None = None
+    shadow_models: int = 0
+    members: int = 0
+    non_members: int = 0
+    auc: float | None = None
+    tpr_at_fpr: dict[str, dict[str, float]] = field(default_factory=dict)
+    advantage: float | None = None
+    epsilon_lb: float | None = None
+    confidence: float | None = None
+    roc: dict[str, list[float]] = field(default_factory=dict)
+    most_exposed: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float | None = None
+    attack: str = "membership"
+
+
+@dataclass(frozen=True)
+class CanaryAuditFinding:
+    """A one-run canary audit (Steinke, Nasr and Jagielski 2023) of one scenario's training pipeline."""
+
+    canaries: int
+    included: int
+    guesses: int
+    correct: int
+    epsilon_lb: float
+    delta: float
+    confidence: float
+    canary: str = "a held-out test image with its label flipped, inserted into one site's training data"
+
+
+@dataclass(frozen=True)
 class Verdict:
     """The compliance verdict against the spec's thresholds.
 
@@ -163,7 +210,7 @@ class ScenarioFinding:
     cost: CostFinding
     protocol_parameters: dict[str, Any]
     server_view: str
-    attacks: list[InversionFinding]
+    attacks: list[InversionFinding | MembershipFinding]
     rounds: list[RoundFinding]
     verdict: Verdict
 

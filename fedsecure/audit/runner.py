@@ -14,8 +14,11 @@ import torch
 from fedsecure.audit.environment import environment_manifest
 from fedsecure.audit.findings import (
     SCHEMA_VERSION,
+    CanaryAuditFinding,
     CostFinding,
+    InversionFinding,
     LocalOnlyFinding,
+    MembershipFinding,
     PrivacyFinding,
     RoundFinding,
     ScenarioFinding,
@@ -23,6 +26,7 @@ from fedsecure.audit.findings import (
     to_json,
 )
 from fedsecure.audit.inversion import audit_inversion
+from fedsecure.audit.membership import audit_membership
 from fedsecure.audit.markdown import render_markdown
 from fedsecure.audit.output import REPORT_JSON, check_output_dir, write_atomic, write_json
 from fedsecure.audit.spec import AuditSpec, LoadedSpec, ScenarioSpec
@@ -131,11 +135,8 @@ def _run_scenario(
     progress: AuditProgress,
     out_dir: Path,
 ) -> ScenarioFinding:
-    def build_federation(on: FederatedData) -> Federation:
-        return Federation(
-            on,
-            make_model(),
-            spec.federation.strategy_instance(),
+    def build_federation(on: FederatedData, **overrides: Any) -> Federation:
+        settings = dict(
             training=scenario.local_training(spec.federation),
             rounds=spec.federation.rounds,
             protocol=scenario.protocol_instance(),
@@ -144,18 +145,28 @@ def _run_scenario(
             device=device,
             privacy=scenario.dp.mechanism() if scenario.dp is not None else None,
         )
+        return Federation(on, make_model(), spec.federation.strategy_instance(), **{**settings, **overrides})
 
     federation = build_federation(data)
     started = time.perf_counter()
     with progress.task(f"scenario {scenario.name}: rounds", spec.federation.rounds) as advance:
         result = federation.run(on_round=lambda _: advance())
     wall = time.perf_counter() - started
-    attacks = []
+    attacks: list[InversionFinding | MembershipFinding] = []
+    canary = None
     if spec.attacks.inversion is not None:
         with progress.task(f"scenario {scenario.name}: inversion attack", 1) as advance:
             attacks.append(audit_inversion(spec, scenario, data, build_federation, out_dir))
             advance()
-    privacy = _privacy(result)
+    if spec.attacks.membership is not None:
+        federation.state.set(result.trace.final_global.to(device))
+        with progress.task(f"scenario {scenario.name}: reference models", spec.attacks.membership.shadow_models) as advance:
+            found, canary = audit_membership(
+                spec, scenario, data, build_federation, federation.model, device, out_dir / "cache",
+                on_reference=lambda _: advance(),
+            )
+        attacks.extend(found)
+    privacy = _privacy(result, attacks, canary)
     return ScenarioFinding(
         name=scenario.name,
         protocol=scenario.protocol,
@@ -174,11 +185,18 @@ def _run_scenario(
     )
 
 
-def _privacy(result: FederationResult) -> PrivacyFinding:
+def _privacy(
+    result: FederationResult, attacks: list[InversionFinding | MembershipFinding], canary: CanaryAuditFinding | None
+) -> PrivacyFinding:
+    # The empirical lower bound is the strongest one measured: the canary audit's, or an attack's.
+    bounds = [a.epsilon_lb for a in attacks if isinstance(a, MembershipFinding) and a.epsilon_lb is not None]
+    bounds += [canary.epsilon_lb] if canary is not None else []
+    empirical = max(bounds) if bounds else None
     guarantee = result.trace.privacy
     if guarantee is None:
-        return PrivacyFinding()
+        return PrivacyFinding(empirical_epsilon_lb=empirical, canary_audit=canary)
     return PrivacyFinding(
+        empirical_epsilon_lb=empirical, canary_audit=canary,
         guarantee=f"{guarantee.level}-level DP", unit=guarantee.unit, epsilon=guarantee.epsilon, delta=guarantee.delta,
         noise_multiplier=guarantee.noise_multiplier, sample_rate=guarantee.sample_rate, steps=guarantee.steps,
         accountant=guarantee.accountant, target_epsilon=guarantee.target_epsilon, secure_rng=guarantee.secure_rng,

@@ -17,7 +17,8 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from attacks.inversion import INVERSION_ATTACKS
-from fedsecure.data.federated import DATA_SOURCES
+from attacks.membership import MEMBERSHIP_ATTACKS
+from fedsecure.data.federated import DATA_SOURCES, TrainSubset
 from fedsecure.data.partition import PARTITIONERS
 from fedsecure.errors import SpecError
 from fedsecure.fl.strategies import STRATEGIES
@@ -94,6 +95,7 @@ class DataSpec(_Section):
     val_samples: int = Field(200, ge=0, le=1_000_000)
     test_samples: int = Field(400, ge=2, le=1_000_000)
     image_size: int = Field(28, ge=16, le=512)
+    train_subset: int | None = Field(None, ge=2)
 
     @model_validator(mode="after")
     def _source_fields(self) -> DataSpec:
@@ -113,12 +115,13 @@ class DataSpec(_Section):
         return _construct(PARTITIONERS.get(self.partition), alpha=self.alpha, min_size=self.min_site_samples)
 
     def source_instance(self, seed: int) -> Any:
-        """The data source this section describes."""
-        return _construct(
+        """The data source this section describes (cut to ``train_subset`` training images if set)."""
+        source = _construct(
             DATA_SOURCES.get(self.source), path=self.path, seed=seed, n_sites=self.sites,
             train_samples=self.train_samples, val_samples=self.val_samples,
             test_samples=self.test_samples, image_size=self.image_size,
         )
+        return source if self.train_subset is None else TrainSubset(source, self.train_subset, seed)
 
 
 class ModelSpec(_Section):
@@ -326,18 +329,55 @@ class InversionSpec(_Section):
         return _construct(INVERSION_ATTACKS.get(self.method), **options)
 
 
+class MembershipSpec(_Section):
+    """``[attacks] membership = {...}``: membership inference on the released (final global) model.
+
+    Members are the sites' training images, non-members the sites' held-out
+    test images (same sites, same scanners). ``shadow_models`` reference
+    federations are trained with the scenario's own pipeline, each on a random
+    half of those candidates. The loss attack always runs beside ``method`` as
+    the reference point. ``canaries > 0`` adds a one-run audit (Steinke et al.
+    2023): that many mislabelled held-out images, each inserted with
+    probability 1/2, in one more training run; ``canary_guesses`` of them
+    are guessed (default: a fifth).
+    """
+
+    method: Registered(MEMBERSHIP_ATTACKS) = "lira"
+    shadow_models: int = Field(16, ge=2, le=256)
+    online: bool | None = None
+    per_example_variance: bool | None = None
+    offline_a: float | None = Field(None, ge=0, le=1)
+    gamma: float | None = Field(None, gt=0)
+    weight_decay: float | None = Field(None, ge=0)
+    canaries: int = Field(0, ge=0, le=100_000)
+    canary_guesses: int | None = Field(None, ge=2)
+    confidence: float = Field(0.95, gt=0.5, lt=1)
+
+    @model_validator(mode="after")
+    def _options_fit(self) -> MembershipSpec:
+        unknown = set(self.options()) - _init_fields(MEMBERSHIP_ATTACKS.get(self.method))
+        if unknown:
+            raise ValueError(f"membership method {self.method!r} takes no option {', '.join(sorted(unknown))}")
+        if self.canary_guesses is not None and self.canary_guesses > self.canaries:
+            raise ValueError(f"canary_guesses ({self.canary_guesses}) exceeds canaries ({self.canaries})")
+        return self
+
+    def options(self) -> dict[str, Any]:
+        """The attack's own options."""
+        return self.model_dump(
+            include={"online", "per_example_variance", "offline_a", "gamma", "weight_decay"}, exclude_none=True
+        )
+
+    def attack(self) -> Any:
+        """The attack with this section's options."""
+        return _construct(MEMBERSHIP_ATTACKS.get(self.method), **self.options())
+
+
 class AttacksSpec(_Section):
     """``[attacks]``: which attacks the audit runs against every scenario."""
 
     inversion: InversionSpec | None = None
-    membership: dict[str, Any] | None = None
-
-    @field_validator("membership")
-    @classmethod
-    def _membership_not_yet(cls, value: dict[str, Any] | None) -> None:
-        if value is not None:
-            raise ValueError("membership inference is not available in this version of fedsecure; remove it")
-        return None
+    membership: MembershipSpec | None = None
 
 
 class AuditSpec(_Section):

@@ -6,11 +6,13 @@ is not evidence of safety.
 
 from __future__ import annotations
 
-from fedsecure.audit.findings import InversionFinding, PrivacyFinding, Verdict
+from fedsecure.audit.findings import InversionFinding, MembershipFinding, PrivacyFinding, Verdict
 from fedsecure.audit.spec import ThresholdsSpec
 
 
-def judge(thresholds: ThresholdsSpec | None, privacy: PrivacyFinding, attacks: list[InversionFinding]) -> Verdict:
+def judge(
+    thresholds: ThresholdsSpec | None, privacy: PrivacyFinding, attacks: list[InversionFinding | MembershipFinding]
+) -> Verdict:
     """The verdict for one scenario.
 
     Args:
@@ -20,10 +22,13 @@ def judge(thresholds: ThresholdsSpec | None, privacy: PrivacyFinding, attacks: l
             "no_access" counts as measured: its position holds nothing to
             attack (e.g. ciphertexts), so that position leaks nothing to it.
     """
+    contradiction = _contradiction(privacy)
     if thresholds is None or not thresholds.model_fields_set:
+        if contradiction:
+            return Verdict(passed=False, reasons=[contradiction])
         return Verdict(passed=None, reasons=["no [thresholds] in the spec: nothing was checked"])
-    reasons: list[str] = []
-    ok = True
+    reasons: list[str] = [contradiction] if contradiction else []
+    ok = not contradiction
     if thresholds.max_epsilon is not None:
         if privacy.epsilon is None:
             ok = False
@@ -45,11 +50,48 @@ def judge(thresholds: ThresholdsSpec | None, privacy: PrivacyFinding, attacks: l
             ok = False
             reasons.append(f"{kind} leakage was not measured, so {field_name} cannot be shown to hold")
     for attack in attacks:
-        if attack.attack == "inversion" and attack.status in ("ok", "no_access"):
+        if attack.status not in ("ok", "no_access"):
+            continue
+        if isinstance(attack, InversionFinding):
             passed, why = _judge_inversion(thresholds, attack)
-            ok = ok and passed
-            reasons.extend(why)
+        else:
+            passed, why = _judge_membership(thresholds, attack)
+        ok = ok and passed
+        reasons.extend(why)
     return Verdict(passed=ok, reasons=reasons)
+
+
+def _contradiction(privacy: PrivacyFinding) -> str | None:
+    """A measured lower bound above the proven upper bound means a bug, in the DP code or in the audit."""
+    if privacy.epsilon is None or privacy.empirical_epsilon_lb is None:
+        return None
+    if privacy.empirical_epsilon_lb <= privacy.epsilon:
+        return None
+    return (
+        f"the empirical lower bound on epsilon ({privacy.empirical_epsilon_lb:.3g}) exceeds the accountant's "
+        f"epsilon ({privacy.epsilon:.3g}): the privacy guarantee cannot be relied on (a bug in the DP "
+        "implementation or in the audit)"
+    )
+
+
+def _judge_membership(thresholds: ThresholdsSpec, attack: MembershipFinding) -> tuple[bool, list[str]]:
+    """Membership leakage at FPR 0.1%, with the interval's upper end (the cautious reading)."""
+    limit = thresholds.max_membership_tpr_at_0_1_fpr
+    if limit is None:
+        return True, []
+    where = f"{attack.method} membership inference from the {attack.position} position"
+    if attack.status == "no_access":
+        return True, [f"{where}: no access ({attack.reason})"]
+    rate = attack.tpr_at_fpr.get("0.001")
+    if rate is None:
+        return False, [
+            f"{where}: {attack.non_members} non-members cannot resolve a false-positive rate of 0.1%, so "
+            "max_membership_tpr_at_0_1_fpr cannot be shown to hold"
+        ]
+    facts = f"TPR at 0.1% FPR {rate['tpr']:.3g} (interval {rate['low']:.3g}-{rate['high']:.3g})"
+    if rate["tpr"] > limit:
+        return False, [f"{where}: {facts} exceeds max_membership_tpr_at_0_1_fpr {limit:g}"]
+    return True, [f"{where}: {facts} is within max_membership_tpr_at_0_1_fpr {limit:g}"]
 
 
 def _judge_inversion(thresholds: ThresholdsSpec, attack: InversionFinding) -> tuple[bool, list[str]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,3 +140,35 @@ class MedMNISTFile:
 
 
 DATA_SOURCES.register("synthetic")(SyntheticPhantoms)
+
+
+@dataclass(frozen=True)
+class TrainSubset:
+    """Another source with its training split cut to a random subset of ``train_samples`` images.
+
+    For a quick first look, or an audit that wants a model that overfits (few
+    images per site). Validation and test splits are kept whole.
+    """
+
+    source: DataSource
+    train_samples: int
+    seed: int
+
+    def load(self) -> ImageSplits:
+        """The source's splits, training split subsampled (seeded, without replacement)."""
+        splits = self.source.load()
+        available = len(splits.train)
+        if self.train_samples > available:
+            raise DataError(
+                f"{self.source.describe()}: train_subset {self.train_samples} exceeds its {available} training images"
+            )
+        chosen = np.sort(numpy_rng(self.seed, "train-subset").choice(available, self.train_samples, replace=False))
+        return dataclasses.replace(splits, train=splits.train.subset(chosen))
+
+    def acquisition(self, site: int) -> AcquisitionShift | None:
+        """The source's scanner for ``site``."""
+        return self.source.acquisition(site)
+
+    def describe(self) -> str:
+        """The source, and the subset."""
+        return f"{self.source.describe()} (a random {self.train_samples} of its training images)"

@@ -12,10 +12,8 @@ from fedsecure.audit.spec import parse_spec
 
 REPO = Path(__file__).resolve().parents[2]
 
-SPEC = """
-name = "inversion-tiny"
-seed = 1
-
+# Two small sites of 16-pixel synthetic images and DLG's LeNet: fast, and LeNet leaks.
+TINY_DATA = """
 [data]
 source = "synthetic"
 sites = 2
@@ -27,7 +25,12 @@ image_size = 16
 
 [model]
 name = "lenet-dlg"
+"""
 
+SPEC = """
+name = "inversion-tiny"
+seed = 1
+""" + TINY_DATA + """
 [federation]
 strategy = "fedsgd"
 rounds = 2
@@ -106,19 +109,7 @@ def test_lenet_fedsgd_batch_one_gives_chest_xrays_away_and_dp_stops_it(pneumonia
 FEDAVG = """
 name = "inversion-fedavg"
 seed = 0
-
-[data]
-source = "synthetic"
-sites = 2
-partition = "iid"
-train_samples = 40
-val_samples = 4
-test_samples = 40
-image_size = 16
-
-[model]
-name = "lenet-dlg"
-
+""" + TINY_DATA + """
 [federation]
 strategy = "fedavg"
 rounds = 2

@@ -1,0 +1,215 @@
+"""The membership audit: reference federations, attacks on the released model, a one-run canary audit.
+
+Threat model (external position): the attacker holds the released final global
+model, candidate images with their labels, and the training recipe (the
+spec), with which it trains its own reference federations. Candidates are
+every site's training images (members) and every site's held-out test images
+(non-members: same sites, same scanners, never trained on), so the attack
+cannot win on a distribution shift between the two.
+
+Reference federations run the scenario's own pipeline (strategy, local
+training, DP mechanism) on a random half of the candidates, each site keeping
+its own candidates; CKKS is replaced by the plain protocol for them, which
+yields the bit-identical model faster. Their logits are cached under
+``out_dir/cache/``.
+
+The one-run canary audit (Steinke, Nasr and Jagielski 2023) trains the
+scenario's pipeline once more with canaries (held-out images with flipped
+labels, the samples a model must memorize to fit), each inserted into its
+site's training data with probability 1/2, and bounds epsilon from how well
+the canaries' losses tell which were inserted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from attacks.auditing import epsilon_from_scores, one_run_audit
+from attacks.membership import MEMBERSHIP_ATTACKS, MembershipAttack, balanced_memberships, train_references
+from attacks.membership.signals import loss
+from attacks.metrics import membership_scores
+from fedsecure.audit.findings import CanaryAuditFinding, MembershipFinding
+from fedsecure.audit.spec import AuditSpec, MembershipSpec, ScenarioSpec
+from fedsecure.data.federated import FederatedData
+from fedsecure.data.splits import Split
+from fedsecure.fl.federation import Federation
+from fedsecure.secure.plain import PlainAggregation
+from fedsecure.seeding import numpy_rng
+
+POSITION = "external"
+BASELINE = "loss"
+MOST_EXPOSED = 10
+
+BuildFederation = Callable[..., Federation]
+
+
+class CandidatePool:
+    """Every site's training images (members of the target) and held-out test images (non-members)."""
+
+    def __init__(self, data: FederatedData) -> None:
+        splits = [site.train for site in data.sites] + [site.test for site in data.sites]
+        self.images = np.concatenate([s.images for s in splits])
+        self.labels = np.concatenate([s.labels for s in splits])
+        n_sites = len(data.sites)
+        self.site = np.concatenate([np.full(len(s), k % n_sites) for k, s in enumerate(splits)])
+        self.index_in_site = np.concatenate([np.arange(len(s)) for s in splits])
+        self.is_member = np.concatenate([np.full(len(s), k < n_sites) for k, s in enumerate(splits)])
+        self.site_names = [site.name for site in data.sites]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def federated(self, data: FederatedData, chosen: np.ndarray) -> FederatedData:
+        """``data`` with each site's training data replaced by its chosen candidates."""
+        sites = []
+        for k, site in enumerate(data.sites):
+            mine = chosen & (self.site == k)
+            sites.append(replace(site, train=Split(images=self.images[mine], labels=self.labels[mine])))
+        return replace(data, sites=sites)
+
+
+def logits_of(model: nn.Module, images: np.ndarray, device: torch.device, batch_size: int = 512) -> torch.Tensor:
+    """The model's logits on ``images`` (evaluation mode, no gradients), on the CPU."""
+    model.eval()
+    with torch.no_grad():
+        return torch.cat([
+            model(torch.from_numpy(images[start : start + batch_size]).to(device)).double().cpu()
+            for start in range(0, len(images), batch_size)
+        ])
+
+
+def _final_logits(federation: Federation, images: np.ndarray) -> torch.Tensor:
+    result = federation.run()
+    federation.state.set(result.trace.final_global.to(federation.device))
+    return logits_of(federation.model, images, federation.device)
+
+
+def audit_membership(
+    spec: AuditSpec,
+    scenario: ScenarioSpec,
+    data: FederatedData,
+    build_federation: BuildFederation,
+    target: nn.Module,
+    device: torch.device,
+    cache_dir: Path,
+    on_reference: Callable[[int], None] | None = None,
+) -> tuple[list[MembershipFinding], CanaryAuditFinding | None]:
+    """Run ``[attacks] membership`` against one scenario's released model, and its canary audit.
+
+    Args:
+        spec: the audit spec (``spec.attacks.membership`` must be set).
+        scenario: the scenario whose pipeline the reference models reuse.
+        data: the federated data.
+        build_federation: the scenario's federation on given data, with keyword overrides.
+        target: the scenario's released model (final global state loaded).
+        device: where models run.
+        cache_dir: where reference models' logits are cached.
+        on_reference: progress, called as each reference model is ready.
+
+    Returns:
+        One finding per attack (``method``, then the loss baseline), and the canary audit (None without canaries).
+    """
+    settings = spec.attacks.membership
+    assert settings is not None
+    started = time.perf_counter()
+    pool = CandidatePool(data)
+    labels = torch.from_numpy(pool.labels)
+    target_logits = logits_of(target, pool.images, device)
+
+    def train_and_predict(chosen: np.ndarray) -> torch.Tensor:
+        federation = build_federation(
+            pool.federated(data, chosen), protocol=PlainAggregation(), evaluate_every=0, keep_messages="none",
+            keep_global_models=False,
+        )
+        return _final_logits(federation, pool.images)
+
+    attacks: list[MembershipAttack] = [settings.attack()]
+    if settings.method != BASELINE:
+        attacks.append(MEMBERSHIP_ATTACKS.get(BASELINE)())
+    references = None
+    if any(a.needs_references for a in attacks):
+        key = hashlib.sha256(
+            f"{spec.model_dump_json(exclude={'attacks', 'thresholds'})}|{scenario.model_dump_json()}|{data.sha256()}".encode()
+        ).hexdigest()
+        members = balanced_memberships(len(pool), settings.shadow_models, numpy_rng(spec.seed, "references", scenario.name))
+        references = train_references(
+            train_and_predict, members, labels, cache=cache_dir / f"membership-{scenario.name}", key=key,
+            on_model=on_reference,
+        )
+    delta = scenario.dp.delta if scenario.dp is not None else 0.0
+    findings = [
+        _finding(attack, settings, references, target_logits, labels, pool, delta, started) for attack in attacks
+    ]
+    canary = _canary_audit(spec, scenario, data, build_federation, settings, delta) if settings.canaries else None
+    return findings, canary
+
+
+def _finding(attack, settings: MembershipSpec, references, target_logits, labels, pool: CandidatePool,
+             delta: float, started: float) -> MembershipFinding:
+    scores = attack.fit(references if attack.needs_references else None).score(target_logits, labels)
+    truth = torch.from_numpy(pool.is_member)
+    measured = membership_scores(scores, truth, settings.confidence)
+    member_index = np.flatnonzero(pool.is_member)
+    exposed = member_index[np.argsort(-scores.numpy()[member_index], kind="stable")[:MOST_EXPOSED]]
+    return MembershipFinding(
+        method=MEMBERSHIP_ATTACKS.name_of(type(attack)),
+        position=POSITION,
+        status="ok",
+        shadow_models=references.models if attack.needs_references and references is not None else 0,
+        members=measured.members,
+        non_members=measured.non_members,
+        auc=measured.auc,
+        tpr_at_fpr={
+            level: {"tpr": r.tpr, "low": r.low, "high": r.high, "achieved_fpr": r.achieved_fpr}
+            for level, r in measured.tpr_at_fpr.items()
+        },
+        advantage=measured.advantage,
+        epsilon_lb=epsilon_from_scores(scores.numpy(), pool.is_member, delta, settings.confidence),
+        confidence=settings.confidence,
+        roc={"fpr": measured.roc_fpr, "tpr": measured.roc_tpr},
+        most_exposed=[
+            {"site": pool.site_names[pool.site[i]], "index": int(pool.index_in_site[i]), "score": float(scores[i])}
+            for i in exposed
+        ],
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _canary_audit(spec: AuditSpec, scenario: ScenarioSpec, data: FederatedData, build_federation: BuildFederation,
+                  settings: MembershipSpec, delta: float) -> CanaryAuditFinding:
+    """One more training run with canaries, each inserted with probability 1/2; epsilon from their losses."""
+    rng = numpy_rng(spec.seed, "canaries", scenario.name)
+    held_out = [(k, i) for k, site in enumerate(data.sites) for i in range(len(site.test))]
+    m = min(settings.canaries, len(held_out))
+    chosen = [held_out[j] for j in rng.choice(len(held_out), m, replace=False)]
+    images = np.stack([data.sites[k].test.images[i] for k, i in chosen])
+    true_labels = np.array([data.sites[k].test.labels[i] for k, i in chosen])
+    flipped = (true_labels + 1 + rng.integers(0, data.n_classes - 1, m)) % data.n_classes
+    included = rng.random(m) < 0.5
+    sites = []
+    for k, site in enumerate(data.sites):
+        mine = np.array([included[j] and chosen[j][0] == k for j in range(m)], dtype=bool)
+        train = Split(
+            images=np.concatenate([site.train.images, images[mine]]),
+            labels=np.concatenate([site.train.labels, flipped[mine]]),
+        )
+        sites.append(replace(site, train=train))
+    federation = build_federation(
+        replace(data, sites=sites), protocol=PlainAggregation(), evaluate_every=0, keep_messages="none",
+        keep_global_models=False,
+    )
+    scores = -loss(_final_logits(federation, images), torch.from_numpy(flipped))
+    guesses = settings.canary_guesses or max(2, m // 5)
+    audit = one_run_audit(scores.numpy(), included, guesses, delta, settings.confidence)
+    return CanaryAuditFinding(
+        canaries=audit.canaries, included=audit.included, guesses=audit.guesses, correct=audit.correct,
+        epsilon_lb=audit.epsilon_lb, delta=audit.delta, confidence=audit.confidence,
+    )

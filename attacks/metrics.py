@@ -230,6 +230,11 @@ class RateAt:
         tpr: the true-positive rate at the threshold reaching at most ``fpr``.
         low, high: the interval on ``tpr`` (members are the trials).
         achieved_fpr: the false-positive rate actually reached at that threshold.
+        fpr_high: the upper end of the interval on the achieved FPR (non-members
+            are the trials): what the sample can vouch for.
+        resolved: whether there are enough non-members (at least ``1 / fpr``)
+            for one false positive at ``fpr``; if not, ``tpr`` is the TPR at
+            zero false positives and does not show the rate at ``fpr``.
     """
 
     fpr: float
@@ -237,6 +242,8 @@ class RateAt:
     low: float
     high: float
     achieved_fpr: float
+    fpr_high: float
+    resolved: bool
 
 
 @dataclass(frozen=True)
@@ -245,8 +252,9 @@ class MembershipScores:
 
     Attributes:
         auc: area under the ROC curve (MONAI's ``compute_roc_auc``).
-        tpr_at_fpr: one :class:`RateAt` per level of :data:`FPR_LEVELS` that the
-            number of non-members can resolve (at least one false positive allowed).
+        tpr_at_fpr: one :class:`RateAt` per level of :data:`FPR_LEVELS` down to
+            the first the number of non-members cannot resolve (which is kept,
+            marked unresolved: the TPR at zero false positives).
         advantage: ``max(TPR - FPR)`` over thresholds (Yeom et al. 2018).
         roc_fpr, roc_tpr: the ROC curve, thinned to at most ~200 points spread
             evenly on a log FPR axis (for a log-log plot).
@@ -283,10 +291,14 @@ def tpr_at_fpr(scores: torch.Tensor, members: torch.Tensor, fpr_level: float, co
     """The TPR at the most permissive threshold whose FPR is at most ``fpr_level``, with its interval."""
     fpr, tpr, _ = roc_curve(scores, members)
     allowed = torch.nonzero(fpr <= fpr_level + 1e-12).max()
-    positives = int(members.bool().sum())
+    positives, negatives = int(members.bool().sum()), int((~members.bool()).sum())
     true_positives = int(round(float(tpr[allowed]) * positives))
+    false_positives = int(round(float(fpr[allowed]) * negatives))
     low, high = clopper_pearson(true_positives, positives, confidence)
-    return RateAt(fpr=fpr_level, tpr=float(tpr[allowed]), low=low, high=high, achieved_fpr=float(fpr[allowed]))
+    return RateAt(
+        fpr=fpr_level, tpr=float(tpr[allowed]), low=low, high=high, achieved_fpr=float(fpr[allowed]),
+        fpr_high=clopper_pearson(false_positives, negatives, confidence)[1], resolved=negatives * fpr_level >= 1,
+    )
 
 
 def membership_scores(scores: torch.Tensor, members: torch.Tensor, confidence: float = 0.95) -> MembershipScores:
@@ -302,7 +314,11 @@ def membership_scores(scores: torch.Tensor, members: torch.Tensor, confidence: f
     if n_members == 0 or n_non == 0:
         raise ValueError("membership metrics need both members and non-members")
     fpr, tpr, _ = roc_curve(scores, members)
-    levels = {f"{level:g}": tpr_at_fpr(scores, members, level, confidence) for level in FPR_LEVELS if n_non * level >= 1}
+    levels = {}
+    for level in FPR_LEVELS:
+        levels[f"{level:g}"] = tpr_at_fpr(scores, members, level, confidence)
+        if n_non * level < 1:
+            break  # lower levels would repeat the TPR at zero false positives
     keep = _log_spaced(fpr)
     return MembershipScores(
         auc=float(compute_roc_auc(scores, members.long())),

@@ -41,3 +41,7 @@ class CKKSParametersError(FedsecureError):
 
 class AggregationOverflowError(FedsecureError):
     """A value too large for the encrypted fixed-point range: it would silently corrupt the aggregate."""
+
+
+class TrainingDivergedError(FedsecureError):
+    """Local training produced a non-finite update (usually: the learning rate is too large)."""

@@ -19,7 +19,7 @@ import warnings
 from collections.abc import Callable
 
 import torch
-from monai.networks.nets import DenseNet121
+from monai.networks.nets import Classifier, DenseNet121
 from torch import nn
 
 from fedsecure.registry import Registry
@@ -137,6 +137,17 @@ class LeNetDLG(nn.Module):
 def lenet_dlg(in_channels: int, out_channels: int, image_size: tuple[int, int]) -> nn.Module:
     """:class:`LeNetDLG`, the gradient-inversion yardstick (about 8k parameters at 28 px)."""
     return LeNetDLG(in_channels=in_channels, out_channels=out_channels, image_size=image_size)
+
+
+@MODELS.register("classifier")
+def classifier(in_channels: int, out_channels: int, image_size: tuple[int, int]) -> nn.Module:
+    """MONAI's ``Classifier``: three residual units (16, 32, 64 maps, stride 2, instance norm), a linear head.
+
+    About 97k parameters at 28 px, most of them in the head over the flattened
+    feature map, so it can memorize a small training set: the model to audit
+    membership leakage on (the default ``cnn`` pools globally and generalizes).
+    """
+    return Classifier(in_shape=(in_channels, *image_size), classes=out_channels, channels=(16, 32, 64), strides=(2, 2, 2))
 
 
 @MODELS.register("densenet121")

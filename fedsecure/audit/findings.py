@@ -140,9 +140,11 @@ class InversionFinding:
 class MembershipFinding:
     """A membership-inference attack from one threat position, scored against the truth.
 
-    ``tpr_at_fpr`` maps a false-positive rate ("0.01", "0.001", "0.0001"
-    where the non-member count resolves it) to ``{tpr, low, high,
-    achieved_fpr}`` (Clopper-Pearson interval at ``confidence``). ``roc`` holds
+    ``tpr_at_fpr`` maps a false-positive rate ("0.01", "0.001", "0.0001")
+    to ``{tpr, low, high, achieved_fpr, fpr_high, resolved}``: the TPR with
+    its Clopper-Pearson interval at ``confidence``, the FPR reached and its
+    interval's upper end; ``resolved`` is false where there are fewer than
+    1/FPR non-members (the TPR is then at zero false positives). ``roc`` holds
     ``fpr`` and ``tpr`` lists for a log-log plot. ``epsilon_lb`` is the lower
     bound on epsilon these scores prove (Jagielski et al. 2020; threshold
     chosen on half the candidates, bound on the other half). ``most_exposed``
@@ -179,7 +181,7 @@ class CanaryAuditFinding:
     epsilon_lb: float
     delta: float
     confidence: float
-    canary: str = "a held-out test image with its label flipped, inserted into one site's training data"
+    canary: str = "a held-out image with its label flipped, inserted into its site's training data"
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,8 @@
 Threat model (external position): the attacker holds the released final global
 model, candidate images with their labels, and the training recipe (the
 spec), with which it trains its own reference federations. Candidates are
-every site's training images (members) and every site's held-out test images
-(non-members: same sites, same scanners, never trained on), so the attack
+every site's training images (members) and every site's held-out images, test
+and validation (non-members: same sites, same scanners, never trained on), so the attack
 cannot win on a distribution shift between the two.
 
 Reference federations run the scenario's own pipeline (strategy, local
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -52,10 +53,10 @@ BuildFederation = Callable[..., Federation]
 
 
 class CandidatePool:
-    """Every site's training images (members of the target) and held-out test images (non-members)."""
+    """Every site's training images (members of the target) and held-out images (non-members: test and validation)."""
 
     def __init__(self, data: FederatedData) -> None:
-        splits = [site.train for site in data.sites] + [site.test for site in data.sites]
+        splits = [site.train for site in data.sites] + [data.held_out(site) for site in data.sites]
         self.images = np.concatenate([s.images for s in splits])
         self.labels = np.concatenate([s.labels for s in splits])
         n_sites = len(data.sites)
@@ -86,8 +87,19 @@ def logits_of(model: nn.Module, images: np.ndarray, device: torch.device, batch_
         ])
 
 
-def _final_logits(federation: Federation, images: np.ndarray) -> torch.Tensor:
-    result = federation.run()
+def _replica_logits(build_federation: BuildFederation, data: FederatedData, images: np.ndarray) -> torch.Tensor:
+    """Train the scenario's pipeline on ``data`` (the attacker's or auditor's replica); its final logits on ``images``.
+
+    The replica runs the plain protocol (CKKS yields the same model bit for bit)
+    and keeps no trace. Its warnings are silenced: they repeat the scenario's,
+    which were already shown, or concern only the replica's protocol.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        federation = build_federation(
+            data, protocol=PlainAggregation(), evaluate_every=0, keep_messages="none", keep_global_models=False
+        )
+        result = federation.run()
     federation.state.set(result.trace.final_global.to(federation.device))
     return logits_of(federation.model, images, federation.device)
 
@@ -119,23 +131,19 @@ def audit_membership(
     """
     settings = spec.attacks.membership
     assert settings is not None
-    started = time.perf_counter()
     pool = CandidatePool(data)
     labels = torch.from_numpy(pool.labels)
     target_logits = logits_of(target, pool.images, device)
 
     def train_and_predict(chosen: np.ndarray) -> torch.Tensor:
-        federation = build_federation(
-            pool.federated(data, chosen), protocol=PlainAggregation(), evaluate_every=0, keep_messages="none",
-            keep_global_models=False,
-        )
-        return _final_logits(federation, pool.images)
+        return _replica_logits(build_federation, pool.federated(data, chosen), pool.images)
 
     attacks: list[MembershipAttack] = [settings.attack()]
     if settings.method != BASELINE:
         attacks.append(MEMBERSHIP_ATTACKS.get(BASELINE)())
-    references = None
+    references, reference_seconds = None, 0.0
     if any(a.needs_references for a in attacks):
+        started = time.perf_counter()
         key = hashlib.sha256(
             f"{spec.model_dump_json(exclude={'attacks', 'thresholds'})}|{scenario.model_dump_json()}|{data.sha256()}".encode()
         ).hexdigest()
@@ -144,16 +152,20 @@ def audit_membership(
             train_and_predict, members, labels, cache=cache_dir / f"membership-{scenario.name}", key=key,
             on_model=on_reference,
         )
+        reference_seconds = time.perf_counter() - started
     delta = scenario.dp.delta if scenario.dp is not None else 0.0
     findings = [
-        _finding(attack, settings, references, target_logits, labels, pool, delta, started) for attack in attacks
+        _finding(attack, settings, references, reference_seconds, target_logits, labels, pool, delta)
+        for attack in attacks
     ]
     canary = _canary_audit(spec, scenario, data, build_federation, settings, delta) if settings.canaries else None
     return findings, canary
 
 
-def _finding(attack, settings: MembershipSpec, references, target_logits, labels, pool: CandidatePool,
-             delta: float, started: float) -> MembershipFinding:
+def _finding(attack, settings: MembershipSpec, references, reference_seconds: float, target_logits, labels,
+             pool: CandidatePool, delta: float) -> MembershipFinding:
+    """Fit, score, measure. ``seconds`` = the reference models' training (if used) + fitting and scoring."""
+    started = time.perf_counter()
     scores = attack.fit(references if attack.needs_references else None).score(target_logits, labels)
     truth = torch.from_numpy(pool.is_member)
     measured = membership_scores(scores, truth, settings.confidence)
@@ -168,7 +180,8 @@ def _finding(attack, settings: MembershipSpec, references, target_logits, labels
         non_members=measured.non_members,
         auc=measured.auc,
         tpr_at_fpr={
-            level: {"tpr": r.tpr, "low": r.low, "high": r.high, "achieved_fpr": r.achieved_fpr}
+            level: {"tpr": r.tpr, "low": r.low, "high": r.high, "achieved_fpr": r.achieved_fpr,
+                    "fpr_high": r.fpr_high, "resolved": r.resolved}
             for level, r in measured.tpr_at_fpr.items()
         },
         advantage=measured.advantage,
@@ -179,7 +192,7 @@ def _finding(attack, settings: MembershipSpec, references, target_logits, labels
             {"site": pool.site_names[pool.site[i]], "index": int(pool.index_in_site[i]), "score": float(scores[i])}
             for i in exposed
         ],
-        seconds=time.perf_counter() - started,
+        seconds=time.perf_counter() - started + (reference_seconds if attack.needs_references else 0.0),
     )
 
 
@@ -187,11 +200,12 @@ def _canary_audit(spec: AuditSpec, scenario: ScenarioSpec, data: FederatedData, 
                   settings: MembershipSpec, delta: float) -> CanaryAuditFinding:
     """One more training run with canaries, each inserted with probability 1/2; epsilon from their losses."""
     rng = numpy_rng(spec.seed, "canaries", scenario.name)
-    held_out = [(k, i) for k, site in enumerate(data.sites) for i in range(len(site.test))]
-    m = min(settings.canaries, len(held_out))
-    chosen = [held_out[j] for j in rng.choice(len(held_out), m, replace=False)]
-    images = np.stack([data.sites[k].test.images[i] for k, i in chosen])
-    true_labels = np.array([data.sites[k].test.labels[i] for k, i in chosen])
+    held_out = [data.held_out(site) for site in data.sites]
+    pairs = [(k, i) for k, split in enumerate(held_out) for i in range(len(split))]
+    m = min(settings.canaries, len(pairs))
+    chosen = [pairs[j] for j in rng.choice(len(pairs), m, replace=False)]
+    images = np.stack([held_out[k].images[i] for k, i in chosen])
+    true_labels = np.array([held_out[k].labels[i] for k, i in chosen])
     flipped = (true_labels + 1 + rng.integers(0, data.n_classes - 1, m)) % data.n_classes
     included = rng.random(m) < 0.5
     sites = []
@@ -202,11 +216,7 @@ def _canary_audit(spec: AuditSpec, scenario: ScenarioSpec, data: FederatedData, 
             labels=np.concatenate([site.train.labels, flipped[mine]]),
         )
         sites.append(replace(site, train=train))
-    federation = build_federation(
-        replace(data, sites=sites), protocol=PlainAggregation(), evaluate_every=0, keep_messages="none",
-        keep_global_models=False,
-    )
-    scores = -loss(_final_logits(federation, images), torch.from_numpy(flipped))
+    scores = -loss(_replica_logits(build_federation, replace(data, sites=sites), images), torch.from_numpy(flipped))
     guesses = settings.canary_guesses or max(2, m // 5)
     audit = one_run_audit(scores.numpy(), included, guesses, delta, settings.confidence)
     return CanaryAuditFinding(

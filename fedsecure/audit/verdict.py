@@ -83,7 +83,7 @@ def _judge_membership(thresholds: ThresholdsSpec, attack: MembershipFinding) -> 
     if attack.status == "no_access":
         return True, [f"{where}: no access ({attack.reason})"]
     rate = attack.tpr_at_fpr.get("0.001")
-    if rate is None:
+    if rate is None or not rate["resolved"]:
         return False, [
             f"{where}: {attack.non_members} non-members cannot resolve a false-positive rate of 0.1%, so "
             "max_membership_tpr_at_0_1_fpr cannot be shown to hold"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -43,11 +43,16 @@ class DataSource(Protocol):
 
 @dataclass(frozen=True)
 class SiteData:
-    """One site's local data: what never leaves the hospital."""
+    """One site's local data: what never leaves the hospital.
+
+    ``val`` is the site's share of the validation split (held out, never
+    trained on; membership audits use it with ``test`` as non-members).
+    """
 
     name: str
     train: Split
     test: Split
+    val: Split | None = None
 
     @property
     def n_train(self) -> int:
@@ -63,7 +68,6 @@ class FederatedData:
     n_classes: int
     in_channels: int
     image_size: tuple[int, int]
-    val: Split = field(repr=False)
 
     @property
     def test(self) -> Split:
@@ -74,10 +78,16 @@ class FederatedData:
         """Fingerprint of exactly what the sites hold (images, labels and the split)."""
         digest = hashlib.sha256()
         for site in self.sites:
-            for split in (site.train, site.test):
+            for split in (site.train, site.test, site.val):
+                if split is None:
+                    continue
                 digest.update(split.images.tobytes())
                 digest.update(split.labels.tobytes())
         return digest.hexdigest()
+
+    def held_out(self, site: SiteData) -> Split:
+        """A site's images never trained on: its test share and its validation share."""
+        return Split.concatenate([site.test] + ([site.val] if site.val is not None and len(site.val) else []))
 
     @property
     def train(self) -> Split:
@@ -88,10 +98,10 @@ class FederatedData:
 def federate(source: DataSource, n_sites: int, partitioner: Partitioner, seed: int) -> FederatedData:
     """Split ``source`` across ``n_sites`` sites.
 
-    The training split is divided by ``partitioner``; the test split is divided
-    so each site's local test set follows its training label mix
-    (:func:`~fedsecure.data.partition.split_like`). Each site's images then pass
-    through its scanner, if the source has one.
+    The training split is divided by ``partitioner``; the test and validation
+    splits are divided so each site's local share follows its training label
+    mix (:func:`~fedsecure.data.partition.split_like`). Each site's images then
+    pass through its scanner, if the source has one.
     """
     splits = source.load()
     try:
@@ -100,19 +110,20 @@ def federate(source: DataSource, n_sites: int, partitioner: Partitioner, seed: i
         raise DataError(f"{source.describe()}: {exc}") from None
     counts = np.stack([np.bincount(splits.train.labels[p], minlength=splits.n_classes) for p in train_parts])
     test_parts = split_like(splits.test.labels, counts, numpy_rng(seed, "partition", "test"))
+    val_parts = split_like(splits.val.labels, counts, numpy_rng(seed, "partition", "val"))
     sites = []
-    for k, (train_idx, test_idx) in enumerate(zip(train_parts, test_parts)):
-        train, test = splits.train.subset(train_idx), splits.test.subset(test_idx)
+    for k, (train_idx, test_idx, val_idx) in enumerate(zip(train_parts, test_parts, val_parts)):
+        train, test, val = splits.train.subset(train_idx), splits.test.subset(test_idx), splits.val.subset(val_idx)
         scanner = source.acquisition(k)
         if scanner is not None:
             train, test = scanner.apply(train, "train"), scanner.apply(test, "test")
-        sites.append(SiteData(name=f"site-{k}", train=train, test=test))
+            val = scanner.apply(val, "val") if len(val) else val
+        sites.append(SiteData(name=f"site-{k}", train=train, test=test, val=val))
     return FederatedData(
         sites=sites,
         n_classes=splits.n_classes,
         in_channels=splits.in_channels,
         image_size=splits.image_size,
-        val=splits.val,
     )
 
 

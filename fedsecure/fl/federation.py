@@ -11,6 +11,7 @@ from torch import nn
 
 from fedsecure.data.federated import FederatedData
 from fedsecure.devices import Stopwatch
+from fedsecure.errors import TrainingDivergedError
 from fedsecure.fl.evaluation import Utility, predict, utility_from_predictions
 from fedsecure.fl.state import ModelState
 from fedsecure.fl.strategies import STRATEGIES, Strategy
@@ -188,6 +189,11 @@ class Federation:
         train_clock, protect_clock = Stopwatch(self.device), Stopwatch(self.device)
         with train_clock.measure():
             update, steps = self._local_update(k, global_vector, round_number)
+        if not bool(torch.isfinite(update).all()):
+            raise TrainingDivergedError(
+                f"{site.name}: local training diverged in round {round_number} (its update is not finite); "
+                "lower the learning rate"
+            )
         update = self.privacy.before_protect(update, torch_generator(self.seed, "dp-noise", k, round_number))
         weight = self.privacy.site_weight(site.n_train)
         with protect_clock.measure():

@@ -78,7 +78,10 @@ def test_tpr_at_fpr_reads_the_roc_at_the_right_threshold():
     rate = tpr_at_fpr(scores, truth, 0.01)
     assert rate.tpr == 0.75 and rate.achieved_fpr == pytest.approx(0.01)
     result = membership_scores(scores, truth)
-    assert set(result.tpr_at_fpr) == {"0.01"}  # 100 non-members cannot resolve 0.1%
+    assert set(result.tpr_at_fpr) == {"0.01", "0.001"}  # 100 non-members cannot resolve 0.1%: marked
+    assert result.tpr_at_fpr["0.01"].resolved and not result.tpr_at_fpr["0.001"].resolved
+    assert result.tpr_at_fpr["0.001"].achieved_fpr == 0.0
+    assert result.tpr_at_fpr["0.001"].fpr_high == pytest.approx(1 - 0.025 ** (1 / 100))
     assert result.auc == pytest.approx((3 * 100 + 50.5) / 400)  # the fourth beats 50 of 100 and ties 0.50
     assert result.roc_fpr[0] == 0.0 and result.roc_tpr[-1] == 1.0
 

@@ -24,8 +24,9 @@ import torch
 
 from attacks.membership.base import ReferenceOutputs
 
-TrainAndPredict = Callable[[np.ndarray], torch.Tensor]
-"""Trains one model on the candidates where the mask is True; returns its (N, C) logits on all candidates."""
+TrainAndPredict = Callable[[np.ndarray], torch.Tensor | None]
+"""Trains one model on the candidates where the mask is True; returns its (N, C) logits on all candidates,
+or None when that training failed (the model is then left out)."""
 
 
 def balanced_memberships(candidates: int, models: int, rng: np.random.Generator) -> np.ndarray:
@@ -50,8 +51,12 @@ def train_references(
 ) -> ReferenceOutputs:
     """Train (or load from ``cache``) one reference model per row of ``members``.
 
+    A model whose training fails (``train_and_predict`` returns None, e.g. it
+    diverged) is left out: the outputs hold only the models that trained, and
+    the caller can compare ``models`` with the number asked for.
+
     Args:
-        train_and_predict: trains one model on a membership mask, returns its logits on all candidates.
+        train_and_predict: trains one model on a membership mask, returns its logits on all candidates (or None).
         members: (K, N) membership masks (see :func:`balanced_memberships`).
         labels: (N,) the candidates' labels.
         cache: a directory for the models' logits; None keeps nothing.
@@ -59,18 +64,26 @@ def train_references(
             a cached file with another key is retrained, never reused.
         on_model: called with each model's index when it is ready (progress).
     """
-    logits = []
+    logits, kept = [], []
     for k, mask in enumerate(members):
         path = cache / f"reference-{k:03d}.npz" if cache is not None else None
         cached = _load(path, key, mask) if path is not None else None
         if cached is None:
-            cached = train_and_predict(mask).detach().cpu().double()
-            if path is not None:
-                _save(path, key, mask, cached)
-        logits.append(cached)
+            trained = train_and_predict(mask)
+            if trained is not None:
+                cached = trained.detach().cpu().double()
+                if path is not None:
+                    _save(path, key, mask, cached)
+        if cached is not None:
+            logits.append(cached)
+            kept.append(k)
         if on_model is not None:
             on_model(k)
-    return ReferenceOutputs(logits=torch.stack(logits), members=torch.as_tensor(members), labels=labels.cpu())
+    if not logits:
+        raise ValueError("every reference model failed to train")
+    return ReferenceOutputs(
+        logits=torch.stack(logits), members=torch.as_tensor(members[kept]), labels=labels.cpu()
+    )
 
 
 def _load(path: Path, key: str, mask: np.ndarray) -> torch.Tensor | None:

@@ -149,7 +149,8 @@ class MembershipFinding:
     bound on epsilon these scores prove (Jagielski et al. 2020; threshold
     chosen on half the candidates, bound on the other half). ``most_exposed``
     lists the members with the highest scores, by site and index in the site's
-    training data.
+    training data. ``shadow_models`` counts the reference models used;
+    ``shadow_models_failed`` those whose training diverged and were left out.
     """
 
     method: str
@@ -157,6 +158,7 @@ class MembershipFinding:
     status: str
     reason: str | None = None
     shadow_models: int = 0
+    shadow_models_failed: int = 0
     members: int = 0
     non_members: int = 0
     auc: float | None = None

@@ -13,6 +13,14 @@ def _signed(value: float | None) -> str:
     return "n/a" if value is None else f"{value:+.1f}"
 
 
+def _rate(attack: dict[str, Any], level: str) -> str:
+    rate = attack["tpr_at_fpr"].get(level)
+    if rate is None:
+        return "n/a"
+    text = f"{rate['tpr']:.3f} [{rate['low']:.3f}, {rate['high']:.3f}]"
+    return text if rate["resolved"] else f"{text} (at 0 false positives: too few non-members)"
+
+
 def _bytes(value: float | None) -> str:
     if value is None:
         return "n/a"
@@ -83,6 +91,31 @@ def render_markdown(report: dict[str, Any]) -> str:
             f"| {name} | {a['method']} | {a['position']} | {a['status']} | {_number(a['psnr_median'], 1)} "
             f"| {_number(a['prior_psnr_median'], 1)} | {_signed(a['psnr_gain_median'])} | {_number(a['ssim_median'])} "
             f"| {_number(a['prior_ssim_median'])} | {_number(a['label_accuracy'], 2)} |"
+        )
+    memberships = [(s, a) for s in report["scenarios"] for a in s["attacks"] if a["attack"] == "membership"]
+    if memberships:
+        lines += [
+            "",
+            "Membership inference on the released model (TPR at a fixed FPR, with its "
+            f"{_number(memberships[0][1]['confidence'], 2)} Clopper-Pearson interval):",
+            "",
+            "| scenario | attack | position | AUC | TPR at 1% FPR | TPR at 0.1% FPR | advantage | epsilon (accountant) | empirical epsilon lower bound |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+    for s, a in memberships:
+        lines.append(
+            f"| {s['name']} | {a['method']} | {a['position']} | {_number(a['auc'])} | {_rate(a, '0.01')} "
+            f"| {_rate(a, '0.001')} | {_number(a['advantage'])} | {_number(s['privacy']['epsilon'], 2)} "
+            f"| {_number(a['epsilon_lb'], 2)} |"
+        )
+    canaries = [(s["name"], s["privacy"]["canary_audit"]) for s in report["scenarios"] if s["privacy"].get("canary_audit")]
+    if canaries:
+        lines += ["", "One-run canary audits (Steinke, Nasr and Jagielski 2023):", ""]
+    for name, c in canaries:
+        lines.append(
+            f"- **{name}**: {c['correct']} of {c['guesses']} guesses right on {c['canaries']} canaries "
+            f"({c['included']} inserted): epsilon >= {_number(c['epsilon_lb'], 2)} at {_number(c['confidence'], 2)} "
+            f"confidence (delta {c['delta']:g})"
         )
     lines += ["", "## Verdicts", ""]
     for s in report["scenarios"]:

@@ -41,6 +41,7 @@ from fedsecure.audit.findings import CanaryAuditFinding, MembershipFinding
 from fedsecure.audit.spec import AuditSpec, MembershipSpec, ScenarioSpec
 from fedsecure.data.federated import FederatedData
 from fedsecure.data.splits import Split
+from fedsecure.errors import TrainingDivergedError
 from fedsecure.fl.federation import Federation
 from fedsecure.secure.plain import PlainAggregation
 from fedsecure.seeding import numpy_rng
@@ -87,19 +88,23 @@ def logits_of(model: nn.Module, images: np.ndarray, device: torch.device, batch_
         ])
 
 
-def _replica_logits(build_federation: BuildFederation, data: FederatedData, images: np.ndarray) -> torch.Tensor:
+def _replica_logits(build_federation: BuildFederation, data: FederatedData, images: np.ndarray) -> torch.Tensor | None:
     """Train the scenario's pipeline on ``data`` (the attacker's or auditor's replica); its final logits on ``images``.
 
     The replica runs the plain protocol (CKKS yields the same model bit for bit)
     and keeps no trace. Its warnings are silenced: they repeat the scenario's,
-    which were already shown, or concern only the replica's protocol.
+    which were already shown, or concern only the replica's protocol. A
+    replica whose training diverges (heavy DP noise can do that) gives None.
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         federation = build_federation(
             data, protocol=PlainAggregation(), evaluate_every=0, keep_messages="none", keep_global_models=False
         )
-        result = federation.run()
+        try:
+            result = federation.run()
+        except TrainingDivergedError:
+            return None
     federation.state.set(result.trace.final_global.to(federation.device))
     return logits_of(federation.model, images, federation.device)
 
@@ -144,9 +149,9 @@ def audit_membership(
     references, reference_seconds = None, 0.0
     if any(a.needs_references for a in attacks):
         started = time.perf_counter()
-        key = hashlib.sha256(
-            f"{spec.model_dump_json(exclude={'attacks', 'thresholds'})}|{scenario.model_dump_json()}|{data.sha256()}".encode()
-        ).hexdigest()
+        # What a reference model depends on: the training recipe and data, and this scenario (not the others).
+        recipe = spec.model_dump_json(include={"seed", "data", "model", "federation"})
+        key = hashlib.sha256(f"{recipe}|{scenario.model_dump_json()}|{data.sha256()}".encode()).hexdigest()
         members = balanced_memberships(len(pool), settings.shadow_models, numpy_rng(spec.seed, "references", scenario.name))
         references = train_references(
             train_and_predict, members, labels, cache=cache_dir / f"membership-{scenario.name}", key=key,
@@ -176,6 +181,7 @@ def _finding(attack, settings: MembershipSpec, references, reference_seconds: fl
         position=POSITION,
         status="ok",
         shadow_models=references.models if attack.needs_references and references is not None else 0,
+        shadow_models_failed=settings.shadow_models - references.models if attack.needs_references and references else 0,
         members=measured.members,
         non_members=measured.non_members,
         auc=measured.auc,
@@ -197,7 +203,7 @@ def _finding(attack, settings: MembershipSpec, references, reference_seconds: fl
 
 
 def _canary_audit(spec: AuditSpec, scenario: ScenarioSpec, data: FederatedData, build_federation: BuildFederation,
-                  settings: MembershipSpec, delta: float) -> CanaryAuditFinding:
+                  settings: MembershipSpec, delta: float) -> CanaryAuditFinding | None:
     """One more training run with canaries, each inserted with probability 1/2; epsilon from their losses."""
     rng = numpy_rng(spec.seed, "canaries", scenario.name)
     held_out = [data.held_out(site) for site in data.sites]
@@ -216,7 +222,10 @@ def _canary_audit(spec: AuditSpec, scenario: ScenarioSpec, data: FederatedData, 
             labels=np.concatenate([site.train.labels, flipped[mine]]),
         )
         sites.append(replace(site, train=train))
-    scores = -loss(_replica_logits(build_federation, replace(data, sites=sites), images), torch.from_numpy(flipped))
+    logits = _replica_logits(build_federation, replace(data, sites=sites), images)
+    if logits is None:
+        return None  # the canary run diverged: no bound from it, and the finding stays absent
+    scores = -loss(logits, torch.from_numpy(flipped))
     guesses = settings.canary_guesses or max(2, m // 5)
     audit = one_run_audit(scores.numpy(), included, guesses, delta, settings.confidence)
     return CanaryAuditFinding(

@@ -105,3 +105,13 @@ def test_cached_references_are_reused_only_under_the_same_key(tmp_path):
     assert len(calls) == 2 and torch.equal(first.logits, again.logits)
     train_references(train, members, labels, cache=tmp_path, key="b")
     assert len(calls) == 4
+
+
+def test_a_reference_model_that_fails_to_train_is_left_out():
+    members = balanced_memberships(6, 4, np.random.default_rng(0))
+    outcomes = iter([torch.zeros(6, 2), None, torch.ones(6, 2), torch.zeros(6, 2)])
+    references = train_references(lambda mask: next(outcomes), members, torch.zeros(6, dtype=torch.long))
+    assert references.models == 3
+    assert torch.equal(references.members, torch.as_tensor(members[[0, 2, 3]]))
+    with pytest.raises(ValueError, match="every reference model failed"):
+        train_references(lambda mask: None, members, torch.zeros(6, dtype=torch.long))

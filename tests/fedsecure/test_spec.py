@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -100,7 +101,6 @@ BAD_SPECS = [
     (MINIMAL.replace('name = "plain"', 'name = "d"\nprotocol = "plain"\ndp = { level = "client", epsilon = 8.0, delta = 1e-5, placement = "central", clip_lr = 0.1 }'), "clip_lr and count_stddev need adaptive_quantile"),
     (MINIMAL.replace('name = "plain"', 'name = "d"\ndp = { level = "sample", epsilon = 8.0, delta = 1e-5 }') + '[federation]\nstrategy = "fedprox"\n', "sample-level dp runs plain DP-SGD locally and cannot wrap strategy 'fedprox'; use fedavg, fedadam or fedbn"),
     (MINIMAL.replace('name = "plain"', 'name = "d"\ndp = { level = "sample", epsilon = 8.0, delta = 1e-5 }') + '[federation]\nstrategy = "fedsgd"\n', "sample-level dp runs plain DP-SGD locally and cannot wrap strategy 'fedsgd'; use fedavg, fedadam or fedbn"),
-    (MINIMAL + '[attacks]\nmembership = { method = "lira" }\n', "attacks.membership: membership inference is not available in this version"),
     (MINIMAL + '[attacks]\ninversion = { method = "rgap" }\n', "attacks.inversion.method: unknown inversion attack 'rgap'; choose one of: dlg, idlg, inverting_gradients, fedavg_update"),
     (MINIMAL + '[attacks]\ninversion = { images = 6, batch_size = 4 }\n', "images (6) must be a multiple of batch_size (4)"),
     (MINIMAL + '[attacks]\ninversion = { site = 4 }\n', "attacks.inversion.site (4) must be a site index below data.sites (4)"),
@@ -132,3 +132,24 @@ def test_unreadable_spec_files(tmp_path):
     binary.write_bytes(b"\xff\xfe\x00")
     with pytest.raises(SpecError, match="cannot read spec"):
         load_spec(binary)
+
+
+MEMBERSHIP_ERRORS = [
+    ('membership = { method = "gan" }', "attacks.membership.method: unknown membership attack 'gan'"),
+    ('membership = { method = "loss", online = true }', "membership method 'loss' takes no option online"),
+    ('membership = { shadow_models = 1 }', "attacks.membership.shadow_models"),
+    ('membership = { canaries = 10, canary_guesses = 20 }', "canary_guesses (20) exceeds canaries (10)"),
+    ('membership = { confidence = 1.5 }', "attacks.membership.confidence"),
+]
+
+
+@pytest.mark.parametrize(("line", "message"), MEMBERSHIP_ERRORS)
+def test_membership_settings_are_checked(line, message):
+    with pytest.raises(SpecError, match=re.escape(message)):
+        parse_spec(MINIMAL + "[attacks]\n" + line + "\n", origin="test")
+
+
+def test_membership_options_reach_the_attack():
+    loaded = parse_spec(MINIMAL + '[attacks]\nmembership = { method = "lira", online = false, shadow_models = 4 }\n', "t")
+    attack = loaded.spec.attacks.membership.attack()
+    assert type(attack).__name__ == "LiRA" and attack.online is False

@@ -1,0 +1,87 @@
+"""The membership audit: attacks on the released model, the canary audit, and what the report says."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fedsecure.audit import load_spec, run_audit
+from fedsecure.audit.spec import parse_spec
+
+REPO = Path(__file__).resolve().parents[2]
+
+SPEC = """
+name = "membership-tiny"
+seed = 0
+
+[data]
+source = "synthetic"
+sites = 2
+partition = "iid"
+train_samples = 60
+val_samples = 40
+test_samples = 40
+
+[model]
+name = "classifier"
+
+[federation]
+rounds = 2
+local_epochs = 3
+batch_size = 16
+lr = 0.005
+
+[[scenario]]
+name = "plain"
+
+[[scenario]]
+name = "client-dp"
+protocol = "ckks"
+dp = { level = "client", epsilon = 8.0, delta = 1e-3, clip = 0.5, placement = "distributed" }
+
+[attacks]
+membership = { method = "lira", shadow_models = 4, canaries = 20 }
+
+[thresholds]
+max_membership_tpr_at_0_1_fpr = 0.5
+"""
+
+
+def test_membership_findings_reach_the_report(tmp_path):
+    report = run_audit(parse_spec(SPEC, origin="test"), tmp_path, device="cpu")
+    for scenario in report["scenarios"]:
+        lira, loss = scenario["attacks"]
+        assert (lira["method"], loss["method"]) == ("lira", "loss")  # the loss attack is the reference point
+        assert lira["position"] == "external" and lira["status"] == "ok"
+        assert (lira["members"], lira["non_members"]) == (60, 80)  # training vs held-out test + validation
+        assert (lira["shadow_models"], lira["shadow_models_failed"], loss["shadow_models"]) == (4, 0, 0)
+        assert 0 <= lira["auc"] <= 1 and lira["roc"]["fpr"][0] == 0.0
+        rate = lira["tpr_at_fpr"]["0.01"]
+        assert rate["low"] <= rate["tpr"] <= rate["high"] and not rate["resolved"]  # 80 non-members
+        assert len(lira["most_exposed"]) == 10 and {e["site"] for e in lira["most_exposed"]} <= {"site-0", "site-1"}
+        canary = scenario["privacy"]["canary_audit"]
+        assert canary["canaries"] == 20 and canary["guesses"] == 4
+        bounds = [lira["epsilon_lb"], loss["epsilon_lb"], canary["epsilon_lb"]]
+        assert scenario["privacy"]["empirical_epsilon_lb"] == max(bounds)
+        # 80 non-members cannot resolve 0.1%: the threshold cannot be shown to hold
+        assert scenario["verdict"]["pass"] is False
+        assert "cannot resolve a false-positive rate of 0.1%" in " ".join(scenario["verdict"]["reasons"])
+    dp = report["scenarios"][1]["privacy"]
+    assert dp["empirical_epsilon_lb"] <= dp["epsilon"]
+    cached = sorted(p.name for p in (tmp_path / "cache" / "membership-plain").iterdir())
+    assert cached == [f"reference-{k:03d}.npz" for k in range(4)]
+    assert "Membership inference on the released model" in (tmp_path / "report.md").read_text()
+    assert json.loads((tmp_path / "report.json").read_text()) == report
+
+
+@pytest.mark.slow
+def test_lira_beats_the_loss_attack_on_a_memorizing_federation(pneumonia_path, tmp_path):
+    loaded = load_spec(REPO / "audits" / "membership-pneumoniamnist.toml", data_path=pneumonia_path)
+    plain_only = loaded.spec.model_copy(update={"scenario": loaded.spec.scenario[:1]})
+    report = run_audit(type(loaded)(spec=plain_only, text=loaded.text, origin=loaded.origin), tmp_path, device="cpu")
+    lira, loss = report["scenarios"][0]["attacks"]
+    assert lira["auc"] > loss["auc"]
+    assert lira["tpr_at_fpr"]["0.01"]["tpr"] >= 2 * loss["tpr_at_fpr"]["0.01"]["tpr"]
+    assert report["scenarios"][0]["privacy"]["canary_audit"]["epsilon_lb"] > 0

@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from attacks.auditing import OneRunAudit
 from fedsecure.fl.federation import SiteUtility
 
 SCHEMA_VERSION = "1.0"
@@ -173,16 +174,9 @@ class MembershipFinding:
 
 
 @dataclass(frozen=True)
-class CanaryAuditFinding:
+class CanaryAuditFinding(OneRunAudit):
     """A one-run canary audit (Steinke, Nasr and Jagielski 2023) of one scenario's training pipeline."""
 
-    canaries: int
-    included: int
-    guesses: int
-    correct: int
-    epsilon_lb: float
-    delta: float
-    confidence: float
     canary: str = "a held-out image with its label flipped, inserted into its site's training data"
 
 

@@ -22,6 +22,7 @@ the canaries' losses tell which were inserted.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 import warnings
@@ -228,7 +229,4 @@ def _canary_audit(spec: AuditSpec, scenario: ScenarioSpec, data: FederatedData, 
     scores = -loss(logits, torch.from_numpy(flipped))
     guesses = settings.canary_guesses or max(2, m // 5)
     audit = one_run_audit(scores.numpy(), included, guesses, delta, settings.confidence)
-    return CanaryAuditFinding(
-        canaries=audit.canaries, included=audit.included, guesses=audit.guesses, correct=audit.correct,
-        epsilon_lb=audit.epsilon_lb, delta=audit.delta, confidence=audit.confidence,
-    )
+    return CanaryAuditFinding(**dataclasses.asdict(audit))

@@ -20,7 +20,7 @@ def test_same_seed_same_weights():
 
 
 def test_unknown_model_lists_the_known_ones():
-    with pytest.raises(UnknownNameError, match="unknown model 'resnet9'; choose one of: cnn, lenet-dlg, densenet121"):
+    with pytest.raises(UnknownNameError, match="unknown model 'resnet9'; choose one of: cnn, lenet-dlg, classifier, densenet121"):
         build_model("resnet9", 1, 2, (28, 28))
 
 

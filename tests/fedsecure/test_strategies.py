@@ -22,7 +22,7 @@ def make_data(sizes=(5,), seed=0) -> FederatedData:
         train = Split(rng.random((n, 1, 8, 8), dtype=np.float32), (np.arange(n) % 2).astype(np.int64))
         test = Split(rng.random((4, 1, 8, 8), dtype=np.float32), np.array([0, 1, 0, 1]))
         sites.append(SiteData(f"site-{k}", train, test))
-    return FederatedData(sites=sites, n_classes=2, in_channels=1, image_size=(8, 8), val=sites[0].test)
+    return FederatedData(sites=sites, n_classes=2, in_channels=1, image_size=(8, 8))
 
 
 def model():

@@ -43,6 +43,7 @@ from fedsecure.audit.spec import AuditSpec, MembershipSpec, ScenarioSpec
 from fedsecure.data.federated import FederatedData
 from fedsecure.data.splits import Split
 from fedsecure.errors import TrainingDivergedError
+from fedsecure.fl.evaluation import logits
 from fedsecure.fl.federation import Federation
 from fedsecure.secure.plain import PlainAggregation
 from fedsecure.seeding import numpy_rng
@@ -79,14 +80,9 @@ class CandidatePool:
         return replace(data, sites=sites)
 
 
-def logits_of(model: nn.Module, images: np.ndarray, device: torch.device, batch_size: int = 512) -> torch.Tensor:
-    """The model's logits on ``images`` (evaluation mode, no gradients), on the CPU."""
-    model.eval()
-    with torch.no_grad():
-        return torch.cat([
-            model(torch.from_numpy(images[start : start + batch_size]).to(device)).double().cpu()
-            for start in range(0, len(images), batch_size)
-        ])
+def logits_of(model: nn.Module, images: np.ndarray, device: torch.device) -> torch.Tensor:
+    """The model's logits on the NumPy ``images`` (see :func:`fedsecure.fl.evaluation.logits`), float64 on the CPU."""
+    return logits(model, torch.from_numpy(images).to(device)).double().cpu()
 
 
 def _replica_logits(build_federation: BuildFederation, data: FederatedData, images: np.ndarray) -> torch.Tensor | None:

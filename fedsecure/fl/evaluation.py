@@ -27,14 +27,20 @@ class Utility:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-    """Class probabilities (N, n_classes) of ``model`` in eval mode."""
+def logits(model: nn.Module, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """Logits (N, n_classes) of ``model`` in eval mode, in chunks, without gradients; the model's mode is restored."""
     was_training = model.training
     model.eval()
     try:
-        return torch.cat([F.softmax(model(images[i : i + batch_size]), dim=1) for i in range(0, len(images), batch_size)])
+        with torch.no_grad():
+            return torch.cat([model(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
     finally:
         model.train(was_training)
+
+
+def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """Class probabilities (N, n_classes) of ``model`` in eval mode."""
+    return F.softmax(logits(model, images, batch_size), dim=1)
 
 
 def utility_from_predictions(probabilities: torch.Tensor, labels: torch.Tensor) -> Utility:

@@ -136,7 +136,9 @@ class GradientMatching(InversionAttack):
         def stacked(values: list[Tensors]) -> Tensors:
             return {n: torch.stack([v[n] for v in values]).repeat_interleave(n_restarts, 0).to(device) for n in names}
 
-        params = stacked([{n: p.detach() for n, p in o.model.named_parameters() if n in first.update} for o in observations])
+        params = stacked(
+            [{n: p.detach() for n, p in o.model.named_parameters() if n in first.update} for o in observations]
+        )
         observed_values = [o.update if self.replay == "update" else o.pseudo_gradient() for o in observations]
         observed = flatten(stacked([{n: v[n].detach() for n in names} for v in observed_values]), names)
 

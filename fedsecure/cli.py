@@ -22,6 +22,7 @@ from rich.progress import (
     SpinnerColumn,
     TextColumn,
     TimeElapsedColumn,
+    TaskID,
     TimeRemainingColumn,
 )
 
@@ -40,16 +41,30 @@ stderr = Console(stderr=True)
 
 
 class RichProgress:
-    """Progress bars on stderr, one per stage, with an estimate of time left."""
+    """Progress bars on stderr: the whole audit, with its time left, and the stage running now."""
 
     def __init__(self, progress: Progress) -> None:
         self.progress = progress
+        self.overall: TaskID | None = None
+
+    def plan(self, units: float) -> None:
+        """Start the whole audit's bar (its units are about one round of training each)."""
+        self.overall = self.progress.add_task("[bold]audit[/] (time left: all pending stages)", total=max(units, 1e-9))
 
     @contextmanager
-    def task(self, description: str, total: int) -> Iterator:
-        """A bar for one stage."""
+    def task(self, description: str, total: int, units_per_step: float = 1.0) -> Iterator:
+        """A bar for one stage; each step also advances the audit's bar by ``units_per_step``."""
         task_id = self.progress.add_task(description, total=total)
-        yield lambda: self.progress.advance(task_id)
+
+        def advance() -> None:
+            self.progress.advance(task_id)
+            if self.overall is not None:
+                self.progress.advance(self.overall, units_per_step)
+
+        try:
+            yield advance
+        finally:
+            self.progress.remove_task(task_id)  # finished stages give way to the next
 
 
 @app.command()
@@ -64,24 +79,57 @@ def audit(
         Optional[Path], typer.Option("--data", help="Use this MedMNIST .npz instead of the spec's data.path.")
     ] = None,
     device: Annotated[str, typer.Option("--device", help="auto (CUDA when available), cpu or cuda.")] = "auto",
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the interrupted run in --out: finished stages are kept.")
+    ] = False,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="A small, fast version of the spec: a first look, not evidence.")
+    ] = False,
+    only: Annotated[
+        Optional[list[str]], typer.Option("--only", help="Run only this scenario (repeatable).", metavar="SCENARIO")
+    ] = None,
 ) -> None:
-    """Train every scenario of SPEC, measure it, and write report.json and report.md."""
+    """Train every scenario of SPEC, attack it, and write report.json, report.md and report.html."""
+    from fedsecure.audit.formatting import verdict_text
+    from fedsecure.audit.rendering import REPORT_HTML, REPORT_MD
     from fedsecure.audit.runner import run_audit
     from fedsecure.audit.spec import load_spec
 
     loaded = load_spec(spec, data_path=data)
-    out_dir = out if out is not None else Path("audit-out") / loaded.spec.name
+    out_dir = out if out is not None else Path("audit-out") / (loaded.spec.name + ("-quick" if quick else ""))
     columns = (
         SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
         TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(),
     )
-    # transient: bars vanish when done (or on an error), leaving the one-line summary or error
-    with Progress(*columns, console=stderr, transient=True) as bars:
-        report = run_audit(loaded, out_dir, device=device, progress=RichProgress(bars))
+    try:
+        # transient: bars vanish when done (or on an error), leaving the summary or the one-line error
+        # (not on a pipe or a log file, where the redrawn bars would be noise)
+        with Progress(*columns, console=stderr, transient=True, disable=not stderr.is_terminal) as bars:
+            report = run_audit(
+                loaded, out_dir, device=device, progress=RichProgress(bars), resume=resume, quick=quick, only=only
+            )
+    except KeyboardInterrupt:
+        if (out_dir / "stages").is_dir():
+            stderr.print(f"aborted; finished stages are kept in {out_dir}: add --resume to continue", highlight=False, soft_wrap=True)
+            sys.exit(130)
+        raise
     for scenario in report["scenarios"]:
         auc = scenario["utility"]["auc"]
-        stderr.print(f"{scenario['name']}: AUC {auc if auc is None else round(auc, 3)}")
-    typer.echo(f"wrote {out_dir / 'report.json'} and {out_dir / 'report.md'}")
+        verdict = verdict_text(scenario["verdict"])
+        stderr.print(f"{scenario['name']}: AUC {auc if auc is None else round(auc, 3)}, {verdict}", highlight=False)
+    stderr.print(f"audit compute time {report['wall_seconds']:.0f} s", highlight=False)
+    typer.echo(f"wrote {out_dir / 'report.json'}, {out_dir / REPORT_MD} and {out_dir / REPORT_HTML}")
+
+
+@app.command()
+def report(
+    directory: Annotated[Path, typer.Argument(help="An audit's output directory (holding report.json).")],
+) -> None:
+    """Render report.md and report.html again from DIRECTORY/report.json, without re-running anything."""
+    from fedsecure.audit.rendering import rerender
+
+    for path in rerender(directory):
+        typer.echo(f"wrote {path}")
 
 
 @app.command()

@@ -14,7 +14,7 @@ from typing import Any
 from attacks.auditing import OneRunAudit
 from fedsecure.fl.federation import SiteUtility
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 
 
 @dataclass(frozen=True)
@@ -197,6 +197,8 @@ class ScenarioFinding:
 
     ``server_view`` is what the aggregator received: "plaintext" (it can read
     every update) or "ciphertext" (it cannot), read off the recorded messages.
+    ``attack_seconds`` is the time the attacks took (reference models included);
+    ``parameters`` the length of one site's model update.
     """
 
     name: str
@@ -211,6 +213,8 @@ class ScenarioFinding:
     attacks: list[InversionFinding | MembershipFinding]
     rounds: list[RoundFinding]
     verdict: Verdict
+    attack_seconds: float = 0.0
+    parameters: int = 0
 
 
 def to_json(value: Any) -> Any:

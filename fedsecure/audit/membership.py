@@ -160,7 +160,11 @@ def audit_membership(
         _finding(attack, settings, references, reference_seconds, target_logits, labels, pool, delta)
         for attack in attacks
     ]
-    canary = _canary_audit(spec, scenario, data, build_federation, settings, delta) if settings.canaries else None
+    canary = None
+    if settings.canaries:
+        canary = _canary_audit(spec, scenario, data, build_federation, settings, delta)
+        if on_reference is not None:
+            on_reference(settings.shadow_models)  # the canary run is one more federation
     return findings, canary
 
 

@@ -1,4 +1,4 @@
-"""Writing an audit's results: atomically, and never over another spec's results."""
+"""Writing an audit's files atomically: a reader sees the old file or the new one, never half of one."""
 
 from __future__ import annotations
 
@@ -8,35 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from fedsecure.errors import OutputError
-
 REPORT_JSON = "report.json"
-
-
-def check_output_dir(out_dir: Path, spec_sha256: str) -> None:
-    """Refuse an output directory that holds results of a different spec.
-
-    Re-running the same spec into its own directory is allowed (the run is
-    deterministic); anything else would overwrite someone's evidence.
-
-    Raises:
-        OutputError: ``out_dir`` is a file, or holds another spec's (or an unreadable) report.
-    """
-    if out_dir.exists() and not out_dir.is_dir():
-        raise OutputError(f"{out_dir}: exists and is not a directory")
-    report = out_dir / REPORT_JSON
-    if not report.exists():
-        return
-    try:
-        existing = json.loads(report.read_text())
-        existing_sha = existing["environment"]["spec_sha256"]
-        existing_name = existing["spec"]["name"]
-    except (OSError, ValueError, KeyError, TypeError):
-        raise OutputError(f"{report}: exists and is not a fedsecure report; choose another --out") from None
-    if existing_sha != spec_sha256:
-        raise OutputError(
-            f"{out_dir}: holds the results of another spec ({existing_name!r}); choose another --out"
-        )
 
 
 def write_atomic(path: Path, content: str | bytes) -> None:
@@ -45,6 +17,7 @@ def write_atomic(path: Path, content: str | bytes) -> None:
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     data = content.encode("utf-8") if isinstance(content, str) else content
     try:
+        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes it private; a report is an ordinary file
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
             stream.flush()
@@ -53,6 +26,12 @@ def write_atomic(path: Path, content: str | bytes) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_json(path: Path, value: Any) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from functools import partial
 from pathlib import Path
@@ -27,23 +27,35 @@ from fedsecure.audit.findings import (
 )
 from fedsecure.audit.inversion import audit_inversion
 from fedsecure.audit.membership import audit_membership
-from fedsecure.audit.markdown import render_markdown
-from fedsecure.audit.output import REPORT_JSON, check_output_dir, write_atomic, write_json
+from fedsecure.audit.output import REPORT_JSON, write_json
+from fedsecure.audit.quick import quick_spec
+from fedsecure.audit.rendering import render_reports
+from fedsecure.audit.run_directory import RunDirectory, RunIdentity
 from fedsecure.audit.spec import AuditSpec, LoadedSpec, ScenarioSpec
 from fedsecure.audit.verdict import judge
 from fedsecure.data.federated import FederatedData, federate
 from fedsecure.devices import resolve_device
+from fedsecure.errors import SpecError
 from fedsecure.fl.baselines import baseline_training, train_centralized, train_local_only
 from fedsecure.fl.federation import Federation, FederationResult
 from fedsecure.models import build_model
 
 Advance = Callable[[], None]
+BASELINES = "baselines"
 
 
 class AuditProgress(Protocol):
-    """Where the runner reports progress (the CLI shows rich progress bars)."""
+    """Where the runner reports progress (the CLI shows rich progress bars).
 
-    def task(self, description: str, total: int) -> AbstractContextManager[Advance]:
+    Work is counted in units of about one federated round of training, so
+    that the whole audit's time left can be estimated from its pace so far.
+    """
+
+    def plan(self, units: float) -> None:
+        """The audit's whole pending work, in units; called once, before any task."""
+        ...
+
+    def task(self, description: str, total: int, units_per_step: float = 1.0) -> AbstractContextManager[Advance]:
         """A context for one stage of ``total`` steps; yields the function that marks a step done."""
         ...
 
@@ -51,7 +63,10 @@ class AuditProgress(Protocol):
 class SilentProgress:
     """Progress reporting that reports nothing (library use, tests)."""
 
-    def task(self, description: str, total: int) -> AbstractContextManager[Advance]:  # noqa: D102
+    def plan(self, units: float) -> None:  # noqa: D102
+        pass
+
+    def task(self, description: str, total: int, units_per_step: float = 1.0) -> AbstractContextManager[Advance]:  # noqa: D102
         return nullcontext(lambda: None)
 
 
@@ -60,70 +75,139 @@ def run_audit(
     out_dir: Path,
     device: str = "auto",
     progress: AuditProgress | None = None,
+    resume: bool = False,
+    quick: bool = False,
+    only: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Run every scenario of a validated spec and write ``report.json`` and ``report.md``.
+    """Run every scenario of a validated spec and write report.json, report.md and report.html.
+
+    Each finished stage (the baselines, each scenario with its attacks) is kept
+    in ``out_dir/stages`` as soon as it is done; with ``resume`` an interrupted
+    run continues from there, and its report equals an uninterrupted run's
+    (timings aside).
 
     Args:
         loaded: the validated spec and its text.
-        out_dir: where the report goes; refused if it holds another spec's results.
+        out_dir: where the report goes; refused if it holds another spec's results, or
+            this spec's without ``resume``.
         device: "auto", "cpu" or "cuda".
         progress: where to report progress.
+        resume: continue the run whose stages ``out_dir`` holds.
+        quick: run the spec's quick version (fewer rounds, images and reference
+            models: a first look, not evidence).
+        only: run and report only these scenarios (all when None).
 
     Returns:
         The report, as written to ``out_dir/report.json``.
 
     Raises:
-        FedsecureError: bad data, an unusable device or output directory.
+        FedsecureError: bad data, an unusable device or output directory, an unknown scenario.
     """
     progress = progress or SilentProgress()
-    check_output_dir(out_dir, loaded.sha256)
-    spec = loaded.spec
+    spec = quick_spec(loaded.spec) if quick else loaded.spec
+    scenarios = _selected(spec, only)
     torch_device = resolve_device(device)
+    run = RunDirectory(out_dir, RunIdentity(spec.name, loaded.sha256, quick, str(torch_device)), resume)
     started = time.perf_counter()
 
-    with progress.task("preparing data", 1) as advance:
+    with progress.task("preparing data", 1, units_per_step=0) as advance:
         data = federate(spec.data.source_instance(spec.seed), spec.data.sites, spec.data.partitioner(), spec.seed)
         advance()
+    prepare_seconds = time.perf_counter() - started
+    run.begin()
     make_model = partial(build_model, spec.model.name, data.in_channels, data.n_classes, data.image_size, spec.seed)
-    budget = baseline_training(spec.federation.local_training(), spec.federation.rounds)
 
-    with progress.task("baseline: centralized", 1) as advance:
-        centralized = train_centralized(data, make_model, budget, spec.seed, torch_device)
-        advance()
-    with progress.task("baseline: local-only", len(data.sites)) as advance:
-        local_only = train_local_only(data, make_model, budget, spec.seed, torch_device, on_site=lambda _: advance())
+    baselines = run.load(BASELINES)
+    pending = [s for s in scenarios if run.load(_stage(s)) is None]
+    progress.plan((baselines is None) * 2 * spec.federation.rounds + sum(_scenario_units(spec) for _ in pending))
+    if baselines is None:
+        baselines = _run_baselines(spec, data, make_model, torch_device, progress)
+        run.save(BASELINES, baselines)
+    findings = []
+    for scenario in scenarios:
+        finding = run.load(_stage(scenario))
+        if finding is None:
+            finding = to_json(_run_scenario(spec, scenario, data, make_model, torch_device, progress, out_dir))
+            run.save(_stage(scenario), finding)
+        findings.append(finding)
 
-    scenarios = [
-        _run_scenario(spec, scenario, data, make_model, torch_device, progress, out_dir) for scenario in spec.scenario
-    ]
     report = {
         "schema_version": SCHEMA_VERSION,
         "spec": {"origin": loaded.origin, **spec.model_dump(mode="json")},
+        "quick": quick,
+        "only": [s.name for s in scenarios] if only else None,
         "environment": environment_manifest(torch_device, spec.seed, loaded.sha256, data.sha256()),
-        "baselines": {
-            "centralized": {
-                **to_json(UtilityFinding(centralized.utility.auc, centralized.utility.accuracy, centralized.per_site)),
-                "train_seconds": centralized.train_seconds,
-            },
-            "local_only": {
-                **to_json(
-                    LocalOnlyFinding(
-                        local_only.auc, local_only.accuracy, local_only.per_site,
-                        per_site_on_test=[
-                            {"site": s.site, "auc": u.auc, "accuracy": u.accuracy}
-                            for s, u in zip(local_only.per_site, local_only.per_site_on_test)
-                        ],
-                    )
-                ),
-                "train_seconds": local_only.train_seconds,
-            },
-        },
-        "scenarios": [to_json(s) for s in scenarios],
-        "wall_seconds": time.perf_counter() - started,
+        "baselines": baselines,
+        "scenarios": findings,
+        # Compute time of the whole audit, summed over its stages (also across a resume).
+        "wall_seconds": prepare_seconds
+        + baselines["centralized"]["train_seconds"]
+        + baselines["local_only"]["train_seconds"]
+        + sum(f["cost"]["wall_seconds"] + f["attack_seconds"] for f in findings),
     }
     write_json(out_dir / REPORT_JSON, report)
-    write_atomic(out_dir / "report.md", render_markdown(report))
+    render_reports(report, out_dir)
     return report
+
+
+def _stage(scenario: ScenarioSpec) -> str:
+    return f"scenario-{scenario.name}"
+
+
+def _selected(spec: AuditSpec, only: Sequence[str] | None) -> list[ScenarioSpec]:
+    if not only:
+        return list(spec.scenario)
+    names = [s.name for s in spec.scenario]
+    unknown = [name for name in only if name not in names]
+    if unknown:
+        raise SpecError(f"--only {unknown[0]}: no such scenario in the spec; it has {', '.join(names)}")
+    return [s for s in spec.scenario if s.name in only]
+
+
+def _scenario_units(spec: AuditSpec) -> float:
+    """A scenario's work in rounds of training: its own federation and its attacks' federations."""
+    rounds = spec.federation.rounds
+    units = rounds
+    if spec.attacks.inversion is not None:
+        units += rounds  # the probes' training, plus the optimisation, is of the order of one federation
+    membership = spec.attacks.membership
+    if membership is not None:
+        units += rounds * (membership.shadow_models + (membership.canaries > 0))
+    return units
+
+
+def _run_baselines(
+    spec: AuditSpec,
+    data: FederatedData,
+    make_model: Callable[[], torch.nn.Module],
+    device: torch.device,
+    progress: AuditProgress,
+) -> dict[str, Any]:
+    budget = baseline_training(spec.federation.local_training(), spec.federation.rounds)
+    rounds = spec.federation.rounds
+    with progress.task("baseline: centralized", 1, units_per_step=rounds) as advance:
+        centralized = train_centralized(data, make_model, budget, spec.seed, device)
+        advance()
+    with progress.task("baseline: local-only", len(data.sites), units_per_step=rounds / len(data.sites)) as advance:
+        local_only = train_local_only(data, make_model, budget, spec.seed, device, on_site=lambda _: advance())
+    return {
+        "centralized": {
+            **to_json(UtilityFinding(centralized.utility.auc, centralized.utility.accuracy, centralized.per_site)),
+            "train_seconds": centralized.train_seconds,
+        },
+        "local_only": {
+            **to_json(
+                LocalOnlyFinding(
+                    local_only.auc, local_only.accuracy, local_only.per_site,
+                    per_site_on_test=[
+                        {"site": s.site, "auc": u.auc, "accuracy": u.accuracy}
+                        for s, u in zip(local_only.per_site, local_only.per_site_on_test)
+                    ],
+                )
+            ),
+            "train_seconds": local_only.train_seconds,
+        },
+    }
 
 
 def _run_scenario(
@@ -152,20 +236,27 @@ def _run_scenario(
     with progress.task(f"scenario {scenario.name}: rounds", spec.federation.rounds) as advance:
         result = federation.run(on_round=lambda _: advance())
     wall = time.perf_counter() - started
+    rounds = spec.federation.rounds
     attacks: list[InversionFinding | MembershipFinding] = []
     canary = None
+    attacks_started = time.perf_counter()
     if spec.attacks.inversion is not None:
-        with progress.task(f"scenario {scenario.name}: inversion attack", 1) as advance:
+        with progress.task(f"scenario {scenario.name}: inversion attack", 1, units_per_step=rounds) as advance:
             attacks.append(audit_inversion(spec, scenario, data, build_federation, out_dir))
             advance()
     if spec.attacks.membership is not None:
         federation.state.set(result.trace.final_global.to(device))
-        with progress.task(f"scenario {scenario.name}: reference models", spec.attacks.membership.shadow_models) as advance:
+        membership = spec.attacks.membership
+        with progress.task(
+            f"scenario {scenario.name}: membership (reference federations)",
+            membership.shadow_models + (membership.canaries > 0), units_per_step=rounds,
+        ) as advance:
             found, canary = audit_membership(
                 spec, scenario, data, build_federation, federation.model, device, out_dir / "cache",
                 on_reference=lambda _: advance(),
             )
         attacks.extend(found)
+    attack_seconds = time.perf_counter() - attacks_started
     privacy = _privacy(result, attacks, canary)
     return ScenarioFinding(
         name=scenario.name,
@@ -182,6 +273,8 @@ def _run_scenario(
         attacks=attacks,
         rounds=_rounds(result),
         verdict=judge(spec.thresholds, privacy, attacks),
+        attack_seconds=attack_seconds,
+        parameters=federation.state.numel,
     )
 
 

@@ -1,0 +1,120 @@
+"""report.html: one self-contained page (figures embedded, no script, no network) rendered from report.json.
+
+The template autoescapes: scenario names and reasons come from a user's spec
+and must never become markup.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from fedsecure.audit import figures
+from fedsecure.audit.compliance import audit_scope, scenario_compliance
+from fedsecure.audit.formatting import bytes_text, epsilon_text, number, rate_text, signed, verdict_text
+from fedsecure.audit.summary import COST_COLUMNS, SUMMARY_COLUMNS, cost_rows, summary_rows
+
+
+@dataclass(frozen=True)
+class EmbeddedFigure:
+    """A figure as the page shows it: an image carried inside the page as a data URI."""
+
+    id: str
+    title: str
+    caption: str
+    data_uri: str | None  # None: its file was not found (the caption says so)
+    width: int | None = None  # display width in pixels for pixel images (None: the figure's own size)
+
+
+PIXEL_SCALE = 4  # reconstruction grids are tiny images: shown 4x, pixels kept sharp
+MAX_GRID_WIDTH = 960
+
+
+def _png_width(content: bytes) -> int:
+    return int.from_bytes(content[16:20], "big")  # IHDR, the first chunk, starts with the width
+
+
+def _data_uri(content: bytes, mime: str) -> str:
+    return f"data:{mime};base64,{base64.b64encode(content).decode('ascii')}"
+
+
+def report_figures(report: dict[str, Any], report_dir: Path) -> list[EmbeddedFigure]:
+    """Every figure the report has data for, in page order.
+
+    Args:
+        report: the parsed report.json.
+        report_dir: its directory (reconstruction grids are files beside it).
+    """
+    drawn = [
+        ("frontier", "Privacy-utility frontier", figures.frontier_figure(report),
+         "Test AUC of each scenario against the accountant's epsilon (left; no DP at the right edge) and against "
+         "the measured attack success (right). Reference lines: the centralized and local-only baselines."),
+        ("utility-rounds", "Utility over rounds", figures.utility_figure(report),
+         "Test AUC of the global model after each round."),
+        ("roc", "Membership inference ROC (log-log)", figures.roc_figure(report),
+         "ROC curves of the membership attacks on the released model, on log axes so that the low false-positive "
+         "region, where an attack is dangerous, is visible. Below the vertical line there are too few non-members "
+         "to resolve the rate."),
+        ("epsilon-rounds", "Epsilon over rounds", figures.epsilon_figure(report),
+         "The privacy budget spent after each round, by the scenario's accountant; dashed: the target."),
+    ]
+    embedded = [
+        EmbeddedFigure(id=f"fig-{name}", title=title, caption=caption,
+                       data_uri=_data_uri(svg.encode("utf-8"), "image/svg+xml"))
+        for name, title, svg, caption in drawn
+        if svg is not None
+    ]
+    for scenario in report["scenarios"]:
+        for attack in scenario["attacks"]:
+            if attack["attack"] != "inversion" or not attack.get("figure"):
+                continue
+            path = (report_dir / attack["figure"]).resolve()
+            found = path.is_file() and path.is_relative_to(report_dir.resolve())
+            grid = path.read_bytes() if found else b""
+            embedded.append(EmbeddedFigure(
+                id=f"fig-inversion-{scenario['name']}",
+                title=f"Reconstructions: {scenario['name']}",
+                caption=(
+                    f"{attack['method']} from the {attack['position']} position. Rows: the true images, the "
+                    "reconstructions, the attacker's prior image."
+                    if found else f"The grid's file {attack['figure']} was not found beside report.json."
+                ),
+                data_uri=_data_uri(grid, "image/png") if found else None,
+                width=min(PIXEL_SCALE * _png_width(grid), MAX_GRID_WIDTH) if found else None,
+            ))
+    return embedded
+
+
+def _environment() -> jinja2.Environment:
+    environment = jinja2.Environment(
+        loader=jinja2.PackageLoader("fedsecure", "audit/templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    environment.filters.update(
+        number=number, signed=signed, bytes=bytes_text, verdict=verdict_text, epsilon=epsilon_text, rate=rate_text
+    )
+    return environment
+
+
+def render_html(report: dict[str, Any], report_dir: Path) -> str:
+    """The HTML report of ``report`` (read from ``report_dir/report.json``)."""
+    scenarios = report["scenarios"]
+    return _environment().get_template("report.html.j2").render(
+        report=report,
+        summary_columns=SUMMARY_COLUMNS,
+        summary_rows=summary_rows(report),
+        cost_columns=COST_COLUMNS,
+        cost_rows=cost_rows(report),
+        figures=report_figures(report, report_dir),
+        inversions=[(s["name"], a) for s in scenarios for a in s["attacks"] if a["attack"] == "inversion"],
+        memberships=[(s, a) for s in scenarios for a in s["attacks"] if a["attack"] == "membership"],
+        scope=audit_scope(report),
+        compliance=scenario_compliance(report),
+    )

@@ -1,0 +1,70 @@
+"""Rendering report.md and report.html from report.json (after an audit, or again with ``fedsecure report``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from fedsecure.audit.findings import SCHEMA_VERSION
+from fedsecure.audit.html import render_html
+from fedsecure.audit.markdown import render_markdown
+from fedsecure.audit.output import REPORT_JSON, write_atomic
+from fedsecure.errors import OutputError
+
+REPORT_MD = "report.md"
+REPORT_HTML = "report.html"
+
+
+def render_reports(report: dict[str, Any], report_dir: Path) -> list[Path]:
+    """Write report.md and report.html beside report.json; returns their paths.
+
+    Both are rendered before either is written, so a rendering error leaves
+    the earlier files as they were.
+    """
+    rendered = {report_dir / REPORT_MD: render_markdown(report), report_dir / REPORT_HTML: render_html(report, report_dir)}
+    for path, text in rendered.items():
+        write_atomic(path, text)
+    return list(rendered)
+
+
+def load_report(report_dir: Path) -> dict[str, Any]:
+    """The report.json of an audit directory.
+
+    Raises:
+        OutputError: no such directory or report, or not a report this version can render.
+    """
+    path = report_dir / REPORT_JSON
+    if not report_dir.is_dir():
+        raise OutputError(f"{report_dir}: no such audit directory")
+    if not path.is_file():
+        stages = report_dir / "stages"
+        hint = "; the audit did not finish: `fedsecure audit SPEC --out DIR --resume` completes it" if stages.is_dir() else ""
+        raise OutputError(f"{path}: no such report{hint}")
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise OutputError(f"{path}: not a readable JSON report ({exc})") from None
+    if not isinstance(report, dict) or "schema_version" not in report:
+        raise OutputError(f"{path}: not a fedsecure report (no schema_version)")
+    major = str(report["schema_version"]).split(".")[0]
+    if major != SCHEMA_VERSION.split(".")[0]:
+        raise OutputError(
+            f"{path}: report schema {report['schema_version']} cannot be rendered by this fedsecure (schema {SCHEMA_VERSION})"
+        )
+    return report
+
+
+def rerender(report_dir: Path) -> list[Path]:
+    """Render report.md and report.html again from ``report_dir/report.json``.
+
+    Raises:
+        OutputError: as :func:`load_report`, or the report lacks a field the renderers need.
+    """
+    report = load_report(report_dir)
+    try:
+        return render_reports(report, report_dir)
+    except (KeyError, TypeError, ValueError, AttributeError, jinja2.TemplateError) as exc:
+        raise OutputError(f"{report_dir / REPORT_JSON}: incomplete or altered report ({type(exc).__name__}: {exc})") from None

@@ -1,0 +1,128 @@
+"""An audit's output directory: finished stages kept atomically, so that an interrupted audit resumes.
+
+Layout::
+
+    DIR/report.json, report.md, report.html    written when every stage is done
+    DIR/stages/run.json                          which run this directory belongs to
+    DIR/stages/<stage>.json                      one finished stage (baselines, a scenario)
+    DIR/figures/, DIR/cache/                     figures and reference-model caches
+
+A stage file is written with one atomic rename, after the stage's work is
+complete: a killed process leaves whole stages or none, never half of one.
+Every random stream derives from the spec's seed, so a stage run after a
+resume gives the numbers it would have given in the uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from fedsecure.audit.output import REPORT_JSON, write_json
+from fedsecure.errors import OutputError
+
+STAGES = "stages"
+RUN_FILE = "run.json"
+
+
+@dataclass(frozen=True)
+class RunIdentity:
+    """What makes two runs the same run: only then may one continue the other."""
+
+    spec_name: str
+    spec_sha256: str
+    quick: bool
+    device: str
+
+
+class RunDirectory:
+    """The output directory of one audit run.
+
+    Opening it refuses a directory that holds another spec's results, or this
+    spec's results when ``resume`` is false (nothing already written is lost).
+    """
+
+    def __init__(self, root: Path, identity: RunIdentity, resume: bool) -> None:
+        self.root = root
+        self.identity = identity
+        if root.exists() and not root.is_dir():
+            raise OutputError(f"{root}: exists and is not a directory")
+        earlier = self._earlier_run()
+        if earlier is not None:
+            self._check_continues(earlier, resume)
+        self.resumed = earlier is not None
+
+    @property
+    def stages(self) -> Path:
+        return self.root / STAGES
+
+    @property
+    def finished(self) -> bool:
+        """Whether a complete report of this run is already there."""
+        return (self.root / REPORT_JSON).is_file()
+
+    def begin(self) -> None:
+        """Claim the directory for this run (idempotent)."""
+        write_json(self.stages / RUN_FILE, asdict(self.identity))
+
+    def load(self, stage: str) -> dict[str, Any] | None:
+        """A finished stage's result, or None when it has not finished."""
+        path = self._stage_path(stage)
+        if not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            raise OutputError(f"{path}: unreadable stage result; delete it to run that stage again") from None
+
+    def save(self, stage: str, result: dict[str, Any]) -> None:
+        """Record a finished stage, atomically."""
+        write_json(self._stage_path(stage), result)
+
+    def _stage_path(self, stage: str) -> Path:
+        return self.stages / f"{stage}.json"
+
+    def _earlier_run(self) -> dict[str, Any] | None:
+        """The identity of the run whose results the directory holds, if any."""
+        run_file = self.stages / RUN_FILE
+        report = self.root / REPORT_JSON
+        if run_file.is_file():
+            try:
+                return json.loads(run_file.read_text())
+            except (OSError, ValueError):
+                raise OutputError(f"{run_file}: unreadable; choose another --out") from None
+        if report.is_file():
+            try:
+                existing = json.loads(report.read_text())
+                return {
+                    "spec_name": existing["spec"]["name"],
+                    "spec_sha256": existing["environment"]["spec_sha256"],
+                    "quick": existing.get("quick", False),
+                    "device": existing["environment"]["device"],
+                }
+            except (OSError, ValueError, KeyError, TypeError):
+                raise OutputError(f"{report}: exists and is not a fedsecure report; choose another --out") from None
+        return None
+
+    def _check_continues(self, earlier: dict[str, Any], resume: bool) -> None:
+        mine = self.identity
+        if earlier.get("spec_sha256") != mine.spec_sha256:
+            raise OutputError(
+                f"{self.root}: holds the results of another spec ({earlier.get('spec_name')!r}); choose another --out"
+            )
+        if bool(earlier.get("quick")) != mine.quick:
+            kind = "a --quick run" if earlier.get("quick") else "a full run"
+            raise OutputError(f"{self.root}: holds {kind} of this spec; choose another --out")
+        if not resume:
+            state = "a finished" if self.finished else "an unfinished"
+            raise OutputError(
+                f"{self.root}: holds {state} run of this spec; pass --resume to continue it "
+                "(or `fedsecure report` to re-render it), or choose another --out"
+            )
+        if earlier.get("device") != mine.device:
+            raise OutputError(
+                f"{self.root}: was started on {earlier.get('device')}; resume it there (--device "
+                f"{earlier.get('device')}) so that every stage's numbers come from the same device"
+            )

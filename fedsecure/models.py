@@ -22,6 +22,7 @@ import torch
 from monai.networks.nets import Classifier, DenseNet121
 from torch import nn
 
+from fedsecure.errors import NotSupportedError
 from fedsecure.registry import Registry
 from fedsecure.seeding import derive_seed
 
@@ -178,6 +179,9 @@ def make_dp_compatible(model: nn.Module) -> nn.Module:
     layers become GroupNorm (and other unsupported layers are replaced as
     Opacus knows how), with a warning, because this changes the architecture
     the user asked for.
+
+    Raises:
+        NotSupportedError: a layer Opacus flags has no replacement.
     """
     from opacus.validators import ModuleValidator
 
@@ -185,6 +189,12 @@ def make_dp_compatible(model: nn.Module) -> nn.Module:
     if not problems:
         return model
     fixed = ModuleValidator.fix(model)
+    remaining = ModuleValidator.validate(fixed, strict=False)
+    if remaining:
+        raise NotSupportedError(
+            f"{type(model).__name__} cannot be trained with DP-SGD: Opacus cannot replace "
+            f"{'; '.join(sorted({str(p) for p in remaining}))}"
+        )
     warnings.warn(
         f"{type(model).__name__} has {len(problems)} layers DP-SGD cannot train (BatchNorm and the like); "
         "replaced them with Opacus's ModuleValidator.fix (BatchNorm -> GroupNorm): "

@@ -100,7 +100,7 @@ class RunDirectory:
                     "spec_name": existing["spec"]["name"],
                     "spec_sha256": existing["environment"]["spec_sha256"],
                     "quick": existing.get("quick", False),
-                    "device": existing["environment"]["device"],
+                    "device": existing["environment"].get("device"),
                 }
             except (OSError, ValueError, KeyError, TypeError):
                 raise OutputError(f"{report}: exists and is not a fedsecure report; choose another --out") from None

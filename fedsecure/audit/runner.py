@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from functools import partial
@@ -38,7 +39,7 @@ from fedsecure.devices import resolve_device
 from fedsecure.errors import SpecError
 from fedsecure.fl.baselines import baseline_training, train_centralized, train_local_only
 from fedsecure.fl.federation import Federation, FederationResult
-from fedsecure.models import build_model
+from fedsecure.models import build_model, make_dp_compatible
 
 Advance = Callable[[], None]
 BASELINES = "baselines"
@@ -113,9 +114,10 @@ def run_audit(
     with progress.task("preparing data", 1, units_per_step=0) as advance:
         data = federate(spec.data.source_instance(spec.seed), spec.data.sites, spec.data.partitioner(), spec.seed)
         advance()
+    make_model = partial(build_model, spec.model.name, data.in_channels, data.n_classes, data.image_size, spec.seed)
+    _check_dp_models(scenarios, make_model)
     prepare_seconds = time.perf_counter() - started
     run.begin()
-    make_model = partial(build_model, spec.model.name, data.in_channels, data.n_classes, data.image_size, spec.seed)
 
     baselines = run.load(BASELINES)
     pending = [s for s in scenarios if run.load(_stage(s)) is None]
@@ -148,6 +150,14 @@ def run_audit(
     write_json(out_dir / REPORT_JSON, report)
     render_reports(report, out_dir)
     return report
+
+
+def _check_dp_models(scenarios: list[ScenarioSpec], make_model: Callable[[], torch.nn.Module]) -> None:
+    """Fail before any training when DP-SGD cannot train the model (it would fail hours later otherwise)."""
+    if any(s.dp is not None and s.dp.level == "sample" for s in scenarios):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the scenario warns about the replaced layers when it trains
+            make_dp_compatible(make_model())
 
 
 def _stage(scenario: ScenarioSpec) -> str:

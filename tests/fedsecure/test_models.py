@@ -2,7 +2,9 @@ import pytest
 import torch
 from opacus.validators import ModuleValidator
 
-from fedsecure.errors import UnknownNameError
+from torch import nn
+
+from fedsecure.errors import NotSupportedError, UnknownNameError
 from fedsecure.models import MODELS, build_model, make_dp_compatible, normalization_state_names
 
 
@@ -47,3 +49,26 @@ def test_normalization_state_names_cover_groupnorm_and_batchnorm():
     names = normalization_state_names(densenet)
     assert any(n.endswith("running_mean") for n in names)
     assert not any("conv" in n.rsplit(".", 2)[-2] for n in names)
+
+
+class _Unfixable(nn.Module):
+    """A layer a user taught Opacus to flag (as Opacus's validator registry intends) but gave no replacement."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(4, 2))
+
+    def forward(self, x):
+        return x @ self.weight
+
+
+def test_a_model_opacus_cannot_fix_is_refused():
+    from opacus.validators import ModuleValidator, register_module_validator
+    from opacus.validators.errors import UnsupportedModuleError
+
+    register_module_validator(_Unfixable)(lambda module: [UnsupportedModuleError("custom layer without a DP replacement")])
+    try:
+        with pytest.raises(NotSupportedError, match="cannot be trained with DP-SGD: Opacus cannot replace .*custom layer"):
+            make_dp_compatible(nn.Sequential(nn.BatchNorm1d(4), _Unfixable()))
+    finally:
+        ModuleValidator.VALIDATORS.pop(_Unfixable)

@@ -187,9 +187,13 @@ def _leakage(scenario: dict[str, Any]) -> list[str]:
             )
     canary = scenario["privacy"].get("canary_audit")
     if canary:
+        found = (
+            f"so epsilon is at least {number(canary['epsilon_lb'], 2)}" if canary["epsilon_lb"] > 0
+            else "which does not show any epsilon above 0"
+        )
         lines.append(
-            f"One-run canary audit: {canary['correct']} of {canary['guesses']} guesses right, so epsilon is at least "
-            f"{number(canary['epsilon_lb'], 2)} at {number(canary['confidence'], 2)} confidence."
+            f"One-run canary audit: {canary['correct']} of {canary['guesses']} guesses right on {canary['canaries']} "
+            f"mislabelled canaries, {found} (at {number(canary['confidence'], 2)} confidence)."
         )
     if not lines:
         lines.append("Not measured: the spec runs no attacks against this scenario.")
@@ -238,7 +242,7 @@ def _limits(report: dict[str, Any], scenario: dict[str, Any]) -> list[str]:
     for attack in attacks:
         if attack["attack"] == "inversion" and attack["status"] == "ok":
             lines.append(
-                f"Inversion was run on {attack['images']} images of one site, {attack['batch_size']} per update; "
+                f"Inversion was run on {attack['images']} images of one site, {attack['batch_size']} image(s) per update; "
                 "larger batches and more local steps make it harder, so the result holds for this setting."
             )
             break

@@ -91,7 +91,7 @@ def frontier_figure(report: dict[str, Any]) -> str:
             for s in scenarios
         ], colors)
         by_epsilon.set_xscale("log")
-        ticks = sorted({*finite, infinity})
+        ticks = _spaced(sorted({*finite, infinity}))
         by_epsilon.set_xticks(ticks, [("no DP" if t == infinity else f"{t:.3g}") for t in ticks])
         by_epsilon.minorticks_off()
         by_epsilon.set_xlim(min(ticks) / 2, infinity * 2)
@@ -116,6 +116,17 @@ def frontier_figure(report: dict[str, Any]) -> str:
                            fontsize=7, va="bottom")
         by_attack.legend(loc="lower right", fontsize=7)
         return _svg(figure)
+
+
+def _spaced(ticks: list[float], gap: float = 1.15) -> list[float]:
+    """Ticks on a log axis far enough apart that their labels do not overlap (7.99 and 8 become one)."""
+    kept: list[float] = []
+    for tick in ticks:
+        if not kept or tick / kept[-1] >= gap:
+            kept.append(tick)
+        elif tick == ticks[-1]:
+            kept[-1] = tick  # the last tick (no DP) always keeps its place
+    return kept
 
 
 def _attack_axis(scenarios: list[dict[str, Any]]) -> tuple[str | None, list[tuple[str, float, float]], list[str]]:
@@ -195,9 +206,11 @@ def utility_figure(report: dict[str, Any]) -> str | None:
     with matplotlib.rc_context(STYLE):
         figure, (axes,) = _new(5.2, 3.4)
         colors = _colors(report)
-        for s in scenarios:
+        for i, s in enumerate(scenarios):
             points = [(r["round"], r["auc"]) for r in s["rounds"] if r["auc"] is not None]
-            axes.plot(*zip(*points), marker="o", markersize=3, label=s["name"], color=colors[s["name"]])
+            # Earlier lines are wider, so that identical runs (plain and CKKS are bit-identical) both show.
+            width = 1.2 + 2.0 * (len(scenarios) - 1 - i) / max(len(scenarios) - 1, 1)
+            axes.plot(*zip(*points), marker="o", markersize=3, linewidth=width, label=s["name"], color=colors[s["name"]])
         _baseline_lines(axes, report)
         _round_axis(axes)
         axes.set_ylabel("test AUC")

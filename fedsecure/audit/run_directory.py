@@ -35,6 +35,7 @@ class RunIdentity:
     spec_sha256: str
     quick: bool
     device: str
+    fedsecure: str | None  # stages computed by two versions are not one run
 
 
 class RunDirectory:
@@ -101,6 +102,7 @@ class RunDirectory:
                     "spec_sha256": existing["environment"]["spec_sha256"],
                     "quick": existing.get("quick", False),
                     "device": existing["environment"].get("device"),
+                    "fedsecure": existing["environment"].get("fedsecure"),
                 }
             except (OSError, ValueError, KeyError, TypeError):
                 raise OutputError(f"{report}: exists and is not a fedsecure report; choose another --out") from None
@@ -120,6 +122,11 @@ class RunDirectory:
             raise OutputError(
                 f"{self.root}: holds {state} run of this spec; pass --resume to continue it "
                 "(or `fedsecure report` to re-render it), or choose another --out"
+            )
+        if earlier.get("fedsecure") != mine.fedsecure:
+            raise OutputError(
+                f"{self.root}: was started by fedsecure {earlier.get('fedsecure')}, this is {mine.fedsecure}; "
+                "finish it with that version, or choose another --out"
             )
         if earlier.get("device") != mine.device:
             raise OutputError(

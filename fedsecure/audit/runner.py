@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 import torch
 
-from fedsecure.audit.environment import environment_manifest
+from fedsecure.audit.environment import environment_manifest, package_versions
 from fedsecure.audit.findings import (
     SCHEMA_VERSION,
     CanaryAuditFinding,
@@ -108,7 +108,8 @@ def run_audit(
     spec = quick_spec(loaded.spec) if quick else loaded.spec
     scenarios = _selected(spec, only)
     torch_device = resolve_device(device)
-    run = RunDirectory(out_dir, RunIdentity(spec.name, loaded.sha256, quick, str(torch_device)), resume)
+    identity = RunIdentity(spec.name, loaded.sha256, quick, str(torch_device), package_versions()["fedsecure"])
+    run = RunDirectory(out_dir, identity, resume)
     started = time.perf_counter()
 
     with progress.task("preparing data", 1, units_per_step=0) as advance:

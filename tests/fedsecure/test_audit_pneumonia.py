@@ -1,18 +1,23 @@
 """End to end on the real shared chest X-rays: the foundation's acceptance run."""
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 
 from fedsecure.audit import load_spec, run_audit
+from fedsecure.audit.spec import AttacksSpec
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
 def test_fedavg_on_four_dirichlet_sites_beats_local_only(pneumonia_path, tmp_path):
-    loaded = load_spec(REPO / "audits" / "pneumoniamnist.toml", data_path=pneumonia_path)
+    shipped = load_spec(REPO / "audits" / "pneumoniamnist.toml", data_path=pneumonia_path)
+    assert shipped.spec.attacks.inversion is not None and shipped.spec.attacks.membership is not None
+    # The attacks take half an hour on CPU; the foundation's contract is checked without them.
+    loaded = dataclasses.replace(shipped, spec=shipped.spec.model_copy(update={"attacks": AttacksSpec()}))
     assert (loaded.spec.data.sites, loaded.spec.data.partition, loaded.spec.data.alpha) == (4, "dirichlet", 0.5)
     assert (loaded.spec.federation.strategy, loaded.spec.federation.rounds, loaded.spec.model.name) == ("fedavg", 20, "cnn")
     report = run_audit(loaded, tmp_path, device="cpu")

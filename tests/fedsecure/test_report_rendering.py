@@ -196,3 +196,13 @@ def test_html_report_renders_in_headless_chromium(audited, tmp_path):
     assert len(messages) == 1 and "FIGURES " in messages[0], probed.stderr
     decoded = json.loads(messages[0].split("FIGURES ", 1)[1].rsplit('", source:', 1)[0])
     assert decoded == dict.fromkeys(FIGURES, True)
+
+
+def test_a_report_cannot_embed_files_from_outside_its_directory(audited, tmp_path):
+    outside = tmp_path / "secret.png"
+    outside.write_bytes((audited / "figures" / "inversion-plain.png").read_bytes())
+    report = json.loads((audited / "report.json").read_text())
+    report["scenarios"][0]["attacks"][0]["figure"] = str(Path("..") / ".." / outside)
+    page = render_html(report, audited)
+    assert page.count('src="data:image/png;base64,') == 1
+    assert "was not found beside report.json" in page

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from fedsecure.audit import run_audit
+from fedsecure.audit import load_spec, run_audit
 from fedsecure.audit.quick import QUICK_REFERENCE_MODELS, QUICK_ROUNDS, quick_spec
+from fedsecure.audit.run_directory import RunDirectory, RunIdentity
 from fedsecure.audit.spec import parse_spec
 from fedsecure.errors import OutputError, SpecError
 
@@ -47,8 +49,8 @@ name = "ckks"
 protocol = "ckks"
 
 [[scenario]]
-name = "sample-dp"
-dp = { level = "sample", epsilon = 8.0, delta = 1e-3, clip = 1.0 }
+name = "client-dp"
+dp = { level = "client", epsilon = 8.0, delta = 1e-3, clip = 0.5, placement = "central" }
 
 [attacks]
 membership = { method = "lira", shadow_models = 2, canaries = 10 }
@@ -102,12 +104,11 @@ def test_a_killed_audit_resumes_to_the_uninterrupted_report(spec_file, tmp_path)
     assert first_scenario.exists(), "the audit ended before its first scenario was kept"
     assert not (out / "report.json").exists(), "killed too late: the audit had finished"
     kept = sorted(p.name for p in (out / "stages").iterdir())
-    assert "baselines.json" in kept and "scenario-sample-dp.json" not in kept
+    assert "baselines.json" in kept and "scenario-client-dp.json" not in kept
     before = first_scenario.stat().st_mtime_ns
 
-    refused = audit_process(spec_file, out)  # without --resume: nothing is overwritten
-    assert refused.wait(timeout=120) == 2
-    assert "pass --resume to continue it" in refused.stderr.read()
+    with pytest.raises(OutputError, match="holds an unfinished run of this spec; pass --resume to continue it"):
+        run_audit(load_spec(spec_file), out, device="cpu")  # without --resume nothing is overwritten
 
     resumed = audit_process(spec_file, out, "--resume")
     assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
@@ -148,10 +149,10 @@ def test_only_runs_the_named_scenarios_and_a_resume_adds_the_rest(tmp_path):
     assert "Only these scenarios were run (--only): ckks" in (out / "report.md").read_text()
     kept = (out / "stages" / "scenario-ckks.json").stat().st_mtime_ns
     whole = run_audit(loaded, out, device="cpu", resume=True)
-    assert [s["name"] for s in whole["scenarios"]] == ["plain", "ckks", "sample-dp"] and whole["only"] is None
+    assert [s["name"] for s in whole["scenarios"]] == ["plain", "ckks", "client-dp"] and whole["only"] is None
     assert (out / "stages" / "scenario-ckks.json").stat().st_mtime_ns == kept
     assert whole["scenarios"][1] == partial["scenarios"][0]
-    with pytest.raises(SpecError, match="--only nope: no such scenario in the spec; it has plain, ckks, sample-dp"):
+    with pytest.raises(SpecError, match="--only nope: no such scenario in the spec; it has plain, ckks, client-dp"):
         run_audit(loaded, tmp_path / "other", device="cpu", only=["nope"])
 
 
@@ -173,3 +174,23 @@ def test_quick_report_says_it_is_not_evidence(tmp_path):
     assert report["quick"] is True and report["spec"]["federation"]["rounds"] == QUICK_ROUNDS
     assert "Quick run" in (tmp_path / "report.md").read_text()
     assert 'id="quick-banner"' in (tmp_path / "report.html").read_text()
+
+
+def test_a_run_continues_only_with_the_same_identity(tmp_path):
+    mine = RunIdentity(spec_name="s", spec_sha256="a" * 64, quick=False, device="cpu", fedsecure="0.1.0")
+    RunDirectory(tmp_path, mine, resume=False).begin()
+    assert RunDirectory(tmp_path, mine, resume=True).resumed
+    refusals = {
+        "pass --resume to continue it": (mine, False),
+        "holds the results of another spec": (dataclasses.replace(mine, spec_sha256="b" * 64), True),
+        "holds a full run of this spec": (dataclasses.replace(mine, quick=True), True),
+        "was started by fedsecure 0.1.0, this is 0.2.0": (dataclasses.replace(mine, fedsecure="0.2.0"), True),
+        "was started on cpu; resume it there": (dataclasses.replace(mine, device="cuda:0"), True),
+    }
+    for message, (identity, resume) in refusals.items():
+        with pytest.raises(OutputError, match=re.escape(message)):
+            RunDirectory(tmp_path, identity, resume=resume)
+    (tmp_path / "stages" / "scenario-x.json").write_text("{half a fil")
+    with pytest.raises(OutputError, match="unreadable stage result; delete it to run that stage again"):
+        RunDirectory(tmp_path, mine, resume=True).load("scenario-x")
+    assert RunDirectory(tmp_path, mine, resume=True).load("scenario-y") is None

@@ -9,40 +9,16 @@ import pytest
 
 from fedsecure.audit import load_spec, run_audit
 from fedsecure.audit.spec import parse_spec
+from tests.fedsecure.tiny_specs import PLAIN_AND_CKKS, TINY_DATA, tiny_spec
 
 REPO = Path(__file__).resolve().parents[2]
 
-# Two small sites of 16-pixel synthetic images and DLG's LeNet: fast, and LeNet leaks.
-TINY_DATA = """
-[data]
-source = "synthetic"
-sites = 2
-partition = "iid"
-train_samples = 40
-val_samples = 4
-test_samples = 40
-image_size = 16
-
-[model]
-name = "lenet-dlg"
-"""
-
-SPEC = """
-name = "inversion-tiny"
-seed = 1
-""" + TINY_DATA + """
+SPEC = tiny_spec("inversion-tiny", 1, """
 [federation]
 strategy = "fedsgd"
 rounds = 2
 lr = 0.1
-
-[[scenario]]
-name = "plain"
-
-[[scenario]]
-name = "ckks"
-protocol = "ckks"
-
+""", PLAIN_AND_CKKS, """
 [[scenario]]
 name = "client-dp"
 dp = { level = "client", epsilon = 8.0, delta = 1e-3, clip = 0.5, placement = "distributed" }
@@ -52,7 +28,7 @@ inversion = { method = "idlg", images = 2, batch_size = 1, iterations = 150 }
 
 [thresholds]
 max_reconstruction_psnr_gain = 1.0
-"""
+""")
 
 
 def test_each_protocol_gives_the_server_its_own_view(tmp_path):

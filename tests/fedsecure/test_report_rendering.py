@@ -19,35 +19,10 @@ from fedsecure.audit.markdown import render_markdown
 from fedsecure.audit.rendering import rerender
 from fedsecure.audit.spec import parse_spec
 from fedsecure.errors import OutputError
+from tests.fedsecure.tiny_specs import PLAIN_AND_CKKS, TINY_FEDAVG, tiny_spec
 
 # Every kind of scenario and both attacks, small enough to run in seconds.
-SPEC = """
-name = "report-tiny"
-seed = 1
-
-[data]
-source = "synthetic"
-sites = 2
-partition = "iid"
-train_samples = 40
-val_samples = 20
-test_samples = 40
-image_size = 16
-
-[model]
-name = "lenet-dlg"
-
-[federation]
-rounds = 3
-batch_size = 8
-
-[[scenario]]
-name = "plain"
-
-[[scenario]]
-name = "ckks"
-protocol = "ckks"
-
+SPEC = tiny_spec("report-tiny", 1, TINY_FEDAVG, PLAIN_AND_CKKS, """
 [[scenario]]
 name = "sample-dp"
 dp = { level = "sample", epsilon = 8.0, delta = 1e-3, clip = 1.0 }
@@ -64,7 +39,7 @@ membership = { method = "lira", shadow_models = 2, canaries = 10 }
 [thresholds]
 max_epsilon = 10.0
 max_reconstruction_psnr_gain = 1.0
-"""
+""")
 FIGURES = {"fig-frontier", "fig-utility-rounds", "fig-roc", "fig-epsilon-rounds", "fig-inversion-plain", "fig-inversion-sample-dp"}
 
 

@@ -18,36 +18,11 @@ from fedsecure.audit.quick import QUICK_REFERENCE_MODELS, QUICK_ROUNDS, quick_sp
 from fedsecure.audit.run_directory import RunDirectory, RunIdentity
 from fedsecure.audit.spec import parse_spec
 from fedsecure.errors import OutputError, SpecError
+from tests.fedsecure.tiny_specs import PLAIN_AND_CKKS, TINY_FEDAVG, tiny_spec
 
 FEDSECURE = Path(sys.executable).with_name("fedsecure")
 
-SPEC = """
-name = "resume-tiny"
-seed = 2
-
-[data]
-source = "synthetic"
-sites = 2
-partition = "iid"
-train_samples = 40
-val_samples = 20
-test_samples = 40
-image_size = 16
-
-[model]
-name = "lenet-dlg"
-
-[federation]
-rounds = 3
-batch_size = 8
-
-[[scenario]]
-name = "plain"
-
-[[scenario]]
-name = "ckks"
-protocol = "ckks"
-
+SPEC = tiny_spec("resume-tiny", 2, TINY_FEDAVG, PLAIN_AND_CKKS, """
 [[scenario]]
 name = "client-dp"
 dp = { level = "client", epsilon = 8.0, delta = 1e-3, clip = 0.5, placement = "central" }
@@ -57,7 +32,7 @@ membership = { method = "lira", shadow_models = 2, canaries = 10 }
 
 [thresholds]
 max_epsilon = 10.0
-"""
+""")
 
 # CKKS encryption is randomised (and must be), and its ciphertexts are compressed: their sizes vary by a few
 # bytes in ten thousand from one run to the next, resumed or not.

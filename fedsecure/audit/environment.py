@@ -7,7 +7,7 @@ from importlib import metadata
 
 import torch
 
-PACKAGES = ("fedsecure", "torch", "monai", "opacus", "tenseal", "numpy", "pydantic", "typer")
+PACKAGES = ("fedsecure", "torch", "monai", "opacus", "tenseal", "numpy", "scipy", "pydantic", "typer", "matplotlib", "jinja2")
 
 
 def package_versions() -> dict[str, str | None]:

@@ -115,6 +115,7 @@ def frontier_figure(report: dict[str, Any]) -> str:
             by_attack.text(0.01, 0.01, "not plotted: " + "; ".join(left_out), transform=by_attack.transAxes,
                            fontsize=7, va="bottom")
         by_attack.legend(loc="lower right", fontsize=7)
+        by_attack.set_ylim(by_epsilon.get_ylim())  # one utility scale across both panels
         return _svg(figure)
 
 

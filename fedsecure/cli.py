@@ -92,6 +92,7 @@ def audit(
     """Train every scenario of SPEC, attack it, and write report.json, report.md and report.html."""
     from fedsecure.audit.formatting import verdict_text
     from fedsecure.audit.rendering import REPORT_HTML, REPORT_MD
+    from fedsecure.audit.run_directory import STAGES
     from fedsecure.audit.runner import run_audit
     from fedsecure.audit.spec import load_spec
 
@@ -109,7 +110,7 @@ def audit(
                 loaded, out_dir, device=device, progress=RichProgress(bars), resume=resume, quick=quick, only=only
             )
     except KeyboardInterrupt:
-        if (out_dir / "stages").is_dir():
+        if (out_dir / STAGES).is_dir():
             stderr.print(f"aborted; finished stages are kept in {out_dir}: add --resume to continue", highlight=False, soft_wrap=True)
             sys.exit(130)
         raise

@@ -15,8 +15,18 @@ import jinja2
 
 from fedsecure.audit import figures
 from fedsecure.audit.compliance import audit_scope, scenario_compliance
-from fedsecure.audit.formatting import bytes_text, epsilon_text, number, rate_text, signed, verdict_text
-from fedsecure.audit.summary import COST_COLUMNS, SUMMARY_COLUMNS, cost_rows, summary_rows
+from fedsecure.audit.formatting import number
+from fedsecure.audit.summary import (
+    COST_COLUMNS,
+    INVERSION_COLUMNS,
+    MEMBERSHIP_COLUMNS,
+    SUMMARY_COLUMNS,
+    cost_rows,
+    inversion_rows,
+    membership_confidence,
+    membership_rows,
+    summary_rows,
+)
 
 
 @dataclass(frozen=True)
@@ -97,24 +107,24 @@ def _environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    environment.filters.update(
-        number=number, signed=signed, bytes=bytes_text, verdict=verdict_text, epsilon=epsilon_text, rate=rate_text
-    )
+    environment.filters.update(number=number)
     return environment
 
 
 def render_html(report: dict[str, Any], report_dir: Path) -> str:
     """The HTML report of ``report`` (read from ``report_dir/report.json``)."""
-    scenarios = report["scenarios"]
     return _environment().get_template("report.html.j2").render(
         report=report,
         summary_columns=SUMMARY_COLUMNS,
         summary_rows=summary_rows(report),
         cost_columns=COST_COLUMNS,
         cost_rows=cost_rows(report),
+        inversion_columns=INVERSION_COLUMNS,
+        inversion_rows=inversion_rows(report),
+        membership_columns=MEMBERSHIP_COLUMNS,
+        membership_rows=membership_rows(report),
+        membership_confidence=membership_confidence(report),
         figures=report_figures(report, report_dir),
-        inversions=[(s["name"], a) for s in scenarios for a in s["attacks"] if a["attack"] == "inversion"],
-        memberships=[(s, a) for s in scenarios for a in s["attacks"] if a["attack"] == "membership"],
         scope=audit_scope(report),
         compliance=scenario_compliance(report),
     )

@@ -5,8 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 from fedsecure.audit.compliance import audit_scope, scenario_compliance
-from fedsecure.audit.formatting import number, rate_text, signed, verdict_text
-from fedsecure.audit.summary import COST_COLUMNS, SUMMARY_COLUMNS, cost_rows, summary_rows
+from fedsecure.audit.formatting import number, verdict_text
+from fedsecure.audit.summary import (
+    COST_COLUMNS,
+    INVERSION_COLUMNS,
+    MEMBERSHIP_COLUMNS,
+    SUMMARY_COLUMNS,
+    cost_rows,
+    inversion_rows,
+    membership_confidence,
+    membership_rows,
+    summary_rows,
+)
 
 
 def render_markdown(report: dict[str, Any]) -> str:
@@ -21,10 +31,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"device {env['device']}; fedsecure {env['fedsecure']}, torch {env['torch']}.",
         "",
         *(["> **Quick run**: reduced rounds, data and attacks; a first look, not evidence.", ""] if report.get("quick") else []),
-        "| " + " | ".join(SUMMARY_COLUMNS) + " |",
-        "|" + "---|" * len(SUMMARY_COLUMNS),
+        *_table(SUMMARY_COLUMNS, summary_rows(report)),
     ]
-    lines += ["| " + " | ".join(row) + " |" for row in summary_rows(report)]
     central, local = baselines["centralized"], baselines["local_only"]
     lines += [
         "",
@@ -35,39 +43,20 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"accuracy {number(local['accuracy'])}",
     ]
     lines += ["", "Cost of training and protection (seconds summed over the run, bytes per round over all sites):", ""]
-    lines += ["| " + " | ".join(COST_COLUMNS) + " |", "|" + "---|" * len(COST_COLUMNS)]
-    lines += ["| " + " | ".join(row) + " |" for row in cost_rows(report)]
-    inversions = [(s["name"], a) for s in report["scenarios"] for a in s["attacks"] if a["attack"] == "inversion"]
+    lines += _table(COST_COLUMNS, cost_rows(report))
+    inversions = inversion_rows(report)
     if inversions:
-        lines += [
-            "",
-            "Gradient inversion, judged against the attacker's prior image (the mean public image):",
-            "",
-            "| scenario | attack | position | status | median PSNR | prior PSNR | gain | median SSIM | prior SSIM | labels |",
-            "|---|---|---|---|---|---|---|---|---|---|",
-        ]
-    for name, a in inversions:
-        lines.append(
-            f"| {name} | {a['method']} | {a['position']} | {a['status']} | {number(a['psnr_median'], 1)} "
-            f"| {number(a['prior_psnr_median'], 1)} | {signed(a['psnr_gain_median'])} | {number(a['ssim_median'])} "
-            f"| {number(a['prior_ssim_median'])} | {number(a['label_accuracy'], 2)} |"
-        )
-    memberships = [(s, a) for s in report["scenarios"] for a in s["attacks"] if a["attack"] == "membership"]
-    if memberships:
+        lines += ["", "Gradient inversion, judged against the attacker's prior image (the mean public image):", ""]
+        lines += _table(INVERSION_COLUMNS, inversions)
+    confidence = membership_confidence(report)
+    if confidence is not None:
         lines += [
             "",
             "Membership inference on the released model (TPR at a fixed FPR, with its "
-            f"{number(memberships[0][1]['confidence'], 2)} Clopper-Pearson interval):",
+            f"{number(confidence, 2)} Clopper-Pearson interval):",
             "",
-            "| scenario | attack | position | AUC | TPR at 1% FPR | TPR at 0.1% FPR | advantage | epsilon (accountant) | empirical epsilon lower bound |",
-            "|---|---|---|---|---|---|---|---|---|",
         ]
-    for s, a in memberships:
-        lines.append(
-            f"| {s['name']} | {a['method']} | {a['position']} | {number(a['auc'])} | {rate_text(a, '0.01')} "
-            f"| {rate_text(a, '0.001')} | {number(a['advantage'])} | {number(s['privacy']['epsilon'], 2)} "
-            f"| {number(a['epsilon_lb'], 2)} |"
-        )
+        lines += _table(MEMBERSHIP_COLUMNS, membership_rows(report))
     canaries = [(s["name"], s["privacy"]["canary_audit"]) for s in report["scenarios"] if s["privacy"].get("canary_audit")]
     if canaries:
         lines += ["", "One-run canary audits (Steinke, Nasr and Jagielski 2023):", ""]
@@ -84,6 +73,10 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += ["", f"spec sha256 `{env['spec_sha256']}`, data sha256 `{env['data_sha256']}`.", ""]
     lines += _compliance(report)
     return "\n".join(lines)
+
+
+def _table(columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
+    return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)] + ["| " + " | ".join(row) + " |" for row in rows]
 
 
 def _compliance(report: dict[str, Any]) -> list[str]:

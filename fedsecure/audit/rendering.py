@@ -12,6 +12,7 @@ from fedsecure.audit.findings import SCHEMA_VERSION
 from fedsecure.audit.html import render_html
 from fedsecure.audit.markdown import render_markdown
 from fedsecure.audit.output import REPORT_JSON, write_atomic
+from fedsecure.audit.run_directory import STAGES
 from fedsecure.errors import OutputError
 
 REPORT_MD = "report.md"
@@ -40,8 +41,8 @@ def load_report(report_dir: Path) -> dict[str, Any]:
     if not report_dir.is_dir():
         raise OutputError(f"{report_dir}: no such audit directory")
     if not path.is_file():
-        stages = report_dir / "stages"
-        hint = "; the audit did not finish: `fedsecure audit SPEC --out DIR --resume` completes it" if stages.is_dir() else ""
+        unfinished = (report_dir / STAGES).is_dir()
+        hint = "; the audit did not finish: `fedsecure audit SPEC --out DIR --resume` completes it" if unfinished else ""
         raise OutputError(f"{path}: no such report{hint}")
     try:
         report = json.loads(path.read_text())

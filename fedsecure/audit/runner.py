@@ -121,14 +121,15 @@ def run_audit(
     run.begin()
 
     baselines = run.load(BASELINES)
-    pending = [s for s in scenarios if run.load(_stage(s)) is None]
-    progress.plan((baselines is None) * 2 * spec.federation.rounds + sum(_scenario_units(spec) for _ in pending))
+    finished = {s.name: run.load(_stage(s)) for s in scenarios}
+    pending = sum(finding is None for finding in finished.values())
+    progress.plan((baselines is None) * 2 * spec.federation.rounds + pending * _scenario_units(spec))
     if baselines is None:
         baselines = _run_baselines(spec, data, make_model, torch_device, progress)
         run.save(BASELINES, baselines)
     findings = []
     for scenario in scenarios:
-        finding = run.load(_stage(scenario))
+        finding = finished[scenario.name]
         if finding is None:
             finding = to_json(_run_scenario(spec, scenario, data, make_model, torch_device, progress, out_dir))
             run.save(_stage(scenario), finding)

@@ -1,10 +1,10 @@
-"""The summary table, one row per scenario: the same columns in report.md and report.html."""
+"""The report's tables (summary, cost, attacks) as rows of text: the same columns in report.md and report.html."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fedsecure.audit.formatting import bytes_text, epsilon_text, number, signed, verdict_text
+from fedsecure.audit.formatting import bytes_text, epsilon_text, number, rate_text, signed, verdict_text
 
 SUMMARY_COLUMNS = (
     "scenario", "protection", "AUC", "accuracy", "epsilon", "empirical epsilon", "attack success",
@@ -79,3 +79,44 @@ def cost_rows(report: dict[str, Any]) -> list[tuple[str, ...]]:
         )
         for s in report["scenarios"]
     ]
+
+
+INVERSION_COLUMNS = (
+    "scenario", "attack", "position", "status", "median PSNR", "prior PSNR", "gain (dB)", "median SSIM",
+    "prior SSIM", "labels",
+)
+
+
+def inversion_rows(report: dict[str, Any]) -> list[tuple[str, ...]]:
+    """The gradient-inversion table's rows, as text, in INVERSION_COLUMNS order."""
+    return [
+        (
+            s["name"], a["method"], a["position"], a["status"].replace("_", " "), number(a["psnr_median"], 1),
+            number(a["prior_psnr_median"], 1), signed(a["psnr_gain_median"]), number(a["ssim_median"]),
+            number(a["prior_ssim_median"]), number(a["label_accuracy"], 2),
+        )
+        for s in report["scenarios"] for a in s["attacks"] if a["attack"] == "inversion"
+    ]
+
+
+MEMBERSHIP_COLUMNS = (
+    "scenario", "attack", "position", "status", "AUC", "TPR at 1% FPR", "TPR at 0.1% FPR", "advantage",
+    "epsilon (accountant)", "empirical epsilon lower bound",
+)
+
+
+def membership_rows(report: dict[str, Any]) -> list[tuple[str, ...]]:
+    """The membership-inference table's rows, as text, in MEMBERSHIP_COLUMNS order."""
+    return [
+        (
+            s["name"], a["method"], a["position"], a["status"].replace("_", " "), number(a["auc"]),
+            rate_text(a, "0.01"), rate_text(a, "0.001"), number(a["advantage"]), epsilon_text(s["privacy"]["epsilon"]),
+            number(a["epsilon_lb"], 2),
+        )
+        for s in report["scenarios"] for a in s["attacks"] if a["attack"] == "membership"
+    ]
+
+
+def membership_confidence(report: dict[str, Any]) -> float | None:
+    """The confidence of the membership attacks' intervals (one per audit), None without them."""
+    return next((a["confidence"] for s in report["scenarios"] for a in s["attacks"] if a["attack"] == "membership"), None)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from attacks.auditing import OneRunAudit
-from fedsecure.fl.federation import SiteUtility
+from fedsecure.fl.server import SiteUtility
 
 SCHEMA_VERSION = "1.1"
 

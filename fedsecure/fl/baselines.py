@@ -21,7 +21,7 @@ from torch import nn
 from fedsecure.data.federated import FederatedData, SiteData
 from fedsecure.devices import Stopwatch
 from fedsecure.fl.evaluation import Utility, evaluate
-from fedsecure.fl.federation import SiteUtility
+from fedsecure.fl.server import SiteUtility
 from fedsecure.fl.training import LocalTraining, train_local
 from fedsecure.seeding import torch_generator
 

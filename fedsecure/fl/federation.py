@@ -10,38 +10,19 @@ import torch
 from torch import nn
 
 from fedsecure.data.federated import FederatedData
-from fedsecure.devices import Stopwatch
-from fedsecure.errors import TrainingDivergedError
-from fedsecure.fl.evaluation import Utility, predict, utility_from_predictions
+from fedsecure.fl.server import Evaluation, SiteUtility, combine_round, pooled_evaluation, sample_participants
+from fedsecure.fl.site import SiteRunner, next_global
 from fedsecure.fl.state import ModelState
 from fedsecure.fl.strategies import STRATEGIES, Strategy
-from fedsecure.fl.trace import ClientRound, RoundRecord, Trace
+from fedsecure.fl.trace import RoundRecord, Trace
 from fedsecure.fl.training import LocalTraining
 from fedsecure.privacy.mechanism import FederationFacts, PrivacyMechanism
 from fedsecure.secure.plain import PlainAggregation
 from fedsecure.secure.protocol import AggregationProtocol, Message, Roles
-from fedsecure.seeding import numpy_rng, torch_generator
 
 KeepMessages = Literal["none", "first", "all"]
 
-
-@dataclass(frozen=True)
-class SiteUtility:
-    """A model's utility on one site's local test set."""
-
-    site: str
-    n_train: int
-    auc: float | None
-    accuracy: float
-    n_test: int
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    """Utility on the whole test set and on each site's local test set."""
-
-    global_: Utility
-    per_site: list[SiteUtility]
+__all__ = ["Evaluation", "Federation", "FederationResult", "SiteUtility"]
 
 
 @dataclass(frozen=True)
@@ -116,10 +97,6 @@ class Federation:
         self.keep_global_models = keep_global_models
         self.evaluate_every = evaluate_every
         self.state = ModelState(self.model, private=strategy.private_names(self.model))
-        self._train = [site.train.tensors(self.device) for site in data.sites]
-        self._test = [site.test.tensors(self.device) for site in data.sites]
-        initial_private = self.state.get_private()
-        self._private = [{k: v.clone() for k, v in initial_private.items()} for _ in data.sites]
         self.privacy.calibrate(
             FederationFacts(
                 site_sizes=[s.n_train for s in data.sites], rounds=rounds, training=training,
@@ -128,7 +105,11 @@ class Federation:
                 updates_hidden=self.protocol.hides_updates,
             )
         )
-        self._trainers = [self.privacy.site_trainer(k) for k in range(n_sites)]
+        self.sites = [
+            SiteRunner(k, site, self.state, strategy, training=training, privacy=self.privacy, seed=seed,
+                       device=self.device)
+            for k, site in enumerate(data.sites)
+        ]
 
     def run(self, on_round: Callable[[RoundRecord], None] | None = None) -> FederationResult:
         """Train for all rounds and evaluate the final model.
@@ -173,34 +154,14 @@ class Federation:
         """
         global_vector = self.state.get()
         self.strategy.start(global_vector)
-        message, _ = self._site_message(k, global_vector, 1, self._setup())
+        message, _ = self.sites[k].message(global_vector, 1, self._setup().client)
         return global_vector.detach().cpu(), _to_cpu(message)
 
     def _setup(self) -> Roles:
         # Weights are divided by the smallest site's weight, a number the sites agree on,
         # so normalized weights are >= 1 and small sites keep full fixed-point precision.
-        weight_unit = min(self.privacy.site_weight(s.n_train) for s in self.data.sites)
-        return self.protocol.setup(len(self.data.sites), weight_unit=weight_unit)
-
-    def _site_message(
-        self, k: int, global_vector: torch.Tensor, round_number: int, roles: Roles
-    ) -> tuple[Message, ClientRound]:
-        site = self.data.sites[k]
-        train_clock, protect_clock = Stopwatch(self.device), Stopwatch(self.device)
-        with train_clock.measure():
-            update, steps = self._local_update(k, global_vector, round_number)
-        if not bool(torch.isfinite(update).all()):
-            raise TrainingDivergedError(
-                f"{site.name}: local training diverged in round {round_number} (its update is not finite); "
-                "lower the learning rate"
-            )
-        update = self.privacy.before_protect(update, torch_generator(self.seed, "dp-noise", k, round_number))
-        weight = self.privacy.site_weight(site.n_train)
-        with protect_clock.measure():
-            message = roles.client.protect(update, weight)
-        client = ClientRound(site=site.name, weight=weight, steps=steps, train_seconds=train_clock.seconds,
-                             protect_seconds=protect_clock.seconds, reveal_seconds=0.0, bytes_up=message.nbytes)
-        return message, client
+        weight_unit = min(site.weight for site in self.sites)
+        return self.protocol.setup(len(self.sites), weight_unit=weight_unit)
 
     def _round(
         self, round_number: int, participants: list[int], global_vector: torch.Tensor, roles: Roles
@@ -208,7 +169,7 @@ class Federation:
         keep = self.keep_messages == "all" or (self.keep_messages == "first" and round_number == 1)
         messages, clients = [], []
         for k in participants:
-            message, client = self._site_message(k, global_vector, round_number, roles)
+            message, client = self.sites[k].message(global_vector, round_number, roles.client)
             messages.append(message)
             clients.append(client)
 
@@ -217,22 +178,19 @@ class Federation:
             record = RoundRecord(round=round_number, clients=[], combine_seconds=0.0, bytes_down=0, epsilon=epsilon,
                                  global_model=global_vector.detach().cpu().clone() if self.keep_global_models else None)
             return record, global_vector
-        combine_clock = Stopwatch(self.device)
-        with combine_clock.measure():
-            aggregate = roles.server.combine(messages)
-            noise = self.privacy.central_noise(self.state.numel, torch_generator(self.seed, "dp-central", round_number))
-            if noise is not None:
-                aggregate = roles.server.perturb(aggregate, noise)
-        # Every site reveals the same aggregate; the time of one reveal is each site's cost.
-        reveal_clock = Stopwatch(self.device)
-        with reveal_clock.measure():
-            mean_update = self.privacy.after_reveal(roles.client.reveal(aggregate), aggregate.n_messages)
-        new_global = self.strategy.server_update(global_vector, mean_update.to(self.device))
+        aggregate, combine_seconds = combine_round(
+            roles.server, self.privacy, messages, length=self.state.numel, seed=self.seed, round_number=round_number,
+            device=self.device,
+        )
+        # Every site reveals the same aggregate and takes the same step; the time of one reveal is each site's cost.
+        new_global, reveal_seconds = next_global(
+            global_vector, aggregate, roles.client, self.strategy, self.privacy, self.device
+        )
 
         record = RoundRecord(
             round=round_number,
-            clients=[replace(c, reveal_seconds=reveal_clock.seconds) for c in clients],
-            combine_seconds=combine_clock.seconds,
+            clients=[replace(c, reveal_seconds=reveal_seconds) for c in clients],
+            combine_seconds=combine_seconds,
             bytes_down=aggregate.nbytes * len(self.data.sites),
             received={c.site: _to_cpu(m) for c, m in zip(clients, messages)} if keep else None,
             global_model=global_vector.detach().cpu().clone() if self.keep_global_models else None,
@@ -242,27 +200,9 @@ class Federation:
             record.utility = self.evaluate(new_global).global_
         return record, new_global
 
-    def _local_update(self, k: int, global_vector: torch.Tensor, round_number: int) -> tuple[torch.Tensor, int]:
-        generator = torch_generator(self.seed, "train", k, round_number)
-        trainer = self._trainers[k]
-        if trainer is not None:  # e.g. DP-SGD on the site's own copy of the model
-            update, steps, self._private[k] = trainer(global_vector, self._private[k], *self._train[k], generator)
-            return update, steps
-        self.state.set(global_vector)
-        self.state.set_private(self._private[k])
-        update, steps = self.strategy.client_update(self.state, *self._train[k], self.training, generator)
-        self._private[k] = self.state.get_private()
-        return update, steps
-
     def _sample(self, round_number: int) -> list[int]:
-        n_sites = len(self.data.sites)
-        chosen = self.privacy.sample_clients(round_number, n_sites, numpy_rng(self.seed, "dp-sampling", round_number))
-        if chosen is not None:
-            return chosen
-        if self.clients_per_round is None or self.clients_per_round == n_sites:
-            return list(range(n_sites))
-        chosen = numpy_rng(self.seed, "sampling", round_number).choice(n_sites, self.clients_per_round, replace=False)
-        return sorted(int(k) for k in chosen)
+        return sample_participants(self.privacy, seed=self.seed, round_number=round_number,
+                                   n_sites=len(self.sites), clients_per_round=self.clients_per_round)
 
     def evaluate(self, global_vector: torch.Tensor) -> Evaluation:
         """Utility of the global model (with each site's private state) on the test sets.
@@ -272,17 +212,10 @@ class Federation:
         strategies without private state this is the global model on the whole
         test split; for FedBN each site's personalised model is used.
         """
-        self.state.set(global_vector)
-        probabilities, labels, per_site = [], [], []
-        for k, site in enumerate(self.data.sites):
-            self.state.set_private(self._private[k])
-            images, site_labels = self._test[k]
-            site_probabilities = predict(self.model, images)
-            probabilities.append(site_probabilities)
-            labels.append(site_labels)
-            utility = utility_from_predictions(site_probabilities, site_labels)
-            per_site.append(SiteUtility(site.name, site.n_train, utility.auc, utility.accuracy, utility.n))
-        return Evaluation(global_=utility_from_predictions(torch.cat(probabilities), torch.cat(labels)), per_site=per_site)
+        return pooled_evaluation(
+            [(site.site.name, site.site.n_train) for site in self.sites],
+            [(site.predict(global_vector), site.test_tensors[1]) for site in self.sites],
+        )
 
 
 def _to_cpu(message: Message) -> Message:

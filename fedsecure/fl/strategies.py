@@ -67,6 +67,13 @@ class Strategy:
         """The next global model from the weighted mean of the sites' updates."""
         return global_vector + mean_update
 
+    def server_state(self) -> dict[str, torch.Tensor]:
+        """What :meth:`server_update` carries from round to round (to keep it between processes)."""
+        return {}
+
+    def load_server_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore what :meth:`server_state` returned."""
+
     def _regularizer(self, state: ModelState) -> RegularizerFn | None:
         return None
 
@@ -153,6 +160,14 @@ class FedAdam(Strategy):
         self._m = self.beta1 * self._m + (1 - self.beta1) * mean_update
         self._v = self.beta2 * self._v + (1 - self.beta2) * mean_update**2
         return global_vector + self.server_lr * self._m / (self._v.sqrt() + self.tau)
+
+    def server_state(self) -> dict[str, torch.Tensor]:  # noqa: D102
+        if self._m is None or self._v is None:
+            raise RuntimeError("FedAdam.start() must be called before its state is saved")
+        return {"m": self._m.detach().cpu().clone(), "v": self._v.detach().cpu().clone()}
+
+    def load_server_state(self, state: dict[str, torch.Tensor]) -> None:  # noqa: D102
+        self._m, self._v = state["m"].clone(), state["v"].clone()
 
 
 @STRATEGIES.register("fedbn")

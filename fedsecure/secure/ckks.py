@@ -18,6 +18,7 @@ multiplication on the server.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +30,7 @@ from fedsecure.errors import AggregationOverflowError, CKKSParametersError
 from fedsecure.secure.fixed_point import from_grid, to_grid, weighted_mean
 from fedsecure.secure.ckks_params import DEFAULT_PRESET, PRESETS, CKKSParameters
 from fedsecure.secure.packing import pack, unpack
-from fedsecure.secure.protocol import PROTOCOLS, Aggregate, AggregationProtocol, ClientRole, Message, Roles, ServerRole
+from fedsecure.secure.protocol import PROTOCOLS, Aggregate, AggregationProtocol, ClientRole, Message, ServerRole
 
 
 @PROTOCOLS.register("ckks")
@@ -69,8 +70,8 @@ class CKKSAggregation(AggregationProtocol):
         """The parameters in force."""
         return self.parameters if self.parameters is not None else PRESETS[self.preset]
 
-    def setup(self, n_clients: int, weight_unit: float = 1.0) -> Roles:
-        """Generate the sites' shared secret context and the server's keyless copy."""
+    def site_secret(self) -> bytes:
+        """A new CKKS context with its secret key, serialized (the sites' shared secret)."""
         params = self.resolved
         try:
             context = ts.context(
@@ -84,12 +85,34 @@ class CKKSAggregation(AggregationProtocol):
         except (ValueError, RuntimeError) as exc:
             raise CKKSParametersError(f"TenSEAL rejected the CKKS parameters {params}: {exc}") from None
         context.global_scale = 2.0**params.scale_bits
-        public = context.serialize(save_secret_key=False)
-        return Roles(
-            client=CKKSClient(context, params, n_clients=n_clients, weight_unit=weight_unit),
-            server=CKKSServer(public),
-            setup_bytes=len(public),
-        )
+        return context.serialize(save_secret_key=True)
+
+    def server_material(self, secret: bytes) -> bytes:
+        """The context without its secret key: enough to add ciphertexts, not to decrypt."""
+        return ts.context_from(secret).serialize(save_secret_key=False)
+
+    def client_role(self, secret: bytes, *, n_clients: int, weight_unit: float) -> CKKSClient:  # noqa: D102
+        try:
+            context = ts.context_from(secret)
+        except (ValueError, RuntimeError) as exc:
+            raise CKKSParametersError(f"not a TenSEAL context: {exc}") from None
+        if not context.is_private():
+            raise CKKSParametersError("a site was handed a CKKS context without the secret key")
+        self._check_matches(context)
+        return CKKSClient(context, self.resolved, n_clients=n_clients, weight_unit=weight_unit)
+
+    def server_role(self, material: bytes) -> CKKSServer:  # noqa: D102
+        return CKKSServer(material)
+
+    def _check_matches(self, context: ts.Context) -> None:
+        # A context made for other parameters would encrypt outside this preset's
+        # range checks (a site configured with another study's key file).
+        expected = 2.0 ** self.resolved.scale_bits
+        if context.global_scale != expected:
+            raise CKKSParametersError(
+                f"the CKKS context's scale 2^{math.log2(context.global_scale):g} does not match the "
+                f"scenario's parameters (2^{self.resolved.scale_bits}); was it made for another spec?"
+            )
 
 
 class CKKSClient(ClientRole):

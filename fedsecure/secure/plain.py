@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from fedsecure.secure.fixed_point import to_grid, weighted_mean
-from fedsecure.secure.protocol import PROTOCOLS, Aggregate, AggregationProtocol, ClientRole, Message, Roles, ServerRole
+from fedsecure.secure.protocol import PROTOCOLS, Aggregate, AggregationProtocol, ClientRole, Message, ServerRole
 
 FLOAT32_BYTES = 4
 
@@ -25,16 +25,19 @@ class PlainAggregation(AggregationProtocol):
 
     name = "plain"
 
-    def setup(self, n_clients: int, weight_unit: float = 1.0) -> Roles:  # noqa: D102
-        if weight_unit <= 0:
-            raise ValueError(f"weight_unit must be > 0, got {weight_unit}")
-        return Roles(client=PlainClient(weight_unit), server=PlainServer())
+    def client_role(self, secret: bytes, *, n_clients: int, weight_unit: float) -> PlainClient:  # noqa: D102
+        return PlainClient(weight_unit)
+
+    def server_role(self, material: bytes) -> PlainServer:  # noqa: D102
+        return PlainServer()
 
 
 class PlainClient(ClientRole):
     """A site sending its update and its (normalized) weight in the clear."""
 
     def __init__(self, weight_unit: float) -> None:
+        if weight_unit <= 0:
+            raise ValueError(f"weight_unit must be > 0, got {weight_unit}")
         self.weight_unit = weight_unit
 
     def protect(self, update: torch.Tensor, weight: float) -> Message:  # noqa: D102

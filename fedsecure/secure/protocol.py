@@ -109,9 +109,8 @@ class AggregationProtocol(ABC):
         """The protocol's parameters, for the report."""
         return {"name": self.name}
 
-    @abstractmethod
     def setup(self, n_clients: int, weight_unit: float = 1.0) -> Roles:
-        """Key setup among the sites.
+        """Key setup among the sites, in one process: both roles at once.
 
         Args:
             n_clients: sites taking part.
@@ -119,6 +118,33 @@ class AggregationProtocol(ABC):
                 weight); weights are divided by it before protection, so that
                 values stay in a fixed range on the fixed-point grid.
         """
+        secret = self.site_secret()
+        public = self.server_material(secret)
+        return Roles(
+            client=self.client_role(secret, n_clients=n_clients, weight_unit=weight_unit),
+            server=self.server_role(public),
+            setup_bytes=len(public),
+        )
+
+    # The key setup in its parts, for sites and a server in different processes
+    # (fedsecure.flower): the sites share the secret over their own channel, the
+    # server receives only ``server_material(secret)``.
+
+    def site_secret(self) -> bytes:
+        """New key material the sites share (empty when the protocol has no secret)."""
+        return b""
+
+    def server_material(self, secret: bytes) -> bytes:
+        """What the server may hold, derived from the sites' secret (never the secret itself)."""
+        return b""
+
+    @abstractmethod
+    def client_role(self, secret: bytes, *, n_clients: int, weight_unit: float) -> ClientRole:
+        """A site's role, from the shared secret."""
+
+    @abstractmethod
+    def server_role(self, material: bytes) -> ServerRole:
+        """The server's role, from ``server_material``; refuses anything holding a secret."""
 
 
 PROTOCOLS: Registry[type[AggregationProtocol]] = Registry("protocol")

@@ -106,7 +106,7 @@ def test_fedbn_keeps_normalization_at_each_site():
     result = federation.run()
     plain_numel = ModelState(model()).numel
     assert result.trace.final_global.numel() == plain_numel - 2 * (16 + 32 + 64)
-    site0, site1 = federation._private
+    site0, site1 = (site.private for site in federation.sites)
     assert not torch.equal(site0["features.1.weight"], site1["features.1.weight"])
     assert result.trace.rounds[0].clients[0].bytes_up == result.trace.final_global.numel() * 4 + 4
 

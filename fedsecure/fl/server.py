@@ -1,0 +1,85 @@
+"""The aggregation server's side of a round: sample the sites, sum what arrived, add central noise.
+
+The in-process :class:`~fedsecure.fl.federation.Federation` and the Flower
+ServerApp (:mod:`fedsecure.flower`) both call these, so a round means the same
+on either engine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from fedsecure.devices import Stopwatch
+from fedsecure.fl.evaluation import Utility, utility_from_predictions
+from fedsecure.privacy.mechanism import PrivacyMechanism
+from fedsecure.secure.protocol import Aggregate, Message, ServerRole
+from fedsecure.seeding import numpy_rng, torch_generator
+
+
+@dataclass(frozen=True)
+class SiteUtility:
+    """A model's utility on one site's local test set."""
+
+    site: str
+    n_train: int
+    auc: float | None
+    accuracy: float
+    n_test: int
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Utility on the whole test set and on each site's local test set."""
+
+    global_: Utility
+    per_site: list[SiteUtility]
+
+
+def sample_participants(
+    privacy: PrivacyMechanism, *, seed: int, round_number: int, n_sites: int, clients_per_round: int | None
+) -> list[int]:
+    """The sites taking part in ``round_number`` (the privacy mechanism's sampling, if it has one)."""
+    chosen = privacy.sample_clients(round_number, n_sites, numpy_rng(seed, "dp-sampling", round_number))
+    if chosen is not None:
+        return chosen
+    if clients_per_round is None or clients_per_round == n_sites:
+        return list(range(n_sites))
+    chosen = numpy_rng(seed, "sampling", round_number).choice(n_sites, clients_per_round, replace=False)
+    return sorted(int(k) for k in chosen)
+
+
+def combine_round(
+    server: ServerRole, privacy: PrivacyMechanism, messages: list[Message], *, length: int, seed: int,
+    round_number: int, device: torch.device,
+) -> tuple[Aggregate, float]:
+    """The server's sum of ``messages``, with the central DP noise if the mechanism places it there.
+
+    Returns:
+        The aggregate and the seconds it took.
+    """
+    clock = Stopwatch(device)
+    with clock.measure():
+        aggregate = server.combine(messages)
+        noise = privacy.central_noise(length, torch_generator(seed, "dp-central", round_number))
+        if noise is not None:
+            aggregate = server.perturb(aggregate, noise)
+    return aggregate, clock.seconds
+
+
+def pooled_evaluation(
+    sites: list[tuple[str, int]], predictions: list[tuple[torch.Tensor, torch.Tensor]]
+) -> Evaluation:
+    """Utility pooled over the sites' local test sets, and on each.
+
+    Args:
+        sites: (name, training images) of each site evaluated.
+        predictions: each site's (class probabilities, labels) on its local test set.
+    """
+    per_site = []
+    for (name, n_train), (probabilities, labels) in zip(sites, predictions, strict=True):
+        utility = utility_from_predictions(probabilities, labels)
+        per_site.append(SiteUtility(name, n_train, utility.auc, utility.accuracy, utility.n))
+    pooled = utility_from_predictions(torch.cat([p for p, _ in predictions]), torch.cat([y for _, y in predictions]))
+    return Evaluation(global_=pooled, per_site=per_site)

@@ -88,6 +88,9 @@ def audit(
     only: Annotated[
         Optional[list[str]], typer.Option("--only", help="Run only this scenario (repeatable).", metavar="SCENARIO")
     ] = None,
+    engine: Annotated[
+        str, typer.Option("--engine", help="in-process, or flower (Flower's simulation engine; fedsecure[flower]).")
+    ] = "in-process",
 ) -> None:
     """Train every scenario of SPEC, attack it, and write report.json, report.md and report.html."""
     from fedsecure.audit.formatting import verdict_text
@@ -107,7 +110,8 @@ def audit(
         # (not on a pipe or a log file, where the redrawn bars would be noise)
         with Progress(*columns, console=stderr, transient=True, disable=not stderr.is_terminal) as bars:
             report = run_audit(
-                loaded, out_dir, device=device, progress=RichProgress(bars), resume=resume, quick=quick, only=only
+                loaded, out_dir, device=device, progress=RichProgress(bars), resume=resume, quick=quick, only=only,
+                engine=engine,
             )
     except KeyboardInterrupt:
         if (out_dir / STAGES).is_dir():
@@ -130,6 +134,36 @@ def report(
     from fedsecure.audit.rendering import rerender
 
     for path in rerender(directory):
+        typer.echo(f"wrote {path}")
+
+
+@app.command()
+def keygen(
+    spec: Annotated[Path, typer.Argument(help="Audit spec (TOML).")],
+    scenario: Annotated[str, typer.Option("--scenario", help="The CKKS scenario the key is for.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Key file to write (must not exist).")],
+) -> None:
+    """Write the CKKS secret context the sites of a deployment share (give it to every SuperNode, not the server)."""
+    from fedsecure.audit.spec import load_spec
+    from fedsecure.flower.keys import write_site_secret
+
+    write_site_secret(load_spec(spec), scenario, out)
+    typer.echo(f"wrote {out} (secret: copy it to every site over your own channel, never to the server)")
+
+
+@app.command()
+def sites(
+    spec: Annotated[Path, typer.Argument(help="Audit spec (TOML).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for site-K.npz (must not exist).")],
+    data: Annotated[
+        Optional[Path], typer.Option("--data", help="Use this MedMNIST .npz instead of the spec's data.path.")
+    ] = None,
+) -> None:
+    """Split the spec's data into one MedMNIST-format file per site, as the spec federates it (to try a deployment)."""
+    from fedsecure.audit.spec import load_spec
+    from fedsecure.data.site_files import write_site_files
+
+    for path in write_site_files(load_spec(spec, data_path=data).spec, out):
         typer.echo(f"wrote {path}")
 
 

@@ -14,7 +14,7 @@ from typing import Any
 from attacks.auditing import OneRunAudit
 from fedsecure.fl.server import SiteUtility
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 
 
 @dataclass(frozen=True)
@@ -198,7 +198,9 @@ class ScenarioFinding:
     ``server_view`` is what the aggregator received: "plaintext" (it can read
     every update) or "ciphertext" (it cannot), read off the recorded messages.
     ``attack_seconds`` is the time the attacks took (reference models included);
-    ``parameters`` the length of one site's model update.
+    ``parameters`` the length of one site's model update. ``engine`` is what ran
+    the federation ("in-process" or "flower"); ``events`` says what happened
+    beyond the plan (a site that dropped out, an evaluation on fewer sites).
     """
 
     name: str
@@ -215,6 +217,8 @@ class ScenarioFinding:
     verdict: Verdict
     attack_seconds: float = 0.0
     parameters: int = 0
+    engine: str = "in-process"
+    events: list[str] = dataclasses.field(default_factory=list)
 
 
 def to_json(value: Any) -> Any:

@@ -36,6 +36,7 @@ class RunIdentity:
     quick: bool
     device: str
     fedsecure: str | None  # stages computed by two versions are not one run
+    engine: str = "in-process"
 
 
 class RunDirectory:
@@ -132,4 +133,9 @@ class RunDirectory:
             raise OutputError(
                 f"{self.root}: was started on {earlier.get('device')}; resume it there (--device "
                 f"{earlier.get('device')}) so that every stage's numbers come from the same device"
+            )
+        if earlier.get("engine", "in-process") != mine.engine:
+            raise OutputError(
+                f"{self.root}: was started with --engine {earlier.get('engine', 'in-process')}; resume it with "
+                "the same engine"
             )

@@ -79,6 +79,7 @@ def run_audit(
     resume: bool = False,
     quick: bool = False,
     only: Sequence[str] | None = None,
+    engine: str = "in-process",
 ) -> dict[str, Any]:
     """Run every scenario of a validated spec and write report.json, report.md and report.html.
 
@@ -97,6 +98,9 @@ def run_audit(
         quick: run the spec's quick version (fewer rounds, images and reference
             models: a first look, not evidence).
         only: run and report only these scenarios (all when None).
+        engine: what runs each scenario's federation: "in-process", or "flower"
+            (Flower's simulation engine, one SuperNode per site; needs
+            ``fedsecure[flower]``). Baselines and attacks run in-process either way.
 
     Returns:
         The report, as written to ``out_dir/report.json``.
@@ -107,8 +111,11 @@ def run_audit(
     progress = progress or SilentProgress()
     spec = quick_spec(loaded.spec) if quick else loaded.spec
     scenarios = _selected(spec, only)
+    _check_engine(engine, scenarios)
     torch_device = resolve_device(device)
-    identity = RunIdentity(spec.name, loaded.sha256, quick, str(torch_device), package_versions()["fedsecure"])
+    identity = RunIdentity(
+        spec.name, loaded.sha256, quick, str(torch_device), package_versions()["fedsecure"], engine
+    )
     run = RunDirectory(out_dir, identity, resume)
     started = time.perf_counter()
 
@@ -131,7 +138,9 @@ def run_audit(
     for scenario in scenarios:
         finding = finished[scenario.name]
         if finding is None:
-            finding = to_json(_run_scenario(spec, scenario, data, make_model, torch_device, progress, out_dir))
+            finding = to_json(
+                _run_scenario(loaded, engine, spec, scenario, data, make_model, torch_device, progress, out_dir)
+            )
             run.save(_stage(scenario), finding)
         findings.append(finding)
 
@@ -160,6 +169,21 @@ def _check_dp_models(scenarios: list[ScenarioSpec], make_model: Callable[[], tor
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the scenario warns about the replaced layers when it trains
             make_dp_compatible(make_model())
+
+
+ENGINES = ("in-process", "flower")
+
+
+def _check_engine(engine: str, scenarios: list[ScenarioSpec]) -> None:
+    if engine not in ENGINES:
+        raise SpecError(f"--engine {engine}: unknown engine; choose one of: {', '.join(ENGINES)}")
+    if engine == "flower":
+        try:
+            from fedsecure.flower.federation import check_runs_on_flower
+        except ImportError:
+            raise SpecError("--engine flower needs Flower: pip install 'fedsecure[flower]'") from None
+        for scenario in scenarios:
+            check_runs_on_flower(scenario)
 
 
 def _stage(scenario: ScenarioSpec) -> str:
@@ -223,6 +247,8 @@ def _run_baselines(
 
 
 def _run_scenario(
+    loaded: LoadedSpec,
+    engine: str,
     spec: AuditSpec,
     scenario: ScenarioSpec,
     data: FederatedData,
@@ -245,8 +271,13 @@ def _run_scenario(
 
     federation = build_federation(data)
     started = time.perf_counter()
-    with progress.task(f"scenario {scenario.name}: rounds", spec.federation.rounds) as advance:
-        result = federation.run(on_round=lambda _: advance())
+    with progress.task(f"scenario {scenario.name}: rounds ({engine})", spec.federation.rounds) as advance:
+        if engine == "flower":
+            from fedsecure.flower.simulation import run_in_simulation  # the optional extra
+
+            result = run_in_simulation(loaded, scenario, data, on_round=lambda _: advance())
+        else:
+            result = federation.run(on_round=lambda _: advance())
     wall = time.perf_counter() - started
     rounds = spec.federation.rounds
     attacks: list[InversionFinding | MembershipFinding] = []
@@ -269,6 +300,18 @@ def _run_scenario(
             )
         attacks.extend(found)
     attack_seconds = time.perf_counter() - attacks_started
+    return scenario_finding(
+        spec, scenario, result, wall_seconds=wall, attacks=attacks, canary=canary, attack_seconds=attack_seconds,
+        protocol_parameters=federation.protocol.describe(),
+    )
+
+
+def scenario_finding(
+    spec: AuditSpec, scenario: ScenarioSpec, result: FederationResult, *, wall_seconds: float,
+    attacks: list[InversionFinding | MembershipFinding], canary: CanaryAuditFinding | None, attack_seconds: float,
+    protocol_parameters: dict[str, Any],
+) -> ScenarioFinding:
+    """One scenario's finding from its federation's result and its attacks (whatever engine ran it)."""
     privacy = _privacy(result, attacks, canary)
     return ScenarioFinding(
         name=scenario.name,
@@ -279,14 +322,16 @@ def _run_scenario(
             result.evaluation.global_.auc, result.evaluation.global_.accuracy, result.evaluation.per_site
         ),
         privacy=privacy,
-        cost=_cost(result, wall),
-        protocol_parameters=federation.protocol.describe(),
+        cost=_cost(result, wall_seconds),
+        protocol_parameters=protocol_parameters,
         server_view=_server_view(result),
         attacks=attacks,
         rounds=_rounds(result),
         verdict=judge(spec.thresholds, privacy, attacks),
         attack_seconds=attack_seconds,
-        parameters=federation.state.numel,
+        parameters=result.trace.update_length,
+        engine=result.trace.engine,
+        events=list(result.trace.events),
     )
 
 

@@ -88,6 +88,8 @@ class Trace:
         stopped_early: training stopped before the planned rounds because the
             next round would have overspent the privacy budget.
         privacy: the differential-privacy guarantee at the end (None without DP).
+        engine: what ran the federation: "in-process", or "flower" (sites on SuperNodes).
+        events: what happened beyond the plan, one line each (a site dropped, ...).
     """
 
     strategy: str
@@ -96,6 +98,8 @@ class Trace:
     setup_bytes: int = 0
     stopped_early: bool = False
     privacy: PrivacyReport | None = None
+    engine: str = "in-process"
+    events: list[str] = field(default_factory=list)
     rounds: list[RoundRecord] = field(default_factory=list)
     final_global: torch.Tensor | None = field(default=None, repr=False)
 

@@ -84,6 +84,16 @@ class PrivacyMechanism:
             self._notes.append(message)
             warnings.warn(message, stacklevel=3)
 
+    def note(self, message: str) -> None:
+        """Record (and warn about) a weakened guarantee noticed elsewhere, e.g. at a remote site."""
+        if not hasattr(self, "_notes"):
+            self._notes = []
+        self._warn(message)
+
+    def notes(self) -> list[str]:
+        """The weakened-guarantee warnings raised so far."""
+        return list(getattr(self, "_notes", []))
+
     def prepare_model(self, model: nn.Module) -> nn.Module:
         """The model to train (e.g. made DP-compatible)."""
         return model

@@ -1,0 +1,288 @@
+"""The server's side of a federation whose sites are Flower SuperNodes.
+
+The round is the in-process engine's round (:mod:`fedsecure.fl.server`):
+the same client sampling, the same protocol's ``combine`` on the messages that
+arrived, the same central noise and privacy accounting. What differs is that
+the sites are elsewhere, and the server holds no secret: it never reveals an
+aggregate. It forwards each aggregate to the sites in their next message; they
+reveal it, move their copy of the global model with the strategy, evaluate it
+on their test split and send back the predictions, so the server can pool the
+AUC as the in-process engine does.
+
+A site that does not answer within ``round_timeout`` (its SuperNode died, its
+ClientApp failed) is dropped: the round goes on with the messages that
+arrived (the protocols' mean is over whichever sites arrived), the site takes
+no further part (its copy of the global model would be stale), and the trace
+says what happened.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+import torch
+from flwr.app import ConfigRecord, Message, RecordDict
+from flwr.serverapp import Grid
+
+from fedsecure.audit.spec import LoadedSpec, ScenarioSpec
+from fedsecure.errors import FedsecureError, NotSupportedError
+from fedsecure.fl.federation import FederationResult
+from fedsecure.fl.server import Evaluation, combine_round, pooled_evaluation, sample_participants
+from fedsecure.fl.state import ModelState
+from fedsecure.fl.strategies import STRATEGIES
+from fedsecure.fl.trace import ClientRound, RoundRecord, Trace
+from fedsecure.flower import wire
+from fedsecure.models import build_model
+from fedsecure.privacy.mechanism import FederationFacts, PrivacyMechanism
+from fedsecure.secure.protocol import Aggregate
+
+
+class SiteLost(FedsecureError):
+    """Every site stopped answering."""
+
+
+def check_runs_on_flower(scenario: ScenarioSpec) -> None:
+    """Refuse what the Flower engine cannot run the same way as the in-process one.
+
+    Raises:
+        NotSupportedError: sample-level DP or adaptive clipping (state a site
+            keeps in memory across rounds, which Flower's per-message ClientApp
+            processes do not keep).
+    """
+    dp = scenario.dp
+    if dp is not None and dp.level == "sample":
+        raise NotSupportedError(
+            f"scenario {scenario.name}: sample-level DP keeps each site's Opacus state (accountant, sampler) in "
+            "memory across rounds, and Flower starts a fresh ClientApp process per message; run it on the "
+            "in-process engine"
+        )
+    if dp is not None and getattr(dp, "adaptive_quantile", None) is not None:
+        raise NotSupportedError(
+            f"scenario {scenario.name}: adaptive clipping keeps its bound at the sites across rounds; "
+            "run it on the in-process engine"
+        )
+
+
+class FlowerFederation:
+    """One scenario's federation, driven from a ServerApp over a Flower ``Grid``.
+
+    Args:
+        grid: the ServerApp's grid.
+        loaded: the validated spec (sent to the sites as text).
+        scenario: the scenario to run.
+        round_timeout: seconds to wait for the sites' answers to one message.
+        connect_timeout: seconds to wait for the spec's number of SuperNodes to connect.
+        on_event: called with each line of what happened (a dropped site...).
+    """
+
+    def __init__(
+        self, grid: Grid, loaded: LoadedSpec, scenario: ScenarioSpec, *, round_timeout: float = 600.0,
+        connect_timeout: float = 120.0, on_event: Callable[[str], None] | None = None,
+    ) -> None:
+        check_runs_on_flower(scenario)
+        self.grid = grid
+        self.loaded = loaded
+        self.spec = loaded.spec
+        self.scenario = scenario
+        self.round_timeout = round_timeout
+        self.connect_timeout = connect_timeout
+        self.on_event = on_event
+        self.events: list[str] = []
+        self.device = torch.device("cpu")  # the server only adds up messages
+
+    def run(self, on_round: Callable[[RoundRecord], None] | None = None) -> FederationResult:
+        """Set the sites up, run every round, collect the final model and its evaluation."""
+        spec = self.spec
+        nodes = self._connected_nodes()
+        sites = self._setup(nodes)
+        self.nodes = [node for node, _ in sites]
+        self.n_sites = len(sites)
+        self.site_sizes = [int(info["n_train"]) for _, info in sites]
+        self.names = [f"site-{k}" for k in range(self.n_sites)]
+        self.shape = {key: max(int(info[key]) for _, info in sites) for key in ("in_channels", "n_classes")}
+        self.shape.update({key: int(sites[0][1][key]) for key in ("height", "width")})
+        materials = {bytes(info["material"]) for _, info in sites}
+        if len(materials) != 1:
+            raise FedsecureError("the sites hold different CKKS keys; every site needs the same ckks-secret file")
+        material = materials.pop()
+        protocol = self.scenario.protocol_instance()
+        server = protocol.server_role(material)
+
+        model = build_model(spec.model.name, self.shape["in_channels"], self.shape["n_classes"],
+                            (self.shape["height"], self.shape["width"]), spec.seed)
+        self.privacy = self.scenario.dp.mechanism() if self.scenario.dp is not None else PrivacyMechanism()
+        model = self.privacy.prepare_model(model)
+        strategy = spec.federation.strategy_instance()
+        state = ModelState(model, private=strategy.private_names(model))
+        self.privacy.calibrate(FederationFacts(
+            site_sizes=self.site_sizes, rounds=spec.federation.rounds,
+            training=self.scenario.local_training(spec.federation),
+            clients_per_round=spec.federation.clients_per_round, seed=spec.seed, device=self.device,
+            private_names=frozenset(strategy.private_names(model)), updates_hidden=protocol.hides_updates,
+        ))
+        self.weight_unit = min(self.privacy.site_weight(n) for n in self.site_sizes)
+        trace = Trace(strategy=STRATEGIES.name_of(type(strategy)), protocol=protocol.name,
+                      update_length=state.numel, setup_bytes=len(material), engine="flower", events=self.events)
+        self.live = set(range(self.n_sites))
+        self.applied = [0] * self.n_sites
+        self.aggregates: dict[int, Aggregate] = {}
+
+        for round_number in range(1, spec.federation.rounds + 1):
+            participants = [k for k in sample_participants(
+                self.privacy, seed=spec.seed, round_number=round_number, n_sites=self.n_sites,
+                clients_per_round=spec.federation.clients_per_round) if k in self.live]
+            if not self.privacy.round_fits(participants):
+                trace.stopped_early = True
+                break
+            replies = self._send("train", participants, round_number)
+            self._take_evaluations(trace, replies)
+            messages, clients = [], []
+            for k, reply in sorted(replies.items()):
+                meta = reply.config_records["client"]
+                messages.append(wire.get_message(reply, "update"))
+                clients.append(ClientRound(
+                    site=self.names[k], weight=float(meta["weight"]), steps=int(meta["steps"]),
+                    train_seconds=float(meta["train_seconds"]), protect_seconds=float(meta["protect_seconds"]),
+                    reveal_seconds=0.0, bytes_up=int(meta["bytes_up"]),
+                ))
+            answered = sorted(replies)
+            if not messages:
+                self._event(f"round {round_number}: no site answered; the global model stays as it was")
+                record = RoundRecord(round=round_number, clients=[], combine_seconds=0.0, bytes_down=0,
+                                     epsilon=self.privacy.end_round(answered))
+            else:
+                aggregate, combine_seconds = combine_round(
+                    server, self.privacy, messages, length=state.numel, seed=spec.seed, round_number=round_number,
+                    device=self.device,
+                )
+                self.aggregates[round_number] = aggregate
+                record = RoundRecord(
+                    round=round_number, clients=clients, combine_seconds=combine_seconds,
+                    bytes_down=aggregate.nbytes * self.n_sites,
+                    received={c.site: m for c, m in zip(clients, messages)} if round_number == 1 else None,
+                    epsilon=self.privacy.end_round(participants),
+                )
+            trace.rounds.append(record)
+            if on_round is not None:
+                on_round(record)
+
+        final = self._send("evaluate", sorted(self.live), len(trace.rounds) + 1)
+        self._take_evaluations(trace, final)
+        if not final:
+            raise SiteLost("no site answered the final evaluation; the final model is unknown")
+        vectors = {k: wire.get_tensors(reply, "global")["vector"] for k, reply in final.items()}
+        reference = next(iter(vectors.values()))
+        spread = max(float((v - reference).abs().max()) for v in vectors.values())
+        if spread > 0:
+            self._event(f"the sites' final models differ by up to {spread:.3g} (largest absolute difference)")
+        trace.final_global = reference
+        trace.privacy = self.privacy.report(rounds_completed=len(trace.rounds), stopped_early=trace.stopped_early)
+        evaluation = self._evaluation(final)
+        if trace.rounds and trace.rounds[-1].utility is None:
+            trace.rounds[-1].utility = evaluation.global_
+        return FederationResult(trace=trace, evaluation=evaluation)
+
+    def _connected_nodes(self) -> list[int]:
+        wanted, deadline = self.spec.data.sites, time.monotonic() + self.connect_timeout
+        while True:
+            nodes = sorted(self.grid.get_node_ids())
+            if len(nodes) >= wanted:
+                return nodes[:wanted] if len(nodes) == wanted else self._too_many(nodes, wanted)
+            if time.monotonic() > deadline:
+                raise FedsecureError(
+                    f"only {len(nodes)} of the spec's {wanted} SuperNodes connected within {self.connect_timeout:g} s"
+                )
+            time.sleep(0.5)
+
+    def _too_many(self, nodes: list[int], wanted: int) -> list[int]:
+        raise FedsecureError(f"{len(nodes)} SuperNodes are connected but the spec has {wanted} sites")
+
+    def _setup(self, nodes: list[int]) -> list[tuple[int, ConfigRecord]]:
+        content = RecordDict({"setup": ConfigRecord({"spec": self.loaded.text, "scenario": self.scenario.name})})
+        messages = [Message(content, dst_node_id=node, message_type="query") for node in nodes]
+        replies = {}
+        for reply in self.grid.send_and_receive(messages, timeout=self.round_timeout):
+            node = reply.metadata.src_node_id
+            if reply.has_error():
+                raise FedsecureError(f"SuperNode {node} failed its setup: {reply.error.reason}")
+            replies[node] = reply.content.config_records["site"]
+        missing = [node for node in nodes if node not in replies]
+        if missing:
+            raise FedsecureError(f"SuperNode(s) {missing} did not answer the setup within {self.round_timeout:g} s")
+        claimed = [int(replies[node]["claimed"]) for node in nodes]
+        if sorted(claimed) == list(range(len(nodes))):  # the operators numbered the sites
+            order = sorted(nodes, key=lambda node: int(replies[node]["claimed"]))
+        else:
+            order = nodes
+        return [(node, replies[node]) for node in order]
+
+    def _send(self, kind: str, sites: list[int], round_number: int) -> dict[int, RecordDict]:
+        """Send each site its message; the contents of the replies that came back, by site."""
+        if not sites:
+            return {}
+        messages = []
+        for k in sites:
+            content = RecordDict()
+            pending = [r for r in sorted(self.aggregates) if r > self.applied[k]]
+            for r in pending:
+                wire.put_aggregate(content, f"aggregate.{r}", self.aggregates[r])
+            content.config_records["round"] = ConfigRecord({
+                "round": round_number, "site": k, "n_sites": self.n_sites, "weight_unit": float(self.weight_unit),
+                "site_sizes": self.site_sizes, "pending": pending or [0], **self.shape,
+            })
+            messages.append(Message(content, dst_node_id=self.nodes[k], message_type=kind,
+                                    group_id=str(round_number)))
+        by_node = {self.nodes[k]: k for k in sites}
+        replies: dict[int, RecordDict] = {}
+        for reply in self.grid.send_and_receive(messages, timeout=self.round_timeout):
+            k = by_node.get(reply.metadata.src_node_id)
+            if k is None:
+                continue
+            if reply.has_error():
+                self._drop(k, round_number, f"its ClientApp failed: {reply.error.reason}")
+                continue
+            replies[k] = reply.content
+            self.applied[k] = int(reply.content.config_records["applied"]["round"])
+            for note in reply.content.config_records["applied"]["notes"]:
+                if note:
+                    self.privacy.note(note)  # a weakened guarantee a site noticed (e.g. too few noise shares)
+        for k in sites:
+            if k not in replies and k in self.live:
+                self._drop(k, round_number, f"no answer within {self.round_timeout:g} s")
+        return replies
+
+    def _drop(self, k: int, round_number: int, why: str) -> None:
+        self.live.discard(k)
+        self._event(f"round {round_number}: {self.names[k]} dropped ({why}); the round goes on with the sites "
+                    "that answered, and it takes no further part")
+
+    def _take_evaluations(self, trace: Trace, replies: dict[int, RecordDict]) -> None:
+        """Attach the sites' evaluation of the model after the round they applied, and their reveal times."""
+        evaluated = {int(r.config_records["applied"]["round"]) for r in replies.values() if "evaluation" in r.array_records}
+        for round_number in evaluated:
+            if round_number < 1 or round_number > len(trace.rounds):
+                continue
+            these = {k: r for k, r in replies.items() if int(r.config_records["applied"]["round"]) == round_number}
+            record = trace.rounds[round_number - 1]
+            record.utility = self._evaluation(these).global_
+            reveal = {self.names[k]: float(r.config_records["applied"]["reveal_seconds"]) for k, r in these.items()}
+            record.clients = [replace(c, reveal_seconds=reveal.get(c.site, c.reveal_seconds)) for c in record.clients]
+            if len(these) < self.n_sites:
+                self._event(f"round {round_number}: utility measured on {len(these)} of {self.n_sites} sites' test sets")
+
+    def _evaluation(self, replies: dict[int, RecordDict]) -> Evaluation:
+        sites, predictions = [], []
+        for k, reply in sorted(replies.items()):
+            if "evaluation" not in reply.array_records:
+                continue
+            tensors = wire.get_tensors(reply, "evaluation")
+            sites.append((self.names[k], self.site_sizes[k]))
+            predictions.append((tensors["probabilities"], tensors["labels"]))
+        return pooled_evaluation(sites, predictions)
+
+    def _event(self, line: str) -> None:
+        self.events.append(line)
+        if self.on_event is not None:
+            self.on_event(line)

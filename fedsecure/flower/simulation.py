@@ -1,0 +1,63 @@
+"""Flower's simulation engine: every site a virtual SuperNode, on this machine.
+
+``fedsecure audit --engine flower`` runs each scenario's federation here: the
+same ClientApp and ServerApp as a deployment, with each virtual SuperNode
+handed its site of the spec's federated data in memory (no files). For CKKS,
+the sites' shared key is generated here and handed to the virtual sites only;
+the ServerApp receives the context without the secret key from the sites, as
+in a deployment.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+from flwr.simulation import run_simulation
+
+from fedsecure.audit.spec import LoadedSpec, ScenarioSpec
+from fedsecure.data.federated import FederatedData
+from fedsecure.fl.federation import FederationResult
+from fedsecure.fl.trace import RoundRecord
+from fedsecure.flower.federation import FlowerFederation
+from fedsecure.flower.site_app import LocalSite, make_client_app
+
+
+def run_in_simulation(
+    loaded: LoadedSpec, scenario: ScenarioSpec, data: FederatedData, *,
+    on_round: Callable[[RoundRecord], None] | None = None, round_timeout: float = 600.0,
+) -> FederationResult:
+    """Run ``scenario``'s federation on Flower's simulation engine, one virtual SuperNode per site."""
+    protocol = scenario.protocol_instance()
+    secret = protocol.site_secret()
+    sites = data.sites
+    client_app = make_client_app(LocalSite(data=lambda k: sites[k], secret=lambda: secret))
+    outcome: dict[str, object] = {}
+    server_app = ServerApp()
+
+    @server_app.main()
+    def main(grid: Grid, context: Context) -> None:
+        try:
+            federation = FlowerFederation(grid, loaded, scenario, round_timeout=round_timeout)
+            outcome["result"] = federation.run(on_round=on_round)
+        except BaseException as exc:  # re-raised in the caller's thread, with its own type
+            outcome["error"] = exc
+
+    flower_logger = logging.getLogger("flwr")
+    level = flower_logger.level
+    flower_logger.setLevel(logging.WARNING)  # Flower's per-message INFO lines would bury the audit's progress
+    try:
+        run_simulation(
+            server_app=server_app, client_app=client_app, num_supernodes=len(sites),
+            backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+                            "init_args": {"include_dashboard": False, "log_to_driver": False}},
+        )
+    finally:
+        flower_logger.setLevel(level)
+    if "error" in outcome:
+        raise outcome["error"]  # type: ignore[misc]
+    if "result" not in outcome:
+        raise RuntimeError("Flower's simulation ended without running the ServerApp")
+    return outcome["result"]  # type: ignore[return-value]

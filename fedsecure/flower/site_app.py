@@ -1,0 +1,211 @@
+"""The Flower ClientApp: one hospital's side of a fedsecure federation.
+
+Each SuperNode is one site. It holds its own data (``data-path`` in its node
+config: a MedMNIST-format ``.npz`` whose train split it trains on and whose test
+split is its local test set) and, for CKKS, the secret context the sites share
+(``ckks-secret``: a file from ``fedsecure keygen``). The server sends the spec;
+the site rebuilds the same model, strategy, privacy mechanism and protocol
+from it and runs :class:`~fedsecure.fl.site.SiteRunner`, the code the
+in-process engine runs.
+
+Flower starts a fresh ClientApp process for every message, so what a site
+carries between rounds (its copy of the global model, the strategy's server
+state, its private layers) lives in the SuperNode's ``context.state``.
+
+Messages (server -> site):
+
+* ``query``: the spec and the scenario; the site answers with its size, image
+  shape and, for CKKS, the context *without* its secret key.
+* ``train``: the round, the site's index and the federation's facts, plus the
+  aggregates the site has not applied yet. The site applies them (reveal,
+  strategy step), evaluates the model they give on its test split, trains,
+  and answers with its protected update.
+* ``evaluate``: the last aggregates; the site applies them and answers with the
+  final model and its evaluation.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.clientapp import ClientApp
+
+from fedsecure.audit.spec import LoadedSpec, ScenarioSpec, parse_spec
+from fedsecure.data.federated import SiteData
+from fedsecure.data.medmnist import load_medmnist
+from fedsecure.devices import resolve_device
+from fedsecure.errors import FedsecureError
+from fedsecure.fl.site import SiteRunner, next_global
+from fedsecure.fl.state import ModelState
+from fedsecure.flower import wire
+from fedsecure.models import build_model
+from fedsecure.privacy.mechanism import FederationFacts, PrivacyMechanism
+from fedsecure.secure.protocol import ClientRole
+
+STATE = "fedsecure"
+
+
+@dataclass(frozen=True)
+class LocalSite:
+    """Where a site's data and key come from: its node config, or (in simulation) the caller."""
+
+    data: Callable[[int], SiteData]
+    secret: Callable[[], bytes]
+
+
+def from_node_config(node_config: dict) -> LocalSite:
+    """A deployed SuperNode's data and key, from ``--node-config``."""
+
+    def data(index: int) -> SiteData:
+        if "data-path" not in node_config:
+            raise FedsecureError('this SuperNode has no data: start it with --node-config \'data-path="SITE.npz"\'')
+        splits = load_medmnist(Path(str(node_config["data-path"])))
+        return SiteData(name=f"site-{index}", train=splits.train, test=splits.test, val=splits.val)
+
+    def secret() -> bytes:
+        if "ckks-secret" not in node_config:
+            raise FedsecureError(
+                "this scenario uses CKKS but the SuperNode holds no key: start it with "
+                "--node-config 'ckks-secret=\"KEY.ctx\"' (a file from fedsecure keygen, shared by the sites)"
+            )
+        return Path(str(node_config["ckks-secret"])).read_bytes()
+
+    return LocalSite(data=data, secret=secret)
+
+
+def make_client_app(local: LocalSite | None = None) -> ClientApp:
+    """The ClientApp; ``local`` supplies data and key (default: the node config)."""
+    app = ClientApp()
+
+    def site_of(context: Context) -> LocalSite:
+        return local if local is not None else from_node_config(dict(context.node_config))
+
+    @app.query()
+    def setup(message: Message, context: Context) -> Message:
+        spec_config = message.content.config_records["setup"]
+        loaded = parse_spec(str(spec_config["spec"]), "<spec from the server>")
+        scenario = _scenario(loaded, str(spec_config["scenario"]))
+        claimed = int(context.node_config.get("site", context.node_config.get("partition-id", -1)))
+        data = site_of(context).data(max(claimed, 0))
+        protocol = scenario.protocol_instance()
+        material = protocol.server_material(site_of(context).secret()) if protocol.name != "plain" else b""
+        context.state.config_records[STATE] = ConfigRecord({
+            "spec": str(spec_config["spec"]), "scenario": scenario.name, "applied": 0,
+        })
+        image = data.train.images
+        return Message(RecordDict({"site": ConfigRecord({
+            "n_train": data.n_train, "claimed": claimed, "in_channels": int(image.shape[1]),
+            "n_classes": int(max(data.train.labels.max(), data.test.labels.max())) + 1,
+            "height": int(image.shape[2]), "width": int(image.shape[3]), "material": material,
+        })}), reply_to=message)
+
+    @app.train()
+    def train(message: Message, context: Context) -> Message:
+        site = _Site(message, context, site_of(context))
+        reply = site.catch_up()
+        round_number = int(message.content.config_records["round"]["round"])
+        update, record = site.runner.message(site.global_vector, round_number, site.client)
+        wire.put_message(reply, "update", update)
+        reply.config_records["client"] = ConfigRecord({
+            "steps": record.steps, "train_seconds": record.train_seconds,
+            "protect_seconds": record.protect_seconds, "weight": record.weight, "bytes_up": record.bytes_up,
+        })
+        site.save()
+        return Message(reply, reply_to=message)
+
+    @app.evaluate()
+    def evaluate(message: Message, context: Context) -> Message:
+        site = _Site(message, context, site_of(context))
+        reply = site.catch_up()
+        wire.put_tensors(reply, "global", {"vector": site.global_vector})
+        site.save()
+        return Message(reply, reply_to=message)
+
+    return app
+
+
+class _Site:
+    """A site rebuilt from the spec and its saved state, for one message."""
+
+    def __init__(self, message: Message, context: Context, local: LocalSite) -> None:
+        if STATE not in context.state.config_records:
+            raise FedsecureError("a round message arrived before the setup message (the SuperNode restarted?)")
+        saved = context.state.config_records[STATE]
+        facts = message.content.config_records["round"]
+        loaded = parse_spec(str(saved["spec"]), "<spec from the server>")
+        spec, scenario = loaded.spec, _scenario(loaded, str(saved["scenario"]))
+        self.context, self.message = context, message
+        index, n_sites = int(facts["site"]), int(facts["n_sites"])
+        device = resolve_device(str(context.node_config.get("device", "cpu")))
+        torch.set_num_threads(int(os.environ.get("FEDSECURE_THREADS", torch.get_num_threads())))
+        model = build_model(spec.model.name, int(facts["in_channels"]), int(facts["n_classes"]),
+                            (int(facts["height"]), int(facts["width"])), spec.seed)
+        self.privacy = scenario.dp.mechanism() if scenario.dp is not None else PrivacyMechanism()
+        model = self.privacy.prepare_model(model).to(device)
+        self.strategy = spec.federation.strategy_instance()
+        state = ModelState(model, private=self.strategy.private_names(model))
+        protocol = scenario.protocol_instance()
+        training = scenario.local_training(spec.federation)
+        self.privacy.calibrate(FederationFacts(
+            site_sizes=[int(n) for n in facts["site_sizes"]], rounds=spec.federation.rounds, training=training,
+            clients_per_round=spec.federation.clients_per_round, seed=spec.seed, device=device,
+            private_names=frozenset(self.strategy.private_names(model)), updates_hidden=protocol.hides_updates,
+        ))
+        self.runner = SiteRunner(index, local.data(index), state, self.strategy, training=training,
+                                 privacy=self.privacy, seed=spec.seed, device=device)
+        self.device = device
+        saved_global = wire.get_tensors(context.state, "global")
+        self.global_vector = saved_global["vector"].to(device) if saved_global else state.get()
+        self.strategy.start(self.global_vector)
+        if strategy_state := wire.get_tensors(context.state, "strategy"):
+            self.strategy.load_server_state({k: v.to(device) for k, v in strategy_state.items()})
+        if private := wire.get_tensors(context.state, "private"):
+            self.runner.private = {k: v.to(device) for k, v in private.items()}
+        secret = local.secret() if protocol.name != "plain" else b""
+        self.client: ClientRole = protocol.client_role(secret, n_clients=n_sites, weight_unit=float(facts["weight_unit"]))
+
+    def catch_up(self) -> RecordDict:
+        """Apply the aggregates this site has not applied; the reply, with the evaluation of the result."""
+        reply = RecordDict()
+        saved = self.context.state.config_records[STATE]
+        pending = [int(r) for r in self.message.content.config_records["round"]["pending"]]
+        reveal_seconds = 0.0
+        for round_number in sorted(r for r in pending if r > int(saved["applied"])):
+            aggregate = wire.get_aggregate(self.message.content, f"aggregate.{round_number}")
+            self.global_vector, seconds = next_global(
+                self.global_vector, aggregate, self.client, self.strategy, self.privacy, self.device
+            )
+            reveal_seconds += seconds
+            saved["applied"] = round_number
+        if pending:
+            probabilities = self.runner.predict(self.global_vector)
+            wire.put_tensors(reply, "evaluation", {
+                "probabilities": probabilities, "labels": self.runner.test_tensors[1],
+            })
+        reply.config_records["applied"] = ConfigRecord({
+            "round": int(saved["applied"]), "reveal_seconds": reveal_seconds,
+            "notes": self.privacy.notes() or [""],
+        })
+        return reply
+
+    def save(self) -> None:
+        """Keep what the site carries to the next message in the SuperNode's state."""
+        wire.put_tensors(self.context.state, "global", {"vector": self.global_vector})
+        wire.put_tensors(self.context.state, "strategy", self.strategy.server_state())
+        wire.put_tensors(self.context.state, "private", self.runner.private)
+
+
+def _scenario(loaded: LoadedSpec, name: str) -> ScenarioSpec:
+    for scenario in loaded.spec.scenario:
+        if scenario.name == name:
+            return scenario
+    raise FedsecureError(f"the spec has no scenario {name!r}")
+
+
+app = make_client_app()
+"""The ClientApp a deployed SuperNode runs (``fedsecure.flower.site_app:app``)."""

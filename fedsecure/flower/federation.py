@@ -103,10 +103,9 @@ class FlowerFederation:
         self.names = [f"site-{k}" for k in range(self.n_sites)]
         self.shape = {key: max(int(info[key]) for _, info in sites) for key in ("in_channels", "n_classes")}
         self.shape.update({key: int(sites[0][1][key]) for key in ("height", "width")})
-        materials = {bytes(info["material"]) for _, info in sites}
-        if len(materials) != 1:
+        if len({str(info["key_id"]) for _, info in sites}) != 1:
             raise FedsecureError("the sites hold different CKKS keys; every site needs the same ckks-secret file")
-        material = materials.pop()
+        material = bytes(sites[0][1]["material"])
         protocol = self.scenario.protocol_instance()
         server = protocol.server_role(material)
 

@@ -26,6 +26,7 @@ Messages (server -> site):
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -93,7 +94,8 @@ def make_client_app(local: LocalSite | None = None) -> ClientApp:
         claimed = int(context.node_config.get("site", context.node_config.get("partition-id", -1)))
         data = site_of(context).data(max(claimed, 0))
         protocol = scenario.protocol_instance()
-        material = protocol.server_material(site_of(context).secret()) if protocol.name != "plain" else b""
+        secret = site_of(context).secret() if protocol.name != "plain" else b""
+        material = protocol.server_material(secret) if secret else b""
         context.state.config_records[STATE] = ConfigRecord({
             "spec": str(spec_config["spec"]), "scenario": scenario.name, "applied": 0,
         })
@@ -102,6 +104,8 @@ def make_client_app(local: LocalSite | None = None) -> ClientApp:
             "n_train": data.n_train, "claimed": claimed, "in_channels": int(image.shape[1]),
             "n_classes": int(max(data.train.labels.max(), data.test.labels.max())) + 1,
             "height": int(image.shape[2]), "width": int(image.shape[3]), "material": material,
+            # Which key the site holds, for the server to check the sites agree (a hash reveals nothing of it).
+            "key_id": hashlib.sha256(secret).hexdigest(),
         })}), reply_to=message)
 
     @app.train()

@@ -251,6 +251,13 @@ def _limits(report: dict[str, Any], scenario: dict[str, Any]) -> list[str]:
         f"The figures hold for this data ({data['source']}, {data['sites']} sites) and these settings; another "
         "dataset, model or schedule needs its own audit."
     )
+    if scenario.get("engine") == "flower":
+        lines.append(
+            "The federation ran on Flower, one SuperNode per site. To pool the test AUC, each site sent the server "
+            "its predictions and labels on its own test split (no images) after every round."
+        )
+    for event in scenario.get("events", []):
+        lines.append(f"During training: {event}.")
     if report.get("quick"):
         lines.append("Quick run: reduced settings; not evidence.")
     return lines

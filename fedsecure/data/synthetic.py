@@ -12,8 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from monai.data.synthetic import create_test_image_2d
-from monai.transforms import AdjustContrast, RandBiasField, RandGaussianNoise
 
 from fedsecure.data.splits import ImageSplits, Split
 from fedsecure.seeding import derive_seed, numpy_rng
@@ -43,6 +41,9 @@ class AcquisitionShift:
             stream: name of the random stream (e.g. "train"), so that a site's
                 train and test images get independent noise.
         """
+        # MONAI's data and transform modules take a second to import; only synthetic data needs them.
+        from monai.transforms import AdjustContrast, RandBiasField, RandGaussianNoise
+
         contrast = AdjustContrast(gamma=self.gamma)
         bias = RandBiasField(degree=3, coeff_range=(0.0, self.bias_coeff), prob=1.0)
         noise = RandGaussianNoise(prob=1.0, std=self.noise_std, sample_std=False)
@@ -100,6 +101,8 @@ class SyntheticPhantoms:
         )
 
     def _phantoms(self, n: int, stream: str) -> Split:
+        from monai.data.synthetic import create_test_image_2d
+
         rng = numpy_rng(self.seed, "synthetic", stream)
         # MONAI's generator takes the legacy RandomState; seed it from our stream.
         legacy = np.random.RandomState(int(rng.integers(2**32)))

@@ -1,0 +1,103 @@
+"""Wall time per round: the in-process engine vs. a Flower deployment on loopback, same spec and seed.
+
+The deployment is real: a SuperLink and one SuperNode per site, each site's
+data in its own MedMNIST file, `flwr run` (fedsecure.flower.loopback). A
+round's wall time is the time between two consecutive finished rounds as the
+server records them (rounds 2..R: round 1 also holds the set-up), for plain
+FedAvg and CKKS. Both engines train the same model; the benchmark checks the
+final models agree.
+
+Usage: python benchmarks/flower_round.py [--data PATH] [--sites K] [--rounds R] [--train-subset N]
+Prints one JSON object; ``ratio`` = Flower seconds per round / in-process seconds per round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fedsecure.audit.spec import load_spec
+from fedsecure.data.federated import federate
+from fedsecure.data.site_files import write_site_files
+from fedsecure.fl.federation import Federation
+from fedsecure.flower.keys import write_site_secret
+from fedsecure.flower.loopback import LoopbackDeployment
+from fedsecure.models import build_model
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "pneumoniamnist.npz"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--sites", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--train-subset", type=int, default=1200)
+    args = parser.parse_args()
+    torch.set_num_threads(1)  # the SuperNodes' ClientApps use one thread each too
+
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(scratch)
+        spec_path = root / "spec.toml"
+        spec_path.write_text(
+            f'name = "flower-round"\nseed = 0\n[data]\nsource = "medmnist"\npath = "{args.data.resolve()}"\n'
+            f'sites = {args.sites}\npartition = "iid"\ntrain_subset = {args.train_subset}\n[model]\nname = "cnn"\n'
+            f"[federation]\nrounds = {args.rounds}\nbatch_size = 32\nlr = 0.05\n"
+            '[[scenario]]\nname = "plain"\n[[scenario]]\nname = "ckks"\nprotocol = "ckks"\n'
+        )
+        loaded = load_spec(spec_path)
+        spec = loaded.spec
+        sites = write_site_files(spec, root / "sites")
+        write_site_secret(loaded, "ckks", root / "ckks.key")
+        data = federate(spec.data.source_instance(spec.seed), spec.data.sites, spec.data.partitioner(), spec.seed)
+
+        results = {}
+        with LoopbackDeployment(root / "deployment") as deployment:
+            for k, path in enumerate(sites):
+                deployment.start_supernode(k, data_path=path, ckks_secret=root / "ckks.key")
+            for scenario in spec.scenario:
+                finished: list[float] = []
+                model = build_model(spec.model.name, data.in_channels, data.n_classes, data.image_size, spec.seed)
+                federation = Federation(
+                    data, model, spec.federation.strategy_instance(), rounds=spec.federation.rounds,
+                    training=scenario.local_training(spec.federation), protocol=scenario.protocol_instance(),
+                    seed=spec.seed,
+                )
+                in_process = federation.run(on_round=lambda _: finished.append(time.perf_counter()))
+                in_process_round = statistics.fmean(np.diff(finished))
+
+                out = root / f"out-{scenario.name}"
+                started = time.perf_counter()
+                deployment.submit(spec_path, scenario.name, out, round_timeout=300)
+                finding = deployment.wait_for_finding(out, scenario.name, seconds=1800)
+                total = time.perf_counter() - started
+                progress = [json.loads(line)["time"] for line in (out / f"progress-{scenario.name}.jsonl").open()]
+                flower_round = statistics.fmean(np.diff(progress))
+                flower_model = np.load(out / f"final-model-{scenario.name}.npz")["vector"]
+                results[scenario.name] = {
+                    "in_process_seconds_per_round": round(in_process_round, 3),
+                    "flower_seconds_per_round": round(flower_round, 3),
+                    "ratio": round(flower_round / in_process_round, 1),
+                    "flower_run_seconds": round(total, 1),
+                    "flower_bytes_up_per_round": finding["cost"]["bytes_up_per_round"],
+                    "final_models_max_abs_difference": float(
+                        np.abs(flower_model - in_process.trace.final_global.numpy()).max()
+                    ),
+                }
+    print(json.dumps({
+        "benchmark": "flower_round", "sites": args.sites, "rounds": args.rounds,
+        "train_images": args.train_subset, "machine": platform.processor() or platform.machine(),
+        "cpu_threads_per_site": 1, "scenarios": results,
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -12,7 +12,7 @@ audit: setup
 	$(BIN)/fedsecure audit --out $(OUT)/default
 
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 setup: $(VENV)/.installed
 

@@ -9,6 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+# One torch thread per process: tests run on two xdist workers over two cores, and the CLI
+# subprocesses some tests start inherit this; more threads than cores slow torch down tens of times.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("FEDSECURE_SHARED", REPO.parent / "shared")) / "data"
 PNEUMONIA = SHARED_DATA / "pneumoniamnist.npz"

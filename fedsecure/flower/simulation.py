@@ -11,6 +11,7 @@ in a deployment.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 
 from flwr.app import Context
@@ -45,9 +46,13 @@ def run_in_simulation(
         except BaseException as exc:  # re-raised in the caller's thread, with its own type
             outcome["error"] = exc
 
+    # Flower logs every message, and that run_simulation is deprecated in favour of `flwr run` against a
+    # simulation SuperLink (a second server process for an audit that runs in this one); errors still
+    # surface, as the exception the ServerApp raised.
     flower_logger = logging.getLogger("flwr")
     level = flower_logger.level
-    flower_logger.setLevel(logging.WARNING)  # Flower's per-message INFO lines would bury the audit's progress
+    flower_logger.setLevel(logging.ERROR)
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # Ray's notice about GPU variables
     try:
         run_simulation(
             server_app=server_app, client_app=client_app, num_supernodes=len(sites),

@@ -1,0 +1,71 @@
+"""`fedsecure audit --engine flower`: the same report, from Flower's simulation engine."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from fedsecure.audit import run_audit
+from fedsecure.audit.spec import parse_spec
+from fedsecure.cli import main
+from tests.fedsecure.tiny_specs import PLAIN_AND_CKKS, TINY_FEDAVG, tiny_spec
+
+try:
+    import flwr  # noqa: F401
+except ImportError:
+    if os.environ.get("CI"):  # CI installs the extra: a missing Flower there is a broken setup, not a skip
+        raise
+    pytest.skip("the Flower extra is not installed (pip install 'fedsecure[flower]')", allow_module_level=True)
+
+CLIENT_DP = """
+[[scenario]]
+name = "client-dp"
+protocol = "ckks"
+dp = { level = "client", epsilon = 8.0, delta = 1e-3, clip = 0.5, placement = "distributed" }
+"""
+
+
+@pytest.mark.slow
+def test_flower_simulation_gives_the_in_process_report(tmp_path):
+    loaded = parse_spec(tiny_spec("flower-sim", 3, TINY_FEDAVG, PLAIN_AND_CKKS, CLIENT_DP), "<test>")
+    with pytest.warns(UserWarning):  # client-level DP's weakened-guarantee warnings, on both engines
+        in_process = run_audit(loaded, tmp_path / "in-process", device="cpu")
+        on_flower = run_audit(loaded, tmp_path / "flower", device="cpu", engine="flower")
+
+    for mine, theirs in zip(on_flower["scenarios"], in_process["scenarios"], strict=True):
+        assert (mine["engine"], theirs["engine"]) == ("flower", "in-process")
+        assert mine["events"] == []
+        assert mine["utility"] == theirs["utility"]  # same model, same pooled evaluation
+        assert [r["auc"] for r in mine["rounds"]] == [r["auc"] for r in theirs["rounds"]]
+        assert [r["participants"] for r in mine["rounds"]] == [r["participants"] for r in theirs["rounds"]]
+        assert mine["server_view"] == theirs["server_view"]
+        assert mine["privacy"]["epsilon"] == theirs["privacy"]["epsilon"]
+        assert mine["privacy"].get("warnings") == theirs["privacy"].get("warnings")
+        assert mine["cost"]["bytes_up_per_round"] == pytest.approx(theirs["cost"]["bytes_up_per_round"], rel=2e-3)
+    assert set(on_flower) == set(in_process)
+    assert "ran on Flower" in (tmp_path / "flower" / "report.md").read_text()
+
+
+SAMPLE_DP = """
+[[scenario]]
+name = "sample-dp"
+dp = { level = "sample", epsilon = 8.0, delta = 1e-3, clip = 1.0 }
+"""
+
+
+@pytest.mark.parametrize(
+    ("scenarios", "engine", "message"),
+    [
+        (SAMPLE_DP, "flower", "sample-level DP keeps each site's Opacus state"),
+        (PLAIN_AND_CKKS, "spark", "--engine spark: unknown engine"),
+    ],
+)
+def test_what_flower_cannot_run_is_refused_in_one_line(scenarios, engine, message, tmp_path, capsys):
+    spec = tmp_path / "spec.toml"
+    spec.write_text(tiny_spec("refused", 0, TINY_FEDAVG, scenarios))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["audit", str(spec), "--engine", engine, "--out", str(tmp_path / "out")])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and len(lines) == 1 and message in lines[0], lines
+    assert not (tmp_path / "out").exists()

@@ -86,11 +86,15 @@ class LoopbackDeployment:
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
         self.stop()
 
-    def start_supernode(self, site: int, *, data_path: Path, ckks_secret: Path | None = None) -> None:
-        """Start site ``site``'s SuperNode with its data (and the sites' CKKS key)."""
+    def start_supernode(
+        self, site: int, *, data_path: Path, ckks_secret: Path | None = None, spec_sha256: str | None = None
+    ) -> None:
+        """Start site ``site``'s SuperNode with its data (the sites' CKKS key; the one spec it accepts)."""
         node_config = f'site={site} data-path="{data_path}"'
         if ckks_secret is not None:
             node_config += f' ckks-secret="{ckks_secret}"'
+        if spec_sha256 is not None:
+            node_config += f' spec-sha256="{spec_sha256}"'
         self._start(f"site-{site}", [
             "flower-supernode", "--insecure", "--superlink", f"127.0.0.1:{self.link_port}",
             "--port", str(free_port()), "--node-config", node_config,

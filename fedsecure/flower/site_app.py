@@ -3,7 +3,8 @@
 Each SuperNode is one site. It holds its own data (``data-path`` in its node
 config: a MedMNIST-format ``.npz`` whose train split it trains on and whose test
 split is its local test set) and, for CKKS, the secret context the sites share
-(``ckks-secret``: a file from ``fedsecure keygen``). The server sends the spec;
+(``ckks-secret``: a file from ``fedsecure keygen``). With ``spec-sha256`` in its
+node config, a site takes part only in the study whose spec has that hash. The server sends the spec;
 the site rebuilds the same model, strategy, privacy mechanism and protocol
 from it and runs :class:`~fedsecure.fl.site.SiteRunner`, the code the
 in-process engine runs.
@@ -89,24 +90,9 @@ def make_client_app(local: LocalSite | None = None) -> ClientApp:
     @app.query()
     def setup(message: Message, context: Context) -> Message:
         spec_config = message.content.config_records["setup"]
-        loaded = parse_spec(str(spec_config["spec"]), "<spec from the server>")
-        scenario = _scenario(loaded, str(spec_config["scenario"]))
-        claimed = int(context.node_config.get("site", context.node_config.get("partition-id", -1)))
-        data = site_of(context).data(max(claimed, 0))
-        protocol = scenario.protocol_instance()
-        secret = site_of(context).secret() if protocol.name != "plain" else b""
-        material = protocol.server_material(secret) if secret else b""
-        context.state.config_records[STATE] = ConfigRecord({
-            "spec": str(spec_config["spec"]), "scenario": scenario.name, "applied": 0,
-        })
-        image = data.train.images
-        return Message(RecordDict({"site": ConfigRecord({
-            "n_train": data.n_train, "claimed": claimed, "in_channels": int(image.shape[1]),
-            "n_classes": int(max(data.train.labels.max(), data.test.labels.max())) + 1,
-            "height": int(image.shape[2]), "width": int(image.shape[3]), "material": material,
-            # Which key the site holds, for the server to check the sites agree (a hash reveals nothing of it).
-            "key_id": hashlib.sha256(secret).hexdigest(),
-        })}), reply_to=message)
+        answer = answer_setup(str(spec_config["spec"]), str(spec_config["scenario"]), dict(context.node_config),
+                              site_of(context), context.state)
+        return Message(RecordDict({"site": answer}), reply_to=message)
 
     @app.train()
     def train(message: Message, context: Context) -> Message:
@@ -131,6 +117,39 @@ def make_client_app(local: LocalSite | None = None) -> ClientApp:
         return Message(reply, reply_to=message)
 
     return app
+
+
+def answer_setup(spec_text: str, scenario_name: str, node_config: dict, local: LocalSite, state: RecordDict) -> ConfigRecord:
+    """A site's answer to the server's setup message; keeps the spec in ``state`` for the rounds.
+
+    The answer: the site's size and image shape, and for CKKS the context without its
+    secret key (what the server needs to add ciphertexts) with a hash of the key file.
+
+    Raises:
+        FedsecureError: the spec is not the one this site agreed to (``spec-sha256``), or
+            the site lacks its data or key.
+    """
+    loaded = parse_spec(spec_text, "<spec from the server>")
+    pinned = node_config.get("spec-sha256")
+    if pinned is not None and loaded.sha256 != str(pinned):
+        # The server chooses the spec; a site that agreed to one study refuses any other
+        # (e.g. one with its DP or encryption removed).
+        raise FedsecureError(f"the server sent spec sha256 {loaded.sha256}, not the {pinned} this site agreed to; refusing")
+    scenario = _scenario(loaded, scenario_name)
+    claimed = int(node_config.get("site", node_config.get("partition-id", -1)))
+    data = local.data(max(claimed, 0))
+    protocol = scenario.protocol_instance()
+    secret = local.secret() if protocol.name != "plain" else b""
+    material = protocol.server_material(secret) if secret else b""
+    state.config_records[STATE] = ConfigRecord({"spec": spec_text, "scenario": scenario.name, "applied": 0})
+    image = data.train.images
+    return ConfigRecord({
+        "n_train": data.n_train, "claimed": claimed, "in_channels": int(image.shape[1]),
+        "n_classes": int(max(data.train.labels.max(), data.test.labels.max())) + 1,
+        "height": int(image.shape[2]), "width": int(image.shape[3]), "material": material,
+        # Which key the site holds, for the server to check the sites agree (a hash reveals nothing of it).
+        "key_id": hashlib.sha256(secret).hexdigest(),
+    })
 
 
 class _Site:

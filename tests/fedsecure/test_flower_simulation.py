@@ -69,3 +69,31 @@ def test_what_flower_cannot_run_is_refused_in_one_line(scenarios, engine, messag
     lines = capsys.readouterr().err.strip().splitlines()
     assert exit_info.value.code == 2 and len(lines) == 1 and message in lines[0], lines
     assert not (tmp_path / "out").exists()
+
+
+
+def test_a_site_answers_the_setup_without_revealing_its_key_and_refuses_a_spec_it_did_not_agree_to():
+    import tenseal as ts
+    from flwr.app import RecordDict
+
+    from fedsecure.data.federated import federate
+    from fedsecure.errors import FedsecureError
+    from fedsecure.flower.site_app import LocalSite, answer_setup
+    from fedsecure.secure.ckks import CKKSAggregation
+
+    text = tiny_spec("pinned", 0, TINY_FEDAVG, PLAIN_AND_CKKS)
+    loaded = parse_spec(text, "<test>")
+    spec = loaded.spec
+    data = federate(spec.data.source_instance(spec.seed), spec.data.sites, spec.data.partitioner(), spec.seed)
+    secret = CKKSAggregation().site_secret()
+    local = LocalSite(data=lambda k: data.sites[k], secret=lambda: secret)
+    node_config = {"site": 1, "spec-sha256": loaded.sha256}
+
+    answer = answer_setup(text, "ckks", node_config, local, RecordDict())
+    assert answer["n_train"] == data.sites[1].n_train and answer["claimed"] == 1
+    assert not ts.context_from(bytes(answer["material"])).is_private(), "the server never receives the secret key"
+    assert answer["key_id"] == answer_setup(text, "ckks", node_config, local, RecordDict())["key_id"]
+
+    changed = text.replace('name = "pinned"', 'name = "pinned-but-changed"')
+    with pytest.raises(FedsecureError, match="this site agreed to"):
+        answer_setup(changed, "ckks", node_config, local, RecordDict())

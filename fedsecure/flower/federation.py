@@ -146,11 +146,11 @@ class FlowerFederation:
                     train_seconds=float(meta["train_seconds"]), protect_seconds=float(meta["protect_seconds"]),
                     reveal_seconds=0.0, bytes_up=int(meta["bytes_up"]),
                 ))
-            answered = sorted(replies)
             if not messages:
                 self._event(f"round {round_number}: no site answered; the global model stays as it was")
+                # Accounted as run: the sampled sites may have trained before they failed.
                 record = RoundRecord(round=round_number, clients=[], combine_seconds=0.0, bytes_down=0,
-                                     epsilon=self.privacy.end_round(answered))
+                                     epsilon=self.privacy.end_round(participants))
             else:
                 aggregate, combine_seconds = combine_round(
                     server, self.privacy, messages, length=state.numel, seed=spec.seed, round_number=round_number,
@@ -227,6 +227,7 @@ class FlowerFederation:
             pending = [r for r in sorted(self.aggregates) if r > self.applied[k]]
             for r in pending:
                 wire.put_aggregate(content, f"aggregate.{r}", self.aggregates[r])
+            # "pending" [0] means none: a list on the wire needs an element to carry its type.
             content.config_records["round"] = ConfigRecord({
                 "round": round_number, "site": k, "n_sites": self.n_sites, "weight_unit": float(self.weight_unit),
                 "site_sizes": self.site_sizes, "pending": pending or [0], **self.shape,

@@ -196,7 +196,7 @@ class _Site:
         """Apply the aggregates this site has not applied; the reply, with the evaluation of the result."""
         reply = RecordDict()
         saved = self.context.state.config_records[STATE]
-        pending = [int(r) for r in self.message.content.config_records["round"]["pending"]]
+        pending = [int(r) for r in self.message.content.config_records["round"]["pending"] if int(r) > 0]
         reveal_seconds = 0.0
         for round_number in sorted(r for r in pending if r > int(saved["applied"])):
             aggregate = wire.get_aggregate(self.message.content, f"aggregate.{round_number}")

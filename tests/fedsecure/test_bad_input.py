@@ -81,6 +81,14 @@ def _pickled_npz(path):
         (lambda t: ["audit", t], "is a directory, not a spec file"),
         (lambda t: ["report", t / "nowhere"], "nowhere: no such audit directory"),
         (lambda t: ["report", t], "report.json: no such report"),
+        (lambda t: ["audit", _data_spec(t, 'path = "small.npz"'), "--engine", "spark"], "--engine spark: unknown engine"),
+        (lambda t: ["keygen", _data_spec(t, 'path = "small.npz"'), "--scenario", "p", "--out", t / "k"],
+         "scenario p uses protocol 'plain', which has no key"),
+        (lambda t: ["keygen", _data_spec(t, 'path = "small.npz"'), "--scenario", "q", "--out", t / "k"],
+         "--scenario q: no such scenario"),
+        (lambda t: ["keygen", _data_spec(t, 'path = "small.npz"', "[[scenario]]\nname = 'c'\nprotocol = 'ckks'\n"),
+                    "--scenario", "c", "--out", t / "small.npz"], "small.npz exists; a key is never overwritten"),
+        (lambda t: ["sites", _data_spec(t, 'path = "small.npz"'), "--out", t], "exists; choose a new directory"),
     ],
 )
 def test_bad_files_and_arguments_are_one_line_and_exit_2(make_args, message, tmp_path, capsys):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,10 +94,14 @@ def runs(tmp_path_factory):
         for deployment, pinned in ((first, loaded), (second, kill_loaded)):
             for k, path in enumerate(site_files):
                 deployment.start_supernode(k, data_path=path, ckks_secret=key, spec_sha256=pinned.sha256)
-        for scenario in ("plain", "ckks"):
-            first.submit(spec, scenario, root / f"out-{scenario}", round_timeout=240)
-        # Long enough for a loaded 2-core machine to start three ClientApps; a killed site costs one wait.
-        second.submit(kill_spec, "ckks-kill", root / "out-ckks-kill", round_timeout=90)
+        with ThreadPoolExecutor() as submitting:  # each `flwr run` takes seconds to build and send the app
+            submitted = [submitting.submit(first.submit, spec, s, root / f"out-{s}", round_timeout=240)
+                         for s in ("plain", "ckks")]
+            # Long enough for a loaded 2-core machine to start three ClientApps; a killed site costs one wait.
+            submitted.append(submitting.submit(second.submit, kill_spec, "ckks-kill", root / "out-ckks-kill",
+                                               round_timeout=90))
+            for done in submitted:
+                done.result()
         progress = root / "out-ckks-kill" / "progress-ckks-kill.jsonl"
         killer = threading.Thread(target=_kill_after_round_one, args=(second, progress), daemon=True)
         killer.start()

@@ -50,3 +50,9 @@ def write_medmnist(path: Path, n=(12, 4, 6), size=8, rgb=False, label_shape="col
             arrays[key] = value
     np.savez(path, **arrays)
     return path
+
+
+def pytest_collection_modifyitems(config, items):
+    # The slow end-to-end tests first: on two xdist workers the long ones then run side by side
+    # instead of one worker finishing a long test alone at the end (about a minute of the suite).
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

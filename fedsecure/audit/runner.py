@@ -139,7 +139,7 @@ def run_audit(
         finding = finished[scenario.name]
         if finding is None:
             finding = to_json(
-                _run_scenario(loaded, engine, spec, scenario, data, make_model, torch_device, progress, out_dir)
+                _run_scenario(engine, spec, scenario, data, make_model, torch_device, progress, out_dir)
             )
             run.save(_stage(scenario), finding)
         findings.append(finding)
@@ -247,7 +247,6 @@ def _run_baselines(
 
 
 def _run_scenario(
-    loaded: LoadedSpec,
     engine: str,
     spec: AuditSpec,
     scenario: ScenarioSpec,
@@ -275,7 +274,7 @@ def _run_scenario(
         if engine == "flower":
             from fedsecure.flower.simulation import run_in_simulation  # the optional extra
 
-            result = run_in_simulation(loaded, scenario, data, on_round=lambda _: advance())
+            result = run_in_simulation(spec, scenario, data, on_round=lambda _: advance())
         else:
             result = federation.run(on_round=lambda _: advance())
     wall = time.perf_counter() - started

@@ -58,7 +58,7 @@ def check_runs_on_flower(scenario: ScenarioSpec) -> None:
             "memory across rounds, and Flower starts a fresh ClientApp process per message; run it on the "
             "in-process engine"
         )
-    if dp is not None and getattr(dp, "adaptive_quantile", None) is not None:
+    if dp is not None and dp.adaptive_quantile is not None:
         raise NotSupportedError(
             f"scenario {scenario.name}: adaptive clipping keeps its bound at the sites across rounds; "
             "run it on the in-process engine"
@@ -187,16 +187,15 @@ class FlowerFederation:
         wanted, deadline = self.spec.data.sites, time.monotonic() + self.connect_timeout
         while True:
             nodes = sorted(self.grid.get_node_ids())
-            if len(nodes) >= wanted:
-                return nodes[:wanted] if len(nodes) == wanted else self._too_many(nodes, wanted)
+            if len(nodes) > wanted:  # which of them are this study's sites is not ours to guess
+                raise FedsecureError(f"{len(nodes)} SuperNodes are connected but the spec has {wanted} sites")
+            if len(nodes) == wanted:
+                return nodes
             if time.monotonic() > deadline:
                 raise FedsecureError(
                     f"only {len(nodes)} of the spec's {wanted} SuperNodes connected within {self.connect_timeout:g} s"
                 )
             time.sleep(0.5)
-
-    def _too_many(self, nodes: list[int], wanted: int) -> list[int]:
-        raise FedsecureError(f"{len(nodes)} SuperNodes are connected but the spec has {wanted} sites")
 
     def _setup(self, nodes: list[int]) -> list[tuple[int, ConfigRecord]]:
         content = RecordDict({"setup": ConfigRecord({"spec": self.loaded.text, "scenario": self.scenario.name})})

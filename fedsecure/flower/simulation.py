@@ -14,11 +14,12 @@ import logging
 import os
 from collections.abc import Callable
 
+import tomli_w
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 from flwr.simulation import run_simulation
 
-from fedsecure.audit.spec import LoadedSpec, ScenarioSpec
+from fedsecure.audit.spec import AuditSpec, ScenarioSpec, parse_spec
 from fedsecure.data.federated import FederatedData
 from fedsecure.fl.federation import FederationResult
 from fedsecure.fl.trace import RoundRecord
@@ -27,10 +28,21 @@ from fedsecure.flower.site_app import LocalSite, make_client_app
 
 
 def run_in_simulation(
-    loaded: LoadedSpec, scenario: ScenarioSpec, data: FederatedData, *,
+    spec: AuditSpec, scenario: ScenarioSpec, data: FederatedData, *,
     on_round: Callable[[RoundRecord], None] | None = None, round_timeout: float = 600.0,
 ) -> FederationResult:
-    """Run ``scenario``'s federation on Flower's simulation engine, one virtual SuperNode per site."""
+    """Run ``scenario``'s federation on Flower's simulation engine, one virtual SuperNode per site.
+
+    Args:
+        spec: the spec as it runs (after ``--quick`` and ``--data``): the sites rebuild
+            everything from its text, so they get this one, not the file's.
+        scenario: the scenario to run.
+        data: the federated data; virtual site k is handed ``data.sites[k]``.
+        on_round: called with each finished round's record.
+        round_timeout: seconds to wait for the sites' answers to one message.
+    """
+    text = tomli_w.dumps(spec.model_dump(mode="json", exclude_none=True, exclude_unset=True))
+    loaded = parse_spec(text, "<the audit's spec, as run>")
     protocol = scenario.protocol_instance()
     secret = protocol.site_secret()
     sites = data.sites

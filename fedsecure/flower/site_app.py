@@ -9,6 +9,10 @@ the site rebuilds the same model, strategy, privacy mechanism and protocol
 from it and runs :class:`~fedsecure.fl.site.SiteRunner`, the code the
 in-process engine runs.
 
+``device`` in the node config chooses where the site trains (default cpu);
+the environment variable ``FEDSECURE_THREADS`` its torch threads (SuperNodes
+sharing one machine should use one each).
+
 Flower starts a fresh ClientApp process for every message, so what a site
 carries between rounds (its copy of the global model, the strategy's server
 state, its private layers) lives in the SuperNode's ``context.state``.

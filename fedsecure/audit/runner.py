@@ -193,10 +193,11 @@ def _stage(scenario: ScenarioSpec) -> str:
 def _selected(spec: AuditSpec, only: Sequence[str] | None) -> list[ScenarioSpec]:
     if not only:
         return list(spec.scenario)
-    names = [s.name for s in spec.scenario]
-    unknown = [name for name in only if name not in names]
-    if unknown:
-        raise SpecError(f"--only {unknown[0]}: no such scenario in the spec; it has {', '.join(names)}")
+    for name in only:
+        try:
+            spec.scenario_named(name)
+        except SpecError as exc:
+            raise SpecError(f"--only {name}: {exc}") from None
     return [s for s in spec.scenario if s.name in only]
 
 

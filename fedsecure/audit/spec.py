@@ -392,6 +392,17 @@ class AuditSpec(_Section):
     attacks: AttacksSpec = AttacksSpec()
     thresholds: ThresholdsSpec | None = None
 
+    def scenario_named(self, name: str) -> ScenarioSpec:
+        """The scenario called ``name``.
+
+        Raises:
+            SpecError: the spec has none (the message lists the ones it has).
+        """
+        for scenario in self.scenario:
+            if scenario.name == name:
+                return scenario
+        raise SpecError(f"no such scenario in the spec; it has {', '.join(s.name for s in self.scenario)}")
+
     @model_validator(mode="after")
     def _dp_fits_strategy(self) -> AuditSpec:
         # DP-SGD replaces the local training loop; strategies that change that loop cannot be wrapped.

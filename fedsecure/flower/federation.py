@@ -30,12 +30,10 @@ from fedsecure.audit.spec import LoadedSpec, ScenarioSpec
 from fedsecure.errors import FedsecureError, NotSupportedError
 from fedsecure.fl.federation import FederationResult
 from fedsecure.fl.server import Evaluation, combine_round, pooled_evaluation, sample_participants
-from fedsecure.fl.state import ModelState
 from fedsecure.fl.strategies import STRATEGIES
 from fedsecure.fl.trace import ClientRound, RoundRecord, Trace
 from fedsecure.flower import wire
-from fedsecure.models import build_model
-from fedsecure.privacy.mechanism import FederationFacts, PrivacyMechanism
+from fedsecure.flower.parts import build_parts
 from fedsecure.secure.protocol import Aggregate
 
 
@@ -106,21 +104,9 @@ class FlowerFederation:
         if len({str(info["key_id"]) for _, info in sites}) != 1:
             raise FedsecureError("the sites hold different CKKS keys; every site needs the same ckks-secret file")
         material = bytes(sites[0][1]["material"])
-        protocol = self.scenario.protocol_instance()
+        parts = build_parts(spec, self.scenario, self.shape, self.site_sizes, self.device)
+        self.privacy, strategy, protocol, state = parts.privacy, parts.strategy, parts.protocol, parts.state
         server = protocol.server_role(material)
-
-        model = build_model(spec.model.name, self.shape["in_channels"], self.shape["n_classes"],
-                            (self.shape["height"], self.shape["width"]), spec.seed)
-        self.privacy = self.scenario.dp.mechanism() if self.scenario.dp is not None else PrivacyMechanism()
-        model = self.privacy.prepare_model(model)
-        strategy = spec.federation.strategy_instance()
-        state = ModelState(model, private=strategy.private_names(model))
-        self.privacy.calibrate(FederationFacts(
-            site_sizes=self.site_sizes, rounds=spec.federation.rounds,
-            training=self.scenario.local_training(spec.federation),
-            clients_per_round=spec.federation.clients_per_round, seed=spec.seed, device=self.device,
-            private_names=frozenset(strategy.private_names(model)), updates_hidden=protocol.hides_updates,
-        ))
         self.weight_unit = min(self.privacy.site_weight(n) for n in self.site_sizes)
         trace = Trace(strategy=STRATEGIES.name_of(type(strategy)), protocol=protocol.name,
                       update_length=state.numel, setup_bytes=len(material), engine="flower", events=self.events)

@@ -16,10 +16,10 @@ def write_site_secret(loaded: LoadedSpec, scenario_name: str, path: Path) -> Non
         SpecError: no such scenario, or its protocol has no secret (plain).
         OutputError: ``path`` exists (a key is never overwritten).
     """
-    scenario = next((s for s in loaded.spec.scenario if s.name == scenario_name), None)
-    if scenario is None:
-        names = ", ".join(s.name for s in loaded.spec.scenario)
-        raise SpecError(f"--scenario {scenario_name}: no such scenario in {loaded.origin}; it has {names}")
+    try:
+        scenario = loaded.spec.scenario_named(scenario_name)
+    except SpecError as exc:
+        raise SpecError(f"--scenario {scenario_name}: {exc}") from None
     secret = scenario.protocol_instance().site_secret()
     if not secret:
         raise SpecError(f"scenario {scenario_name} uses protocol {scenario.protocol!r}, which has no key")

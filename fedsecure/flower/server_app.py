@@ -28,7 +28,7 @@ from fedsecure.audit.findings import to_json
 from fedsecure.audit.output import write_json
 from fedsecure.audit.runner import scenario_finding
 from fedsecure.audit.spec import load_spec
-from fedsecure.errors import FedsecureError, OutputError
+from fedsecure.errors import OutputError
 from fedsecure.fl.trace import RoundRecord
 from fedsecure.flower.federation import FlowerFederation
 
@@ -40,10 +40,7 @@ def main(grid: Grid, context: Context) -> None:
     """Run the configured scenario and write its finding."""
     config = context.run_config
     loaded = load_spec(Path(str(config["spec"])))
-    wanted = str(config["scenario"])
-    scenario = next((s for s in loaded.spec.scenario if s.name == wanted), None)
-    if scenario is None:
-        raise FedsecureError(f"scenario {wanted!r} is not in {loaded.origin}")
+    scenario = loaded.spec.scenario_named(str(config["scenario"]))
     out = Path(str(config["out"]))
     finding_path = out / f"scenario-{scenario.name}.json"
     if finding_path.exists():

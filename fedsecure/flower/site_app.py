@@ -38,19 +38,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
-from fedsecure.audit.spec import LoadedSpec, ScenarioSpec, parse_spec
+from fedsecure.audit.spec import parse_spec
 from fedsecure.data.federated import SiteData
 from fedsecure.data.medmnist import load_medmnist
 from fedsecure.devices import resolve_device
 from fedsecure.errors import FedsecureError
 from fedsecure.fl.site import SiteRunner, next_global
-from fedsecure.fl.state import ModelState
 from fedsecure.flower import wire
-from fedsecure.models import build_model
-from fedsecure.privacy.mechanism import FederationFacts, PrivacyMechanism
+from fedsecure.flower.parts import SHAPE_KEYS, build_parts
 from fedsecure.secure.protocol import ClientRole
 
 STATE = "fedsecure"
@@ -139,7 +137,7 @@ def answer_setup(spec_text: str, scenario_name: str, node_config: dict, local: L
         # The server chooses the spec; a site that agreed to one study refuses any other
         # (e.g. one with its DP or encryption removed).
         raise FedsecureError(f"the server sent spec sha256 {loaded.sha256}, not the {pinned} this site agreed to; refusing")
-    scenario = _scenario(loaded, scenario_name)
+    scenario = loaded.spec.scenario_named(scenario_name)
     claimed = int(node_config.get("site", node_config.get("partition-id", -1)))
     data = local.data(max(claimed, 0))
     protocol = scenario.protocol_instance()
@@ -164,30 +162,19 @@ class _Site:
             raise FedsecureError("a round message arrived before the setup message (the SuperNode restarted?)")
         saved = context.state.config_records[STATE]
         facts = message.content.config_records["round"]
-        loaded = parse_spec(str(saved["spec"]), "<spec from the server>")
-        spec, scenario = loaded.spec, _scenario(loaded, str(saved["scenario"]))
+        spec = parse_spec(str(saved["spec"]), "<spec from the server>").spec
+        scenario = spec.scenario_named(str(saved["scenario"]))
         self.context, self.message = context, message
         index, n_sites = int(facts["site"]), int(facts["n_sites"])
         device = resolve_device(str(context.node_config.get("device", "cpu")))
         torch.set_num_threads(int(os.environ.get("FEDSECURE_THREADS", torch.get_num_threads())))
-        model = build_model(spec.model.name, int(facts["in_channels"]), int(facts["n_classes"]),
-                            (int(facts["height"]), int(facts["width"])), spec.seed)
-        self.privacy = scenario.dp.mechanism() if scenario.dp is not None else PrivacyMechanism()
-        model = self.privacy.prepare_model(model).to(device)
-        self.strategy = spec.federation.strategy_instance()
-        state = ModelState(model, private=self.strategy.private_names(model))
-        protocol = scenario.protocol_instance()
-        training = scenario.local_training(spec.federation)
-        self.privacy.calibrate(FederationFacts(
-            site_sizes=[int(n) for n in facts["site_sizes"]], rounds=spec.federation.rounds, training=training,
-            clients_per_round=spec.federation.clients_per_round, seed=spec.seed, device=device,
-            private_names=frozenset(self.strategy.private_names(model)), updates_hidden=protocol.hides_updates,
-        ))
-        self.runner = SiteRunner(index, local.data(index), state, self.strategy, training=training,
+        parts = build_parts(spec, scenario, {k: int(facts[k]) for k in SHAPE_KEYS}, list(facts["site_sizes"]), device)
+        self.privacy, self.strategy, protocol = parts.privacy, parts.strategy, parts.protocol
+        self.runner = SiteRunner(index, local.data(index), parts.state, self.strategy, training=parts.training,
                                  privacy=self.privacy, seed=spec.seed, device=device)
         self.device = device
         saved_global = wire.get_tensors(context.state, "global")
-        self.global_vector = saved_global["vector"].to(device) if saved_global else state.get()
+        self.global_vector = saved_global["vector"].to(device) if saved_global else parts.state.get()
         self.strategy.start(self.global_vector)
         if strategy_state := wire.get_tensors(context.state, "strategy"):
             self.strategy.load_server_state({k: v.to(device) for k, v in strategy_state.items()})
@@ -225,13 +212,6 @@ class _Site:
         wire.put_tensors(self.context.state, "global", {"vector": self.global_vector})
         wire.put_tensors(self.context.state, "strategy", self.strategy.server_state())
         wire.put_tensors(self.context.state, "private", self.runner.private)
-
-
-def _scenario(loaded: LoadedSpec, name: str) -> ScenarioSpec:
-    for scenario in loaded.spec.scenario:
-        if scenario.name == name:
-            return scenario
-    raise FedsecureError(f"the spec has no scenario {name!r}")
 
 
 app = make_client_app()

@@ -1,0 +1,62 @@
+"""What the sites and the server of a Flower federation each build from the spec, the same way.
+
+Every party rebuilds the scenario's model, strategy, privacy mechanism and
+protocol from the spec it was sent, and calibrates the mechanism from the same
+federation facts, so that a site's noise and the server's accounting agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from fedsecure.audit.spec import AuditSpec, ScenarioSpec
+from fedsecure.fl.state import ModelState
+from fedsecure.fl.strategies import Strategy
+from fedsecure.fl.training import LocalTraining
+from fedsecure.models import build_model
+from fedsecure.privacy.mechanism import FederationFacts, PrivacyMechanism
+from fedsecure.secure.protocol import AggregationProtocol
+
+SHAPE_KEYS = ("in_channels", "n_classes", "height", "width")
+"""The model's input and output shape, as the server tells the sites (the sites' data decide it)."""
+
+
+@dataclass
+class ScenarioParts:
+    """One party's copy of a scenario's objects, calibrated."""
+
+    state: ModelState
+    strategy: Strategy
+    privacy: PrivacyMechanism
+    protocol: AggregationProtocol
+    training: LocalTraining
+
+
+def build_parts(
+    spec: AuditSpec, scenario: ScenarioSpec, shape: dict[str, int], site_sizes: list[int], device: torch.device
+) -> ScenarioParts:
+    """The scenario's model (from the spec's seed), strategy, calibrated privacy mechanism and protocol.
+
+    Args:
+        spec: the audit spec.
+        scenario: the scenario run.
+        shape: ``SHAPE_KEYS`` to their values.
+        site_sizes: every site's training images, in site order.
+        device: where the model lives.
+    """
+    model = build_model(spec.model.name, int(shape["in_channels"]), int(shape["n_classes"]),
+                        (int(shape["height"]), int(shape["width"])), spec.seed)
+    privacy = scenario.dp.mechanism() if scenario.dp is not None else PrivacyMechanism()
+    model = privacy.prepare_model(model).to(device)
+    strategy = spec.federation.strategy_instance()
+    protocol = scenario.protocol_instance()
+    training = scenario.local_training(spec.federation)
+    private = strategy.private_names(model)
+    privacy.calibrate(FederationFacts(
+        site_sizes=[int(n) for n in site_sizes], rounds=spec.federation.rounds, training=training,
+        clients_per_round=spec.federation.clients_per_round, seed=spec.seed, device=device,
+        private_names=frozenset(private), updates_hidden=protocol.hides_updates,
+    ))
+    return ScenarioParts(ModelState(model, private=private), strategy, privacy, protocol, training)

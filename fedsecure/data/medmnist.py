@@ -20,19 +20,22 @@ SPLITS = ("train", "val", "test")
 REQUIRED_KEYS = ("train_images", "train_labels", "test_images", "test_labels")
 
 
-def load_medmnist(path: str | Path) -> ImageSplits:
+def load_medmnist(path: str | Path, min_classes: int = 2) -> ImageSplits:
     """Load a MedMNIST-format ``.npz`` file.
 
     Args:
         path: the ``.npz`` file. ``val_*`` arrays are optional; without them the
             validation split is empty.
+        min_classes: classes the labels must reach (the largest label + 1). A
+            whole dataset needs two; one site's share of it may hold one.
 
     Returns:
         The splits as float32 (N, C, H, W) images in [0, 1] and int64 labels.
 
     Raises:
         DataError: the file is missing or unreadable, lacks a required array,
-            holds object (pickled) arrays, or has mismatched counts, shapes or dtypes.
+            holds object (pickled) arrays, has mismatched counts, shapes or dtypes, or
+            too few classes.
             The message names the file and the problem.
     """
     path = Path(path)
@@ -71,7 +74,7 @@ def load_medmnist(path: str | Path) -> ImageSplits:
         splits["val"] = Split(empty, np.zeros(0, dtype=np.int64))
 
     n_classes = int(max(s.labels.max(initial=0) for s in splits.values())) + 1
-    if n_classes < 2:
+    if n_classes < min_classes:
         raise DataError(f"{path}: labels hold a single class; a classification audit needs at least two")
     return ImageSplits(train=splits["train"], val=splits["val"], test=splits["test"], n_classes=n_classes)
 

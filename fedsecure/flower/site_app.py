@@ -68,7 +68,8 @@ def from_node_config(node_config: dict) -> LocalSite:
     def data(index: int) -> SiteData:
         if "data-path" not in node_config:
             raise FedsecureError('this SuperNode has no data: start it with --node-config \'data-path="SITE.npz"\'')
-        splits = load_medmnist(Path(str(node_config["data-path"])))
+        # One hospital's data may hold a single class (a non-iid split); the federation has the others.
+        splits = load_medmnist(Path(str(node_config["data-path"])), min_classes=1)
         return SiteData(name=f"site-{index}", train=splits.train, test=splits.test, val=splits.val)
 
     def secret() -> bytes:

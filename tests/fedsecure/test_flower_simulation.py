@@ -97,3 +97,20 @@ def test_a_site_answers_the_setup_without_revealing_its_key_and_refuses_a_spec_i
     changed = text.replace('name = "pinned"', 'name = "pinned-but-changed"')
     with pytest.raises(FedsecureError, match="this site agreed to"):
         answer_setup(changed, "ckks", node_config, local, RecordDict())
+
+
+def test_a_site_whose_own_data_hold_one_class_takes_part(tmp_path):
+    # A Dirichlet split gives some hospitals a single class; the whole dataset still needs two.
+    import numpy as np
+
+    from fedsecure.errors import DataError
+    from fedsecure.data.medmnist import load_medmnist
+    from fedsecure.flower.site_app import from_node_config
+    from tests.conftest import write_medmnist
+
+    zeros = {f"{split}_labels": np.zeros((n, 1), dtype=np.int64) for split, n in (("train", 12), ("val", 4), ("test", 6))}
+    path = write_medmnist(tmp_path / "site.npz", **zeros)
+    with pytest.raises(DataError, match="single class"):
+        load_medmnist(path)
+    site = from_node_config({"data-path": str(path)}).data(3)
+    assert site.name == "site-3" and site.n_train == 12 and set(site.train.labels) == {0}

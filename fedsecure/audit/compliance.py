@@ -94,7 +94,8 @@ def _threat_model(scenario: dict[str, Any]) -> list[tuple[str, str]]:
     else:
         server = "reads every site's model update in plaintext, every round"
     sites = (
-        "receive the global model every round, computed from all participating sites' updates"
+        "receive the global model every round, computed from all participating sites' updates, and know who took "
+        "part and the noise share they added themselves"
         + (" (the sites decrypt the encrypted sum together: they share the CKKS secret key)"
            if scenario["server_view"] == "ciphertext" else "")
     )
@@ -122,12 +123,24 @@ def _leaves_site(scenario: dict[str, Any]) -> str:
         made = f", clipped to norm {dp['clip']:g} ({placement})"
     else:
         made = ""
-    return f"{what}{made}, sent {form} ({size} per site per round) with its weight. No image or label leaves a site."
+    flower = (
+        " For the pooled test AUC each site also sends, after each round, per-class histograms of its model's "
+        "scores and its count of correct predictions: aggregates, never a per-image prediction."
+        if scenario.get("engine") == "flower" else ""
+    )
+    return (
+        f"{what}{made}, sent {form} ({size} per site per round) with its weight. No image, label or per-image "
+        f"value leaves a site.{flower}"
+    )
+
+
+PARTY_NAMES = {"public": "anyone given the released model", "server": "the aggregation server",
+               "site": "another participating site"}
 
 
 def _guarantee(scenario: dict[str, Any]) -> list[str]:
     privacy, dp = scenario["privacy"], scenario["dp"]
-    if privacy["epsilon"] is None:
+    if privacy.get("guarantee", "none") == "none":
         lines = ["No formal privacy guarantee: no differential privacy is applied."]
         if scenario["server_view"] == "ciphertext":
             lines.append(
@@ -135,18 +148,40 @@ def _guarantee(scenario: dict[str, Any]) -> list[str]:
                 "model are computed from the data without noise."
             )
         return lines
+    lines = []
+    if privacy.get("simulation"):
+        lines.append(
+            "SIMULATION, NOT A GUARANTEE: the noise derives from the spec's seed printed in report.json "
+            "(secure_rng = false); anyone who reads it can subtract the noise. The figures below are what the "
+            "mechanism would give with secret noise."
+        )
+    headline = "unbounded" if privacy["epsilon"] is None else number(privacy["epsilon"], 2)
+    worst = privacy.get("worst_party")
     if dp["level"] == "sample":
-        lines = [
-            f"({number(privacy['epsilon'], 2)}, {privacy['delta']:g})-differential privacy per training image at each "
-            "site (the worst site's figure), against anyone who sees that site's updates or any model built from them.",
+        lines += [
+            f"({headline}, {privacy['delta']:g})-differential privacy per training image at each site (the worst "
+            "site's figure), against every party: each sees at most that site's DP-SGD output.",
             "The unit of privacy is one image: a patient with k images in a site's data is protected at about k "
             "times epsilon (group privacy).",
         ]
     else:
-        lines = [
-            f"({number(privacy['epsilon'], 2)}, {privacy['delta']:g})-differential privacy per site (client level): "
-            "whether a whole hospital took part is protected in the sequence of global models and the released model."
-        ]
+        lines.append(
+            f"Client-level differential privacy, per site: epsilon {headline} at delta {privacy['delta']:g} against "
+            f"the worst party ({PARTY_NAMES.get(worst, worst)}). It bounds what the models reveal about one "
+            "hospital's data; which hospitals took part is not hidden."
+        )
+    for party, guarantee in (privacy.get("epsilon_by_adversary") or {}).items():
+        value = "no differential privacy" if guarantee["epsilon"] is None else f"epsilon {number(guarantee['epsilon'], 2)}"
+        amplification = (f", amplified by sampling rate {number(guarantee['sample_rate'], 3)}"
+                         if guarantee["sample_rate"] < 1 else "")
+        facing = "" if guarantee["noise_multiplier"] is None else (
+            f" (noise multiplier {number(guarantee['noise_multiplier'], 3)} over {guarantee['steps']} compositions"
+            f"{amplification}, {guarantee['accounting']})"
+        )
+        lines.append(
+            f"Against {PARTY_NAMES.get(party, party)}, who sees {guarantee['sees']}: {value}{facing}; assuming "
+            + "; ".join(guarantee["assumptions"]) + "."
+        )
     rounds = privacy.get("rounds_completed")
     lines.append(
         f"Accountant {privacy['accountant']}: noise multiplier {number(privacy['noise_multiplier'], 3)}, "
@@ -156,6 +191,26 @@ def _guarantee(scenario: dict[str, Any]) -> list[str]:
     if privacy.get("stopped_early"):
         lines.append("Training stopped early: one more round would have exceeded the target epsilon.")
     lines += [f"Weakened: {warning}" for warning in privacy.get("warnings", [])]
+    return lines
+
+
+def ceiling_below_epsilon(report: dict[str, Any]) -> list[str]:
+    """For each DP scenario whose empirical audit could not have shown its accountant's epsilon, one line saying so."""
+    lines = []
+    for s in report["scenarios"]:
+        privacy = s["privacy"]
+        ceiling = privacy.get("empirical_epsilon_ceiling")
+        if privacy.get("guarantee", "none") == "none" or ceiling is None:
+            continue
+        if privacy["epsilon"] is not None and ceiling >= privacy["epsilon"]:
+            continue
+        stated = "unbounded" if privacy["epsilon"] is None else number(privacy["epsilon"], 2)
+        how = "no randomised canaries were run" if privacy.get("canary_audit") is None else (
+            f"{privacy['canary_audit']['canaries']} canaries, {privacy['canary_audit']['guesses']} guesses")
+        lines.append(
+            f"{s['name']}: the empirical audit ({how}) could show at most epsilon {number(ceiling, 2)}, below the "
+            f"accountant's {stated}: it could not have detected an overspent privacy budget."
+        )
     return lines
 
 
@@ -182,8 +237,8 @@ def _leakage(scenario: dict[str, Any]) -> list[str]:
             )
             lines.append(
                 f"Membership inference, {where}, on {attack['members']} members and {attack['non_members']} "
-                f"non-members: AUC {number(attack['auc'])}{detail}; empirical epsilon lower bound "
-                f"{number(attack['epsilon_lb'], 2)}."
+                f"non-members: AUC {number(attack['auc'])}{detail}; advantage {number(attack['advantage'])} "
+                "(membership of real training data is not randomised, so this bounds no epsilon)."
             )
     canary = scenario["privacy"].get("canary_audit")
     if canary:
@@ -193,7 +248,8 @@ def _leakage(scenario: dict[str, Any]) -> list[str]:
         )
         lines.append(
             f"One-run canary audit: {canary['correct']} of {canary['guesses']} guesses right on {canary['canaries']} "
-            f"mislabelled canaries, {found} (at {number(canary['confidence'], 2)} confidence)."
+            f"mislabelled canaries, {found} (at {number(canary['confidence'], 2)} confidence); with every guess "
+            f"right it could have shown at most {number(canary.get('epsilon_ceiling'), 2)}."
         )
     if not lines:
         lines.append("Not measured: the spec runs no attacks against this scenario.")
@@ -214,10 +270,17 @@ def _limits(report: dict[str, Any], scenario: dict[str, Any]) -> list[str]:
             "The formal guarantee holds if the implementation is correct and the noise is unpredictable to the "
             "adversary; it says nothing about information in the data that is not specific to one unit of privacy."
         )
+    lines += [line.split(": ", 1)[1] for line in ceiling_below_epsilon({"scenarios": [scenario]})]
+    lines.append(
+        "The server is assumed honest but curious: it follows the protocol and only reads what it receives. A "
+        "malicious server could choose who takes part or replay messages; the sites check the study's spec, its "
+        "site count and the size of every aggregate they decrypt, not everything a malicious server could do."
+    )
     if scenario["server_view"] == "ciphertext":
         lines.append(
             "Encryption protects the updates from the server only if the server does not collude with a site: "
-            "every site holds the secret key. It does not protect the released model."
+            "every site holds the same secret key, so a server colluding with one site reads every update. It "
+            "does not protect the released model, nor the updates from the other sites (they see every aggregate)."
         )
     if "inversion" not in kinds:
         lines.append("Reconstruction of training images was not measured.")
@@ -254,7 +317,8 @@ def _limits(report: dict[str, Any], scenario: dict[str, Any]) -> list[str]:
     if scenario.get("engine") == "flower":
         lines.append(
             "The federation ran on Flower, one SuperNode per site. To pool the test AUC, each site sent the server "
-            "its predictions and labels on its own test split (no images) after every round."
+            "per-class score histograms and counts of correct predictions on its own test split after every round "
+            "(no image, label or per-image prediction); the pooled AUC is exact to within 0.001."
         )
     for event in scenario.get("events", []):
         lines.append(f"During training: {event}.")

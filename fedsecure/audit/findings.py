@@ -14,7 +14,7 @@ from typing import Any
 from attacks.auditing import OneRunAudit
 from fedsecure.fl.server import SiteUtility
 
-SCHEMA_VERSION = "1.2"
+SCHEMA_VERSION = "1.3"
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,20 @@ class PrivacyFinding:
     sample-level DP the figures are the worst site's and ``per_site`` lists all.
     ``stopped_early`` says training ended before the planned rounds because the
     next round would have overspent ``target_epsilon``.
+
+    ``epsilon`` is the headline: the largest of ``epsilon_by_adversary`` (the
+    guarantee against the public, the server and another site, each with what
+    that party sees and what the bound assumes), against ``worst_party``; None
+    where some party sees the data before any noise. ``mechanism`` holds what
+    a reviewer needs to recompute it. ``simulation`` is true when the noise
+    derives from the spec's seed: no epsilon is then a guarantee.
+    ``protected_units`` counts the units (images or sites) the guarantee covers.
+
+    ``empirical_epsilon_lb`` is the one pre-registered lower bound (the canary
+    audit's, at ``empirical_confidence``); ``empirical_epsilon_ceiling`` the
+    largest value that audit could have shown with its canaries and guesses
+    (0 where attacks ran but no randomised canaries did: membership of real
+    training data is not randomised, so it bounds no epsilon).
     """
 
     guarantee: str = "none"
@@ -61,6 +75,13 @@ class PrivacyFinding:
     warnings: list[str] = field(default_factory=list)
     per_site: list[dict[str, Any]] | None = None
     clip_per_round: list[float] | None = None
+    epsilon_by_adversary: dict[str, dict[str, Any]] | None = None
+    worst_party: str | None = None
+    mechanism: dict[str, Any] | None = None
+    simulation: bool = False
+    protected_units: int | None = None
+    empirical_epsilon_ceiling: float | None = None
+    empirical_confidence: float | None = None
 
 
 @dataclass(frozen=True)
@@ -146,9 +167,10 @@ class MembershipFinding:
     its Clopper-Pearson interval at ``confidence``, the FPR reached and its
     interval's upper end; ``resolved`` is false where there are fewer than
     1/FPR non-members (the TPR is then at zero false positives). ``roc`` holds
-    ``fpr`` and ``tpr`` lists for a log-log plot. ``epsilon_lb`` is the lower
-    bound on epsilon these scores prove (Jagielski et al. 2020; threshold
-    chosen on half the candidates, bound on the other half). ``most_exposed``
+    ``fpr`` and ``tpr`` lists for a log-log plot. Membership of the real
+    training data was never randomised, so these scores bound no epsilon: the
+    leakage is the attack's ``advantage`` (TPR - FPR at the best threshold) and
+    its rates; epsilon lower bounds come from the canary audit. ``most_exposed``
     lists the members with the highest scores, by site and index in the site's
     training data. ``shadow_models`` counts the reference models used;
     ``shadow_models_failed`` those whose training diverged and were left out.
@@ -165,7 +187,6 @@ class MembershipFinding:
     auc: float | None = None
     tpr_at_fpr: dict[str, dict[str, float]] = field(default_factory=dict)
     advantage: float | None = None
-    epsilon_lb: float | None = None
     confidence: float | None = None
     roc: dict[str, list[float]] = field(default_factory=dict)
     most_exposed: list[dict[str, Any]] = field(default_factory=list)

@@ -40,6 +40,21 @@ def rate_text(attack: dict[str, Any], level: str) -> str:
     return text if rate["resolved"] else f"{text} (at 0 false positives: too few non-members)"
 
 
-def epsilon_text(value: float | None) -> str:
-    """An accountant's epsilon; "none (no DP)" where no guarantee exists."""
-    return "none (no DP)" if value is None else number(value, 2)
+def epsilon_text(privacy: dict[str, Any]) -> str:
+    """The headline epsilon and the party it is against; "none (no DP)", "unbounded", and "simulation" where so."""
+    if privacy.get("guarantee", "none") == "none":
+        return "none (no DP)"
+    party = privacy.get("worst_party")
+    against = f" vs {party}" if party and "alike" not in party else ""
+    text = f"unbounded{against}" if privacy["epsilon"] is None else f"{number(privacy['epsilon'], 2)}{against}"
+    return f"{text} (simulation: seeded noise)" if privacy.get("simulation") else text
+
+
+def empirical_text(privacy: dict[str, Any]) -> str:
+    """The empirical lower bound with the ceiling of the audit that produced it."""
+    ceiling = privacy.get("empirical_epsilon_ceiling")
+    if ceiling is None:
+        return "not measured"
+    if privacy.get("empirical_epsilon_lb") is None:
+        return "no canary audit (ceiling 0)"
+    return f"{number(privacy['empirical_epsilon_lb'], 2)} (ceiling {number(ceiling, 2)})"

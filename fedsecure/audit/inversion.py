@@ -13,7 +13,10 @@ setting of the gradient-inversion literature); ``images / batch_size`` such
 rounds are probed, each with a different batch from the site's training data.
 Each probe is the scenario's own client pipeline (:meth:`Federation.first_message`:
 the same strategy, privacy mechanism and protocol), so a DP scenario's probe
-carries that scenario's noise and a CKKS scenario's probe is ciphertext.
+carries that scenario's noise and a CKKS scenario's probe is ciphertext. The
+noise is the real run's: DP-SGD's multiplier is pinned to the one calibrated
+for the site's real size (a site of ``batch_size`` images would otherwise be
+recalibrated with far more noise, understating the leakage).
 
 The attack sees the :class:`~attacks.inversion.Observation` only; the truth
 stays here, with the auditor, for scoring.
@@ -38,6 +41,7 @@ from fedsecure.audit.spec import AuditSpec, InversionSpec, ScenarioSpec
 from fedsecure.data.federated import FederatedData
 from fedsecure.data.splits import Split
 from fedsecure.fl.federation import Federation
+from fedsecure.privacy.mechanism import PrivacyMechanism
 from fedsecure.seeding import derive_seed, numpy_rng
 
 FIGURES = "figures"
@@ -48,7 +52,7 @@ def audit_inversion(
     spec: AuditSpec,
     scenario: ScenarioSpec,
     data: FederatedData,
-    build_federation: Callable[[FederatedData], Federation],
+    build_federation: Callable[..., Federation],
     out_dir: Path,
 ) -> InversionFinding:
     """Run ``[attacks] inversion`` against one scenario from the server's position.
@@ -75,11 +79,20 @@ def audit_inversion(
     chosen = numpy_rng(spec.seed, "inversion-victims").choice(site.n_train, settings.images, replace=False)
     batches = np.sort(chosen).reshape(-1, settings.batch_size)
 
+    def probe_privacy() -> tuple[PrivacyMechanism | None, str | None]:
+        if scenario.dp is None:
+            return None, None
+        mechanism = scenario.dp.mechanism()
+        return mechanism, mechanism.pin_noise_to_site(
+            site.n_train, scenario.local_training(spec.federation), spec.federation.rounds
+        )
+
     observations, truths, assumptions = [], [], []
     for batch in batches:
         victim = Split(images=site.train.images[batch], labels=site.train.labels[batch])
         probe = replace(data, sites=[replace(s, train=victim) if s is site else s for s in data.sites])
-        federation = build_federation(probe)
+        privacy, pinned = probe_privacy()
+        federation = build_federation(probe, privacy=privacy)
         global_vector, message = federation.first_message(settings.site)
         if not message.plaintext:
             return InversionFinding(
@@ -89,6 +102,7 @@ def audit_inversion(
                 **base,
             )
         observation, assumptions = _observation(federation, global_vector, message.payload, settings, data)
+        assumptions += [pinned] if pinned else []
         observations.append(observation)
         truths.append(victim)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fedsecure.audit.compliance import audit_scope, scenario_compliance
+from fedsecure.audit.compliance import audit_scope, ceiling_below_epsilon, scenario_compliance
 from fedsecure.audit.formatting import number, verdict_text
 from fedsecure.audit.summary import (
     COST_COLUMNS,
@@ -64,8 +64,12 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines.append(
             f"- **{name}**: {c['correct']} of {c['guesses']} guesses right on {c['canaries']} canaries "
             f"({c['included']} inserted): epsilon >= {number(c['epsilon_lb'], 2)} at {number(c['confidence'], 2)} "
-            f"confidence (delta {c['delta']:g})"
+            f"confidence (delta {c['delta']:g}); the most these counts could show is {number(c.get('epsilon_ceiling'), 2)}"
         )
+    undetectable = ceiling_below_epsilon(report)
+    if undetectable:
+        lines += ["", "Empirical ceilings below the accountant's epsilon:", ""]
+        lines += [f"- {line}" for line in undetectable]
     lines += ["", "## Verdicts", ""]
     for s in report["scenarios"]:
         lines.append(f"- **{s['name']}**: {verdict_text(s['verdict'])}")

@@ -10,8 +10,10 @@ cannot win on a distribution shift between the two.
 Reference federations run the scenario's own pipeline (strategy, local
 training, DP mechanism) on a random half of the candidates, each site keeping
 its own candidates; CKKS is replaced by the plain protocol for them, which
-yields the bit-identical model faster. Their logits are cached under
-``out_dir/cache/``.
+yields the bit-identical model faster. Each runs on its own seed (derived from
+its membership), never the target's: with seeded noise the attacker would
+otherwise replay the target's noise and batch order. Their logits are cached
+under ``out_dir/cache/``.
 
 The one-run canary audit (Steinke, Nasr and Jagielski 2023) trains the
 scenario's pipeline once more with canaries (held-out images with flipped
@@ -34,7 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from attacks.auditing import epsilon_from_scores, one_run_audit
+from attacks.auditing import one_run_audit
 from attacks.membership import MEMBERSHIP_ATTACKS, MembershipAttack, balanced_memberships, train_references
 from attacks.membership.signals import loss
 from attacks.metrics import membership_scores
@@ -46,7 +48,7 @@ from fedsecure.errors import TrainingDivergedError
 from fedsecure.fl.evaluation import logits
 from fedsecure.fl.federation import Federation
 from fedsecure.secure.plain import PlainAggregation
-from fedsecure.seeding import numpy_rng
+from fedsecure.seeding import derive_seed, numpy_rng
 
 POSITION = "external"
 BASELINE = "loss"
@@ -85,18 +87,22 @@ def logits_of(model: nn.Module, images: np.ndarray, device: torch.device) -> tor
     return logits(model, torch.from_numpy(images).to(device)).double().cpu()
 
 
-def _replica_logits(build_federation: BuildFederation, data: FederatedData, images: np.ndarray) -> torch.Tensor | None:
+def _replica_logits(
+    build_federation: BuildFederation, data: FederatedData, images: np.ndarray, seed: int
+) -> torch.Tensor | None:
     """Train the scenario's pipeline on ``data`` (the attacker's or auditor's replica); its final logits on ``images``.
 
     The replica runs the plain protocol (CKKS yields the same model bit for bit)
-    and keeps no trace. Its warnings are silenced: they repeat the scenario's,
+    on its own ``seed`` (batch order, participation and seeded noise differ
+    from the target's) and keeps no trace. Its warnings are silenced: they repeat the scenario's,
     which were already shown, or concern only the replica's protocol. A
     replica whose training diverges (heavy DP noise can do that) gives None.
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         federation = build_federation(
-            data, protocol=PlainAggregation(), evaluate_every=0, keep_messages="none", keep_global_models=False
+            data, protocol=PlainAggregation(), evaluate_every=0, keep_messages="none", keep_global_models=False,
+            seed=seed,
         )
         try:
             result = federation.run()
@@ -138,7 +144,8 @@ def audit_membership(
     target_logits = logits_of(target, pool.images, device)
 
     def train_and_predict(chosen: np.ndarray) -> torch.Tensor:
-        return _replica_logits(build_federation, pool.federated(data, chosen), pool.images)
+        seed = derive_seed(spec.seed, "reference", scenario.name, hashlib.sha256(chosen.tobytes()).hexdigest())
+        return _replica_logits(build_federation, pool.federated(data, chosen), pool.images, seed)
 
     attacks: list[MembershipAttack] = [settings.attack()]
     if settings.method != BASELINE:
@@ -157,8 +164,7 @@ def audit_membership(
         reference_seconds = time.perf_counter() - started
     delta = scenario.dp.delta if scenario.dp is not None else 0.0
     findings = [
-        _finding(attack, settings, references, reference_seconds, target_logits, labels, pool, delta)
-        for attack in attacks
+        _finding(attack, settings, references, reference_seconds, target_logits, labels, pool) for attack in attacks
     ]
     canary = None
     if settings.canaries:
@@ -169,7 +175,7 @@ def audit_membership(
 
 
 def _finding(attack, settings: MembershipSpec, references, reference_seconds: float, target_logits, labels,
-             pool: CandidatePool, delta: float) -> MembershipFinding:
+             pool: CandidatePool) -> MembershipFinding:
     """Fit, score, measure. ``seconds`` = the reference models' training (if used) + fitting and scoring."""
     started = time.perf_counter()
     scores = attack.fit(references if attack.needs_references else None).score(target_logits, labels)
@@ -192,7 +198,6 @@ def _finding(attack, settings: MembershipSpec, references, reference_seconds: fl
             for level, r in measured.tpr_at_fpr.items()
         },
         advantage=measured.advantage,
-        epsilon_lb=epsilon_from_scores(scores.numpy(), pool.is_member, delta, settings.confidence),
         confidence=settings.confidence,
         roc={"fpr": measured.roc_fpr, "tpr": measured.roc_tpr},
         most_exposed=[
@@ -223,7 +228,9 @@ def _canary_audit(spec: AuditSpec, scenario: ScenarioSpec, data: FederatedData, 
             labels=np.concatenate([site.train.labels, flipped[mine]]),
         )
         sites.append(replace(site, train=train))
-    logits = _replica_logits(build_federation, replace(data, sites=sites), images)
+    logits = _replica_logits(
+        build_federation, replace(data, sites=sites), images, derive_seed(spec.seed, "canary-run", scenario.name)
+    )
     if logits is None:
         return None  # the canary run diverged: no bound from it, and the finding stays absent
     scores = -loss(logits, torch.from_numpy(flipped))

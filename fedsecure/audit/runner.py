@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -338,20 +339,29 @@ def scenario_finding(
 def _privacy(
     result: FederationResult, attacks: list[InversionFinding | MembershipFinding], canary: CanaryAuditFinding | None
 ) -> PrivacyFinding:
-    # The empirical lower bound is the strongest one measured: the canary audit's, or an attack's.
-    bounds = [a.epsilon_lb for a in attacks if isinstance(a, MembershipFinding) and a.epsilon_lb is not None]
-    bounds += [canary.epsilon_lb] if canary is not None else []
-    empirical = max(bounds) if bounds else None
+    # One pre-registered empirical bound: the canary audit's (its membership was randomised). The
+    # membership attacks' rates on real training data are leakage, not epsilon bounds.
+    empirical = canary.epsilon_lb if canary is not None else None
+    ceiling = canary.epsilon_ceiling if canary is not None else (0.0 if attacks else None)
+    evidence = dict(
+        empirical_epsilon_lb=empirical, canary_audit=canary, empirical_epsilon_ceiling=ceiling,
+        empirical_confidence=canary.confidence if canary is not None else None,
+    )
     guarantee = result.trace.privacy
     if guarantee is None:
-        return PrivacyFinding(empirical_epsilon_lb=empirical, canary_audit=canary)
+        return PrivacyFinding(**evidence)
     return PrivacyFinding(
-        empirical_epsilon_lb=empirical, canary_audit=canary,
+        **evidence,
         guarantee=f"{guarantee.level}-level DP", unit=guarantee.unit, epsilon=guarantee.epsilon, delta=guarantee.delta,
         noise_multiplier=guarantee.noise_multiplier, sample_rate=guarantee.sample_rate, steps=guarantee.steps,
         accountant=guarantee.accountant, target_epsilon=guarantee.target_epsilon, secure_rng=guarantee.secure_rng,
         stopped_early=guarantee.stopped_early, rounds_completed=guarantee.rounds_completed,
         warnings=guarantee.notes, per_site=guarantee.per_site, clip_per_round=guarantee.clip_per_round,
+        epsilon_by_adversary={
+            g.party: {k: v for k, v in dataclasses.asdict(g).items() if k != "party"} for g in guarantee.by_adversary
+        },
+        worst_party=guarantee.worst_party, mechanism=guarantee.mechanism, simulation=guarantee.simulation,
+        protected_units=guarantee.protected_units,
     )
 
 

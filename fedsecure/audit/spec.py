@@ -181,6 +181,7 @@ class DPSpec(_Section):
     adaptive_quantile: float | None = Field(None, gt=0, lt=1)
     clip_lr: float | None = Field(None, gt=0)
     count_stddev: float | None = Field(None, gt=0)
+    min_sites: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _level_options(self) -> DPSpec:
@@ -193,6 +194,8 @@ class DPSpec(_Section):
             raise ValueError("clip_lr and count_stddev need adaptive_quantile (the target quantile of update norms)")
         if self.level == "client" and self.grad_sample_mode is not None:
             raise ValueError("grad_sample_mode applies to sample-level DP only")
+        if self.min_sites is not None and self.placement != "distributed":
+            raise ValueError("min_sites applies to client-level DP with placement = 'distributed' only")
         return self
 
     def mechanism(self) -> Any:
@@ -280,10 +283,15 @@ class ThresholdsSpec(_Section):
     PSNR gain over that prior (dB), and ``max_reconstruction_psnr`` fails only
     a reconstruction that exceeds it *and* beats the prior; a reconstruction no
     better than what the attacker knew before has leaked nothing, whatever its
-    raw PSNR.
+    raw PSNR. ``max_epsilon`` is checked against the worst party (public,
+    server, another site); ``max_delta`` defaults to 1 / the number of units the
+    guarantee protects (training images for sample-level DP, sites for
+    client-level DP). Membership leakage is judged by the upper end of its
+    confidence interval.
     """
 
     max_epsilon: float | None = Field(None, gt=0)
+    max_delta: float | None = Field(None, gt=0, lt=1)
     max_membership_tpr_at_0_1_fpr: float | None = Field(None, ge=0, le=1)
     max_reconstruction_psnr: float | None = Field(None, gt=0)
     max_reconstruction_psnr_gain: float | None = Field(None)
@@ -425,6 +433,12 @@ class AuditSpec(_Section):
         per_round = self.federation.clients_per_round
         if per_round is not None and per_round > self.data.sites:
             raise ValueError(f"federation.clients_per_round ({per_round}) exceeds data.sites ({self.data.sites})")
+        for i, scenario in enumerate(self.scenario):
+            if scenario.dp is not None and scenario.dp.min_sites is not None and scenario.dp.min_sites > self.data.sites:
+                raise ValueError(
+                    f"scenario[{i}] {scenario.name!r}: dp.min_sites ({scenario.dp.min_sites}) exceeds data.sites "
+                    f"({self.data.sites})"
+                )
         inversion = self.attacks.inversion
         if inversion is not None and inversion.site >= self.data.sites:
             raise ValueError(f"attacks.inversion.site ({inversion.site}) must be a site index below data.sites ({self.data.sites})")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from fedsecure.audit.formatting import bytes_text, epsilon_text, number, rate_text, signed, verdict_text
+from fedsecure.audit.formatting import bytes_text, empirical_text, epsilon_text, number, rate_text, signed, verdict_text
 
 SUMMARY_COLUMNS = (
-    "scenario", "protection", "AUC", "accuracy", "epsilon", "empirical epsilon", "attack success",
+    "scenario", "protection", "AUC", "accuracy", "epsilon (worst party)", "empirical epsilon", "attack success",
     "train + protect s", "up / round", "verdict",
 )
 
@@ -46,8 +46,8 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, ...]]:
             protection_text(s),
             number(s["utility"]["auc"]),
             number(s["utility"]["accuracy"]),
-            epsilon_text(s["privacy"]["epsilon"]),
-            number(s["privacy"]["empirical_epsilon_lb"], 2),
+            epsilon_text(s["privacy"]),
+            empirical_text(s["privacy"]),
             attack_success_text(s),
             number(cost["train_seconds"] + cost["protect_seconds"], 1),
             bytes_text(cost["bytes_up_per_round"]),
@@ -101,7 +101,7 @@ def inversion_rows(report: dict[str, Any]) -> list[tuple[str, ...]]:
 
 MEMBERSHIP_COLUMNS = (
     "scenario", "attack", "position", "status", "AUC", "TPR at 1% FPR", "TPR at 0.1% FPR", "advantage",
-    "epsilon (accountant)", "empirical epsilon lower bound",
+    "epsilon (worst party)",
 )
 
 
@@ -110,8 +110,7 @@ def membership_rows(report: dict[str, Any]) -> list[tuple[str, ...]]:
     return [
         (
             s["name"], a["method"], a["position"], a["status"].replace("_", " "), number(a["auc"]),
-            rate_text(a, "0.01"), rate_text(a, "0.001"), number(a["advantage"]), epsilon_text(s["privacy"]["epsilon"]),
-            number(a["epsilon_lb"], 2),
+            rate_text(a, "0.01"), rate_text(a, "0.001"), number(a["advantage"]), epsilon_text(s["privacy"]),
         )
         for s in report["scenarios"] for a in s["attacks"] if a["attack"] == "membership"
     ]

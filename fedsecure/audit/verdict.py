@@ -22,24 +22,34 @@ def judge(
             "no_access" counts as measured: its position holds nothing to
             attack (e.g. ciphertexts), so that position leaks nothing to it.
     """
-    contradiction = _contradiction(privacy)
+    blockers = [reason for reason in (_simulation(privacy), _contradiction(privacy)) if reason]
     if thresholds is None or not thresholds.model_fields_set:
-        if contradiction:
-            return Verdict(passed=False, reasons=[contradiction])
+        if blockers:
+            return Verdict(passed=False, reasons=blockers)
         return Verdict(passed=None, reasons=["no [thresholds] in the spec: nothing was checked"])
-    reasons: list[str] = [contradiction] if contradiction else []
-    ok = not contradiction
+    reasons: list[str] = list(blockers)
+    ok = not blockers
     if thresholds.max_epsilon is not None:
-        if privacy.epsilon is None:
+        against = f" against the {privacy.worst_party}" if privacy.worst_party else ""
+        if privacy.guarantee == "none":
             ok = False
             reasons.append(
                 f"no differential-privacy guarantee (epsilon unbounded); the spec requires epsilon <= {thresholds.max_epsilon:g}"
             )
+        elif privacy.epsilon is None:
+            ok = False
+            reasons.append(
+                f"no differential privacy{against}: it sees the data before any noise (e.g. central noise, which "
+                f"the server adds itself); the spec requires epsilon <= {thresholds.max_epsilon:g} against every party"
+            )
         elif privacy.epsilon > thresholds.max_epsilon:
             ok = False
-            reasons.append(f"epsilon {privacy.epsilon:.3g} exceeds max_epsilon {thresholds.max_epsilon:g}")
+            reasons.append(f"epsilon {privacy.epsilon:.3g}{against} exceeds max_epsilon {thresholds.max_epsilon:g}")
         else:
-            reasons.append(f"epsilon {privacy.epsilon:.3g} <= max_epsilon {thresholds.max_epsilon:g}")
+            reasons.append(f"epsilon {privacy.epsilon:.3g}{against} <= max_epsilon {thresholds.max_epsilon:g}")
+    delta_ok, delta_reason = _judge_delta(thresholds, privacy)
+    ok = ok and delta_ok
+    reasons.extend(delta_reason)
     measured = {a.attack for a in attacks if a.status in ("ok", "no_access")}
     for field_name, kind in (
         ("max_membership_tpr_at_0_1_fpr", "membership"),
@@ -61,6 +71,36 @@ def judge(
     return Verdict(passed=ok, reasons=reasons)
 
 
+def _simulation(privacy: PrivacyFinding) -> str | None:
+    """Seeded DP noise is a simulation: whoever reads the seed in report.json can subtract the noise."""
+    if privacy.guarantee == "none" or not privacy.simulation:
+        return None
+    return (
+        "simulation, not a guarantee: the DP noise derives from the spec's seed, which report.json prints "
+        "(secure_rng = false), so anyone who reads it can replay and subtract the noise; set secure_rng = true "
+        "for evidence"
+    )
+
+
+def _judge_delta(thresholds: ThresholdsSpec, privacy: PrivacyFinding) -> tuple[bool, list[str]]:
+    """delta against ``max_delta``, by default 1 / the number of protected units (images or sites)."""
+    if privacy.guarantee == "none" or privacy.delta is None:
+        return True, []
+    if thresholds.max_delta is not None:
+        limit, source = thresholds.max_delta, f"max_delta {thresholds.max_delta:g}"
+    elif thresholds.max_epsilon is not None and privacy.protected_units:
+        limit = 1 / privacy.protected_units
+        source = f"1/{privacy.protected_units} (the protected units: max_delta's default)"
+    else:
+        return True, []
+    if privacy.delta >= limit:
+        return False, [
+            f"delta {privacy.delta:.3g} is not below {source}: with probability delta the mechanism may expose "
+            "a whole unit, so the guarantee is too weak"
+        ]
+    return True, [f"delta {privacy.delta:.3g} < {source}"]
+
+
 def _contradiction(privacy: PrivacyFinding) -> str | None:
     """A measured lower bound above the proven upper bound means a bug, in the DP code or in the audit."""
     if privacy.epsilon is None or privacy.empirical_epsilon_lb is None:
@@ -75,7 +115,7 @@ def _contradiction(privacy: PrivacyFinding) -> str | None:
 
 
 def _judge_membership(thresholds: ThresholdsSpec, attack: MembershipFinding) -> tuple[bool, list[str]]:
-    """Membership leakage at FPR 0.1%, with the interval's upper end (the cautious reading)."""
+    """Membership leakage at FPR 0.1%, judged by its confidence interval's upper end (the cautious reading)."""
     limit = thresholds.max_membership_tpr_at_0_1_fpr
     if limit is None:
         return True, []
@@ -89,9 +129,9 @@ def _judge_membership(thresholds: ThresholdsSpec, attack: MembershipFinding) -> 
             "max_membership_tpr_at_0_1_fpr cannot be shown to hold"
         ]
     facts = f"TPR at 0.1% FPR {rate['tpr']:.3g} (interval {rate['low']:.3g}-{rate['high']:.3g})"
-    if rate["tpr"] > limit:
-        return False, [f"{where}: {facts} exceeds max_membership_tpr_at_0_1_fpr {limit:g}"]
-    return True, [f"{where}: {facts} is within max_membership_tpr_at_0_1_fpr {limit:g}"]
+    if rate["high"] > limit:
+        return False, [f"{where}: {facts}: its upper end exceeds max_membership_tpr_at_0_1_fpr {limit:g}"]
+    return True, [f"{where}: {facts}: its upper end is within max_membership_tpr_at_0_1_fpr {limit:g}"]
 
 
 def _judge_inversion(thresholds: ThresholdsSpec, attack: InversionFinding) -> tuple[bool, list[str]]:

@@ -10,7 +10,14 @@ import torch
 from torch import nn
 
 from fedsecure.data.federated import FederatedData
-from fedsecure.fl.server import Evaluation, SiteUtility, combine_round, pooled_evaluation, sample_participants
+from fedsecure.fl.server import (
+    Evaluation,
+    SiteUtility,
+    combine_round,
+    pooled_evaluation,
+    quorum_shortfall,
+    sample_participants,
+)
 from fedsecure.fl.site import SiteRunner, next_global
 from fedsecure.fl.state import ModelState
 from fedsecure.fl.strategies import STRATEGIES, Strategy
@@ -117,8 +124,10 @@ class Federation:
         Args:
             on_round: called with each finished round's record (progress reporting).
         """
+        self._events: list[str] = []
         trace = Trace(
-            strategy=STRATEGIES.name_of(type(self.strategy)), protocol=self.protocol.name, update_length=self.state.numel
+            strategy=STRATEGIES.name_of(type(self.strategy)), protocol=self.protocol.name, update_length=self.state.numel,
+            events=self._events,
         )
         global_vector = self.state.get()
         self.strategy.start(global_vector)
@@ -173,7 +182,10 @@ class Federation:
             messages.append(message)
             clients.append(client)
 
-        if not messages:  # nobody was sampled: the global model stays as it is
+        shortfall = quorum_shortfall(self.privacy, len(messages), round_number) if messages else None
+        if shortfall is not None:
+            self._events.append(shortfall)
+        if not messages or shortfall is not None:  # nobody sampled, or too few noise shares: the model stays as it is
             epsilon = self.privacy.end_round(participants)
             record = RoundRecord(round=round_number, clients=[], combine_seconds=0.0, bytes_down=0, epsilon=epsilon,
                                  global_model=global_vector.detach().cpu().clone() if self.keep_global_models else None)

@@ -50,6 +50,20 @@ def sample_participants(
     return sorted(int(k) for k in chosen)
 
 
+def quorum_shortfall(privacy: PrivacyMechanism, n_messages: int, round_number: int) -> str | None:
+    """Why round ``round_number`` must not be combined from ``n_messages`` messages, or None if it may.
+
+    Both engines skip such a round (the global model stays as it was) and record this line as an event.
+    """
+    quorum = privacy.quorum()
+    if n_messages >= quorum:
+        return None
+    return (
+        f"round {round_number}: {n_messages} site(s) sent an update, fewer than the {quorum} the distributed "
+        "noise is calibrated for (dp.min_sites); the round was not combined and the global model stays as it was"
+    )
+
+
 def combine_round(
     server: ServerRole, privacy: PrivacyMechanism, messages: list[Message], *, length: int, seed: int,
     round_number: int, device: torch.device,

@@ -1,43 +1,55 @@
-"""Client-level DP: DP-FedAvg (McMahan et al. 2018), the unit of privacy is a whole site.
+"""Client-level DP: DP-FedAvg (McMahan et al. 2018), the unit of privacy is a whole site's data.
 
 Each site's update is clipped to L2 norm ``clip``; Gaussian noise with standard
 deviation ``noise_multiplier * clip`` is added to the *sum* of the clipped
 updates; the sum is divided by the expected number of participants (the
 fixed-denominator estimator, whose sensitivity does not depend on who took
 part). Sites take part independently with probability ``sample_rate``
-(Poisson sampling, which the accountant's amplification assumes).
+(Poisson sampling), drawn from the OS CSPRNG when ``secure_rng``.
 
 Placement of the noise:
 
-* ``central``: the server draws it and adds it to the plaintext sum;
-* ``distributed``: each participant adds N(0, (z C)^2 / m) with m the expected
-  number of participants, so the sum carries the full noise and the server
-  never sees a less-noisy value. This is the placement that works under CKKS.
-  If fewer sites arrive than expected, the sum carries less noise than
-  accounted for; the federation warns.
+* ``central``: the server draws it and adds it to the plaintext sum (it sees
+  the sum before: no guarantee against the server);
+* ``distributed``: each participant adds ``1/min_sites`` of the noise
+  variance, so any sum of at least ``min_sites`` updates carries at least the
+  full noise; a round with fewer senders is not combined. This is the
+  placement that works under CKKS. Another site knows its own share, so
+  against it only the rest counts; the noise is calibrated for that party.
+
+The noise is calibrated so that the epsilon against every party the noise can
+protect from (the public, the other sites, and the server where it sees only
+sums) meets the target (see :mod:`fedsecure.privacy.adversaries`).
 
 Adaptive clipping (Andrew et al. 2021), when ``adaptive_quantile`` is set:
-each site also reports whether its update fitted under the bound, as one more
-value at the end of its (clipped, noised, protected) update; the noisy count
-moves the bound geometrically towards the ``adaptive_quantile`` of the update
-norms, ``C <- C * exp(-clip_lr * (fraction_under - quantile))``. The count's
-noise (standard deviation ``count_stddev``, default the larger of expected
-sites / 20 and twice the noise multiplier) is
-paid for by a slightly smaller update noise multiplier,
-``z_update = (z^-2 - (2 count_stddev)^-2)^-1/2``, so the pair has the privacy
-of one Gaussian mechanism with multiplier ``z``.
+each site also reports the *centred* bit ``[norm <= clip] - 1/2`` (sensitivity
+1/2) as one more value at the end of its update; the noisy count estimates the
+fraction under the bound, ``(sum + noise) / expected + 1/2``, and moves the
+bound geometrically, ``C <- C * exp(-clip_lr * (fraction_under - quantile))``.
+The count's noise (standard deviation ``count_stddev``, default the larger of
+expected sites / 20 and twice the noise multiplier) is paid for by a slightly
+smaller update noise multiplier, ``z_update = (z^-2 - (2 count_stddev)^-2)^-1/2``,
+so the pair is one Gaussian mechanism with multiplier ``z``.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 import torch
 
-from fedsecure.privacy.accounting import calibrate_noise, extend, spent_epsilon
+from fedsecure.privacy.accounting import calibrate_noise
+from fedsecure.privacy.adversaries import (
+    PartyGuarantee,
+    client_level_guarantees,
+    combined_noise_multiplier,
+    site_noise_fraction,
+    worst,
+)
 from fedsecure.privacy.clipping import clip_to_norm
 from fedsecure.privacy.mechanism import FederationFacts, PrivacyMechanism, PrivacyReport
 from fedsecure.privacy.noise import gaussian_noise
@@ -45,22 +57,28 @@ from fedsecure.privacy.noise import gaussian_noise
 Placement = Literal["central", "distributed"]
 
 
+COUNT_SENSITIVITY = 0.5  # the centred bit [norm <= clip] - 1/2 moves by at most 1/2 when a site's data is zeroed out
+
+
 @dataclass
 class ClientLevelDP(PrivacyMechanism):
-    """DP-FedAvg with fixed clipping.
+    """DP-FedAvg with fixed or adaptive clipping.
 
     Args:
-        epsilon: target epsilon over the planned rounds.
+        epsilon: target epsilon over the planned rounds, against the worst party the noise protects from.
         delta: target delta.
-        clip: L2 bound on each site's update.
+        clip: L2 bound on each site's update (the initial bound with adaptive clipping).
         placement: "central" or "distributed" noise.
         accountant: registered accountant name ("rdp", "prv").
-        secure_rng: draw noise from the OS CSPRNG (not reproducible).
+        secure_rng: draw noise and participation from the OS CSPRNG (not reproducible).
         adaptive_quantile: target quantile of update norms for adaptive
             clipping (None: the bound stays ``clip``).
         clip_lr: step size of the geometric clip update.
         count_stddev: noise on the count of updates under the bound (default:
             the larger of expected sites / 20 and 2 x the noise multiplier).
+        min_sites: distributed noise: the fewest senders a round is combined
+            from; each sender adds 1/min_sites of the noise variance (default:
+            the expected number of participants).
     """
 
     epsilon: float
@@ -72,30 +90,45 @@ class ClientLevelDP(PrivacyMechanism):
     adaptive_quantile: float | None = None
     clip_lr: float = 0.2
     count_stddev: float | None = None
+    min_sites: int | None = None
     noise_multiplier: float = field(default=0.0, init=False)
     update_noise_multiplier: float = field(default=0.0, init=False)
     clip_history: list[float] = field(default_factory=list, init=False)
     sample_rate: float = field(default=1.0, init=False)
     _expected: float = field(default=1.0, init=False, repr=False)
-    _history: list = field(default_factory=list, init=False, repr=False)
     _n_sites: int = field(default=1, init=False, repr=False)
+    _rounds: int = field(default=0, init=False, repr=False)
+    _participation: list[int] = field(default_factory=list, init=False, repr=False)
+    _updates_hidden: bool = field(default=False, init=False, repr=False)
     _notes: list[str] = field(default_factory=list, init=False, repr=False)
 
     level = "client"
 
     def calibrate(self, facts: FederationFacts) -> None:  # noqa: D102
         self._n_sites = len(facts.site_sizes)
+        self._participation = [0] * self._n_sites
+        self._rounds = 0
+        self._updates_hidden = facts.updates_hidden
         per_round = facts.clients_per_round or self._n_sites
         self.sample_rate = per_round / self._n_sites
         self._expected = self.sample_rate * self._n_sites
-        self.noise_multiplier = calibrate_noise(self.epsilon, self.delta, self.sample_rate, facts.rounds, self.accountant)
+        if self.placement == "central":
+            self.min_sites = 1
+        elif self.min_sites is None:
+            self.min_sites = per_round
+        if self.min_sites > self._n_sites:
+            raise ValueError(f"min_sites ({self.min_sites}) exceeds the {self._n_sites} sites")
+        # Calibrated against another site, the best-informed party the noise can protect from: it knows who
+        # took part (no amplification) and subtracts its own noise share. Every other such party sees more noise.
+        facing = calibrate_noise(self.epsilon, self.delta, 1.0, facts.rounds, self.accountant)
+        self.noise_multiplier = facing / math.sqrt(site_noise_fraction(self.placement, self.min_sites))
         self.update_noise_multiplier = self.noise_multiplier
         if self.adaptive_quantile is not None:
             if self.count_stddev is None:
                 # Andrew et al.'s m/20 assumes hundreds of sites; with few, it would eat the
-                # whole budget. At 2z the count costs the update 3% more noise.
+                # whole budget. At 2z (count multiplier 4z) the count costs the update 3% more noise.
                 self.count_stddev = max(self._expected / 20, 2 * self.noise_multiplier)
-            share = self.noise_multiplier**-2 - (2 * self.count_stddev) ** -2
+            share = self.noise_multiplier**-2 - (self.count_stddev / COUNT_SENSITIVITY) ** -2
             if share <= 0:
                 raise ValueError(
                     f"count_stddev {self.count_stddev:g} is too small for noise multiplier {self.noise_multiplier:.3g}: "
@@ -106,17 +139,21 @@ class ClientLevelDP(PrivacyMechanism):
         if self.placement == "distributed" and not facts.updates_hidden:
             self._warn(
                 "distributed DP noise without secure aggregation: the server sees each site's update with only "
-                f"1/{self._expected:g} of the noise variance; the guarantee holds for the aggregate, not for one "
-                "site's update (use protocol = \"ckks\" or placement = \"central\")"
+                f"1/{self.min_sites} of the noise variance; its epsilon is reported apart and is far larger "
+                "(use protocol = \"ckks\" or placement = \"central\")"
             )
+        if self.placement == "central":
+            self._warn("central DP noise: the server sees the sum of the clipped updates before it adds the noise, "
+                       "so there is no differential privacy against the server")
         if self.delta >= 1 / self._n_sites:
             self._warn(
                 f"delta {self.delta:g} >= 1/{self._n_sites} sites: a mechanism may then reveal a whole "
                 "site's contribution with probability delta; the guarantee is weak"
             )
         if not self.secure_rng:
-            self._warn("client-level DP noise comes from a seeded, non-cryptographic generator (secure_rng = false): "
-                       "reproducible, but the guarantee fails against anyone who learns the seed")
+            self._warn("client-level DP noise and participation come from a seeded, non-cryptographic generator "
+                       "(secure_rng = false): a simulation, not a guarantee: anyone who learns the seed (it is in "
+                       "report.json) can subtract the noise")
 
     def site_weight(self, n_train: int) -> float:  # noqa: D102
         return 1.0  # every site counts once: the sensitivity is one clipped update
@@ -124,7 +161,13 @@ class ClientLevelDP(PrivacyMechanism):
     def sample_clients(self, round_number: int, n_sites: int, rng: np.random.Generator) -> list[int]:  # noqa: D102
         if self.sample_rate >= 1.0:
             return list(range(n_sites))
+        if self.secure_rng:
+            # Amplification against the public holds only if nobody can replay who took part.
+            rng = np.random.default_rng(int.from_bytes(os.urandom(16), "little"))
         return [k for k in range(n_sites) if rng.random() < self.sample_rate]
+
+    def quorum(self) -> int:  # noqa: D102
+        return int(self.min_sites or 1) if self.placement == "distributed" else 1
 
     @property
     def adaptive(self) -> bool:
@@ -134,9 +177,10 @@ class ClientLevelDP(PrivacyMechanism):
     def before_protect(self, update: torch.Tensor, generator: torch.Generator) -> torch.Tensor:  # noqa: D102
         clipped, norm = clip_to_norm(update, self.clip)
         if self.adaptive:
-            clipped = torch.cat([clipped, torch.tensor([float(norm <= self.clip)], dtype=clipped.dtype, device=clipped.device)])
+            centred = float(norm <= self.clip) - 0.5
+            clipped = torch.cat([clipped, torch.tensor([centred], dtype=clipped.dtype, device=clipped.device)])
         if self.placement == "distributed":
-            share = self._expected**-0.5  # each expected site adds 1/m of the variance
+            share = self.quorum() ** -0.5  # each of at least min_sites senders adds 1/min_sites of the variance
             clipped = clipped + self._noise(len(update), share, generator, update.device)
         return clipped
 
@@ -156,33 +200,66 @@ class ClientLevelDP(PrivacyMechanism):
         return torch.cat([update_noise, count_noise])
 
     def after_reveal(self, mean_update: torch.Tensor, n_messages: int) -> torch.Tensor:  # noqa: D102
-        if self.placement == "distributed" and n_messages < self._expected:
-            self._warn(
-                f"fewer sites than the {self._expected:g} expected sent a noised update in some round: "
-                "that round's sum carried less noise than the accountant assumes (distributed placement)"
-            )
         estimate = mean_update * (n_messages / self._expected)
         if not self.adaptive:
             return estimate
-        fraction_under = float(estimate[-1])
+        fraction_under = float(estimate[-1]) + 0.5  # the centred bits' mean, uncentred (Andrew et al.)
         self.clip *= math.exp(-self.clip_lr * (fraction_under - self.adaptive_quantile))
         self.clip_history.append(self.clip)
         return estimate[:-1]
 
     def end_round(self, participants: list[int]) -> float:  # noqa: D102
-        self._history = extend(self._history, self.noise_multiplier, self.sample_rate, 1)
-        return spent_epsilon(self._history, self.delta, self.accountant)
+        self._rounds += 1
+        for k in participants:
+            self._participation[k] += 1
+        return self._calibrated_epsilon(self.guarantees())
 
     def round_fits(self, participants: list[int]) -> bool:  # noqa: D102
-        after = spent_epsilon(extend(self._history, self.noise_multiplier, self.sample_rate, 1), self.delta, self.accountant)
-        return after <= self.epsilon
+        # Worst case for the next round: some site takes part once more than any has so far.
+        after = self.guarantees(extra_round=True)
+        return self._calibrated_epsilon(after) <= self.epsilon
+
+    def guarantees(self, extra_round: bool = False) -> list[PartyGuarantee]:
+        """The guarantee against each party after the rounds run so far (and one more if ``extra_round``)."""
+        return client_level_guarantees(
+            noise_multiplier=self.noise_multiplier, placement=self.placement, updates_hidden=self._updates_hidden,
+            min_sites=self.quorum(), sample_rate=self.sample_rate, rounds=self._rounds + extra_round,
+            max_participation=max(self._participation, default=0) + extra_round, secure_rng=self.secure_rng,
+            delta=self.delta, accountant=self.accountant,
+        )
+
+    def _calibrated_epsilon(self, guarantees: list[PartyGuarantee]) -> float:
+        """The largest epsilon among the parties the noise is calibrated for.
+
+        A server that sees more than noised sums (central noise, or plaintext updates with
+        only a share of the noise) is outside them: its epsilon is reported, not budgeted.
+        """
+        server_sees_sums = self.placement == "distributed" and self._updates_hidden
+        return max(
+            g.epsilon for g in guarantees if g.epsilon is not None and (g.party != "server" or server_sees_sums)
+        )
 
     def report(self, rounds_completed: int, stopped_early: bool) -> PrivacyReport:  # noqa: D102
+        guarantees = self.guarantees()
+        headline = worst(guarantees)
         return PrivacyReport(
-            level=self.level, unit="site", epsilon=spent_epsilon(self._history, self.delta, self.accountant),
-            delta=self.delta, noise_multiplier=self.noise_multiplier, sample_rate=self.sample_rate,
-            steps=sum(steps for _, _, steps in self._history), accountant=self.accountant,
+            level=self.level, unit="site (its data; which sites took part is not protected)",
+            epsilon=headline.epsilon, delta=self.delta, noise_multiplier=self.noise_multiplier,
+            sample_rate=self.sample_rate, steps=self._rounds, accountant=self.accountant,
             target_epsilon=self.epsilon, secure_rng=self.secure_rng, stopped_early=stopped_early,
             rounds_completed=rounds_completed, notes=list(self._notes),
             clip_per_round=list(self.clip_history) if self.adaptive else None,
+            by_adversary=guarantees, worst_party=headline.party, protected_units=self._n_sites,
+            mechanism={
+                "update_noise_multiplier": self.update_noise_multiplier,
+                "count_noise_stddev": self.count_stddev if self.adaptive else None,
+                "count_sensitivity": COUNT_SENSITIVITY if self.adaptive else None,
+                "noise_multiplier": combined_noise_multiplier(
+                    self.update_noise_multiplier, self.count_stddev if self.adaptive else None,
+                    COUNT_SENSITIVITY if self.adaptive else None),
+                "placement": self.placement, "min_sites": self.quorum(),
+                "sample_rate": self.sample_rate, "steps": self._rounds,
+                "max_participation": max(self._participation, default=0), "delta": self.delta,
+                "neighbouring": "zero-out (a site's clipped update replaced by zero)",
+            },
         )

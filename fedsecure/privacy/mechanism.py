@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from fedsecure.fl.training import LocalTraining
+from fedsecure.privacy.adversaries import PartyGuarantee
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,13 @@ class SiteTrainer(Protocol):
 
 @dataclass
 class PrivacyReport:
-    """The formal guarantee as it stands (the report's ``privacy`` section)."""
+    """The formal guarantee as it stands (the report's ``privacy`` section).
+
+    ``epsilon`` is the headline: the largest over ``by_adversary`` (None when some
+    party sees the data before any noise), against ``worst_party``. ``mechanism``
+    holds what an outside reviewer needs to recompute it. ``simulation`` is true
+    when the noise derives from the spec's seed: then no epsilon is a guarantee.
+    """
 
     level: str
     unit: str
@@ -67,6 +74,15 @@ class PrivacyReport:
     notes: list[str] = field(default_factory=list)
     per_site: list[dict] | None = None
     clip_per_round: list[float] | None = None
+    by_adversary: list[PartyGuarantee] = field(default_factory=list)
+    worst_party: str | None = None
+    mechanism: dict | None = None
+    protected_units: int | None = None
+
+    @property
+    def simulation(self) -> bool:
+        """Seeded noise: reproducible, and no guarantee against anyone who reads the seed."""
+        return not self.secure_rng
 
 
 class PrivacyMechanism:
@@ -101,6 +117,16 @@ class PrivacyMechanism:
     def calibrate(self, facts: FederationFacts) -> None:
         """Fit the noise to the planned federation (called once, before round 1)."""
 
+    def pin_noise_to_site(self, n_train: int, training: LocalTraining, rounds: int) -> str | None:
+        """Fix the noise to what a site of ``n_train`` images gets in the real run, whatever a probe site holds.
+
+        Audits probe a scenario's pipeline on a site holding a few images; its
+        noise must be the scenario's, not one recalibrated for the probe.
+        Returns a line for the audit's assumptions (None when the noise does not
+        depend on the site's size).
+        """
+        return None
+
     def site_trainer(self, site: int) -> SiteTrainer | None:
         """A replacement for site ``site``'s local training, or None to keep the strategy's."""
         return None
@@ -128,6 +154,15 @@ class PrivacyMechanism:
     def round_fits(self, participants: list[int]) -> bool:
         """Whether one more round with ``participants`` stays within the budget."""
         return True
+
+    def quorum(self) -> int:
+        """The fewest sites' messages a round may be combined from (1: any).
+
+        Distributed noise is calibrated for ``min_sites`` shares; a sum of fewer
+        would carry less noise than the accountant assumes, so such a round is
+        not combined (and a site refuses to reveal such an aggregate).
+        """
+        return 1
 
     def end_round(self, participants: list[int]) -> float | None:
         """Account for the finished round; the epsilon spent so far (None without DP)."""

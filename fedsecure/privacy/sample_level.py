@@ -12,6 +12,7 @@ the sites (each site protects its own patients).
 from __future__ import annotations
 
 import copy
+import math
 import os
 import types
 import warnings
@@ -25,9 +26,10 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from fedsecure.fl.state import ModelState
-from fedsecure.fl.training import OPTIMIZERS
+from fedsecure.fl.training import OPTIMIZERS, LocalTraining
 from fedsecure.models import make_dp_compatible
 from fedsecure.privacy.accounting import calibrate_noise, extend, spent_epsilon
+from fedsecure.privacy.adversaries import sample_level_guarantees
 from fedsecure.privacy.mechanism import FederationFacts, PrivacyMechanism, PrivacyReport
 from fedsecure.privacy.noise import gaussian_noise
 from fedsecure.seeding import derive_seed
@@ -64,6 +66,9 @@ class SampleLevelDP(PrivacyMechanism):
         accountant: registered accountant name ("rdp", "prv").
         secure_rng: draw the noise from the OS CSPRNG and seed batch sampling from it.
         grad_sample_mode: Opacus per-sample gradient mode ("hooks", "ghost", ...).
+        noise_multiplier: a fixed noise multiplier instead of the calibrated one
+            (audits replay a scenario's calibrated noise on a probe site; see
+            :meth:`site_noise`).
     """
 
     epsilon: float
@@ -72,6 +77,7 @@ class SampleLevelDP(PrivacyMechanism):
     accountant: str = "rdp"
     secure_rng: bool = False
     grad_sample_mode: str = "hooks"
+    noise_multiplier: float | None = None
     _facts: FederationFacts | None = field(default=None, init=False, repr=False)
     _model: nn.Module | None = field(default=None, init=False, repr=False)
     _sites: dict[int, _Site] = field(default_factory=dict, init=False, repr=False)
@@ -102,7 +108,8 @@ class SampleLevelDP(PrivacyMechanism):
             )
         if not self.secure_rng:
             self._warn("DP-SGD noise and batch sampling come from seeded, non-cryptographic generators "
-                       "(secure_rng = false): reproducible, but the guarantee fails against anyone who learns the seed")
+                       "(secure_rng = false): a simulation, not a guarantee: anyone who learns the seed (it is in "
+                       "report.json) can replay the noise")
 
     def site_trainer(self, site: int):  # noqa: D102
         def train(global_vector, private, images, labels, generator):
@@ -137,10 +144,10 @@ class SampleLevelDP(PrivacyMechanism):
             DataLoader(TensorDataset(images, labels), batch_size=training.batch_size),
             generator=torch.Generator().manual_seed(derive_seed(seed, "sampling")),
         )
-        # Opacus samples each record with rate 1 / (batches per epoch) and accounts at that rate.
-        sample_rate = 1.0 / len(loader)
-        steps_per_round = training.epochs * len(loader)
-        noise = calibrate_noise(self.epsilon, self.delta, sample_rate, steps_per_round * facts.rounds, self.accountant)
+        sample_rate, steps_per_round = self._schedule(len(loader), training)
+        noise = self.noise_multiplier
+        if noise is None:
+            noise = calibrate_noise(self.epsilon, self.delta, sample_rate, steps_per_round * facts.rounds, self.accountant)
         optimizer = OPTIMIZERS.get(training.optimizer)(
             model.parameters(), lr=training.lr, momentum=training.momentum, weight_decay=training.weight_decay
         )
@@ -164,6 +171,24 @@ class SampleLevelDP(PrivacyMechanism):
             sample_rate=sample_rate, steps_per_round=steps_per_round,
         )
         return self._sites[site]
+
+    @staticmethod
+    def _schedule(batches_per_epoch: int, training: LocalTraining) -> tuple[float, int]:
+        # Opacus samples each record with rate 1 / (batches per epoch) and accounts at that rate.
+        return 1.0 / batches_per_epoch, training.epochs * batches_per_epoch
+
+    def site_noise(self, n_train: int, training: LocalTraining, rounds: int) -> tuple[float, float]:
+        """The (noise multiplier, sampling rate) a site of ``n_train`` images trains with, without training it."""
+        sample_rate, steps_per_round = self._schedule(math.ceil(n_train / training.batch_size), training)
+        noise = calibrate_noise(self.epsilon, self.delta, sample_rate, steps_per_round * rounds, self.accountant)
+        return noise, sample_rate
+
+    def pin_noise_to_site(self, n_train: int, training: LocalTraining, rounds: int) -> str:  # noqa: D102
+        self.noise_multiplier, sample_rate = self.site_noise(n_train, training, rounds)
+        return (
+            f"the probe's DP-SGD adds the scenario's noise: multiplier {self.noise_multiplier:.3g}, calibrated for "
+            f"the site's {n_train} images at sampling rate {sample_rate:.3g}; its batch is the probed images"
+        )
 
     def round_fits(self, participants: list[int]) -> bool:  # noqa: D102
         for k in participants:
@@ -194,6 +219,17 @@ class SampleLevelDP(PrivacyMechanism):
             sample_rate=worst["sample_rate"] if worst else 0.0, steps=worst["steps"] if worst else 0,
             accountant=self.accountant, target_epsilon=self.epsilon, secure_rng=self.secure_rng,
             stopped_early=stopped_early, rounds_completed=rounds_completed, notes=list(self._notes), per_site=per_site,
+            by_adversary=sample_level_guarantees(
+                epsilon=worst["epsilon"], noise_multiplier=worst["noise_multiplier"],
+                sample_rate=worst["sample_rate"], steps=worst["steps"], accountant=self.accountant,
+            ) if worst else [],
+            worst_party="public, server and site alike" if worst else None,
+            protected_units=sum(self._facts.site_sizes) if self._facts else None,
+            mechanism={
+                "noise_multiplier": worst["noise_multiplier"], "sample_rate": worst["sample_rate"],
+                "steps": worst["steps"], "delta": self.delta, "clip": self.clip,
+                "neighbouring": "add/remove one training image at one site",
+            } if worst else None,
         )
 
 

@@ -122,11 +122,12 @@ def test_client_level_clip_and_distributed_noise_share():
 
     mechanism = client_dp(clip=0.5, placement="distributed")
     mechanism.calibrate(FederationFacts([10] * 4, 20, LocalTraining(), None, 0, torch.device("cpu")))
-    assert mechanism.sample_rate == 1.0
-    assert mechanism.noise_multiplier == pytest.approx(calibrate_noise(8.0, 1e-5, 1.0, 20))
+    assert mechanism.sample_rate == 1.0 and mechanism.quorum() == 4
+    # Calibrated against another site: it subtracts its own quarter of the variance, so 3/4 must carry the budget.
+    assert mechanism.noise_multiplier == pytest.approx(calibrate_noise(8.0, 1e-5, 1.0, 20) / math.sqrt(3 / 4))
     zero = torch.zeros(100_000)
     share = mechanism.before_protect(zero, torch.Generator().manual_seed(0))
-    # each of the 4 expected sites adds N(0, (z C)^2 / 4): the sum carries N(0, (z C)^2)
+    # each of the 4 sites (min_sites) adds N(0, (z C)^2 / 4): a sum of at least 4 carries N(0, (z C)^2)
     assert float(share.std()) == pytest.approx(mechanism.noise_multiplier * 0.5 / 2, rel=0.02)
     assert mechanism.central_noise(10, torch.Generator()) is None
     mean_of_three = torch.ones(5)
@@ -142,9 +143,13 @@ def test_client_level_central_noise_and_clipping_in_a_federation():
     assert all(float(p.double().norm()) <= 0.01 for p in payloads)  # the server saw clipped updates
     assert all(c.weight == 1.0 for c in first.clients)
     epsilons = [r.epsilon for r in trace.rounds]
-    assert epsilons == sorted(epsilons) and 0 < epsilons[-1] <= 8.0
-    assert trace.privacy.epsilon == epsilons[-1] and trace.privacy.steps == 3 and trace.privacy.unit == "site"
-    assert not trace.stopped_early
+    assert epsilons == sorted(epsilons) and 0 < epsilons[-1] <= 8.0  # against the public and the sites
+    by_party = {g.party: g for g in trace.privacy.by_adversary}
+    assert max(by_party["public"].epsilon, by_party["site"].epsilon) == epsilons[-1]
+    # The server adds the noise itself and sees the clipped sum before: no guarantee against it, so none overall.
+    assert by_party["server"].epsilon is None and trace.privacy.epsilon is None
+    assert trace.privacy.worst_party == "server" and trace.privacy.steps == 3
+    assert trace.privacy.unit.startswith("site") and not trace.stopped_early
 
 
 def test_central_noise_is_refused_under_ckks_and_distributed_runs():
@@ -153,26 +158,48 @@ def test_central_noise_is_refused_under_ckks_and_distributed_runs():
         run(data, client_dp(placement="central"), CKKSAggregation(), rounds=1)
     trace = run(data, client_dp(placement="distributed"), CKKSAggregation(), rounds=2)
     assert all(not m.plaintext for m in trace.rounds[0].received.values())
-    assert 0 < trace.privacy.epsilon <= 8.0
+    assert 0 < trace.privacy.epsilon <= 8.0 and trace.privacy.worst_party == "site"
 
 
 class Underpowered(ClientLevelDP):
-    """Calibrates, then uses half the noise: the budget runs out before the planned rounds."""
+    """Calibrates, then adds and accounts half the noise: the budget runs out before the planned rounds."""
 
     def calibrate(self, facts):
         super().calibrate(facts)
         self.noise_multiplier /= 2
+        self.update_noise_multiplier /= 2
+
+
+@pytest.mark.parametrize("placement", ["central", "distributed"])
+def test_the_noise_added_is_the_noise_accounted(placement):
+    # The accountant is only as true as the noise: measure what the code adds and compare with what it accounts.
+    from fedsecure.privacy.mechanism import FederationFacts
+
+    mechanism = client_dp(clip=0.5, placement=placement, adaptive_quantile=0.5)
+    mechanism.calibrate(FederationFacts([10] * 4, 20, LocalTraining(), None, 0, torch.device("cpu")))
+    n, generator = 200_000, torch.Generator().manual_seed(1)
+    if placement == "central":
+        noise = mechanism.central_noise(n, generator).double()
+    else:  # four shares, as four sites send them
+        noise = sum(mechanism.before_protect(torch.zeros(n), generator).double() for _ in range(4))
+    update_std, count = float(noise[:-1].std()), float(noise[-1])
+    accounted = mechanism.report(0, False).mechanism
+    assert update_std == pytest.approx(accounted["update_noise_multiplier"] * 0.5, rel=5 / math.sqrt(2 * n))
+    # One draw of the count's noise (plus four centred bits of 1/2 when distributed): within 5 sigma.
+    assert abs(count - (2.0 if placement == "distributed" else 0.0)) < 5 * accounted["count_noise_stddev"]
 
 
 def test_training_stops_before_overspending():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        mechanism = Underpowered(epsilon=8.0, delta=1e-5, placement="central")
-    trace = run(make_data((6, 6)), mechanism, PlainAggregation(), rounds=10)
+        mechanism = Underpowered(epsilon=8.0, delta=1e-5, placement="distributed")
+    trace = run(make_data((6, 6)), mechanism, CKKSAggregation(), rounds=10)
     assert trace.stopped_early and 0 < len(trace.rounds) < 10
     assert trace.privacy.epsilon <= 8.0 and trace.privacy.stopped_early
-    one_more = spent_epsilon(extend([(mechanism.noise_multiplier, 1.0, len(trace.rounds))], mechanism.noise_multiplier, 1.0, 1), 1e-5)
-    assert one_more > 8.0
+    # Against a site (2 sites: it subtracts its own half of the variance) one more round would overspend.
+    facing = mechanism.noise_multiplier * math.sqrt(1 / 2)
+    assert spent_epsilon([(facing, 1.0, len(trace.rounds))], 1e-5) == pytest.approx(trace.privacy.epsilon)
+    assert spent_epsilon([(facing, 1.0, len(trace.rounds) + 1)], 1e-5) > 8.0
 
 
 def test_warnings_for_weak_guarantees():
@@ -227,17 +254,19 @@ def test_adaptive_clipping_moves_the_bound_towards_the_quantile_at_the_same_priv
     trace = run(data, mechanism, PlainAggregation(), rounds=6)
     clips = trace.privacy.clip_per_round
     assert len(clips) == 7 and clips[0] == 10.0
-    # every update norm is far below 10: the fraction under the bound is 1 (+ noise of std 2z/4),
+    # every update norm is far below 10: the fraction under the bound is 1 (+ noise of std z/2),
     # so C shrinks by exp(-0.1) a round on average
     assert clips[-1] < 10.0 * math.exp(-0.1 * 6 * 0.5)
     z, s = mechanism.noise_multiplier, mechanism.count_stddev
     assert s == pytest.approx(max(4 / 20, 2 * z))
+    # The centred bit has sensitivity 1/2, so the count's multiplier is s / (1/2) = 2s (Andrew et al.).
     assert mechanism.update_noise_multiplier == pytest.approx((z**-2 - (2 * s) ** -2) ** -0.5)
     assert mechanism.update_noise_multiplier > z  # the count's noise is paid for by the update's
-    assert 0 < trace.privacy.epsilon <= 8.0
-    # the server saw one more value per site: the under-the-bound bit
+    by_party = {g.party: g.epsilon for g in trace.privacy.by_adversary}
+    assert 0 < by_party["site"] <= 8.0 and 0 < by_party["public"] <= 8.0
+    # the server saw one more value per site: the centred under-the-bound bit, 1 - 1/2
     message = next(iter(trace.rounds[0].received.values()))
-    assert message.length == trace.update_length + 1 and float(message.payload[-1]) == 1.0
+    assert message.length == trace.update_length + 1 and float(message.payload[-1]) == 0.5
 
 
 def test_adaptive_clipping_under_ckks_with_distributed_noise():

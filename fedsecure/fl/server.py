@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from fedsecure.devices import Stopwatch
-from fedsecure.fl.evaluation import Utility, utility_from_predictions
+from fedsecure.fl.evaluation import ScoreHistograms, Utility, utility_from_histograms, utility_from_predictions
 from fedsecure.privacy.mechanism import PrivacyMechanism
 from fedsecure.secure.protocol import Aggregate, Message, ServerRole
 from fedsecure.seeding import numpy_rng, torch_generator
@@ -97,3 +97,22 @@ def pooled_evaluation(
         per_site.append(SiteUtility(name, n_train, utility.auc, utility.accuracy, utility.n))
     pooled = utility_from_predictions(torch.cat([p for p, _ in predictions]), torch.cat([y for _, y in predictions]))
     return Evaluation(global_=pooled, per_site=per_site)
+
+
+def pooled_evaluation_from_histograms(sites: list[tuple[str, int]], histograms: list[ScoreHistograms]) -> Evaluation:
+    """Utility pooled over the sites' local test sets, and on each, from the counts each site sent.
+
+    The Flower server's :func:`pooled_evaluation`: it never holds a score or a label.
+    Accuracy and each site's AUC are exact; the pooled AUC is within
+    :func:`~fedsecure.fl.evaluation.auc_error_bound` of the exact one (see
+    :func:`~fedsecure.fl.evaluation.utility_from_histograms`).
+
+    Args:
+        sites: (name, training images) of each site evaluated.
+        histograms: each site's :func:`~fedsecure.fl.evaluation.score_histograms` of its local test set.
+    """
+    per_site = []
+    for (name, n_train), counts in zip(sites, histograms, strict=True):
+        utility = utility_from_histograms([counts])
+        per_site.append(SiteUtility(name, n_train, utility.auc, utility.accuracy, utility.n))
+    return Evaluation(global_=utility_from_histograms(histograms), per_site=per_site)

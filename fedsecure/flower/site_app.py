@@ -27,13 +27,25 @@ Messages (server -> site):
   and answers with its protected update.
 * ``evaluate``: the last aggregates; the site applies them and answers with the
   final model and its evaluation.
+
+What leaves a site: its size, image shape and class count, its protected
+updates, the final global model and, as its evaluation, counts of fixed shapes
+(:func:`~fedsecure.fl.evaluation.score_histograms`: score histograms per class
+and a confusion matrix); never an image, a label or a per-image prediction.
+
+What a site checks (the server is not trusted to tell the truth about the
+federation): the spec against the one it pinned (``spec-sha256``); the
+federation's facts in each round against that spec and its own data
+(:func:`check_round_facts`: the site count and sizes its noise is calibrated
+from); and, before using an aggregate, that it carries the weight of at least
+the quorum of sites (:mod:`fedsecure.secure.quorum`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,17 +53,24 @@ import torch
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
-from fedsecure.audit.spec import parse_spec
+from fedsecure.audit.spec import AuditSpec, parse_spec
 from fedsecure.data.federated import SiteData
 from fedsecure.data.medmnist import load_medmnist
 from fedsecure.devices import resolve_device
 from fedsecure.errors import FedsecureError
+from fedsecure.fl.evaluation import score_histograms
 from fedsecure.fl.site import SiteRunner, next_global
 from fedsecure.flower import wire
-from fedsecure.flower.parts import SHAPE_KEYS, build_parts
+from fedsecure.flower.parts import SHAPE_KEYS, build_parts, reveal_quorum
+from fedsecure.privacy.mechanism import PrivacyMechanism
 from fedsecure.secure.protocol import ClientRole
+from fedsecure.secure.quorum import QuorumCheckedClient, quorum_weight
 
 STATE = "fedsecure"
+
+
+class ServerClaimError(FedsecureError):
+    """The server's account of the federation contradicts the spec the site pinned or the site's own data."""
 
 
 @dataclass(frozen=True)
@@ -129,8 +148,8 @@ def answer_setup(spec_text: str, scenario_name: str, node_config: dict, local: L
     secret key (what the server needs to add ciphertexts) with a hash of the key file.
 
     Raises:
-        FedsecureError: the spec is not the one this site agreed to (``spec-sha256``), or
-            the site lacks its data or key.
+        FedsecureError: the spec is not the one this site agreed to (``spec-sha256``), the
+            site's number (``site``) is not one of the spec's sites, or the site lacks its data or key.
     """
     loaded = parse_spec(spec_text, "<spec from the server>")
     pinned = node_config.get("spec-sha256")
@@ -139,7 +158,11 @@ def answer_setup(spec_text: str, scenario_name: str, node_config: dict, local: L
         # (e.g. one with its DP or encryption removed).
         raise FedsecureError(f"the server sent spec sha256 {loaded.sha256}, not the {pinned} this site agreed to; refusing")
     scenario = loaded.spec.scenario_named(scenario_name)
-    claimed = int(node_config.get("site", node_config.get("partition-id", -1)))
+    claimed = claimed_index(node_config)
+    if claimed >= loaded.spec.data.sites:
+        raise ServerClaimError(
+            f"this SuperNode is site {claimed} but the spec has {loaded.spec.data.sites} sites (numbered from 0); refusing"
+        )
     data = local.data(max(claimed, 0))
     protocol = scenario.protocol_instance()
     secret = local.secret() if protocol.name != "plain" else b""
@@ -155,6 +178,55 @@ def answer_setup(spec_text: str, scenario_name: str, node_config: dict, local: L
     })
 
 
+def claimed_index(node_config: Mapping) -> int:
+    """The site's number from its node config (``site``, or Flower's ``partition-id``); -1 when it has none."""
+    return int(node_config.get("site", node_config.get("partition-id", -1)))
+
+
+def check_round_facts(spec: AuditSpec, facts: Mapping, own_n_train: int, claimed: int = -1) -> None:
+    """Refuse a round whose federation facts, as the server states them, contradict the spec or this site.
+
+    The site calibrates its noise from these facts (:func:`~fedsecure.flower.parts.build_parts`
+    takes the site count from ``site_sizes``): a server that claimed more sites would have
+    each site add less noise. The site checks what it can know: the site count against the
+    spec it pinned, its own index and size against its own node config and data. The other
+    sites' sizes it cannot check.
+
+    Args:
+        spec: the spec the site agreed to.
+        facts: the ``round`` config record (``site``, ``n_sites``, ``site_sizes``).
+        own_n_train: the site's own number of training images.
+        claimed: the site's number from its node config (-1: none).
+
+    Raises:
+        ServerClaimError: in one line, what the server claimed and what is true.
+    """
+    expected = spec.data.sites
+    n_sites, sizes, index = int(facts["n_sites"]), [int(n) for n in facts["site_sizes"]], int(facts["site"])
+    if n_sites != expected or len(sizes) != expected:
+        raise ServerClaimError(
+            f"the server claims {n_sites} sites ({len(sizes)} sizes) but the spec this site agreed to has {expected}; "
+            "refusing (the noise each site adds depends on the site count)"
+        )
+    if not 0 <= index < expected or (claimed >= 0 and index != claimed):
+        raise ServerClaimError(f"the server calls this site {index}, but it is site {claimed} of {expected}; refusing")
+    if sizes[index] != own_n_train:
+        raise ServerClaimError(
+            f"the server claims this site holds {sizes[index]} training images, but it holds {own_n_train}; refusing"
+        )
+
+
+def check_weight_unit(privacy: PrivacyMechanism, site_sizes: list[int], weight_unit: float) -> None:
+    """Refuse a weight unit other than the smallest site weight (what the quorum's weight is measured in).
+
+    Raises:
+        ServerClaimError: the server's ``weight_unit`` is not the smallest weight of ``site_sizes``.
+    """
+    expected = min(privacy.site_weight(n) for n in site_sizes)
+    if weight_unit != expected:
+        raise ServerClaimError(f"the server's weight unit {weight_unit:g} is not the smallest site weight {expected:g}; refusing")
+
+
 class _Site:
     """A site rebuilt from the spec and its saved state, for one message."""
 
@@ -166,12 +238,20 @@ class _Site:
         spec = parse_spec(str(saved["spec"]), "<spec from the server>").spec
         scenario = spec.scenario_named(str(saved["scenario"]))
         self.context, self.message = context, message
-        index, n_sites = int(facts["site"]), int(facts["n_sites"])
+        claimed = claimed_index(context.node_config)
+        index = int(facts["site"])
+        data = local.data(claimed if claimed >= 0 else index)
+        # Before anything is calibrated from them: the facts the noise depends on.
+        check_round_facts(spec, facts, data.n_train, claimed)
+        n_sites, site_sizes = spec.data.sites, [int(n) for n in facts["site_sizes"]]
         device = resolve_device(str(context.node_config.get("device", "cpu")))
         torch.set_num_threads(int(os.environ.get("FEDSECURE_THREADS", torch.get_num_threads())))
-        parts = build_parts(spec, scenario, {k: int(facts[k]) for k in SHAPE_KEYS}, list(facts["site_sizes"]), device)
+        parts = build_parts(spec, scenario, {k: int(facts[k]) for k in SHAPE_KEYS}, site_sizes, device)
         self.privacy, self.strategy, protocol = parts.privacy, parts.strategy, parts.protocol
-        self.runner = SiteRunner(index, local.data(index), parts.state, self.strategy, training=parts.training,
+        weight_unit = float(facts["weight_unit"])
+        check_weight_unit(self.privacy, site_sizes, weight_unit)
+        self.n_classes = int(facts["n_classes"])
+        self.runner = SiteRunner(index, data, parts.state, self.strategy, training=parts.training,
                                  privacy=self.privacy, seed=spec.seed, device=device)
         self.device = device
         saved_global = wire.get_tensors(context.state, "global")
@@ -182,7 +262,10 @@ class _Site:
         if private := wire.get_tensors(context.state, "private"):
             self.runner.private = {k: v.to(device) for k, v in private.items()}
         secret = local.secret() if protocol.name != "plain" else b""
-        self.client: ClientRole = protocol.client_role(secret, n_clients=n_sites, weight_unit=float(facts["weight_unit"]))
+        client = protocol.client_role(secret, n_clients=n_sites, weight_unit=weight_unit)
+        quorum = reveal_quorum(self.privacy, protocol, n_sites)
+        minimum = quorum_weight([self.privacy.site_weight(n) for n in site_sizes], weight_unit, quorum)
+        self.client: ClientRole = QuorumCheckedClient(client, quorum=quorum, minimum_weight=minimum)
 
     def catch_up(self) -> RecordDict:
         """Apply the aggregates this site has not applied; the reply, with the evaluation of the result."""
@@ -192,16 +275,18 @@ class _Site:
         reveal_seconds = 0.0
         for round_number in sorted(r for r in pending if r > int(saved["applied"])):
             aggregate = wire.get_aggregate(self.message.content, f"aggregate.{round_number}")
+            # self.client reveals only an aggregate carrying the weight of the quorum of sites.
             self.global_vector, seconds = next_global(
                 self.global_vector, aggregate, self.client, self.strategy, self.privacy, self.device
             )
             reveal_seconds += seconds
             saved["applied"] = round_number
         if pending:
+            # Counts of fixed shapes, not the per-image probabilities and labels: no label leaves the site.
             probabilities = self.runner.predict(self.global_vector)
-            wire.put_tensors(reply, "evaluation", {
-                "probabilities": probabilities, "labels": self.runner.test_tensors[1],
-            })
+            wire.put_score_histograms(
+                reply, "evaluation", score_histograms(probabilities, self.runner.test_tensors[1], self.n_classes)
+            )
         reply.config_records["applied"] = ConfigRecord({
             "round": int(saved["applied"]), "reveal_seconds": reveal_seconds,
             "notes": self.privacy.notes() or [""],

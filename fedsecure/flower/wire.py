@@ -4,7 +4,9 @@ A protocol's payload is one of three things: a float tensor (a plaintext
 update), an integer array (a plaintext sum on the fixed-point grid) or a list of
 byte strings (serialized CKKS ciphertexts). Arrays travel in an ``ArrayRecord``
 (numpy's own format, never pickled); byte strings and scalars in a
-``ConfigRecord``.
+``ConfigRecord``. A site's evaluation travels as its
+:class:`~fedsecure.fl.evaluation.ScoreHistograms` (counts of fixed shapes), and
+:func:`describe` lists what a message holds, without its values.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 
 from fedsecure.errors import FedsecureError
+from fedsecure.fl.evaluation import ARRAY_NAMES, ScoreHistograms
 from fedsecure.secure.protocol import Aggregate, Message
 
 
@@ -69,6 +72,51 @@ def get_tensors(content: RecordDict, key: str) -> dict[str, torch.Tensor]:
     if key not in content.array_records:
         return {}
     return {name: torch.from_numpy(array.numpy().copy()) for name, array in content.array_records[key].items()}
+
+
+def put_score_histograms(content: RecordDict, key: str, histograms: ScoreHistograms) -> None:
+    """Store a site's evaluation counts under ``key`` (its only evaluation the server receives)."""
+    content.array_records[key] = ArrayRecord({name: Array(array) for name, array in histograms.arrays().items()})
+
+
+def get_score_histograms(content: RecordDict, key: str, n_classes: int) -> ScoreHistograms:
+    """The counts stored by :func:`put_score_histograms`, checked to be of the fixed shapes for ``n_classes``.
+
+    Raises:
+        WireError: the record holds other arrays, arrays of other shapes, or not integers.
+    """
+    record = content.array_records[key]
+    if set(record.keys()) != set(ARRAY_NAMES):
+        raise WireError(f"the {key!r} record holds {sorted(record.keys())}, not the score histograms {list(ARRAY_NAMES)}")
+    arrays = {name: record[name].numpy() for name in ARRAY_NAMES}
+    if not all(np.issubdtype(array.dtype, np.integer) for array in arrays.values()):
+        raise WireError(f"the {key!r} record holds non-integer counts")
+    try:
+        histograms = ScoreHistograms(**arrays)
+    except ValueError as exc:
+        raise WireError(f"the {key!r} record: {exc}") from None
+    if histograms.n_classes != n_classes:
+        raise WireError(f"the {key!r} record counts {histograms.n_classes} classes, not the model's {n_classes}")
+    return histograms
+
+
+def describe(content: RecordDict) -> dict[str, dict[str, object]]:
+    """What a message holds, without its values: each array's shape and dtype, each config value's type and length.
+
+    Keys are ``record/name``; for the record of what left a site (its replies to the server).
+    """
+    arrays = {
+        f"{key}/{name}": {"shape": list(array.shape), "dtype": str(array.dtype)}
+        for key, record in content.array_records.items() for name, array in record.items()
+    }
+    configs: dict[str, object] = {}
+    for key, record in content.config_records.items():
+        for name, value in record.items():
+            entry: dict[str, object] = {"type": type(value).__name__}
+            if isinstance(value, (list, bytes, str)):
+                entry["length"] = len(value)
+            configs[f"{key}/{name}"] = entry
+    return {"arrays": arrays, "configs": configs}
 
 
 def _put_payload(content: RecordDict, key: str, payload: object) -> None:

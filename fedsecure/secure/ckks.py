@@ -144,9 +144,13 @@ class CKKSClient(ClientRole):
         )
 
     def reveal(self, aggregate: Aggregate) -> torch.Tensor:  # noqa: D102
+        return self.reveal_with_weight(aggregate)[0]
+
+    def reveal_with_weight(self, aggregate: Aggregate) -> tuple[torch.Tensor, int]:  # noqa: D102
         chunks = [np.asarray(ts.ckks_vector_from(self._context, c).decrypt()) for c in aggregate.payload]
         values = to_grid(unpack(chunks, aggregate.length + 1))  # the update, then the weight
-        return weighted_mean(values[:-1], int(values[-1]))
+        # The weight total travels encrypted, as the last value: only the sites read it.
+        return weighted_mean(values[:-1], int(values[-1])), int(values[-1])
 
 
 class CKKSServer(ServerRole):

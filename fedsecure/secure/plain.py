@@ -50,7 +50,10 @@ class PlainClient(ClientRole):
         )
 
     def reveal(self, aggregate: Aggregate) -> torch.Tensor:  # noqa: D102
-        return weighted_mean(aggregate.payload, aggregate.weight)
+        return self.reveal_with_weight(aggregate)[0]
+
+    def reveal_with_weight(self, aggregate: Aggregate) -> tuple[torch.Tensor, int]:  # noqa: D102
+        return weighted_mean(aggregate.payload, aggregate.weight), int(aggregate.weight)
 
 
 class PlainServer(ServerRole):

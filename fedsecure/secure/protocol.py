@@ -68,6 +68,19 @@ class ClientRole(ABC):
     def reveal(self, aggregate: Aggregate) -> torch.Tensor:
         """The weighted mean update, ``sum(weight * update) / sum(weight)``, on the CPU."""
 
+    def reveal_with_weight(self, aggregate: Aggregate) -> tuple[torch.Tensor, int]:
+        """What :meth:`reveal` gives, and the weight total it divided by.
+
+        The total is the sum of the senders' weights divided by ``weight_unit``, on the
+        fixed-point grid (an integer multiple of ``2**-FRACTION_BITS``, see
+        :mod:`fedsecure.secure.fixed_point`): exact, so a site can compare it with the
+        total a quorum of sites would carry (:mod:`fedsecure.secure.quorum`).
+
+        Raises:
+            NotSupportedError: the protocol cannot tell the weight total.
+        """
+        raise NotSupportedError(f"the {type(self).__name__} cannot tell the weight total of an aggregate")
+
 
 class ServerRole(ABC):
     """What the aggregator does: add messages up, without any secret."""

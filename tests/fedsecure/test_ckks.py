@@ -112,9 +112,28 @@ def test_insecure_or_malformed_parameters_are_refused(n, bits, scale, message):
         CKKSParameters(n, bits, scale)
 
 
-def test_every_preset_is_128_bit_secure_and_unknown_presets_are_refused():
-    for params in PRESETS.values():
-        assert params.slots * 2 == params.poly_modulus_degree
+# The HomomorphicEncryption.org standard's table (128-bit classical security, ternary secret), copied here
+# independently of fedsecure.secure.ckks_params: the largest total coefficient-modulus bits per ring dimension.
+HE_STANDARD_128 = {4096: 109, 8192: 218, 16384: 438, 32768: 881}
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_is_128_bit_secure(name):
+    params = PRESETS[name]
+    assert sum(params.coeff_mod_bit_sizes) <= HE_STANDARD_128[params.poly_modulus_degree]
+    # SEAL itself (through TenSEAL) enforces the same table at its default 128-bit level: it builds the context.
+    ts.context(ts.SCHEME_TYPE.CKKS, poly_modulus_degree=params.poly_modulus_degree,
+               coeff_mod_bit_sizes=list(params.coeff_mod_bit_sizes))
+
+
+def test_seal_refuses_one_bit_beyond_the_table_and_so_do_we():
+    with pytest.raises(ValueError):
+        ts.context(ts.SCHEME_TYPE.CKKS, poly_modulus_degree=4096, coeff_mod_bit_sizes=[60, 50])  # 110 > 109
+    with pytest.raises(CKKSParametersError, match="below 128-bit security"):
+        CKKSParameters(4096, (60, 50), 40)
+
+
+def test_unknown_presets_are_refused():
     with pytest.raises(CKKSParametersError, match="unknown CKKS preset 'tiny'"):
         CKKSAggregation(preset="tiny")
 

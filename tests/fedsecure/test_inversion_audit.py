@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
 
 from fedsecure.audit import load_spec, run_audit
 from fedsecure.audit.spec import parse_spec
+from fedsecure.privacy import calibrate_noise
 from tests.fedsecure.tiny_specs import PLAIN_AND_CKKS, TINY_DATA, tiny_spec
 
 REPO = Path(__file__).resolve().parents[2]
@@ -21,7 +23,7 @@ lr = 0.1
 """, PLAIN_AND_CKKS, """
 [[scenario]]
 name = "client-dp"
-dp = { level = "client", epsilon = 8.0, delta = 1e-3, clip = 0.5, placement = "distributed" }
+dp = { level = "client", epsilon = 8.0, delta = 1e-3, clip = 0.5, placement = "distributed", secure_rng = true }
 
 [attacks]
 inversion = { method = "idlg", images = 2, batch_size = 1, iterations = 150 }
@@ -98,7 +100,7 @@ name = "plain"
 
 [[scenario]]
 name = "sample-dp"
-dp = { level = "sample", epsilon = 8.0, delta = 1e-3, clip = 1.0 }
+dp = { level = "sample", epsilon = 8.0, delta = 1e-3, clip = 1.0, secure_rng = true }
 
 [attacks]
 inversion = { method = "fedavg_update", images = 2, batch_size = 1, iterations = 200, restarts = 1 }
@@ -107,9 +109,18 @@ inversion = { method = "fedavg_update", images = 2, batch_size = 1, iterations =
 
 def test_a_fedavg_update_is_inverted_by_unrolling_and_dp_sgd_hides_it(tmp_path):
     # The realistic case: the message is an update after two local SGD steps, not a gradient.
-    with pytest.warns(UserWarning, match="secure_rng"):
-        report = run_audit(parse_spec(FEDAVG, origin="test"), tmp_path, device="cpu")
+    loaded = parse_spec(FEDAVG, origin="test")
+    report = run_audit(loaded, tmp_path, device="cpu")
     plain, sample_dp = (s["attacks"][0] for s in report["scenarios"])
     assert plain["status"] == "ok" and plain["method"] == "fedavg_update"
     assert plain["psnr_gain_median"] > 10 and plain["label_accuracy"] == 1.0
     assert sample_dp["status"] == "ok" and sample_dp["psnr_gain_median"] <= 1.0
+    # The probe site holds one image, but its DP-SGD adds the noise the real site (20 images) trains with,
+    # not noise recalibrated for one image (which would be far more, and understate the leakage).
+    spec = loaded.spec
+    batches = math.ceil(report["scenarios"][0]["utility"]["per_site"][0]["n_train"] / spec.federation.batch_size)
+    real = calibrate_noise(8.0, 1e-3, 1 / batches, spec.federation.local_epochs * batches * spec.federation.rounds)
+    recalibrated = calibrate_noise(8.0, 1e-3, 1.0, spec.federation.local_epochs * spec.federation.rounds)
+    assert recalibrated > 1.1 * real
+    pinned = next(a for a in sample_dp["assumptions"] if a.startswith("the probe's DP-SGD adds the scenario's noise"))
+    assert f"multiplier {real:.3g}," in pinned

@@ -25,7 +25,7 @@ from tests.fedsecure.tiny_specs import PLAIN_AND_CKKS, TINY_FEDAVG, tiny_spec
 SPEC = tiny_spec("report-tiny", 1, TINY_FEDAVG, PLAIN_AND_CKKS, """
 [[scenario]]
 name = "sample-dp"
-dp = { level = "sample", epsilon = 8.0, delta = 1e-3, clip = 1.0 }
+dp = { level = "sample", epsilon = 8.0, delta = 1e-3, clip = 1.0, secure_rng = true }
 
 [[scenario]]
 name = "client-dp"
@@ -73,17 +73,54 @@ def test_compliance_says_who_sees_what_and_the_limits(audited):
     assert plain.guarantee[0] == "No formal privacy guarantee: no differential privacy is applied."
     assert sample_dp.guarantee[0].startswith("(") and "per training image" in sample_dp.guarantee[0]
     assert "group privacy" in sample_dp.guarantee[1]
-    assert "per site (client level)" in client_dp.guarantee[0]
-    assert any(line.startswith("Weakened:") and "secure_rng = false" in line for line in sample_dp.guarantee)
-    assert "No image or label leaves a site" in plain.leaves_site and "encrypted under CKKS" in ckks.leaves_site
+    # Seeded noise (client-dp keeps secure_rng = false) is said first, and fails the verdict.
+    assert client_dp.guarantee[0].startswith("SIMULATION, NOT A GUARANTEE")
+    assert "Client-level differential privacy, per site" in client_dp.guarantee[1]
+    assert any(line.startswith("Weakened:") and "secure_rng = false" in line for line in client_dp.guarantee)
+    # One line per party, each with what it sees.
+    for party in ("anyone given the released model", "the aggregation server", "another participating site"):
+        assert sum(line.startswith(f"Against {party}, who sees") for line in client_dp.guarantee) == 1
+    assert "No image, label or per-image value leaves a site" in plain.leaves_site
+    assert "encrypted under CKKS" in ckks.leaves_site
     assert any("no access" in line for line in ckks.leakage)
     assert any(line.startswith("Gradient inversion") for line in plain.leakage)
     assert any("not a proof of privacy" in line for line in plain.limits)
     assert any("collude" in line for line in ckks.limits)
-    assert (plain.verdict, sample_dp.verdict) == ("FAIL", "PASS")
+    assert (plain.verdict, sample_dp.verdict, client_dp.verdict) == ("FAIL", "PASS", "FAIL")
     assert plain.reasons == report["scenarios"][0]["verdict"]["reasons"]
+    assert client_dp.reasons[0].startswith("simulation, not a guarantee")
     markdown = (audited / "report.md").read_text()
-    assert "## Compliance" in markdown and "### client-dp: PASS" in markdown and "Limits of this evidence:" in markdown
+    assert "## Compliance" in markdown and "### client-dp: FAIL" in markdown and "Limits of this evidence:" in markdown
+
+
+def test_seeded_noise_never_shows_pass(audited):
+    report = json.loads((audited / "report.json").read_text())
+    simulated = report["scenarios"][3]
+    assert simulated["privacy"]["simulation"] and simulated["verdict"]["pass"] is False
+    markdown = (audited / "report.md").read_text()
+    page = (audited / "report.html").read_text()
+    summary_row = next(line for line in markdown.splitlines() if line.startswith("| client-dp |"))
+    assert "PASS" not in summary_row and "simulation" in summary_row
+    assert "- **client-dp**: FAIL" in markdown
+    html_row = re.search(r"<tr>\s*<td>client-dp</td>.*?</tr>", page, re.S).group(0)
+    assert "PASS" not in html_row and "simulation" in html_row
+    assert re.search(r'id="compliance-client-dp">\s*<h3>client-dp: <span class="FAIL">FAIL</span>', page)
+
+
+def test_every_dp_scenario_states_its_empirical_ceiling(audited):
+    from attacks.auditing import one_run_ceiling
+
+    report = json.loads((audited / "report.json").read_text())
+    markdown = (audited / "report.md").read_text()
+    for scenario in report["scenarios"][2:]:
+        privacy = scenario["privacy"]
+        canary = privacy["canary_audit"]
+        # 10 canaries, 2 guesses: even all right, the bound stays far below epsilon 8.
+        assert privacy["empirical_epsilon_ceiling"] == pytest.approx(
+            one_run_ceiling(canary["canaries"], canary["guesses"], privacy["delta"], canary["confidence"]))
+        assert privacy["empirical_epsilon_lb"] == canary["epsilon_lb"] <= privacy["empirical_epsilon_ceiling"] < 8
+        assert f"{scenario['name']}: the empirical audit (10 canaries, 2 guesses) could show at most epsilon" in markdown
+    assert all("epsilon_lb" not in attack for s in report["scenarios"] for attack in s["attacks"])
 
 
 def test_report_re_renders_the_same_files(audited, tmp_path):

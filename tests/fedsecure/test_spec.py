@@ -68,6 +68,13 @@ def test_spec_hash_is_of_the_text():
 
 BAD_SPECS = [
     ("", "name: Field required"),
+    ('name = "t"\n[data]\nsites = 3\n[[scenario]]\nname = "d"\nprotocol = "ckks"\n'
+     'dp = { level = "client", epsilon = 8.0, delta = 1e-5, placement = "distributed", min_sites = 4 }\n',
+     "scenario[0] 'd': dp.min_sites (4) exceeds data.sites (3)"),
+    ('name = "t"\n[[scenario]]\nname = "d"\n'
+     'dp = { level = "client", epsilon = 8.0, delta = 1e-5, placement = "central", min_sites = 2 }\n',
+     "min_sites applies to client-level DP with placement = 'distributed' only"),
+    (MINIMAL + "[thresholds]\nmax_delta = 1.5\n", "thresholds.max_delta: Input should be less than 1"),
     ('name = "t"', "scenario: Field required"),
     (MINIMAL + "[[scenario]]\nname = 'plain'\n", "scenario names must be unique; repeated: plain"),
     (MINIMAL.replace('name = "plain"', 'name = "a/b"'), "scenario[0].name: must be 1-64 characters"),

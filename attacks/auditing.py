@@ -9,7 +9,10 @@ into such a proof, both at a stated confidence:
 * **From TPR/FPR** (Jagielski et al. 2020): Clopper-Pearson intervals on the
   rates at one threshold, ``eps_lb = log((TPR_low - delta) / FPR_high)``. The
   threshold is chosen on one half of the scores and the bound computed on the
-  other, so choosing it does not bias the bound.
+  other, so choosing it does not bias the bound. This is a DP lower bound only
+  where membership was *randomised* (each candidate in or out by a coin the
+  mechanism's guarantee covers), never for "the training set against held-out
+  data".
 * **One run with canaries** (Steinke, Nasr and Jagielski 2023): m canaries
   are each included in training with probability 1/2; the auditor guesses in
   or out for ``r`` of them (abstaining on the rest) and gets ``v`` right. Under
@@ -20,6 +23,9 @@ into such a proof, both at a stated confidence:
 A lower bound is evidence of leakage, never a proof of privacy: a bound far
 below the accountant's epsilon may only mean the attack was weak. A bound
 *above* the accountant's epsilon means a bug in the DP code or in the audit.
+Every audit also has a *ceiling*: the largest bound it could show even with a
+perfect attack (``one_run_ceiling``). Where the ceiling is below the
+accountant's epsilon, the audit could not have detected an overspent budget.
 """
 
 from __future__ import annotations
@@ -136,6 +142,11 @@ def one_run_epsilon(canaries: int, guesses: int, correct: int, delta: float = 0.
     return low
 
 
+def one_run_ceiling(canaries: int, guesses: int, delta: float = 0.0, confidence: float = 0.95) -> float:
+    """The largest bound a one-run audit with these counts can show: every guess right."""
+    return one_run_epsilon(canaries, guesses, guesses, delta, confidence)
+
+
 @dataclass(frozen=True)
 class OneRunAudit:
     """The outcome of a one-run canary audit.
@@ -148,6 +159,7 @@ class OneRunAudit:
         epsilon_lb: the lower bound at ``confidence``.
         delta: the delta the bound is for.
         confidence: its confidence level.
+        epsilon_ceiling: the largest bound these counts allow (all guesses right).
     """
 
     canaries: int
@@ -157,6 +169,7 @@ class OneRunAudit:
     epsilon_lb: float
     delta: float
     confidence: float
+    epsilon_ceiling: float = 0.0
 
 
 def one_run_audit(
@@ -180,4 +193,5 @@ def one_run_audit(
     return OneRunAudit(
         canaries=m, included=int(included.sum()), guesses=guesses, correct=correct,
         epsilon_lb=one_run_epsilon(m, guesses, correct, delta, confidence), delta=delta, confidence=confidence,
+        epsilon_ceiling=one_run_ceiling(m, guesses, delta, confidence),
     )

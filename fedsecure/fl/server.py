@@ -12,7 +12,12 @@ from dataclasses import dataclass
 import torch
 
 from fedsecure.devices import Stopwatch
-from fedsecure.fl.evaluation import ScoreHistograms, Utility, utility_from_histograms, utility_from_predictions
+from fedsecure.fl.evaluation import (
+    ScoreHistograms,
+    Utility,
+    utility_from_histograms,
+    utility_from_predictions,
+)
 from fedsecure.privacy.mechanism import PrivacyMechanism
 from fedsecure.secure.protocol import Aggregate, Message, ServerRole
 from fedsecure.seeding import numpy_rng, torch_generator

@@ -6,8 +6,14 @@ arrived, the same central noise and privacy accounting. What differs is that
 the sites are elsewhere, and the server holds no secret: it never reveals an
 aggregate. It forwards each aggregate to the sites in their next message; they
 reveal it, move their copy of the global model with the strategy, evaluate it
-on their test split and send back the predictions, so the server can pool the
-AUC as the in-process engine does.
+on their test split and send back counts of their predictions (score
+histograms and a confusion matrix, never a per-image value), from which the
+server pools the AUC (within 0.001 of the in-process engine's, see
+:func:`~fedsecure.fl.evaluation.utility_from_histograms`) and the accuracy.
+
+A round whose messages are fewer than the quorum (the distributed noise's
+``min_sites``; under CKKS at least 2) is not combined: the sites would refuse to
+reveal it (:mod:`fedsecure.secure.quorum`), and the global model stays as it was.
 
 A site that does not answer within ``round_timeout`` (its SuperNode died, its
 ClientApp failed) is dropped: the round goes on with the messages that
@@ -29,11 +35,17 @@ from flwr.serverapp import Grid
 from fedsecure.audit.spec import LoadedSpec, ScenarioSpec
 from fedsecure.errors import FedsecureError, NotSupportedError
 from fedsecure.fl.federation import FederationResult
-from fedsecure.fl.server import Evaluation, combine_round, pooled_evaluation, sample_participants
+from fedsecure.fl.server import (
+    Evaluation,
+    combine_round,
+    pooled_evaluation_from_histograms,
+    quorum_shortfall,
+    sample_participants,
+)
 from fedsecure.fl.strategies import STRATEGIES
 from fedsecure.fl.trace import ClientRound, RoundRecord, Trace
 from fedsecure.flower import wire
-from fedsecure.flower.parts import build_parts
+from fedsecure.flower.parts import build_parts, reveal_quorum
 from fedsecure.secure.protocol import Aggregate
 
 
@@ -73,13 +85,27 @@ class FlowerFederation:
         round_timeout: seconds to wait for the sites' answers to one message.
         connect_timeout: seconds to wait for the spec's number of SuperNodes to connect.
         on_event: called with each line of what happened (a dropped site...).
+        on_reply: called with what each site's reply held, without its values
+            (:func:`~fedsecure.flower.wire.describe`, plus ``kind``, ``round`` and ``site``):
+            the record of what left the sites.
+
+    Raises:
+        NotSupportedError: see :func:`check_runs_on_flower`; or secure aggregation with one
+            site per round, which the sites would never reveal.
     """
 
     def __init__(
         self, grid: Grid, loaded: LoadedSpec, scenario: ScenarioSpec, *, round_timeout: float = 600.0,
         connect_timeout: float = 120.0, on_event: Callable[[str], None] | None = None,
+        on_reply: Callable[[dict], None] | None = None,
     ) -> None:
         check_runs_on_flower(scenario)
+        if scenario.protocol_instance().hides_updates and loaded.spec.federation.clients_per_round == 1 \
+                and loaded.spec.data.sites >= 2:
+            raise NotSupportedError(
+                f"scenario {scenario.name}: {scenario.protocol} with clients_per_round = 1: the sites refuse to "
+                "decrypt an aggregate of one site's update (it would be that update), so no round could be combined"
+            )
         self.grid = grid
         self.loaded = loaded
         self.spec = loaded.spec
@@ -87,6 +113,7 @@ class FlowerFederation:
         self.round_timeout = round_timeout
         self.connect_timeout = connect_timeout
         self.on_event = on_event
+        self.on_reply = on_reply
         self.events: list[str] = []
         self.device = torch.device("cpu")  # the server only adds up messages
 
@@ -108,6 +135,7 @@ class FlowerFederation:
         self.privacy, strategy, protocol, state = parts.privacy, parts.strategy, parts.protocol, parts.state
         server = protocol.server_role(material)
         self.weight_unit = min(self.privacy.site_weight(n) for n in self.site_sizes)
+        self.quorum = reveal_quorum(self.privacy, protocol, self.n_sites)
         trace = Trace(strategy=STRATEGIES.name_of(type(strategy)), protocol=protocol.name,
                       update_length=state.numel, setup_bytes=len(material), engine="flower", events=self.events)
         self.live = set(range(self.n_sites))
@@ -132,9 +160,10 @@ class FlowerFederation:
                     train_seconds=float(meta["train_seconds"]), protect_seconds=float(meta["protect_seconds"]),
                     reveal_seconds=0.0, bytes_up=int(meta["bytes_up"]),
                 ))
-            if not messages:
-                self._event(f"round {round_number}: no site answered; the global model stays as it was")
-                # Accounted as run: the sampled sites may have trained before they failed.
+            shortfall = self._shortfall(len(messages), round_number) if messages else None
+            if not messages or shortfall is not None:
+                self._event(shortfall or f"round {round_number}: no site answered; the global model stays as it was")
+                # Accounted as run: the sampled sites trained (and may have sent) before the round was dropped.
                 record = RoundRecord(round=round_number, clients=[], combine_seconds=0.0, bytes_down=0,
                                      epsilon=self.privacy.end_round(participants))
             else:
@@ -169,6 +198,17 @@ class FlowerFederation:
             trace.rounds[-1].utility = evaluation.global_
         return FederationResult(trace=trace, evaluation=evaluation)
 
+    def _shortfall(self, n_messages: int, round_number: int) -> str | None:
+        """Why the round's ``n_messages`` messages must not be combined, or None."""
+        line = quorum_shortfall(self.privacy, n_messages, round_number)
+        if line is None and n_messages < self.quorum:
+            line = (
+                f"round {round_number}: {n_messages} site(s) sent an update, fewer than the {self.quorum} the sites "
+                f"decrypt an aggregate of under {self.scenario.protocol} (one site's would be its update); the round "
+                "was not combined and the global model stays as it was"
+            )
+        return line
+
     def _connected_nodes(self) -> list[int]:
         wanted, deadline = self.spec.data.sites, time.monotonic() + self.connect_timeout
         while True:
@@ -191,6 +231,7 @@ class FlowerFederation:
             node = reply.metadata.src_node_id
             if reply.has_error():
                 raise FedsecureError(f"SuperNode {node} failed its setup: {reply.error.reason}")
+            self._record_reply("setup", 0, f"node-{node}", reply.content)
             replies[node] = reply.content.config_records["site"]
         missing = [node for node in nodes if node not in replies]
         if missing:
@@ -228,6 +269,7 @@ class FlowerFederation:
             if reply.has_error():
                 self._drop(k, round_number, f"its ClientApp failed: {reply.error.reason}")
                 continue
+            self._record_reply(kind, round_number, self.names[k], reply.content)
             replies[k] = reply.content
             self.applied[k] = int(reply.content.config_records["applied"]["round"])
             for note in reply.content.config_records["applied"]["notes"]:
@@ -258,14 +300,17 @@ class FlowerFederation:
                 self._event(f"round {round_number}: utility measured on {len(these)} of {self.n_sites} sites' test sets")
 
     def _evaluation(self, replies: dict[int, RecordDict]) -> Evaluation:
-        sites, predictions = [], []
+        sites, histograms = [], []
         for k, reply in sorted(replies.items()):
             if "evaluation" not in reply.array_records:
                 continue
-            tensors = wire.get_tensors(reply, "evaluation")
+            histograms.append(wire.get_score_histograms(reply, "evaluation", self.shape["n_classes"]))
             sites.append((self.names[k], self.site_sizes[k]))
-            predictions.append((tensors["probabilities"], tensors["labels"]))
-        return pooled_evaluation(sites, predictions)
+        return pooled_evaluation_from_histograms(sites, histograms)
+
+    def _record_reply(self, kind: str, round_number: int, site: str, content: RecordDict) -> None:
+        if self.on_reply is not None:
+            self.on_reply({"kind": kind, "round": round_number, "site": site, **wire.describe(content)})
 
     def _event(self, line: str) -> None:
         self.events.append(line)

@@ -6,7 +6,10 @@ Run with ``flwr run`` (see the README's "Running on Flower"). Its run config:
 * ``scenario``: which of its scenarios to run;
 * ``out``: directory for ``scenario-<name>.json`` (the scenario's finding, the
   shape an in-process audit's ``stages`` hold), ``final-model-<name>.npz`` (the
-  released model) and ``progress-<name>.jsonl`` (one line per finished round);
+  released model), ``progress-<name>.jsonl`` (one line per finished round) and
+  ``received-<name>.jsonl`` (what left the sites: one line per reply the server
+  received, naming each array with its shape and dtype and each config value
+  with its type and length, never a value);
 * ``round-timeout``: seconds to wait for the sites' answers (default 600);
 * ``connect-timeout``: seconds to wait for every SuperNode (default 120).
 
@@ -48,15 +51,21 @@ def main(grid: Grid, context: Context) -> None:
     out.mkdir(parents=True, exist_ok=True)
     progress = out / f"progress-{scenario.name}.jsonl"
     progress.write_text("")
+    received = out / f"received-{scenario.name}.jsonl"
+    received.write_text("")
 
     def on_round(record: RoundRecord) -> None:
         line = {"round": record.round, "sites": [c.site for c in record.clients], "time": time.time()}
         with progress.open("a") as stream:
             stream.write(json.dumps(line) + "\n")
 
+    def on_reply(description: dict) -> None:
+        with received.open("a") as stream:
+            stream.write(json.dumps(description) + "\n")
+
     federation = FlowerFederation(
         grid, loaded, scenario, round_timeout=float(config.get("round-timeout", 600.0)),
-        connect_timeout=float(config.get("connect-timeout", 120.0)), on_event=print,
+        connect_timeout=float(config.get("connect-timeout", 120.0)), on_event=print, on_reply=on_reply,
     )
     started = time.perf_counter()
     result = federation.run(on_round=on_round)

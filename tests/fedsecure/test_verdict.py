@@ -1,0 +1,59 @@
+"""The compliance verdict on hand-made findings: every PASS is earned, every FAIL says why."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from fedsecure.audit.findings import MembershipFinding, PrivacyFinding
+from fedsecure.audit.spec import ThresholdsSpec
+from fedsecure.audit.verdict import judge
+
+PRIVATE = PrivacyFinding(
+    guarantee="client-level DP", unit="site", epsilon=6.0, delta=1e-5, worst_party="site", secure_rng=True,
+    simulation=False, protected_units=4,
+)
+
+
+def membership(tpr: float, low: float, high: float) -> MembershipFinding:
+    rate = {"tpr": tpr, "low": low, "high": high, "achieved_fpr": 0.0, "fpr_high": 0.001, "resolved": True}
+    return MembershipFinding(method="lira", position="external", status="ok", members=5000, non_members=5000,
+                             tpr_at_fpr={"0.001": rate})
+
+
+def test_membership_is_judged_by_the_upper_end_of_its_interval():
+    thresholds = ThresholdsSpec(max_membership_tpr_at_0_1_fpr=0.01)
+    # The point estimate is within the limit, the interval is not: the data cannot show the limit holds.
+    verdict = judge(thresholds, PRIVATE, [membership(0.008, 0.004, 0.014)])
+    assert verdict.passed is False and "upper end exceeds" in verdict.reasons[0]
+    assert judge(thresholds, PRIVATE, [membership(0.004, 0.001, 0.009)]).passed is True
+
+
+def test_seeded_noise_is_a_simulation_and_never_passes():
+    seeded = dataclasses.replace(PRIVATE, secure_rng=False, simulation=True)
+    for thresholds in (ThresholdsSpec(max_epsilon=10.0), None):
+        verdict = judge(thresholds, seeded, [])
+        assert verdict.passed is False and verdict.reasons[0].startswith("simulation, not a guarantee")
+    assert judge(ThresholdsSpec(max_epsilon=10.0), PRIVATE, []).passed is True
+
+
+def test_epsilon_is_judged_against_the_worst_party():
+    verdict = judge(ThresholdsSpec(max_epsilon=5.0), PRIVATE, [])
+    assert verdict.passed is False and "epsilon 6 against the site exceeds max_epsilon 5" in verdict.reasons[0]
+    central = dataclasses.replace(PRIVATE, epsilon=None, worst_party="server")
+    verdict = judge(ThresholdsSpec(max_epsilon=10.0), central, [])
+    assert verdict.passed is False and "no differential privacy against the server" in verdict.reasons[0]
+
+
+def test_delta_is_judged_against_one_over_the_protected_units_by_default():
+    weak = dataclasses.replace(PRIVATE, delta=0.3)  # 4 sites: 1/4 = 0.25
+    verdict = judge(ThresholdsSpec(max_epsilon=10.0), weak, [])
+    assert verdict.passed is False and "delta 0.3 is not below 1/4" in " ".join(verdict.reasons)
+    assert judge(ThresholdsSpec(max_epsilon=10.0), PRIVATE, []).passed is True
+    verdict = judge(ThresholdsSpec(max_epsilon=10.0, max_delta=1e-6), PRIVATE, [])
+    assert verdict.passed is False and "delta 1e-05 is not below max_delta 1e-06" in " ".join(verdict.reasons)
+
+
+def test_a_lower_bound_above_the_accountant_fails():
+    broken = dataclasses.replace(PRIVATE, empirical_epsilon_lb=7.5, empirical_epsilon_ceiling=9.0)
+    verdict = judge(ThresholdsSpec(max_epsilon=10.0), broken, [])
+    assert verdict.passed is False and "exceeds the accountant's epsilon" in verdict.reasons[0]

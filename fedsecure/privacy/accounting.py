@@ -14,8 +14,8 @@ from contextlib import contextmanager
 
 import numpy as np
 from opacus.accountants import PRVAccountant, RDPAccountant
-from opacus.accountants.analysis.rdp import get_privacy_spent as rdp_privacy_spent
 from opacus.accountants.accountant import IAccountant
+from opacus.accountants.analysis.rdp import get_privacy_spent as rdp_privacy_spent
 from opacus.accountants.utils import get_noise_multiplier
 
 from fedsecure.registry import Registry

@@ -7,6 +7,7 @@ claims nothing the audit did not measure or the mathematics does not give.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -160,15 +161,23 @@ def _guarantee(scenario: dict[str, Any]) -> list[str]:
     if dp["level"] == "sample":
         lines += [
             f"({headline}, {privacy['delta']:g})-differential privacy per training image at each site (the worst "
-            "site's figure), against every party: each sees at most that site's DP-SGD output.",
+            "site's figure), against every party: each sees that site's DP-SGD output, or less, and the site's "
+            "size, which is public.",
             "The unit of privacy is one image: a patient with k images in a site's data is protected at about k "
             "times epsilon (group privacy).",
         ]
     else:
+        substitution = "" if privacy["epsilon"] is None else (
+            f" Telling which of two datasets a hospital holds is bounded by twice that: epsilon "
+            f"{number(2 * privacy['epsilon'], 2)} at delta {(1 + math.exp(privacy['epsilon'])) * privacy['delta']:.3g} "
+            "(group privacy)."
+        )
         lines.append(
             f"Client-level differential privacy, per site: epsilon {headline} at delta {privacy['delta']:g} against "
             f"the worst party ({PARTY_NAMES.get(worst, worst)}). It bounds what the models reveal about one "
-            "hospital's data; which hospitals took part is not hidden."
+            "hospital's training data, against the same run with that hospital's whole message replaced by zero "
+            "(zero-out); which hospitals took part is not hidden, nor are the sizes and test-set metrics the "
+            f"sites report.{substitution}"
         )
     for party, guarantee in (privacy.get("epsilon_by_adversary") or {}).items():
         value = "no differential privacy" if guarantee["epsilon"] is None else f"epsilon {number(guarantee['epsilon'], 2)}"

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import time
 import warnings
 from collections.abc import Callable
@@ -162,16 +163,28 @@ def audit_membership(
             on_model=on_reference,
         )
         reference_seconds = time.perf_counter() - started
-    delta = scenario.dp.delta if scenario.dp is not None else 0.0
     findings = [
         _finding(attack, settings, references, reference_seconds, target_logits, labels, pool) for attack in attacks
     ]
     canary = None
     if settings.canaries:
-        canary = _canary_audit(spec, scenario, data, build_federation, settings, delta)
+        canary = _canary_audit(spec, scenario, data, build_federation, settings, canary_delta(scenario))
         if on_reference is not None:
             on_reference(settings.shadow_models)  # the canary run is one more federation
     return findings, canary
+
+
+def canary_delta(scenario: ScenarioSpec) -> float:
+    """The delta at which a canary (one inserted image) is bounded by the scenario's guarantee.
+
+    Sample-level DP: its own delta. Client-level DP bounds one image only as a change of a site's data,
+    two zero-out steps, at delta ``(1 + e^epsilon) delta`` (with the target epsilon, which the public's
+    epsilon never exceeds). No DP: 0.
+    """
+    dp = scenario.dp
+    if dp is None:
+        return 0.0
+    return dp.delta if dp.level == "sample" else (1 + math.exp(dp.epsilon)) * dp.delta
 
 
 def _finding(attack, settings: MembershipSpec, references, reference_seconds: float, target_logits, labels,

@@ -2,7 +2,8 @@
 
 Pure functions of a mechanism's history ``[(noise_multiplier, sample_rate,
 steps), ...]``: the epsilon it has spent, the noise multiplier that reaches a
-target, and whether one more step would overspend.
+target, whether one more step would overspend, and the gated amplification
+bound for rounds whose skipping can be seen (``gated_gaussian_epsilon``).
 """
 
 from __future__ import annotations
@@ -76,8 +77,19 @@ def gated_gaussian_rdp(noise_multiplier: float, sample_rate: float, orders: np.n
     ``(1-q) bottom + q N(1, z^2)`` and ``(1-q) bottom + q N(0, z^2)`` (zero-out
     neighbours). Their Renyi divergence of order ``a`` has the closed form
     ``log(1 - q + q exp(a (a-1) / (2 z^2))) / (a-1)``: amplification linear in
-    ``q``, weaker than the Poisson-subsampled Gaussian's, and a valid bound for
-    every configuration of the other sites (joint quasi-convexity).
+    ``q``, weaker than the Poisson-subsampled Gaussian's.
+
+    Why it bounds a real round: condition on which other sites take part. For
+    each such configuration the pair of output distributions is identical
+    (the round is skipped with or without the unit), or exactly the pair
+    above (``min_sites - 1`` others: the unit's participation decides whether
+    the round is combined), or a Poisson-type pair ``(1-q) N(mu, v0) + q
+    N(mu + x, v1)`` against ``(1-q) N(mu, v0) + q N(mu, v1)`` with ``v1 >= z^2``
+    (enough senders), whose divergence is at most the pair above by joint
+    convexity of ``integral P^a Q^(1-a)``. The mixture over configurations is
+    then bounded by joint quasi-convexity of the Renyi divergence. This holds
+    for zero-out neighbours only: under add/remove the unit's absence can
+    change whether a round is combined at all, and no finite bound exists.
     """
     orders = np.asarray(orders, dtype=np.float64)
     log_terms = orders * (orders - 1) / (2 * noise_multiplier**2)

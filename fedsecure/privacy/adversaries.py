@@ -21,9 +21,14 @@ from the OS CSPRNG; because a round with too few sites is skipped (a visible
 outcome), even then only the weaker *gated* amplification holds
 (:func:`~fedsecure.privacy.accounting.gated_gaussian_epsilon`).
 
-Client-level DP here protects a site's *data* (zero-out neighbours: the site's
-clipped update replaced by zero); which hospitals take part is public in a
-cross-silo study and is not what the guarantee hides.
+Client-level DP here protects a site's *data* under zero-out neighbours: the
+site's whole message (its clipped update and, with adaptive clipping, its
+centred bit) replaced by zero, its participation unchanged. Which hospitals
+take part is public in a cross-silo study and is not what the guarantee hides.
+Telling which of two datasets a hospital holds (replacing its data) is two
+zero-out steps: ``(2 epsilon, (1 + e^epsilon) delta)`` by group privacy.
+Client-level DP covers the training data only: a site's test-set metrics and
+its size reach the server without noise.
 """
 
 from __future__ import annotations
@@ -131,19 +136,22 @@ def client_level_guarantees(
     def unamplified(multiplier: float) -> float:
         return spent_epsilon([(multiplier, 1.0, max_participation)], delta, accountant)
 
-    # The public.
-    if sample_rate < 1.0 and secure_rng:
+    # The public. Both bounds below are valid; amplification is used only where it is smaller.
+    gated = gated_gaussian_epsilon(z, sample_rate, rounds, delta) if sample_rate < 1.0 and secure_rng else math.inf
+    if gated < unamplified(z):
         public = PartyGuarantee(
-            "public", gated_gaussian_epsilon(z, sample_rate, rounds, delta), z, sample_rate, rounds, "rdp-gated",
+            "public", gated, z, sample_rate, rounds, "rdp-gated",
             "the released model only",
-            ["which sites took part in each round is drawn from the OS CSPRNG and kept from the public "
-             "(report.json lists it: do not publish the per-round participants with the model)",
+            ["which sites took part in each round is drawn from the OS CSPRNG and kept from the public: "
+             "report.json reveals it (participants, per-round epsilon, skipped rounds), so it must not be "
+             "published with the model",
              "a round with too few sites is skipped, which can show; only the gated amplification "
              "(linear in the sampling rate) is claimed"],
         )
     else:
         why = ("every site takes part in every round" if sample_rate >= 1.0 else
-               "participation derives from the spec's seed (secure_rng = false), so it is known")
+               "participation derives from the spec's seed (secure_rng = false), so it is known" if not secure_rng
+               else "counting only the rounds each site took part in gives the smaller bound")
         public = PartyGuarantee("public", unamplified(z), z, 1.0, max_participation, accountant,
                                 "the released model only", [f"no amplification by client sampling: {why}"])
 
@@ -199,9 +207,14 @@ def sample_level_guarantees(
     summed), so the site's accountant bounds them all, amplified by the site's
     own Poisson batch sampling, which no other party observes.
     """
-    assumptions = ["the site's batch sampling and noise are drawn where no other party can learn them "
-                   "(the OS CSPRNG)", "a patient with several images is protected per image (group privacy "
-                   "multiplies epsilon by the number of images)"]
+    assumptions = [
+        "the site's batch sampling and noise are drawn where no other party can learn them (the OS CSPRNG)",
+        "a patient with several images is protected per image (group privacy multiplies epsilon by the number "
+        "of images)",
+        "each site's size is public (report.json and its FedAvg weight show it): its sampling rate, steps and "
+        "weight are constants fixed from it, the same for a neighbouring dataset, as Opacus's DP-SGD "
+        "accounting assumes; the guarantee covers the images' content, not how many a site holds",
+    ]
     sees = {
         "public": "the released model only",
         "server": "each site's DP-SGD update (or only their sum under secure aggregation)",

@@ -35,7 +35,7 @@ so the pair is one Gaussian mechanism with multiplier ``z``.
 from __future__ import annotations
 
 import math
-import os
+import random
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -161,10 +161,9 @@ class ClientLevelDP(PrivacyMechanism):
     def sample_clients(self, round_number: int, n_sites: int, rng: np.random.Generator) -> list[int]:  # noqa: D102
         if self.sample_rate >= 1.0:
             return list(range(n_sites))
-        if self.secure_rng:
-            # Amplification against the public holds only if nobody can replay who took part.
-            rng = np.random.default_rng(int.from_bytes(os.urandom(16), "little"))
-        return [k for k in range(n_sites) if rng.random() < self.sample_rate]
+        # Amplification against the public holds only if nobody can replay who took part: the OS CSPRNG decides.
+        draw = random.SystemRandom().random if self.secure_rng else rng.random
+        return [k for k in range(n_sites) if draw() < self.sample_rate]
 
     def quorum(self) -> int:  # noqa: D102
         return int(self.min_sites or 1) if self.placement == "distributed" else 1
@@ -260,6 +259,7 @@ class ClientLevelDP(PrivacyMechanism):
                 "placement": self.placement, "min_sites": self.quorum(),
                 "sample_rate": self.sample_rate, "steps": self._rounds,
                 "max_participation": max(self._participation, default=0), "delta": self.delta,
-                "neighbouring": "zero-out (a site's clipped update replaced by zero)",
+                "neighbouring": "zero-out: a site's whole message (clipped update and centred bit) replaced by "
+                                "zero, its participation unchanged",
             },
         )

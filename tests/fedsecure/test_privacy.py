@@ -182,11 +182,18 @@ def test_the_noise_added_is_the_noise_accounted(placement):
         noise = mechanism.central_noise(n, generator).double()
     else:  # four shares, as four sites send them
         noise = sum(mechanism.before_protect(torch.zeros(n), generator).double() for _ in range(4))
-    update_std, count = float(noise[:-1].std()), float(noise[-1])
     accounted = mechanism.report(0, False).mechanism
-    assert update_std == pytest.approx(accounted["update_noise_multiplier"] * 0.5, rel=5 / math.sqrt(2 * n))
-    # One draw of the count's noise (plus four centred bits of 1/2 when distributed): within 5 sigma.
-    assert abs(count - (2.0 if placement == "distributed" else 0.0)) < 5 * accounted["count_noise_stddev"]
+    assert float(noise[:-1].std()) == pytest.approx(accounted["update_noise_multiplier"] * 0.5, rel=5 / math.sqrt(2 * n))
+    # The count's noise, over 2,000 rounds' worth of draws (each round's count value is one of them):
+    draws = 2000
+    if placement == "central":
+        counts = torch.stack([mechanism.central_noise(1, generator)[-1] for _ in range(draws)]).double()
+    else:  # four sites' shares of the count noise, minus their centred bits (four times +1/2)
+        counts = torch.stack([
+            sum(mechanism.before_protect(torch.zeros(1), generator)[-1] for _ in range(4)) for _ in range(draws)
+        ]).double() - 2.0
+    assert float(counts.std()) == pytest.approx(accounted["count_noise_stddev"], rel=5 / math.sqrt(2 * draws))
+    assert abs(float(counts.mean())) < 5 * accounted["count_noise_stddev"] / math.sqrt(draws)
 
 
 def test_training_stops_before_overspending():

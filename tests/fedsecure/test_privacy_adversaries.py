@@ -111,6 +111,42 @@ def test_gated_rdp_matches_numerical_integration(z, q, order):
     assert float(gated_gaussian_rdp(z, q, np.array([order]))[0]) == pytest.approx(by_hand, rel=1e-6)
 
 
+def real_round_rdp(z, q, order, others, min_sites, other_sum, reverse):
+    """D_a between one real round with the unit's update (1) and with it zeroed out (0), by numerical integration.
+
+    The unit and ``others`` other sites each take part with probability q; a round with fewer than
+    ``min_sites`` senders is skipped (bottom); each sender adds 1/min_sites of the variance z^2.
+    """
+    from itertools import product
+
+    skipped, parts = 0.0, []
+    for unit_in, *flags in product([0, 1], *[[0, 1]] * others):
+        weight = q ** (unit_in + sum(flags)) * (1 - q) ** (1 + others - unit_in - sum(flags))
+        senders = unit_in + sum(flags)
+        if senders < min_sites:
+            skipped += weight
+            continue
+        parts.append((weight, unit_in, other_sum * sum(flags), z * math.sqrt(senders / min_sites)))
+
+    def density(y, with_unit):
+        return sum(w * norm.pdf(y, mean + (unit if with_unit else 0), sd) for w, unit, mean, sd in parts)
+
+    first, second = (False, True) if reverse else (True, False)
+    integrand = lambda y: math.exp(order * math.log(density(y, first)) + (1 - order) * math.log(density(y, second)))  # noqa: E731
+    continuous, _ = quad(integrand, -30 * z - 5, 30 * z + 5, limit=400)
+    return math.log(skipped + continuous) / (order - 1)
+
+
+@pytest.mark.parametrize(("z", "q", "order", "others", "min_sites", "other_sum"), [
+    (1.0, 0.5, 2.0, 2, 2, 0.0), (0.8, 0.3, 6.0, 2, 2, 0.7), (1.5, 0.7, 4.0, 3, 3, -0.4), (1.0, 0.4, 3.0, 2, 1, 0.2),
+])
+def test_gated_rdp_bounds_a_real_round_with_quorum_skips(z, q, order, others, min_sites, other_sum):
+    # The closed form is a bound on the real mixture over the other sites' participation, in both directions.
+    bound = float(gated_gaussian_rdp(z, q, np.array([order]))[0])
+    for reverse in (False, True):
+        assert real_round_rdp(z, q, order, others, min_sites, other_sum, reverse) <= bound * (1 + 1e-6)
+
+
 @settings(max_examples=40, deadline=None)
 @given(st.floats(0.5, 5.0), st.floats(0.05, 0.95), st.integers(1, 200))
 def test_gated_amplification_lies_between_poisson_and_none(z, q, steps):

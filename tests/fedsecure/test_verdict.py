@@ -11,6 +11,7 @@ from fedsecure.audit.verdict import judge
 PRIVATE = PrivacyFinding(
     guarantee="client-level DP", unit="site", epsilon=6.0, delta=1e-5, worst_party="site", secure_rng=True,
     simulation=False, protected_units=4,
+    epsilon_by_adversary={"public": {"epsilon": 5.0}, "server": {"epsilon": 5.0}, "site": {"epsilon": 6.0}},
 )
 
 
@@ -53,7 +54,15 @@ def test_delta_is_judged_against_one_over_the_protected_units_by_default():
     assert verdict.passed is False and "delta 1e-05 is not below max_delta 1e-06" in " ".join(verdict.reasons)
 
 
-def test_a_lower_bound_above_the_accountant_fails():
-    broken = dataclasses.replace(PRIVATE, empirical_epsilon_lb=7.5, empirical_epsilon_ceiling=9.0)
+def test_a_canary_bound_above_what_the_guarantee_allows_fails():
+    # Sample-level DP bounds one inserted image at the public's epsilon (5 here).
+    sample = dataclasses.replace(PRIVATE, guarantee="sample-level DP", empirical_epsilon_lb=5.5,
+                                 empirical_epsilon_ceiling=9.0)
+    verdict = judge(ThresholdsSpec(max_epsilon=10.0), sample, [])
+    assert verdict.passed is False and "exceeds the accountant's epsilon against the public (5)" in verdict.reasons[0]
+    # Client-level DP bounds one image only as a change of a site's data: twice the public's epsilon.
+    client = dataclasses.replace(PRIVATE, empirical_epsilon_lb=5.5, empirical_epsilon_ceiling=12.0)
+    assert judge(ThresholdsSpec(max_epsilon=10.0), client, []).passed is True
+    broken = dataclasses.replace(client, empirical_epsilon_lb=10.5)
     verdict = judge(ThresholdsSpec(max_epsilon=10.0), broken, [])
-    assert verdict.passed is False and "exceeds the accountant's epsilon" in verdict.reasons[0]
+    assert verdict.passed is False and "exceeds twice the accountant's epsilon against the public" in verdict.reasons[0]

@@ -10,6 +10,8 @@ from dp_accounting.rdp import rdp_privacy_accountant
 
 from fedsecure.audit import run_audit
 from fedsecure.audit.spec import parse_spec
+from fedsecure.privacy import spent_epsilon
+from fedsecure.privacy.accounting import gated_gaussian_epsilon
 
 # Client-level DP with every complication: distributed noise under CKKS, Poisson client sampling, adaptive clipping.
 SPEC = """
@@ -50,14 +52,17 @@ def test_every_party_has_its_epsilon_and_a_reviewer_can_recompute_the_headline(t
     assert set(by_party) == {"public", "server", "site"}
     assert privacy["epsilon"] == max(p["epsilon"] for p in by_party.values())
     assert by_party[privacy["worst_party"]]["epsilon"] == privacy["epsilon"] <= 8.0
-    # Amplification by client sampling: against the public only (CSPRNG participation), gated; never against
-    # the parties that see who took part.
-    assert by_party["public"]["sample_rate"] == 0.5 and by_party["public"]["accounting"] == "rdp-gated"
+    # Amplification by client sampling: against the public only (CSPRNG participation, gated), and only where it
+    # beats counting the rounds each site took part in; never against the parties that see who took part.
+    m = privacy["mechanism"]
+    gated = gated_gaussian_epsilon(m["noise_multiplier"], 0.5, m["steps"], m["delta"])
+    counted = spent_epsilon([(m["noise_multiplier"], 1.0, m["max_participation"])], m["delta"])
+    assert by_party["public"]["epsilon"] == pytest.approx(min(gated, counted))
+    assert by_party["public"]["sample_rate"] == (0.5 if gated < counted else 1.0)
     assert by_party["server"]["sample_rate"] == by_party["site"]["sample_rate"] == 1.0
 
     # A reviewer with privacy.mechanism and Google's RDP accountant: another site subtracts its own share of the
     # noise (1/min_sites of the variance) and faces the update's and the count's Gaussians on the rounds it saw.
-    m = privacy["mechanism"]
     assert m["placement"] == "distributed" and m["min_sites"] == 2 and m["count_sensitivity"] == 0.5
     fraction = max(m["min_sites"] - 1, 1) / m["min_sites"]
     joint = dpa.ComposedDpEvent([

@@ -8,11 +8,29 @@ from fedsecure.fl.baselines import (
     train_local_only,
 )
 from fedsecure.fl.evaluation import Utility, evaluate, predict, utility_from_predictions
-from fedsecure.fl.federation import Evaluation, Federation, FederationResult, SiteUtility
+from fedsecure.fl.federation import (
+    Evaluation,
+    Federation,
+    FederationResult,
+    SiteUtility,
+)
 from fedsecure.fl.state import ModelState
-from fedsecure.fl.strategies import STRATEGIES, FedAdam, FedAvg, FedBN, FedProx, FedSGD, Strategy
+from fedsecure.fl.strategies import (
+    STRATEGIES,
+    FedAdam,
+    FedAvg,
+    FedBN,
+    FedProx,
+    FedSGD,
+    Strategy,
+)
 from fedsecure.fl.trace import ClientRound, RoundRecord, Trace
-from fedsecure.fl.training import OPTIMIZERS, LocalTraining, full_batch_gradient, train_local
+from fedsecure.fl.training import (
+    OPTIMIZERS,
+    LocalTraining,
+    full_batch_gradient,
+    train_local,
+)
 
 __all__ = [
     "OPTIMIZERS",

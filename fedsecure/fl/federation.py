@@ -182,7 +182,8 @@ class Federation:
             messages.append(message)
             clients.append(client)
 
-        shortfall = quorum_shortfall(self.privacy, len(messages), round_number) if messages else None
+        shortfall = (quorum_shortfall(self.privacy, self.protocol, len(self.sites), len(messages), round_number)
+                     if messages else None)
         if shortfall is not None:
             self._events.append(shortfall)
         if not messages or shortfall is not None:  # nobody sampled, or too few noise shares: the model stays as it is

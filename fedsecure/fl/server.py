@@ -19,7 +19,12 @@ from fedsecure.fl.evaluation import (
     utility_from_predictions,
 )
 from fedsecure.privacy.mechanism import PrivacyMechanism
-from fedsecure.secure.protocol import Aggregate, Message, ServerRole
+from fedsecure.secure.protocol import (
+    Aggregate,
+    AggregationProtocol,
+    Message,
+    ServerRole,
+)
 from fedsecure.seeding import numpy_rng, torch_generator
 
 
@@ -55,17 +60,36 @@ def sample_participants(
     return sorted(int(k) for k in chosen)
 
 
-def quorum_shortfall(privacy: PrivacyMechanism, n_messages: int, round_number: int) -> str | None:
+def reveal_quorum(privacy: PrivacyMechanism, protocol: AggregationProtocol, n_sites: int) -> int:
+    """The fewest sites' messages a round may be combined from, and the sites reveal.
+
+    The privacy mechanism's quorum (distributed noise is calibrated for ``min_sites``
+    shares), and at least 2 under secure aggregation when the federation has 2 or more
+    sites: every site decrypts what the server sends back, and the server sees the result
+    in the next global model, so were the "aggregate" one site's ciphertext, that site's
+    update would reach the server in the clear, which secure aggregation exists to prevent.
+    """
+    quorum = privacy.quorum()
+    if protocol.hides_updates and n_sites >= 2:
+        quorum = max(quorum, 2)
+    return quorum
+
+
+def quorum_shortfall(
+    privacy: PrivacyMechanism, protocol: AggregationProtocol, n_sites: int, n_messages: int, round_number: int
+) -> str | None:
     """Why round ``round_number`` must not be combined from ``n_messages`` messages, or None if it may.
 
     Both engines skip such a round (the global model stays as it was) and record this line as an event.
     """
-    quorum = privacy.quorum()
+    quorum = reveal_quorum(privacy, protocol, n_sites)
     if n_messages >= quorum:
         return None
+    why = ("the distributed noise is calibrated for (dp.min_sites)" if privacy.quorum() >= quorum else
+           f"whose sum the sites decrypt under {protocol.name} (one site's would be its update)")
     return (
-        f"round {round_number}: {n_messages} site(s) sent an update, fewer than the {quorum} the distributed "
-        "noise is calibrated for (dp.min_sites); the round was not combined and the global model stays as it was"
+        f"round {round_number}: {n_messages} site(s) sent an update, fewer than the {quorum} {why}; "
+        "the round was not combined and the global model stays as it was"
     )
 
 

@@ -22,7 +22,12 @@ import torch
 from torch import nn
 
 from fedsecure.fl.state import ModelState
-from fedsecure.fl.training import LocalTraining, RegularizerFn, full_batch_gradient, train_local
+from fedsecure.fl.training import (
+    LocalTraining,
+    RegularizerFn,
+    full_batch_gradient,
+    train_local,
+)
 from fedsecure.models import normalization_state_names
 from fedsecure.registry import Registry
 

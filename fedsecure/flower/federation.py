@@ -45,7 +45,7 @@ from fedsecure.fl.server import (
 from fedsecure.fl.strategies import STRATEGIES
 from fedsecure.fl.trace import ClientRound, RoundRecord, Trace
 from fedsecure.flower import wire
-from fedsecure.flower.parts import build_parts, reveal_quorum
+from fedsecure.flower.parts import build_parts
 from fedsecure.secure.protocol import Aggregate
 
 
@@ -100,8 +100,8 @@ class FlowerFederation:
         on_reply: Callable[[dict], None] | None = None,
     ) -> None:
         check_runs_on_flower(scenario)
-        if scenario.protocol_instance().hides_updates and loaded.spec.federation.clients_per_round == 1 \
-                and loaded.spec.data.sites >= 2:
+        one_per_round = loaded.spec.federation.clients_per_round == 1 and loaded.spec.data.sites >= 2
+        if scenario.protocol_instance().hides_updates and one_per_round:
             raise NotSupportedError(
                 f"scenario {scenario.name}: {scenario.protocol} with clients_per_round = 1: the sites refuse to "
                 "decrypt an aggregate of one site's update (it would be that update), so no round could be combined"
@@ -135,7 +135,6 @@ class FlowerFederation:
         self.privacy, strategy, protocol, state = parts.privacy, parts.strategy, parts.protocol, parts.state
         server = protocol.server_role(material)
         self.weight_unit = min(self.privacy.site_weight(n) for n in self.site_sizes)
-        self.quorum = reveal_quorum(self.privacy, protocol, self.n_sites)
         trace = Trace(strategy=STRATEGIES.name_of(type(strategy)), protocol=protocol.name,
                       update_length=state.numel, setup_bytes=len(material), engine="flower", events=self.events)
         self.live = set(range(self.n_sites))
@@ -160,7 +159,8 @@ class FlowerFederation:
                     train_seconds=float(meta["train_seconds"]), protect_seconds=float(meta["protect_seconds"]),
                     reveal_seconds=0.0, bytes_up=int(meta["bytes_up"]),
                 ))
-            shortfall = self._shortfall(len(messages), round_number) if messages else None
+            shortfall = (quorum_shortfall(self.privacy, protocol, self.n_sites, len(messages), round_number)
+                         if messages else None)
             if not messages or shortfall is not None:
                 self._event(shortfall or f"round {round_number}: no site answered; the global model stays as it was")
                 # Accounted as run: the sampled sites trained (and may have sent) before the round was dropped.
@@ -197,17 +197,6 @@ class FlowerFederation:
         if trace.rounds and trace.rounds[-1].utility is None:
             trace.rounds[-1].utility = evaluation.global_
         return FederationResult(trace=trace, evaluation=evaluation)
-
-    def _shortfall(self, n_messages: int, round_number: int) -> str | None:
-        """Why the round's ``n_messages`` messages must not be combined, or None."""
-        line = quorum_shortfall(self.privacy, n_messages, round_number)
-        if line is None and n_messages < self.quorum:
-            line = (
-                f"round {round_number}: {n_messages} site(s) sent an update, fewer than the {self.quorum} the sites "
-                f"decrypt an aggregate of under {self.scenario.protocol} (one site's would be its update); the round "
-                "was not combined and the global model stays as it was"
-            )
-        return line
 
     def _connected_nodes(self) -> list[int]:
         wanted, deadline = self.spec.data.sites, time.monotonic() + self.connect_timeout

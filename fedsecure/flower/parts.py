@@ -62,16 +62,3 @@ def build_parts(
     return ScenarioParts(ModelState(model, private=private), strategy, privacy, protocol, training)
 
 
-def reveal_quorum(privacy: PrivacyMechanism, protocol: AggregationProtocol, n_sites: int) -> int:
-    """The fewest sites' messages an aggregate must hold for the sites to reveal it.
-
-    The privacy mechanism's quorum (distributed noise is calibrated for ``min_sites``
-    shares), and at least 2 under secure aggregation when the federation has 2 or more
-    sites: every site decrypts what the server sends back, and the server sees the result
-    in the next global model, so were the "aggregate" one site's ciphertext, that site's
-    update would reach the server in the clear, which secure aggregation exists to prevent.
-    """
-    quorum = privacy.quorum()
-    if protocol.hides_updates and n_sites >= 2:
-        quorum = max(quorum, 2)
-    return quorum

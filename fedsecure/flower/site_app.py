@@ -59,9 +59,10 @@ from fedsecure.data.medmnist import load_medmnist
 from fedsecure.devices import resolve_device
 from fedsecure.errors import FedsecureError
 from fedsecure.fl.evaluation import score_histograms
+from fedsecure.fl.server import reveal_quorum
 from fedsecure.fl.site import SiteRunner, next_global
 from fedsecure.flower import wire
-from fedsecure.flower.parts import SHAPE_KEYS, build_parts, reveal_quorum
+from fedsecure.flower.parts import SHAPE_KEYS, build_parts
 from fedsecure.privacy.mechanism import PrivacyMechanism
 from fedsecure.secure.protocol import ClientRole
 from fedsecure.secure.quorum import QuorumCheckedClient, quorum_weight
@@ -208,8 +209,10 @@ def check_round_facts(spec: AuditSpec, facts: Mapping, own_n_train: int, claimed
             f"the server claims {n_sites} sites ({len(sizes)} sizes) but the spec this site agreed to has {expected}; "
             "refusing (the noise each site adds depends on the site count)"
         )
-    if not 0 <= index < expected or (claimed >= 0 and index != claimed):
-        raise ServerClaimError(f"the server calls this site {index}, but it is site {claimed} of {expected}; refusing")
+    if not 0 <= index < expected:
+        raise ServerClaimError(f"the server calls this site {index}, not one of the spec's {expected} sites; refusing")
+    if claimed >= 0 and index != claimed:
+        raise ServerClaimError(f"the server calls this site {index}, but it is site {claimed}; refusing")
     if sizes[index] != own_n_train:
         raise ServerClaimError(
             f"the server claims this site holds {sizes[index]} training images, but it holds {own_n_train}; refusing"

@@ -6,11 +6,19 @@ each in its own process group, every wait bounded) and checks that:
 * 3 rounds of plain FedAvg and of CKKS on PneumoniaMNIST give the final
   global model the in-process engine gives for the same spec and seed;
 * a SuperNode killed during a CKKS run is survived: the round completes with
-  the remaining sites, later rounds go on without it, and the finding says so.
+  the remaining sites, later rounds go on without it, and the finding says so;
+* no site's reply carries per-image labels or predictions: the server's record
+  of what it received (``received-<scenario>.jsonl``) holds the updates, the
+  final model and the evaluation as counts of fixed shapes, nothing of a test
+  set's length.
+
+That a site refuses a server's inflated site count is checked on the real
+ClientApp, without a deployment, in ``test_flower_site_checks.py``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +40,7 @@ except ImportError:
 from fedsecure.audit.spec import LoadedSpec, load_spec  # noqa: E402
 from fedsecure.data.federated import federate  # noqa: E402
 from fedsecure.data.site_files import write_site_files  # noqa: E402
+from fedsecure.fl.evaluation import SCORE_BINS  # noqa: E402
 from fedsecure.fl.federation import Federation  # noqa: E402
 from fedsecure.flower.keys import write_site_secret  # noqa: E402
 from fedsecure.flower.loopback import LoopbackDeployment, wait_for  # noqa: E402
@@ -105,7 +114,7 @@ def runs(tmp_path_factory):
         progress = root / "out-ckks-kill" / "progress-ckks-kill.jsonl"
         killer = threading.Thread(target=_kill_after_round_one, args=(second, progress), daemon=True)
         killer.start()
-        yield Runs(root=root, loaded=loaded, first=first, second=second, killer=killer)
+        yield Runs(root=root, loaded=loaded, first=first, second=second, killer=killer, site_files=site_files)
 
 
 @dataclass
@@ -115,6 +124,7 @@ class Runs:
     first: LoopbackDeployment
     second: LoopbackDeployment
     killer: threading.Thread
+    site_files: list[Path]
 
 
 def _kill_after_round_one(deployment: LoopbackDeployment, progress: Path) -> None:
@@ -158,3 +168,34 @@ def test_a_supernode_killed_during_a_ckks_run_is_survived(runs):
     assert any("site-2 dropped" in event for event in finding["events"]), finding["events"]
     assert [s["site"] for s in finding["utility"]["per_site"]] == ["site-0", "site-1"]
     assert np.isfinite(np.load(runs.root / "out-ckks-kill" / "final-model-ckks-kill.npz")["vector"]).all()
+
+
+# What a site's reply may hold besides config scalars: its protected update (a plaintext float vector, or
+# CKKS ciphertexts in a config record), the final model, and its evaluation as counts of fixed shapes.
+EVALUATION_SHAPES = {
+    "evaluation/positive_counts": [1, SCORE_BINS], "evaluation/negative_counts": [1, SCORE_BINS],
+    "evaluation/twice_mann_whitney": [1], "evaluation/confusion": [2, 2],
+}
+
+
+@pytest.mark.parametrize("scenario", ["plain", "ckks"])
+def test_no_site_message_carries_per_image_labels_or_predictions(runs, scenario):
+    out = runs.root / f"out-{scenario}"
+    runs.first.wait_for_finding(out, scenario, seconds=400)
+    replies = [json.loads(line) for line in (out / f"received-{scenario}.jsonl").read_text().splitlines()]
+    assert [r["kind"] for r in replies].count("setup") == SITES and len(replies) == SITES * (1 + 3 + 1)
+
+    test_sizes = {len(np.load(path)["test_labels"]) for path in runs.site_files}
+    per_image = test_sizes | {sum(test_sizes)}
+    update = {"update/payload"} if scenario == "plain" else set()  # under CKKS the update is ciphertext
+    for reply in replies:
+        arrays = reply["arrays"]
+        evaluation = {name: entry["shape"] for name, entry in arrays.items() if name.startswith("evaluation/")}
+        assert evaluation in ({}, EVALUATION_SHAPES), reply
+        allowed = set(EVALUATION_SHAPES) | {"train": update, "evaluate": {"global/vector"}, "setup": set()}[reply["kind"]]
+        assert set(arrays) <= allowed, reply
+        lengths = [n for entry in arrays.values() for n in entry["shape"]]
+        lengths += [entry["length"] for entry in reply["configs"].values() if "length" in entry]
+        assert not per_image & set(lengths), f"{reply['site']} sent something of a test set's length: {reply}"
+    evaluated = [r for r in replies if "evaluation/confusion" in r["arrays"]]
+    assert len(evaluated) == SITES * 3, "every site evaluated the models of rounds 1 to 3, as counts"

@@ -124,16 +124,19 @@ def _leaves_site(scenario: dict[str, Any]) -> str:
         made = f", clipped to norm {dp['clip']:g} ({placement})"
     else:
         made = ""
-    flower = (
-        " For the pooled test AUC each site also sends, after each round, per-class histograms of its model's "
-        "scores and its count of correct predictions: aggregates, never a per-image prediction."
-        if scenario.get("engine") == "flower" else ""
-    )
     return (
-        f"{what}{made}, sent {form} ({size} per site per round) with its weight. No image, label or per-image "
-        f"value leaves a site.{flower}"
+        f"{what}{made}, sent {form} ({size} per site per round) with its weight. No training image or label leaves "
+        f"a site. {EVALUATION_LEAVES}"
     )
 
+
+EVALUATION_LEAVES = (
+    "To pool the test AUC, each site also sends, after each round, per-class histograms of its test images' "
+    "scores (bins 2^-10 wide in logit) with their labels and a confusion matrix (on Flower; in-process the "
+    "auditor pools the same figure): no test image, and no score or label tied to an image, but the "
+    "histograms give each test score to within its bin with the labels in that bin, so whoever holds one of a "
+    "site's test images and the model can read that image's label."
+)
 
 PARTY_NAMES = {"public": "anyone given the released model", "server": "the aggregation server",
                "site": "another participating site"}
@@ -282,8 +285,9 @@ def _limits(report: dict[str, Any], scenario: dict[str, Any]) -> list[str]:
     lines += [line.split(": ", 1)[1] for line in ceiling_below_epsilon({"scenarios": [scenario]})]
     lines.append(
         "The server is assumed honest but curious: it follows the protocol and only reads what it receives. A "
-        "malicious server could choose who takes part or replay messages; the sites check the study's spec, its "
-        "site count and the size of every aggregate they decrypt, not everything a malicious server could do."
+        "malicious server could choose who takes part, replay messages or forge an aggregate's weight (CKKS "
+        "lets it encrypt values of its own); the sites check the study's spec, its site count, their own size "
+        "and the weight total of every aggregate they decrypt, which catches a mistaken server, not a malicious one."
     )
     if scenario["server_view"] == "ciphertext":
         lines.append(
@@ -325,9 +329,9 @@ def _limits(report: dict[str, Any], scenario: dict[str, Any]) -> list[str]:
     )
     if scenario.get("engine") == "flower":
         lines.append(
-            "The federation ran on Flower, one SuperNode per site. To pool the test AUC, each site sent the server "
-            "per-class score histograms and counts of correct predictions on its own test split after every round "
-            "(no image, label or per-image prediction); the pooled AUC is exact to within 0.001."
+            "The federation ran on Flower, one SuperNode per site. The pooled test AUC was computed from the "
+            "sites' score histograms (see what leaves each site); it differs from the exact AUC only on pairs of "
+            "test images from two sites whose scores share a bin."
         )
     for event in scenario.get("events", []):
         lines.append(f"During training: {event}.")

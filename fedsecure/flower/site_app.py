@@ -31,7 +31,10 @@ Messages (server -> site):
 What leaves a site: its size, image shape and class count, its protected
 updates, the final global model and, as its evaluation, counts of fixed shapes
 (:func:`~fedsecure.fl.evaluation.score_histograms`: score histograms per class
-and a confusion matrix); never an image, a label or a per-image prediction.
+and a confusion matrix); never an image, nor a score or label tied to an image.
+The histograms are fine (bins 2^-10 wide in logit), so they give each test
+score to within its bin with the labels in that bin: whoever holds one of the
+site's test images and the model can read that image's label.
 
 What a site checks (the server is not trusted to tell the truth about the
 federation): the spec against the one it pinned (``spec-sha256``); the
@@ -285,7 +288,7 @@ class _Site:
             reveal_seconds += seconds
             saved["applied"] = round_number
         if pending:
-            # Counts of fixed shapes, not the per-image probabilities and labels: no label leaves the site.
+            # Counts of fixed shapes, not the per-image probabilities and labels: no label tied to an image leaves.
             probabilities = self.runner.predict(self.global_vector)
             wire.put_score_histograms(
                 reply, "evaluation", score_histograms(probabilities, self.runner.test_tensors[1], self.n_classes)

@@ -9,7 +9,7 @@ or label leaves a site).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -225,11 +225,7 @@ def utility_from_histograms(sites: Sequence[ScoreHistograms]) -> Utility:
     if present.sum() < 2:
         return Utility(auc=None, accuracy=accuracy, n=n)
     aucs = []
-    for k, c in enumerate(classes):
-        if not present[c]:
-            continue
-        positive = sum(s.positive_counts[k].astype(np.int64) for s in sites)
-        negative = sum(s.negative_counts[k].astype(np.int64) for s in sites)
+    for k, positive, negative in _present_classes(sites, classes, present):
         # Each site's own pairs exactly; the binned count only for pairs across sites.
         twice_u = _twice_binned_mann_whitney(positive, negative) + sum(
             int(s.twice_mann_whitney[k])
@@ -250,16 +246,22 @@ def auc_error_bound(sites: Sequence[ScoreHistograms]) -> float | None:
     if present.sum() < 2:
         return None
     bounds = []
-    for k, c in enumerate(classes):
-        if not present[c]:
-            continue
-        positive = sum(s.positive_counts[k].astype(np.int64) for s in sites)
-        negative = sum(s.negative_counts[k].astype(np.int64) for s in sites)
+    for k, positive, negative in _present_classes(sites, classes, present):
         shared = int((positive * negative).sum()) - sum(
             int((s.positive_counts[k].astype(np.int64) * s.negative_counts[k]).sum()) for s in sites
         )
         bounds.append(shared / (2 * int(positive.sum()) * int(negative.sum())))
     return float(np.mean(bounds))
+
+
+def _present_classes(
+    sites: Sequence[ScoreHistograms], classes: list[int], present: np.ndarray
+) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """For each scored class that occurs: its index and the sites' pooled positive and negative counts."""
+    for k, c in enumerate(classes):
+        if present[c]:
+            yield (k, sum(s.positive_counts[k].astype(np.int64) for s in sites),
+                   sum(s.negative_counts[k].astype(np.int64) for s in sites))
 
 
 def _pooled(sites: Sequence[ScoreHistograms]) -> tuple[list[int], np.ndarray, int, np.ndarray]:

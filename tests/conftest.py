@@ -52,7 +52,20 @@ def write_medmnist(path: Path, n=(12, 4, 6), size=8, rgb=False, label_shape="col
     return path
 
 
+# The slow files, longest first (CI's --durations, 2 workers): xdist hands each worker the next file
+# as it frees up, so longest-first keeps the two workers' loads even (the suite's 10-minute budget).
+SLOW_FILES_LONGEST_FIRST = (
+    "test_flower_deployment.py", "test_audit_pneumonia.py", "test_membership_audit.py",
+    "test_flower_simulation.py", "test_inversion_audit.py",
+)
+
+
 def pytest_collection_modifyitems(config, items):
     # The slow end-to-end tests first: on two xdist workers the long ones then run side by side
     # instead of one worker finishing a long test alone at the end (about a minute of the suite).
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    def rank(item) -> tuple[bool, int]:
+        name = Path(str(item.fspath)).name
+        order = SLOW_FILES_LONGEST_FIRST.index(name) if name in SLOW_FILES_LONGEST_FIRST else len(SLOW_FILES_LONGEST_FIRST)
+        return item.get_closest_marker("slow") is None, order
+
+    items.sort(key=rank)

@@ -61,7 +61,7 @@ class PrivacyReport:
 
     level: str
     unit: str
-    epsilon: float
+    epsilon: float | None
     delta: float
     noise_multiplier: float
     sample_rate: float

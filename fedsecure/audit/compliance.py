@@ -268,6 +268,10 @@ def _leakage(scenario: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
 def _limits(report: dict[str, Any], scenario: dict[str, Any]) -> list[str]:
     attacks = scenario["attacks"]
     kinds = {a["attack"] for a in attacks if a["status"] in ("ok", "no_access")}
@@ -282,7 +286,7 @@ def _limits(report: dict[str, Any], scenario: dict[str, Any]) -> list[str]:
             "The formal guarantee holds if the implementation is correct and the noise is unpredictable to the "
             "adversary; it says nothing about information in the data that is not specific to one unit of privacy."
         )
-    lines += [line.split(": ", 1)[1] for line in ceiling_below_epsilon({"scenarios": [scenario]})]
+    lines += [_sentence(line.split(": ", 1)[1]) for line in ceiling_below_epsilon({"scenarios": [scenario]})]
     lines.append(
         "The server is assumed honest but curious: it follows the protocol and only reads what it receives. A "
         "malicious server could choose who takes part, replay messages or forge an aggregate's weight (CKKS "

@@ -12,7 +12,7 @@ audit: setup
 	$(BIN)/fedsecure audit --out $(OUT)/default
 
 test: setup
-	$(BIN)/python -m pytest -n 2 --dist loadfile --durations=15
+	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder --durations=15
 
 setup: $(VENV)/.installed
 

@@ -7,9 +7,12 @@ the sites are elsewhere, and the server holds no secret: it never reveals an
 aggregate. It forwards each aggregate to the sites in their next message; they
 reveal it, move their copy of the global model with the strategy, evaluate it
 on their test split and send back counts of their predictions (score
-histograms and a confusion matrix, never a per-image value), from which the
-server pools the AUC (within 0.001 of the in-process engine's, see
-:func:`~fedsecure.fl.evaluation.utility_from_histograms`) and the accuracy.
+histograms and a confusion matrix: no score or label tied to an image, though
+the bins are fine enough to give each score to within its bin with the labels
+in that bin), from which the server pools the exact accuracy and the AUC,
+within :func:`~fedsecure.fl.evaluation.auc_error_bound` of the exact one, a
+bound the run states as an event (see
+:func:`~fedsecure.fl.evaluation.utility_from_histograms`).
 
 A round whose messages are fewer than the quorum (the distributed noise's
 ``min_sites``; under CKKS at least 2) is not combined: the sites would refuse to

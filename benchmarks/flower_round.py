@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fedsecure.audit.spec import load_spec
+from fedsecure.config.spec import load_spec
 from fedsecure.data.federated import federate
 from fedsecure.data.site_files import write_site_files
 from fedsecure.fl.federation import Federation

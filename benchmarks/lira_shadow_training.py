@@ -28,7 +28,7 @@ import torch
 from attacks.membership import LiRA, balanced_memberships
 from attacks.metrics import membership_scores
 from fedsecure.audit.membership import CandidatePool, logits_of
-from fedsecure.audit.spec import load_spec
+from fedsecure.config.spec import load_spec
 from fedsecure.data.federated import federate
 from fedsecure.fl import FedAvg, Federation
 from fedsecure.fl.vectorized import fedavg_vectorized

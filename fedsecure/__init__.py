@@ -11,35 +11,72 @@ Research code uses the pieces directly::
     print(result.evaluation.global_.auc)
 """
 
+from __future__ import annotations
+
+import importlib
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
-from fedsecure.data import federate, load_medmnist
-from fedsecure.errors import DataError, FedsecureError, NotSupportedError, OutputError, SpecError, UnknownNameError
-from fedsecure.fl import (
-    FedAdam,
-    FedAvg,
-    FedBN,
-    Federation,
-    FederationResult,
-    FedProx,
-    FedSGD,
-    LocalTraining,
-    Trace,
-    train_centralized,
-    train_local_only,
-)
-from fedsecure.models import build_model, make_dp_compatible
+# The public names and the module each lives in. They load on first use (PEP 562), so that
+# ``import fedsecure.registry`` (which the attacks package needs) or ``import fedsecure.errors``
+# does not pull in the engine, Opacus and TenSEAL.
+_PUBLIC = {
+    "federate": "fedsecure.data",
+    "load_medmnist": "fedsecure.data",
+    "DataError": "fedsecure.errors",
+    "FedsecureError": "fedsecure.errors",
+    "NotSupportedError": "fedsecure.errors",
+    "OutputError": "fedsecure.errors",
+    "SpecError": "fedsecure.errors",
+    "UnknownNameError": "fedsecure.errors",
+    "FedAdam": "fedsecure.fl",
+    "FedAvg": "fedsecure.fl",
+    "FedBN": "fedsecure.fl",
+    "Federation": "fedsecure.fl",
+    "FederationResult": "fedsecure.fl",
+    "FedProx": "fedsecure.fl",
+    "FedSGD": "fedsecure.fl",
+    "LocalTraining": "fedsecure.fl",
+    "Trace": "fedsecure.fl",
+    "train_centralized": "fedsecure.fl",
+    "train_local_only": "fedsecure.fl",
+    "build_model": "fedsecure.models",
+    "make_dp_compatible": "fedsecure.models",
+    "load_spec": "fedsecure.config",
+    "run_audit": "fedsecure.audit",
+}
+
+if TYPE_CHECKING:
+    from fedsecure.audit import run_audit
+    from fedsecure.config import load_spec
+    from fedsecure.data import federate, load_medmnist
+    from fedsecure.errors import DataError, FedsecureError, NotSupportedError, OutputError, SpecError, UnknownNameError
+    from fedsecure.fl import (
+        FedAdam,
+        FedAvg,
+        FedBN,
+        Federation,
+        FederationResult,
+        FedProx,
+        FedSGD,
+        LocalTraining,
+        Trace,
+        train_centralized,
+        train_local_only,
+    )
+    from fedsecure.models import build_model, make_dp_compatible
 
 
-
-def __getattr__(name: str):
-    # The audit layer imports the attacks package, which uses fedsecure's registry:
-    # importing it lazily keeps ``import attacks`` free of a cycle.
-    if name in ("load_spec", "run_audit"):
-        from fedsecure import audit
-
-        return getattr(audit, name)
+def __getattr__(name: str) -> Any:
+    if name in _PUBLIC:
+        value = getattr(importlib.import_module(_PUBLIC[name]), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
     raise AttributeError(f"module 'fedsecure' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_PUBLIC])
 
 
 try:

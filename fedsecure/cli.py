@@ -93,11 +93,11 @@ def audit(
     ] = "in-process",
 ) -> None:
     """Train every scenario of SPEC, attack it, and write report.json, report.md and report.html."""
-    from fedsecure.audit.formatting import verdict_text
-    from fedsecure.audit.rendering import REPORT_HTML, REPORT_MD
-    from fedsecure.audit.run_directory import STAGES
+    from fedsecure.report.formatting import verdict_text
+    from fedsecure.report.rendering import REPORT_HTML, REPORT_MD
+    from fedsecure.report.output import STAGES
     from fedsecure.audit.runner import run_audit
-    from fedsecure.audit.spec import load_spec
+    from fedsecure.config.spec import load_spec
 
     loaded = load_spec(spec, data_path=data)
     out_dir = out if out is not None else Path("audit-out") / (loaded.spec.name + ("-quick" if quick else ""))
@@ -131,7 +131,7 @@ def report(
     directory: Annotated[Path, typer.Argument(help="An audit's output directory (holding report.json).")],
 ) -> None:
     """Render report.md and report.html again from DIRECTORY/report.json, without re-running anything."""
-    from fedsecure.audit.rendering import rerender
+    from fedsecure.report.rendering import rerender
 
     for path in rerender(directory):
         typer.echo(f"wrote {path}")
@@ -144,7 +144,7 @@ def keygen(
     out: Annotated[Path, typer.Option("--out", "-o", help="Key file to write (must not exist).")],
 ) -> None:
     """Write the CKKS secret context the sites of a deployment share (give it to every SuperNode, not the server)."""
-    from fedsecure.audit.spec import load_spec
+    from fedsecure.config.spec import load_spec
     from fedsecure.flower.keys import write_site_secret
 
     write_site_secret(load_spec(spec), scenario, out)
@@ -160,7 +160,7 @@ def sites(
     ] = None,
 ) -> None:
     """Split the spec's data into one MedMNIST-format file per site, as the spec federates it (to try a deployment)."""
-    from fedsecure.audit.spec import load_spec
+    from fedsecure.config.spec import load_spec
     from fedsecure.data.site_files import write_site_files
 
     for path in write_site_files(load_spec(spec, data_path=data).spec, out):

@@ -34,14 +34,14 @@ import torch
 
 from attacks.inversion import LocalSteps, Observation
 from attacks.metrics import ReconstructionScores, score_reconstruction
-from fedsecure.audit.findings import InversionFinding
-from fedsecure.audit.output import write_atomic
-from fedsecure.audit.png import encode_gray, image_grid
-from fedsecure.audit.spec import AuditSpec, InversionSpec, ScenarioSpec
+from fedsecure.report.findings import InversionFinding
+from fedsecure.report.output import write_atomic
+from fedsecure.report.png import encode_gray, image_grid
+from fedsecure.config.spec import AuditSpec, InversionSpec, ScenarioSpec
 from fedsecure.data.federated import FederatedData
 from fedsecure.data.splits import Split
 from fedsecure.fl.federation import Federation
-from fedsecure.privacy.mechanism import PrivacyMechanism
+from fedsecure.fl.privacy_hooks import PrivacyMechanism
 from fedsecure.seeding import derive_seed, numpy_rng
 
 FIGURES = "figures"

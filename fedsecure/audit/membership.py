@@ -41,8 +41,8 @@ from attacks.auditing import one_run_audit
 from attacks.membership import MEMBERSHIP_ATTACKS, MembershipAttack, balanced_memberships, train_references
 from attacks.membership.signals import loss
 from attacks.metrics import membership_scores
-from fedsecure.audit.findings import CanaryAuditFinding, MembershipFinding
-from fedsecure.audit.spec import AuditSpec, MembershipSpec, ScenarioSpec
+from fedsecure.report.findings import CanaryAuditFinding, MembershipFinding
+from fedsecure.config.spec import AuditSpec, MembershipSpec, ScenarioSpec
 from fedsecure.data.federated import FederatedData
 from fedsecure.data.splits import Split
 from fedsecure.errors import TrainingDivergedError

@@ -20,10 +20,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from fedsecure.audit.output import REPORT_JSON, write_json
 from fedsecure.errors import OutputError
-
-STAGES = "stages"
+from fedsecure.report.output import REPORT_JSON, STAGES, write_json
 RUN_FILE = "run.json"
 
 

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import torch
 
 from fedsecure.audit.environment import environment_manifest, package_versions
-from fedsecure.audit.findings import (
+from fedsecure.report.findings import (
     SCHEMA_VERSION,
     CanaryAuditFinding,
     CostFinding,
@@ -29,12 +29,12 @@ from fedsecure.audit.findings import (
 )
 from fedsecure.audit.inversion import audit_inversion
 from fedsecure.audit.membership import audit_membership
-from fedsecure.audit.output import REPORT_JSON, write_json
-from fedsecure.audit.quick import quick_spec
-from fedsecure.audit.rendering import render_reports
+from fedsecure.report.output import REPORT_JSON, write_json
+from fedsecure.config.quick import quick_spec
+from fedsecure.report.rendering import render_reports
 from fedsecure.audit.run_directory import RunDirectory, RunIdentity
-from fedsecure.audit.spec import AuditSpec, LoadedSpec, ScenarioSpec
-from fedsecure.audit.verdict import judge
+from fedsecure.config.spec import AuditSpec, LoadedSpec, ScenarioSpec
+from fedsecure.report.verdict import judge
 from fedsecure.data.federated import FederatedData, federate
 from fedsecure.devices import resolve_device
 from fedsecure.errors import SpecError

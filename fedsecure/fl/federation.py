@@ -23,7 +23,7 @@ from fedsecure.fl.state import ModelState
 from fedsecure.fl.strategies import STRATEGIES, Strategy
 from fedsecure.fl.trace import RoundRecord, Trace
 from fedsecure.fl.training import LocalTraining
-from fedsecure.privacy.mechanism import FederationFacts, PrivacyMechanism
+from fedsecure.fl.privacy_hooks import FederationFacts, PrivacyMechanism
 from fedsecure.secure.plain import PlainAggregation
 from fedsecure.secure.protocol import AggregationProtocol, Message, Roles
 

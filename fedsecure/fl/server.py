@@ -18,7 +18,7 @@ from fedsecure.fl.evaluation import (
     utility_from_histograms,
     utility_from_predictions,
 )
-from fedsecure.privacy.mechanism import PrivacyMechanism
+from fedsecure.fl.privacy_hooks import PrivacyMechanism
 from fedsecure.secure.protocol import (
     Aggregate,
     AggregationProtocol,

@@ -20,7 +20,7 @@ from fedsecure.fl.state import ModelState
 from fedsecure.fl.strategies import Strategy
 from fedsecure.fl.trace import ClientRound
 from fedsecure.fl.training import LocalTraining
-from fedsecure.privacy.mechanism import PrivacyMechanism
+from fedsecure.fl.privacy_hooks import PrivacyMechanism
 from fedsecure.secure.protocol import Aggregate, ClientRole, Message
 from fedsecure.seeding import torch_generator
 

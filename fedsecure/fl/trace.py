@@ -15,7 +15,7 @@ from statistics import fmean
 import torch
 
 from fedsecure.fl.evaluation import Utility
-from fedsecure.privacy.mechanism import PrivacyReport
+from fedsecure.fl.privacy_hooks import PrivacyReport
 from fedsecure.secure.protocol import Message
 
 

@@ -35,7 +35,7 @@ import torch
 from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
-from fedsecure.audit.spec import LoadedSpec, ScenarioSpec
+from fedsecure.config.spec import LoadedSpec, ScenarioSpec
 from fedsecure.errors import FedsecureError, NotSupportedError
 from fedsecure.fl.evaluation import ScoreHistograms, auc_error_bound
 from fedsecure.fl.federation import FederationResult

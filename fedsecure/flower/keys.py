@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from fedsecure.audit.spec import LoadedSpec
+from fedsecure.config.spec import LoadedSpec
 from fedsecure.errors import OutputError, SpecError
 
 

@@ -11,12 +11,12 @@ from dataclasses import dataclass
 
 import torch
 
-from fedsecure.audit.spec import AuditSpec, ScenarioSpec
+from fedsecure.config.spec import AuditSpec, ScenarioSpec
 from fedsecure.fl.state import ModelState
 from fedsecure.fl.strategies import Strategy
 from fedsecure.fl.training import LocalTraining
 from fedsecure.models import build_model
-from fedsecure.privacy.mechanism import FederationFacts, PrivacyMechanism
+from fedsecure.fl.privacy_hooks import FederationFacts, PrivacyMechanism
 from fedsecure.secure.protocol import AggregationProtocol
 
 SHAPE_KEYS = ("in_channels", "n_classes", "height", "width")

@@ -27,10 +27,10 @@ import numpy as np
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from fedsecure.audit.findings import to_json
-from fedsecure.audit.output import write_json
+from fedsecure.report.findings import to_json
+from fedsecure.report.output import write_json
 from fedsecure.audit.runner import scenario_finding
-from fedsecure.audit.spec import load_spec
+from fedsecure.config.spec import load_spec
 from fedsecure.errors import OutputError
 from fedsecure.fl.trace import RoundRecord
 from fedsecure.flower.federation import FlowerFederation

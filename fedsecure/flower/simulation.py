@@ -19,7 +19,7 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 from flwr.simulation import run_simulation
 
-from fedsecure.audit.spec import AuditSpec, ScenarioSpec, parse_spec
+from fedsecure.config.spec import AuditSpec, ScenarioSpec, parse_spec
 from fedsecure.data.federated import FederatedData
 from fedsecure.fl.federation import FederationResult
 from fedsecure.fl.trace import RoundRecord

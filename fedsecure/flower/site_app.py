@@ -56,7 +56,7 @@ import torch
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
-from fedsecure.audit.spec import AuditSpec, parse_spec
+from fedsecure.config.spec import AuditSpec, parse_spec
 from fedsecure.data.federated import SiteData
 from fedsecure.data.medmnist import load_medmnist
 from fedsecure.devices import resolve_device
@@ -66,7 +66,7 @@ from fedsecure.fl.server import reveal_quorum
 from fedsecure.fl.site import SiteRunner, next_global
 from fedsecure.flower import wire
 from fedsecure.flower.parts import SHAPE_KEYS, build_parts
-from fedsecure.privacy.mechanism import PrivacyMechanism
+from fedsecure.fl.privacy_hooks import PrivacyMechanism
 from fedsecure.secure.protocol import ClientRole
 from fedsecure.secure.quorum import QuorumCheckedClient, quorum_weight
 

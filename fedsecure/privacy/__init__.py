@@ -3,7 +3,7 @@
 from fedsecure.privacy.accounting import ACCOUNTANTS, calibrate_noise, extend, spent_epsilon
 from fedsecure.privacy.client_level import ClientLevelDP
 from fedsecure.privacy.clipping import clip_to_norm
-from fedsecure.privacy.mechanism import FederationFacts, PrivacyMechanism, PrivacyReport
+from fedsecure.fl.privacy_hooks import FederationFacts, PartyGuarantee, PrivacyMechanism, PrivacyReport
 from fedsecure.privacy.noise import gaussian_noise
 from fedsecure.privacy.sample_level import SampleLevelDP
 from fedsecure.registry import Registry
@@ -17,6 +17,7 @@ __all__ = [
     "DP_LEVELS",
     "ClientLevelDP",
     "FederationFacts",
+    "PartyGuarantee",
     "PrivacyMechanism",
     "PrivacyReport",
     "SampleLevelDP",

@@ -34,38 +34,13 @@ its size reach the server without noise.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
+from fedsecure.fl.privacy_hooks import PartyGuarantee
 from fedsecure.privacy.accounting import gated_gaussian_epsilon, spent_epsilon
 
 PARTIES = ("public", "server", "site")
 
 
-@dataclass(frozen=True)
-class PartyGuarantee:
-    """The guarantee against one party.
-
-    Attributes:
-        party: "public", "server" or "site".
-        epsilon: the epsilon at the mechanism's delta; None where the party
-            sees the data before any noise (no differential privacy against it).
-        noise_multiplier: the noise it faces per round, in units of the
-            sensitivity (after subtracting what it knows of the noise).
-        sample_rate: the amplification claimed (1.0: none).
-        steps: the compositions counted (rounds, or DP-SGD steps).
-        accounting: how epsilon was composed ("rdp", "prv", or "rdp-gated").
-        sees: what this party sees, in words.
-        assumptions: what the guarantee rests on, in words.
-    """
-
-    party: str
-    epsilon: float | None
-    noise_multiplier: float | None
-    sample_rate: float
-    steps: int
-    accounting: str
-    sees: str
-    assumptions: list[str] = field(default_factory=list)
 
 
 def combined_noise_multiplier(update_noise_multiplier: float, count_noise_stddev: float | None,

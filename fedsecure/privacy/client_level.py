@@ -51,7 +51,7 @@ from fedsecure.privacy.adversaries import (
     worst,
 )
 from fedsecure.privacy.clipping import clip_to_norm
-from fedsecure.privacy.mechanism import FederationFacts, PrivacyMechanism, PrivacyReport
+from fedsecure.fl.privacy_hooks import FederationFacts, PrivacyMechanism, PrivacyReport
 from fedsecure.privacy.noise import gaussian_noise
 
 Placement = Literal["central", "distributed"]

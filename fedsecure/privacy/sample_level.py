@@ -30,7 +30,7 @@ from fedsecure.fl.training import OPTIMIZERS, LocalTraining
 from fedsecure.models import make_dp_compatible
 from fedsecure.privacy.accounting import calibrate_noise, extend, spent_epsilon
 from fedsecure.privacy.adversaries import sample_level_guarantees
-from fedsecure.privacy.mechanism import FederationFacts, PrivacyMechanism, PrivacyReport
+from fedsecure.fl.privacy_hooks import FederationFacts, PrivacyMechanism, PrivacyReport
 from fedsecure.privacy.noise import gaussian_noise
 from fedsecure.seeding import derive_seed
 

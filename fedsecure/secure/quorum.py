@@ -43,7 +43,7 @@ def quorum_weight(weights: Sequence[float], weight_unit: float, quorum: int) -> 
     so this is exactly ``quorum`` units.
 
     Args:
-        weights: every site's weight (:meth:`~fedsecure.privacy.mechanism.PrivacyMechanism.site_weight`
+        weights: every site's weight (:meth:`~fedsecure.fl.privacy_hooks.PrivacyMechanism.site_weight`
             of its size). A site knows only its own size; the others' are the sizes the server
             relays, so with weighted FedAvg the threshold is as true as those.
         weight_unit: the unit the sites divide their weights by.

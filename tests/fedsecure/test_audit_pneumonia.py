@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from fedsecure.audit import load_spec, run_audit
-from fedsecure.audit.spec import AttacksSpec
+from fedsecure.config.spec import AttacksSpec
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -37,7 +37,7 @@ except ImportError:
         raise
     pytest.skip("the Flower extra is not installed (pip install 'fedsecure[flower]')", allow_module_level=True)
 
-from fedsecure.audit.spec import LoadedSpec, load_spec  # noqa: E402
+from fedsecure.config.spec import LoadedSpec, load_spec  # noqa: E402
 from fedsecure.data.federated import federate  # noqa: E402
 from fedsecure.data.site_files import write_site_files  # noqa: E402
 from fedsecure.fl.evaluation import SCORE_BINS  # noqa: E402

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from fedsecure.audit import run_audit
-from fedsecure.audit.spec import parse_spec
+from fedsecure.config.spec import parse_spec
 from fedsecure.cli import main
 from tests.fedsecure.tiny_specs import PLAIN_AND_CKKS, TINY_FEDAVG, tiny_spec
 

@@ -14,7 +14,7 @@ import time
 import pytest
 import torch
 
-from fedsecure.audit.spec import parse_spec
+from fedsecure.config.spec import parse_spec
 from fedsecure.data.federated import federate
 from tests.fedsecure.tiny_specs import PLAIN_AND_CKKS, TINY_FEDAVG, tiny_spec
 
@@ -36,7 +36,7 @@ from fedsecure.flower.site_app import (  # noqa: E402
     check_round_facts,
     make_client_app,
 )
-from fedsecure.privacy.mechanism import PrivacyMechanism  # noqa: E402
+from fedsecure.fl.privacy_hooks import PrivacyMechanism  # noqa: E402
 from fedsecure.secure import CKKSAggregation, PlainAggregation  # noqa: E402
 
 TEXT = tiny_spec("site-checks", 0, TINY_FEDAVG, PLAIN_AND_CKKS)

@@ -9,7 +9,7 @@ import pytest
 from dp_accounting.rdp import rdp_privacy_accountant
 
 from fedsecure.audit import run_audit
-from fedsecure.audit.spec import parse_spec
+from fedsecure.config.spec import parse_spec
 from fedsecure.privacy import spent_epsilon
 from fedsecure.privacy.accounting import gated_gaussian_epsilon
 

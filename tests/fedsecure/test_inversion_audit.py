@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from fedsecure.audit import load_spec, run_audit
-from fedsecure.audit.spec import parse_spec
+from fedsecure.config.spec import parse_spec
 from fedsecure.privacy import calibrate_noise
 from tests.fedsecure.tiny_specs import PLAIN_AND_CKKS, TINY_DATA, tiny_spec
 

@@ -10,7 +10,7 @@ import pytest
 
 from attacks.auditing import one_run_ceiling
 from fedsecure.audit import load_spec, run_audit
-from fedsecure.audit.spec import parse_spec
+from fedsecure.config.spec import parse_spec
 from fedsecure.fl.federation import Federation
 
 REPO = Path(__file__).resolve().parents[2]

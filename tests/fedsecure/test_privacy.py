@@ -118,7 +118,7 @@ def run(data, privacy, protocol=None, rounds=3, **federation):
 
 
 def test_client_level_clip_and_distributed_noise_share():
-    from fedsecure.privacy.mechanism import FederationFacts
+    from fedsecure.fl.privacy_hooks import FederationFacts
 
     mechanism = client_dp(clip=0.5, placement="distributed")
     mechanism.calibrate(FederationFacts([10] * 4, 20, LocalTraining(), None, 0, torch.device("cpu")))
@@ -173,7 +173,7 @@ class Underpowered(ClientLevelDP):
 @pytest.mark.parametrize("placement", ["central", "distributed"])
 def test_the_noise_added_is_the_noise_accounted(placement):
     # The accountant is only as true as the noise: measure what the code adds and compare with what it accounts.
-    from fedsecure.privacy.mechanism import FederationFacts
+    from fedsecure.fl.privacy_hooks import FederationFacts
 
     mechanism = client_dp(clip=0.5, placement=placement, adaptive_quantile=0.5)
     mechanism.calibrate(FederationFacts([10] * 4, 20, LocalTraining(), None, 0, torch.device("cpu")))

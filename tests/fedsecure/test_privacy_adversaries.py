@@ -17,7 +17,7 @@ from fedsecure.fl import FedAvg, Federation, LocalTraining
 from fedsecure.privacy import ClientLevelDP, calibrate_noise, spent_epsilon
 from fedsecure.privacy.accounting import gated_gaussian_epsilon, gated_gaussian_rdp
 from fedsecure.privacy.adversaries import client_level_guarantees, combined_noise_multiplier
-from fedsecure.privacy.mechanism import FederationFacts
+from fedsecure.fl.privacy_hooks import FederationFacts
 from fedsecure.secure import CKKSAggregation, PlainAggregation
 from tests.fedsecure.test_privacy import gaussian_rdp_epsilon
 from tests.fedsecure.test_strategies import make_data, model

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from fedsecure.audit import run_audit
-from fedsecure.audit.compliance import scenario_compliance
-from fedsecure.audit.html import render_html
-from fedsecure.audit.markdown import render_markdown
-from fedsecure.audit.rendering import rerender
-from fedsecure.audit.spec import parse_spec
+from fedsecure.report.compliance import scenario_compliance
+from fedsecure.report.html import render_html
+from fedsecure.report.markdown import render_markdown
+from fedsecure.report.rendering import rerender
+from fedsecure.config.spec import parse_spec
 from fedsecure.errors import OutputError
 from tests.fedsecure.tiny_specs import PLAIN_AND_CKKS, TINY_FEDAVG, tiny_spec
 

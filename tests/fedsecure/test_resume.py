@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from fedsecure.audit import load_spec, run_audit
-from fedsecure.audit.quick import QUICK_REFERENCE_MODELS, QUICK_ROUNDS, quick_spec
+from fedsecure.config.quick import QUICK_REFERENCE_MODELS, QUICK_ROUNDS, quick_spec
 from fedsecure.audit.run_directory import RunDirectory, RunIdentity
-from fedsecure.audit.spec import parse_spec
+from fedsecure.config.spec import parse_spec
 from fedsecure.errors import OutputError, SpecError
 from tests.fedsecure.tiny_specs import PLAIN_AND_CKKS, TINY_FEDAVG, tiny_spec
 

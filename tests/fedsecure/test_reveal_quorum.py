@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from fedsecure.fl.server import reveal_quorum
-from fedsecure.privacy.mechanism import PrivacyMechanism
+from fedsecure.fl.privacy_hooks import PrivacyMechanism
 from fedsecure.secure import CKKSAggregation, PlainAggregation
 from fedsecure.secure.quorum import BelowQuorumError, QuorumCheckedClient, quorum_weight
 

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from fedsecure.audit.spec import DEFAULT_SPEC, load_spec, parse_spec
+from fedsecure.config.spec import DEFAULT_SPEC, load_spec, parse_spec
 from fedsecure.data import Dirichlet
 from fedsecure.errors import SpecError
 from fedsecure.fl import FedAdam, FedProx

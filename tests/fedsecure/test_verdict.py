@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from fedsecure.audit.findings import MembershipFinding, PrivacyFinding
-from fedsecure.audit.spec import ThresholdsSpec
-from fedsecure.audit.verdict import judge
+from fedsecure.report.findings import MembershipFinding, PrivacyFinding
+from fedsecure.config.spec import ThresholdsSpec
+from fedsecure.report.verdict import judge
 
 PRIVATE = PrivacyFinding(
     guarantee="client-level DP", unit="site", epsilon=6.0, delta=1e-5, worst_party="site", secure_rng=True,

@@ -13,10 +13,10 @@ from typing import Any
 
 import jinja2
 
-from fedsecure.audit import figures
-from fedsecure.audit.compliance import audit_scope, scenario_compliance
-from fedsecure.audit.formatting import number
-from fedsecure.audit.summary import (
+from fedsecure.report import figures
+from fedsecure.report.compliance import audit_scope, scenario_compliance
+from fedsecure.report.formatting import number
+from fedsecure.report.summary import (
     COST_COLUMNS,
     INVERSION_COLUMNS,
     MEMBERSHIP_COLUMNS,
@@ -101,7 +101,7 @@ def report_figures(report: dict[str, Any], report_dir: Path) -> list[EmbeddedFig
 
 def _environment() -> jinja2.Environment:
     environment = jinja2.Environment(
-        loader=jinja2.PackageLoader("fedsecure", "audit/templates"),
+        loader=jinja2.PackageLoader("fedsecure", "report/templates"),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,

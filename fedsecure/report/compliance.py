@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from fedsecure.audit.formatting import bytes_text, number, signed, verdict_text
+from fedsecure.report.formatting import bytes_text, number, signed, verdict_text
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 REPORT_JSON = "report.json"
+# Where an audit keeps each finished stage, so that an interrupted run resumes (see fedsecure.audit.run_directory).
+STAGES = "stages"
 
 
 def write_atomic(path: Path, content: str | bytes) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fedsecure.audit.spec import AuditSpec
+from fedsecure.config.spec import AuditSpec
 
 QUICK_ROUNDS = 3
 QUICK_TRAIN_SAMPLES = 400

@@ -1,4 +1,8 @@
-"""How a privacy mechanism wraps a federation, without forking it.
+"""The privacy-hook interface: how a privacy mechanism wraps a federation, without forking it.
+
+The federated engine owns this interface; ``fedsecure.privacy`` implements it
+(sample-level DP-SGD, client-level DP-FedAvg), so the engine never imports the
+implementations.
 
 A mechanism hooks into the places where privacy is decided: the model (made
 DP-compatible), a site's local training (sample-level DP-SGD), a site's
@@ -19,7 +23,33 @@ import torch
 from torch import nn
 
 from fedsecure.fl.training import LocalTraining
-from fedsecure.privacy.adversaries import PartyGuarantee
+
+
+@dataclass(frozen=True)
+class PartyGuarantee:
+    """The guarantee against one party.
+
+    Attributes:
+        party: "public", "server" or "site".
+        epsilon: the epsilon at the mechanism's delta; None where the party
+            sees the data before any noise (no differential privacy against it).
+        noise_multiplier: the noise it faces per round, in units of the
+            sensitivity (after subtracting what it knows of the noise).
+        sample_rate: the amplification claimed (1.0: none).
+        steps: the compositions counted (rounds, or DP-SGD steps).
+        accounting: how epsilon was composed ("rdp", "prv", or "rdp-gated").
+        sees: what this party sees, in words.
+        assumptions: what the guarantee rests on, in words.
+    """
+
+    party: str
+    epsilon: float | None
+    noise_multiplier: float | None
+    sample_rate: float
+    steps: int
+    accounting: str
+    sees: str
+    assumptions: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,8 @@ is not evidence of safety.
 
 from __future__ import annotations
 
-from fedsecure.audit.findings import InversionFinding, MembershipFinding, PrivacyFinding, Verdict
-from fedsecure.audit.spec import ThresholdsSpec
+from fedsecure.report.findings import InversionFinding, MembershipFinding, PrivacyFinding, Verdict
+from fedsecure.config.spec import ThresholdsSpec
 
 
 def judge(

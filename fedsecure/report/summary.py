@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fedsecure.audit.formatting import bytes_text, empirical_text, epsilon_text, number, rate_text, signed, verdict_text
+from fedsecure.report.formatting import bytes_text, empirical_text, epsilon_text, number, rate_text, signed, verdict_text
 
 SUMMARY_COLUMNS = (
     "scenario", "protection", "AUC", "accuracy", "epsilon (worst party)", "empirical epsilon", "attack success",

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from fedsecure.audit.compliance import audit_scope, ceiling_below_epsilon, scenario_compliance
-from fedsecure.audit.formatting import number, verdict_text
-from fedsecure.audit.summary import (
+from fedsecure.report.compliance import audit_scope, ceiling_below_epsilon, scenario_compliance
+from fedsecure.report.formatting import number, verdict_text
+from fedsecure.report.summary import (
     COST_COLUMNS,
     INVERSION_COLUMNS,
     MEMBERSHIP_COLUMNS,

@@ -8,11 +8,11 @@ from typing import Any
 
 import jinja2
 
-from fedsecure.audit.findings import SCHEMA_VERSION
-from fedsecure.audit.html import render_html
-from fedsecure.audit.markdown import render_markdown
-from fedsecure.audit.output import REPORT_JSON, write_atomic
-from fedsecure.audit.run_directory import STAGES
+from fedsecure.report.findings import SCHEMA_VERSION
+from fedsecure.report.html import render_html
+from fedsecure.report.markdown import render_markdown
+from fedsecure.report.output import REPORT_JSON, write_atomic
+from fedsecure.report.output import STAGES
 from fedsecure.errors import OutputError
 
 REPORT_MD = "report.md"

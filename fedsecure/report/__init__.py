@@ -1,0 +1,1 @@
+"""Reports: findings, verdicts, compliance text, and the renderers (Markdown, HTML) that read report.json."""

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from monai.metrics import MSEMetric, PSNRMetric, SSIMMetric, compute_roc_auc
@@ -73,10 +75,17 @@ def image_scores(reconstructed: torch.Tensor, truth: torch.Tensor, data_range: f
     pred, target = reconstructed.detach().float().cpu(), truth.detach().float().cpu()
     ssim = SSIMMetric(spatial_dims=2, data_range=data_range, win_size=_window(target), reduction="none")
     return {
-        "mse": MSEMetric(reduction="none")(pred, target).flatten(),
-        "psnr": PSNRMetric(max_val=data_range, reduction="none")(pred, target).flatten(),
-        "ssim": ssim(pred, target).flatten(),
+        "mse": _flat(MSEMetric(reduction="none")(pred, target)),
+        "psnr": _flat(PSNRMetric(max_val=data_range, reduction="none")(pred, target)),
+        "ssim": _flat(ssim(pred, target)),
     }
+
+
+def _flat(values: torch.Tensor | Sequence[Any]) -> torch.Tensor:
+    # MONAI's metrics are typed to return a tensor or a sequence; on tensors they return a tensor.
+    if not isinstance(values, torch.Tensor):
+        raise TypeError(f"expected a tensor of per-image values, got {type(values).__name__}")
+    return values.flatten()
 
 
 @dataclass(frozen=True)
@@ -113,7 +122,7 @@ class ReconstructionScores:
             prior_ssim=[v for s in scores for v in s.prior_ssim],
             prior_mse=[v for s in scores for v in s.prior_mse],
             label_accuracy=sum(s.label_accuracy * len(s.psnr) for s in scores) / total,
-            order=[o + offset for s, offset in zip(scores, offsets) for o in s.order],
+            order=[o + offset for s, offset in zip(scores, offsets, strict=True) for o in s.order],
         )
 
     @staticmethod
@@ -154,12 +163,12 @@ class ReconstructionScores:
     @property
     def psnr_gain_median(self) -> float:
         """Median over images of PSNR gain over the prior (dB): the leakage."""
-        return self._median([r - p for r, p in zip(self.psnr, self.prior_psnr)])
+        return self._median([r - p for r, p in zip(self.psnr, self.prior_psnr, strict=True)])
 
     @property
     def relative_leakage(self) -> float:
         """Median SSIM gain over the prior image (Hatamizadeh et al. 2023); <= 0: nothing leaked."""
-        return self._median([r - p for r, p in zip(self.ssim, self.prior_ssim)])
+        return self._median([r - p for r, p in zip(self.ssim, self.prior_ssim, strict=True)])
 
 
 def label_accuracy(predicted: torch.Tensor, truth: torch.Tensor) -> float:
@@ -321,7 +330,7 @@ def membership_scores(scores: torch.Tensor, members: torch.Tensor, confidence: f
             break  # lower levels would repeat the TPR at zero false positives
     keep = _log_spaced(fpr)
     return MembershipScores(
-        auc=float(compute_roc_auc(scores, members.long())),
+        auc=_roc_auc(scores, members),
         tpr_at_fpr=levels,
         advantage=float((tpr - fpr).max()),
         roc_fpr=fpr[keep].tolist(),
@@ -329,6 +338,14 @@ def membership_scores(scores: torch.Tensor, members: torch.Tensor, confidence: f
         members=n_members,
         non_members=n_non,
     )
+
+
+def _roc_auc(scores: torch.Tensor, members: torch.Tensor) -> float:
+    auc = compute_roc_auc(scores, members.long())
+    # One column of scores gives one AUC; MONAI types the result as any array-like.
+    if not isinstance(auc, float):
+        raise TypeError(f"expected one AUC, got {type(auc).__name__}")
+    return auc
 
 
 def _log_spaced(fpr: torch.Tensor, points: int = 200) -> torch.Tensor:

@@ -27,10 +27,10 @@ import numpy as np
 import torch
 
 from fedsecure.data import IID, MedMNISTFile, SyntheticPhantoms, federate
+from fedsecure.errors import AggregationOverflowError
 from fedsecure.fl import FedAvg, Federation, LocalTraining, ModelState
 from fedsecure.models import build_model
 from fedsecure.secure import DEFAULT_PRESET, PRESETS, CKKSAggregation, PlainAggregation
-from fedsecure.errors import AggregationOverflowError
 from fedsecure.secure.ckks_params import OPERATING_RANGE
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "pneumoniamnist.npz"
@@ -41,7 +41,9 @@ def relative_error(got: np.ndarray, expected: np.ndarray) -> float:
     return float(np.abs(got - expected).max() / np.abs(expected).max())
 
 
-def random_round(rng: np.random.Generator, slots: int, corner: bool) -> tuple[list[np.ndarray], list[float], list[bool]]:
+def random_round(
+    rng: np.random.Generator, slots: int, corner: bool
+) -> tuple[list[np.ndarray], list[float], list[bool]]:
     """Updates, weights and arrivals from the operating range (``corner``: its hardest point)."""
     low, high = OPERATING_RANGE["max_entry"]
     n = OPERATING_RANGE["max_sites"] if corner else int(rng.integers(1, OPERATING_RANGE["max_sites"] + 1))
@@ -67,7 +69,7 @@ def preset_errors(trials: int, seed: int = 0) -> dict:
         worst, identical = 0.0, True
         for trial in range(trials + 1):
             updates, weights, arrived = random_round(rng, params.slots, corner=trial == trials)
-            kept = [(torch.from_numpy(u).float(), w) for u, w, a in zip(updates, weights, arrived) if a]
+            kept = [(torch.from_numpy(u).float(), w) for u, w, a in zip(updates, weights, arrived, strict=True) if a]
             roles = protocol.setup(len(updates), weight_unit=min(weights))
             try:
                 got = roles.client.reveal(roles.server.combine([roles.client.protect(u, w) for u, w in kept]))
@@ -75,7 +77,8 @@ def preset_errors(trials: int, seed: int = 0) -> dict:
                 worst, identical = float("inf"), False
                 continue
             plain = PlainAggregation().setup(len(updates), weight_unit=min(weights))
-            identical &= torch.equal(got, plain.client.reveal(plain.server.combine([plain.client.protect(u, w) for u, w in kept])))
+            plain_mean = plain.client.reveal(plain.server.combine([plain.client.protect(u, w) for u, w in kept]))
+            identical &= torch.equal(got, plain_mean)
             expected = sum(w * u.double() for u, w in kept) / sum(w for _, w in kept)
             worst = max(worst, relative_error(got.double().numpy(), expected.numpy()))
         full = protocol.setup(1).client.protect(torch.from_numpy(rng.normal(0, 0.01, 10 * params.slots - 1)), 1.0)
@@ -115,7 +118,8 @@ def model_costs(name: str, sites: int = 4) -> dict:
     decrypt = time.perf_counter() - start
     error = relative_error(mean.double().numpy(), torch.stack(updates).double().mean(0).numpy())
     plain = PlainAggregation().setup(sites, weight_unit=1.0)
-    identical = torch.equal(mean, plain.client.reveal(plain.server.combine([plain.client.protect(u, 1.0) for u in updates])))
+    plain_mean = plain.client.reveal(plain.server.combine([plain.client.protect(u, 1.0) for u in updates]))
+    identical = torch.equal(mean, plain_mean)
     per_million = 1e6 / length
     return {
         "parameters": length,
@@ -138,7 +142,9 @@ def round_ratio(data_path: Path, model_name: str, rounds: int, repeats: int) -> 
 
     def seconds_per_round(protocol) -> float:
         model = build_model(model_name, data.in_channels, data.n_classes, data.image_size)
-        federation = Federation(data, model, FedAvg(), training=training, rounds=rounds, protocol=protocol, evaluate_every=0)
+        federation = Federation(
+            data, model, FedAvg(), training=training, rounds=rounds, protocol=protocol, evaluate_every=0
+        )
         start = time.perf_counter()
         federation.run()
         return (time.perf_counter() - start) / rounds

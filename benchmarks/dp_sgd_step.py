@@ -51,7 +51,8 @@ def main() -> None:
         images = torch.rand(batch, 1, 28, 28, generator=generator)
         labels = torch.randint(0, 2, (batch,), generator=generator)
         model = build_model("cnn", 1, 2, (28, 28))
-        plain = time_steps(model, torch.optim.SGD(model.parameters(), lr=0.05), nn.CrossEntropyLoss(), images, labels, args.steps)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+        plain = time_steps(model, optimizer, nn.CrossEntropyLoss(), images, labels, args.steps)
         row = {"non_private_seconds": plain}
         for mode in GRAD_SAMPLE_MODES:
             model = build_model("cnn", 1, 2, (28, 28))
@@ -62,7 +63,9 @@ def main() -> None:
                 poisson_sampling=False, grad_sample_mode=mode,
             )
             dp_model, dp_optimizer, criterion = (
-                (wrapped[0], wrapped[1], wrapped[2]) if len(wrapped) == 4 else (wrapped[0], wrapped[1], nn.CrossEntropyLoss())
+                (wrapped[0], wrapped[1], wrapped[2])
+                if len(wrapped) == 4
+                else (wrapped[0], wrapped[1], nn.CrossEntropyLoss())
             )
             # Every step sees the full batch, as a Poisson batch of expected size would on average.
             seconds = time_steps(dp_model, dp_optimizer, criterion, images, labels, args.steps)

@@ -69,7 +69,7 @@ def main() -> None:
                 training=scenario.local_training(spec.federation), protocol=scenario.protocol_instance(),
                 seed=spec.seed,
             )
-            result = federation.run(on_round=lambda _: finished.append(time.perf_counter()))
+            result = federation.run(on_round=lambda _, times=finished: times.append(time.perf_counter()))
             in_process[scenario.name] = (statistics.fmean(np.diff(finished)), result.trace.final_global.numpy())
 
         results = {}

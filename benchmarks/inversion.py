@@ -35,7 +35,10 @@ from fedsecure.models import build_model
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "pneumoniamnist.npz"
 SETTINGS = {
     "lenet-dlg": ("idlg", {}),
-    "cnn": ("inverting_gradients", {"restarts": 2, "lr": 0.01, "tv": 1e-3, "init": "prior", "subspace": 256, "prior_weight": 1e-3}),
+    "cnn": (
+        "inverting_gradients",
+        {"restarts": 2, "lr": 0.01, "tv": 1e-3, "init": "prior", "subspace": 256, "prior_weight": 1e-3},
+    ),
 }
 
 
@@ -62,7 +65,8 @@ def attack_and_score(name, options, obs, truths, public, device):
     seconds = time.perf_counter() - started
     prior = public.mean(0).cpu()
     scores = ReconstructionScores.concatenate([
-        score_reconstruction(r.images, r.labels, x.cpu(), y.cpu(), prior) for r, (x, y) in zip(reconstructions, truths)
+        score_reconstruction(r.images, r.labels, x.cpu(), y.cpu(), prior)
+        for r, (x, y) in zip(reconstructions, truths, strict=True)
     ])
     return scores, seconds
 
@@ -87,7 +91,9 @@ def main() -> None:
         model = build_model(model_name, 1, 2, (28, 28), seed=0).to(device)
         for batch_size in (1, 4, 8):
             obs = observations(model, images, labels, batch_size)
-            truths = [(images[s : s + batch_size], labels[s : s + batch_size]) for s in range(0, args.images, batch_size)]
+            truths = [
+                (images[s : s + batch_size], labels[s : s + batch_size]) for s in range(0, args.images, batch_size)
+            ]
             for iterations in (int(i) for i in args.iterations.split(",")):
                 scores, seconds = attack_and_score(
                     attack_name, {**options, "iterations": iterations}, obs, truths, public, device
@@ -105,7 +111,10 @@ def main() -> None:
     truths = [(images[k : k + 1], labels[k : k + 1]) for k in range(args.images)]
     options = {**SETTINGS["cnn"][1], "iterations": 200}
     _, batched = attack_and_score("inverting_gradients", options, obs, truths, public, device)
-    sequential = sum(attack_and_score("inverting_gradients", options, [o], [t], public, device)[1] for o, t in zip(obs, truths))
+    sequential = sum(
+        attack_and_score("inverting_gradients", options, [o], [t], public, device)[1]
+        for o, t in zip(obs, truths, strict=True)
+    )
     print(json.dumps({
         "device": str(device),
         "curves": curves,

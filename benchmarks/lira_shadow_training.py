@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from attacks.membership import LiRA, balanced_memberships
+from attacks.membership.base import ReferenceOutputs
 from attacks.metrics import membership_scores
 from fedsecure.audit.membership import CandidatePool, logits_of
 from fedsecure.config.spec import load_spec
@@ -33,7 +34,6 @@ from fedsecure.data.federated import federate
 from fedsecure.fl import FedAvg, Federation
 from fedsecure.fl.vectorized import fedavg_vectorized
 from fedsecure.models import build_model
-from attacks.membership.base import ReferenceOutputs
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "pneumoniamnist.npz"

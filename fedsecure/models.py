@@ -148,7 +148,9 @@ def classifier(in_channels: int, out_channels: int, image_size: tuple[int, int])
     feature map, so it can memorize a small training set: the model to audit
     membership leakage on (the default ``cnn`` pools globally and generalizes).
     """
-    return Classifier(in_shape=(in_channels, *image_size), classes=out_channels, channels=(16, 32, 64), strides=(2, 2, 2))
+    return Classifier(
+        in_shape=(in_channels, *image_size), classes=out_channels, channels=(16, 32, 64), strides=(2, 2, 2)
+    )
 
 
 @MODELS.register("densenet121")

@@ -38,7 +38,7 @@ def write_medmnist(path: Path, n=(12, 4, 6), size=8, rgb=False, label_shape="col
     """Write a small MedMNIST-format file; ``overrides`` replace or (with None) drop arrays."""
     rng = np.random.default_rng(0)
     arrays = {}
-    for split, count in zip(("train", "val", "test"), n):
+    for split, count in zip(("train", "val", "test"), n, strict=True):
         shape = (count, size, size, 3) if rgb else (count, size, size)
         arrays[f"{split}_images"] = rng.integers(0, 256, size=shape, dtype=np.uint8)
         labels = np.arange(count) % n_classes
@@ -65,7 +65,8 @@ def pytest_collection_modifyitems(config, items):
     # instead of one worker finishing a long test alone at the end (about a minute of the suite).
     def rank(item) -> tuple[bool, int]:
         name = Path(str(item.fspath)).name
-        order = SLOW_FILES_LONGEST_FIRST.index(name) if name in SLOW_FILES_LONGEST_FIRST else len(SLOW_FILES_LONGEST_FIRST)
+        slow = SLOW_FILES_LONGEST_FIRST
+        order = slow.index(name) if name in slow else len(slow)
         return item.get_closest_marker("slow") is None, order
 
     items.sort(key=rank)

@@ -68,7 +68,7 @@ class PrincipalSpace:
         return cls(mean=mean.float().view(public_images.shape[1:]), basis=(scale[:, None] * directions[:k]).float())
 
     def initial(self, shape: tuple[int, ...], generator: torch.Generator, start: torch.Tensor | None) -> torch.Tensor:
-        """Coefficients (*batch, k) drawn from N(0, 1) (a random plausible image), or near 0 (the mean) given a start."""
+        """Coefficients (*batch, k) from N(0, 1) (a random plausible image), or near 0 (the mean) given a start."""
         coefficients = torch.randn((*shape[:-3], len(self.basis)), generator=generator)
         return coefficients if start is None else 0.1 * coefficients
 

@@ -23,12 +23,13 @@ The restart with the lowest final objective is kept per observation.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Literal
 
 import torch
+from typing_extensions import override
 
 from attacks.inversion.base import InversionAttack, Reconstruction
 from attacks.inversion.image_space import PixelSpace, PrincipalSpace
@@ -41,6 +42,8 @@ Distance = Literal["l2", "cosine"]
 Optimizer = Literal["lbfgs", "adam"]
 Labels = Literal["joint", "recovered"]
 Init = Literal["random", "prior"]
+#: The matching loss of (images or latent coefficients, labels), one value per candidate.
+Objective = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def total_variation(images: torch.Tensor) -> torch.Tensor:
@@ -114,12 +117,13 @@ class GradientMatching(InversionAttack):
         if self.distance not in DISTANCES:
             raise ValueError(f"unknown distance {self.distance!r}")
 
-    def reconstruct_all(  # noqa: D102
+    @override
+    def reconstruct_all(
         self, observations: Sequence[Observation], public_images: torch.Tensor | None = None
     ) -> list[Reconstruction]:
         results: dict[int, Reconstruction] = {}
         for group in _groups(observations):
-            for index, result in zip(group, self._solve([observations[i] for i in group], public_images)):
+            for index, result in zip(group, self._solve([observations[i] for i in group], public_images), strict=True):
                 results[index] = result
         return [results[i] for i in range(len(observations))]
 
@@ -216,7 +220,9 @@ class GradientMatching(InversionAttack):
             return [latent, labels]
         return [latent]
 
-    def _adam(self, objective, images: torch.Tensor, labels: torch.Tensor, space: PixelSpace | PrincipalSpace):
+    def _adam(
+        self, objective: Objective, images: torch.Tensor, labels: torch.Tensor, space: PixelSpace | PrincipalSpace
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         images, labels = images.clone(), labels.clone()
         variables = self._variables(images, labels)
         optimizer = torch.optim.Adam(variables, lr=self.lr)
@@ -228,14 +234,17 @@ class GradientMatching(InversionAttack):
             objective(images, labels).sum().backward()
             if self.signed:
                 for variable in variables:
-                    variable.grad.sign_()
+                    if variable.grad is not None:  # None only for a variable the objective ignores
+                        variable.grad.sign_()
             optimizer.step()
             schedule.step()
             with torch.no_grad():
                 space.project(images)
         return images.detach(), labels.detach()
 
-    def _lbfgs(self, objective, images: torch.Tensor, labels: torch.Tensor):
+    def _lbfgs(
+        self, objective: Objective, images: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         images, labels = images.clone(), labels.clone()
         variables = self._variables(images, labels)
         optimizer = torch.optim.LBFGS(

@@ -63,8 +63,9 @@ class MembershipAttack(ABC):
         self._fit(references)
         return self
 
+    @abstractmethod
     def _fit(self, references: ReferenceOutputs | None) -> None:
-        """Attack-specific fitting (nothing by default)."""
+        """Attack-specific fitting from ``references`` (None when the attack needs none)."""
 
     @abstractmethod
     def score(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+from typing_extensions import override
 
 from attacks.membership.base import MEMBERSHIP_ATTACKS, MembershipAttack, ReferenceOutputs
 from attacks.membership.signals import scaled_confidence
@@ -60,7 +61,8 @@ class LiRA(MembershipAttack):
         std = torch.where(counts > 1, (squares.sum(0) / (counts - 1).clamp(min=1)).sqrt(), global_std)
         return mean, std.clamp(min=_MIN_STD)
 
-    def score(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    @override
+    def score(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         phi = scaled_confidence(logits, labels)
         if self.online:
             return _gaussian_log_density(phi, self._in_mean, self._in_std) - _gaussian_log_density(

@@ -6,8 +6,9 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
+from typing_extensions import override
 
-from attacks.membership.base import MEMBERSHIP_ATTACKS, MembershipAttack
+from attacks.membership.base import MEMBERSHIP_ATTACKS, MembershipAttack, ReferenceOutputs
 from attacks.membership.signals import loss
 
 
@@ -22,5 +23,10 @@ class LossAttack(MembershipAttack):
 
     needs_references: ClassVar[bool] = False
 
-    def score(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    @override
+    def _fit(self, references: ReferenceOutputs | None) -> None:
+        """Nothing to learn: the loss alone is the score."""
+
+    @override
+    def score(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return -loss(logits, labels)

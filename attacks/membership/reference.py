@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from typing_extensions import override
 
 from attacks.membership.base import MEMBERSHIP_ATTACKS, MembershipAttack, ReferenceOutputs
 from attacks.membership.signals import loss
@@ -27,7 +28,8 @@ class ReferenceAttack(MembershipAttack):
         if not self._out.any(0).all():
             raise ValueError("every candidate needs at least one reference model trained without it")
 
-    def score(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    @override
+    def score(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         target = loss(logits, labels)
         above = ((self._losses > target) & self._out).sum(0).double()
         ties = ((self._losses == target) & self._out).sum(0).double()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from typing_extensions import override
 
 from attacks.membership.base import MEMBERSHIP_ATTACKS, MembershipAttack, ReferenceOutputs
 from attacks.membership.signals import true_class_probability
@@ -40,7 +41,8 @@ class RMIA(MembershipAttack):
         out_mean = torch.where(out, probabilities, torch.zeros_like(probabilities)).sum(0) / counts
         self._marginal = 0.5 * ((1 + self.offline_a) * out_mean + (1 - self.offline_a))
 
-    def score(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    @override
+    def score(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         ratio = true_class_probability(logits, labels) / self._marginal
         population = torch.sort(ratio).values
         # fraction of z with ratio(z) <= ratio(x) / gamma

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from typing_extensions import override
 
 from attacks.membership.base import MEMBERSHIP_ATTACKS, MembershipAttack, ReferenceOutputs
 from attacks.membership.signals import loss, scaled_confidence
@@ -59,7 +60,8 @@ class ShadowModelAttack(MembershipAttack):
         optimizer.step(closure)
         return weights.detach()
 
-    def score(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    @override
+    def score(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         x = (_features(logits, labels) - self._mean) / self._std
         design = torch.cat([x, torch.ones(len(x), 1, dtype=torch.float64)], 1)
         scores = torch.zeros(len(labels), dtype=torch.float64)

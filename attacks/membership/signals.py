@@ -10,7 +10,7 @@ from torch.nn import functional as F
 
 
 def true_class_log_probability(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """log softmax(logits)[label]: minus the cross-entropy loss."""
+    """Log softmax(logits)[label]: minus the cross-entropy loss."""
     return F.log_softmax(logits.double(), dim=-1).gather(-1, labels.long().unsqueeze(-1)).squeeze(-1)
 
 

@@ -52,15 +52,19 @@ def _safe_name(value: str) -> str:
 SafeName = Annotated[str, AfterValidator(_safe_name)]
 
 
-def Registered(registry: Registry) -> Any:  # noqa: N802 (used as a type)
-    """A string field that must name an entry of ``registry``."""
+def registered_in(registry: Registry) -> AfterValidator:
+    """Validator for a string field that must name an entry of ``registry``.
+
+    Used as ``Annotated[str, registered_in(MODELS)]``: a type that mypy reads as
+    ``str`` and pydantic checks against the registry.
+    """
 
     def check(value: str) -> str:
         if value not in registry:
             raise ValueError(f"unknown {registry.kind} {value!r}; choose one of: {', '.join(registry.names())}")
         return value
 
-    return Annotated[str, AfterValidator(check)]
+    return AfterValidator(check)
 
 
 def _construct(cls: type, **options: Any) -> Any:
@@ -85,10 +89,10 @@ class _Section(BaseModel):
 class DataSpec(_Section):
     """``[data]``: where the images come from and how they are split across sites."""
 
-    source: Registered(DATA_SOURCES) = "synthetic"
+    source: Annotated[str, registered_in(DATA_SOURCES)] = "synthetic"
     path: Path | None = None
     sites: int = Field(4, ge=1, le=1000)
-    partition: Registered(PARTITIONERS) = "iid"
+    partition: Annotated[str, registered_in(PARTITIONERS)] = "iid"
     alpha: float = Field(0.5, gt=0)
     min_site_samples: int = Field(8, ge=1)
     train_samples: int = Field(1600, ge=2, le=1_000_000)
@@ -127,18 +131,18 @@ class DataSpec(_Section):
 class ModelSpec(_Section):
     """``[model]``: the network, by registry name."""
 
-    name: Registered(MODELS) = "cnn"
+    name: Annotated[str, registered_in(MODELS)] = "cnn"
 
 
 class FederationSpec(_Section):
     """``[federation]``: strategy, rounds and local training."""
 
-    strategy: Registered(STRATEGIES) = "fedavg"
+    strategy: Annotated[str, registered_in(STRATEGIES)] = "fedavg"
     rounds: int = Field(20, ge=1, le=100_000)
     local_epochs: int = Field(1, ge=1, le=10_000)
     batch_size: int = Field(32, ge=1)
     lr: float = Field(0.05, gt=0)
-    optimizer: Registered(OPTIMIZERS) = "sgd"
+    optimizer: Annotated[str, registered_in(OPTIMIZERS)] = "sgd"
     momentum: float = Field(0.0, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
     clients_per_round: int | None = Field(None, ge=1)
@@ -174,7 +178,7 @@ class DPSpec(_Section):
     epsilon: float = Field(gt=0, le=100)
     delta: float = Field(gt=0, lt=1)
     clip: float = Field(1.0, gt=0)
-    accountant: Registered(ACCOUNTANTS) = "rdp"
+    accountant: Annotated[str, registered_in(ACCOUNTANTS)] = "rdp"
     secure_rng: bool = False
     placement: Literal["central", "distributed"] | None = None
     grad_sample_mode: Literal["hooks", "ghost", "functorch", "ew"] | None = None
@@ -186,7 +190,9 @@ class DPSpec(_Section):
     @model_validator(mode="after")
     def _level_options(self) -> DPSpec:
         if self.level == "sample" and self.placement is not None:
-            raise ValueError("placement applies to client-level DP only (sample-level noise is added by each site's DP-SGD)")
+            raise ValueError(
+                "placement applies to client-level DP only (sample-level noise is added by each site's DP-SGD)"
+            )
         adaptive = [f for f in ("adaptive_quantile", "clip_lr", "count_stddev") if getattr(self, f) is not None]
         if self.level == "sample" and adaptive:
             raise ValueError(f"{', '.join(adaptive)}: adaptive clipping applies to client-level DP only")
@@ -306,7 +312,7 @@ class InversionSpec(_Section):
     are refused by name.
     """
 
-    method: Registered(INVERSION_ATTACKS) = "inverting_gradients"
+    method: Annotated[str, registered_in(INVERSION_ATTACKS)] = "inverting_gradients"
     images: int = Field(8, ge=1, le=1024)
     batch_size: int = Field(1, ge=1, le=256)
     site: int = Field(0, ge=0)
@@ -350,7 +356,7 @@ class MembershipSpec(_Section):
     are guessed (default: a fifth).
     """
 
-    method: Registered(MEMBERSHIP_ATTACKS) = "lira"
+    method: Annotated[str, registered_in(MEMBERSHIP_ATTACKS)] = "lira"
     shadow_models: int = Field(16, ge=2, le=256)
     online: bool | None = None
     per_example_variance: bool | None = None
@@ -434,14 +440,17 @@ class AuditSpec(_Section):
         if per_round is not None and per_round > self.data.sites:
             raise ValueError(f"federation.clients_per_round ({per_round}) exceeds data.sites ({self.data.sites})")
         for i, scenario in enumerate(self.scenario):
-            if scenario.dp is not None and scenario.dp.min_sites is not None and scenario.dp.min_sites > self.data.sites:
+            min_sites = scenario.dp.min_sites if scenario.dp is not None else None
+            if min_sites is not None and min_sites > self.data.sites:
                 raise ValueError(
-                    f"scenario[{i}] {scenario.name!r}: dp.min_sites ({scenario.dp.min_sites}) exceeds data.sites "
+                    f"scenario[{i}] {scenario.name!r}: dp.min_sites ({min_sites}) exceeds data.sites "
                     f"({self.data.sites})"
                 )
         inversion = self.attacks.inversion
         if inversion is not None and inversion.site >= self.data.sites:
-            raise ValueError(f"attacks.inversion.site ({inversion.site}) must be a site index below data.sites ({self.data.sites})")
+            raise ValueError(
+                f"attacks.inversion.site ({inversion.site}) must be a site index below data.sites ({self.data.sites})"
+            )
         return self
 
 

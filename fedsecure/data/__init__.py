@@ -2,7 +2,7 @@
 
 from fedsecure.data.federated import DATA_SOURCES, FederatedData, MedMNISTFile, SiteData, federate
 from fedsecure.data.medmnist import load_medmnist
-from fedsecure.data.partition import PARTITIONERS, IID, Dirichlet, Quantity, split_like
+from fedsecure.data.partition import IID, PARTITIONERS, Dirichlet, Quantity, split_like
 from fedsecure.data.splits import ImageSplits, Split
 from fedsecure.data.synthetic import AcquisitionShift, SyntheticPhantoms
 

@@ -22,7 +22,9 @@ from fedsecure.seeding import numpy_rng
 class Partitioner(Protocol):
     """Anything with ``split(labels, n_sites, rng)`` (see :mod:`fedsecure.data.partition`)."""
 
-    def split(self, labels: np.ndarray, n_sites: int, rng: np.random.Generator) -> list[np.ndarray]: ...
+    def split(self, labels: np.ndarray, n_sites: int, rng: np.random.Generator) -> list[np.ndarray]:
+        """Indices into ``labels``, one array per site."""
+        ...
 
 
 class DataSource(Protocol):
@@ -112,7 +114,7 @@ def federate(source: DataSource, n_sites: int, partitioner: Partitioner, seed: i
     test_parts = split_like(splits.test.labels, counts, numpy_rng(seed, "partition", "test"))
     val_parts = split_like(splits.val.labels, counts, numpy_rng(seed, "partition", "val"))
     sites = []
-    for k, (train_idx, test_idx, val_idx) in enumerate(zip(train_parts, test_parts, val_parts)):
+    for k, (train_idx, test_idx, val_idx) in enumerate(zip(train_parts, test_parts, val_parts, strict=True)):
         train, test, val = splits.train.subset(train_idx), splits.test.subset(test_idx), splits.val.subset(val_idx)
         scanner = source.acquisition(k)
         if scanner is not None:

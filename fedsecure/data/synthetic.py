@@ -1,8 +1,9 @@
 """Synthetic multi-site phantoms: the embedded default, generated from the seed.
 
 Each image is MONAI's synthetic "anatomy" (random discs, ``create_test_image_2d``).
-Half the images carry a *lesion*: one small disc brighter than any tissue, so the label is a property of the image content, not of the site. Each site
-then images its patients through its own scanner: a contrast curve (gamma), a
+Half the images carry a *lesion*: one small disc brighter than any tissue, so
+the label is a property of the image content, not of the site. Each site then
+images its patients through its own scanner: a contrast curve (gamma), a
 smooth multiplicative bias field and Gaussian noise, drawn once per site from
 the seed with MONAI's intensity transforms. Nothing is downloaded.
 """

@@ -1,9 +1,9 @@
 """Differential privacy: sample-level DP-SGD (Opacus), client-level DP-FedAvg, accounting."""
 
+from fedsecure.fl.privacy_hooks import FederationFacts, PartyGuarantee, PrivacyMechanism, PrivacyReport
 from fedsecure.privacy.accounting import ACCOUNTANTS, calibrate_noise, extend, spent_epsilon
 from fedsecure.privacy.client_level import ClientLevelDP
 from fedsecure.privacy.clipping import clip_to_norm
-from fedsecure.fl.privacy_hooks import FederationFacts, PartyGuarantee, PrivacyMechanism, PrivacyReport
 from fedsecure.privacy.noise import gaussian_noise
 from fedsecure.privacy.sample_level import SampleLevelDP
 from fedsecure.registry import Registry

@@ -38,8 +38,13 @@ def spent_epsilon(history: History, delta: float, accountant: str = "rdp") -> fl
         return float(instance.get_epsilon(delta=delta))
 
 
-def calibrate_noise(target_epsilon: float, delta: float, sample_rate: float, steps: int, accountant: str = "rdp") -> float:
-    """The smallest noise multiplier (within 1%) whose ``steps`` steps at ``sample_rate`` spend at most ``target_epsilon``."""
+def calibrate_noise(
+    target_epsilon: float, delta: float, sample_rate: float, steps: int, accountant: str = "rdp"
+) -> float:
+    """The smallest noise multiplier (within 1%) that keeps the budget.
+
+    ``steps`` steps at ``sample_rate`` with the returned multiplier spend at most ``target_epsilon``.
+    """
     ACCOUNTANTS.get(accountant)
     with _loose_rdp_bound_is_fine():
         return float(
@@ -99,7 +104,7 @@ def gated_gaussian_rdp(noise_multiplier: float, sample_rate: float, orders: np.n
 
 
 def gated_gaussian_epsilon(noise_multiplier: float, sample_rate: float, steps: int, delta: float) -> float:
-    """Epsilon of ``steps`` rounds of :func:`gated_gaussian_rdp`, converted over Opacus's RDP orders as its accountant does."""
+    """Epsilon of ``steps`` rounds of :func:`gated_gaussian_rdp`, converted over Opacus's RDP orders as it does."""
     if steps <= 0:
         return 0.0
     orders = np.array(RDPAccountant.DEFAULT_ALPHAS, dtype=np.float64)

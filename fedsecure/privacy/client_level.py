@@ -41,7 +41,9 @@ from typing import Literal
 
 import numpy as np
 import torch
+from typing_extensions import override
 
+from fedsecure.fl.privacy_hooks import FederationFacts, PrivacyMechanism, PrivacyReport
 from fedsecure.privacy.accounting import calibrate_noise
 from fedsecure.privacy.adversaries import (
     PartyGuarantee,
@@ -51,7 +53,6 @@ from fedsecure.privacy.adversaries import (
     worst,
 )
 from fedsecure.privacy.clipping import clip_to_norm
-from fedsecure.fl.privacy_hooks import FederationFacts, PrivacyMechanism, PrivacyReport
 from fedsecure.privacy.noise import gaussian_noise
 
 Placement = Literal["central", "distributed"]
@@ -104,7 +105,8 @@ class ClientLevelDP(PrivacyMechanism):
 
     level = "client"
 
-    def calibrate(self, facts: FederationFacts) -> None:  # noqa: D102
+    @override
+    def calibrate(self, facts: FederationFacts) -> None:
         self._n_sites = len(facts.site_sizes)
         self._participation = [0] * self._n_sites
         self._rounds = 0
@@ -131,7 +133,8 @@ class ClientLevelDP(PrivacyMechanism):
             share = self.noise_multiplier**-2 - (self.count_stddev / COUNT_SENSITIVITY) ** -2
             if share <= 0:
                 raise ValueError(
-                    f"count_stddev {self.count_stddev:g} is too small for noise multiplier {self.noise_multiplier:.3g}: "
+                    f"count_stddev {self.count_stddev:g} is too small for noise multiplier "
+                    f"{self.noise_multiplier:.3g}: "
                     "the count would use the whole privacy budget"
                 )
             self.update_noise_multiplier = share**-0.5
@@ -155,17 +158,20 @@ class ClientLevelDP(PrivacyMechanism):
                        "(secure_rng = false): a simulation, not a guarantee: anyone who learns the seed (it is in "
                        "report.json) can subtract the noise")
 
-    def site_weight(self, n_train: int) -> float:  # noqa: D102
+    @override
+    def site_weight(self, n_train: int) -> float:
         return 1.0  # every site counts once: the sensitivity is one clipped update
 
-    def sample_clients(self, round_number: int, n_sites: int, rng: np.random.Generator) -> list[int]:  # noqa: D102
+    @override
+    def sample_clients(self, round_number: int, n_sites: int, rng: np.random.Generator) -> list[int]:
         if self.sample_rate >= 1.0:
             return list(range(n_sites))
         # Amplification against the public holds only if nobody can replay who took part: the OS CSPRNG decides.
         draw = random.SystemRandom().random if self.secure_rng else rng.random
         return [k for k in range(n_sites) if draw() < self.sample_rate]
 
-    def quorum(self) -> int:  # noqa: D102
+    @override
+    def quorum(self) -> int:
         return int(self.min_sites or 1) if self.placement == "distributed" else 1
 
     @property
@@ -173,7 +179,8 @@ class ClientLevelDP(PrivacyMechanism):
         """Whether the clipping bound adapts."""
         return self.adaptive_quantile is not None
 
-    def before_protect(self, update: torch.Tensor, generator: torch.Generator) -> torch.Tensor:  # noqa: D102
+    @override
+    def before_protect(self, update: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         clipped, norm = clip_to_norm(update, self.clip)
         if self.adaptive:
             centred = float(norm <= self.clip) - 0.5
@@ -183,7 +190,8 @@ class ClientLevelDP(PrivacyMechanism):
             clipped = clipped + self._noise(len(update), share, generator, update.device)
         return clipped
 
-    def central_noise(self, length: int, generator: torch.Generator) -> torch.Tensor | None:  # noqa: D102
+    @override
+    def central_noise(self, length: int, generator: torch.Generator) -> torch.Tensor | None:
         if self.placement != "central":
             return None
         return self._noise(length, 1.0, generator, "cpu")
@@ -195,10 +203,13 @@ class ClientLevelDP(PrivacyMechanism):
         )
         if not self.adaptive:
             return update_noise
-        count_noise = gaussian_noise((1,), scale * self.count_stddev, secure=self.secure_rng, generator=generator, device=device)
+        count_noise = gaussian_noise(
+            (1,), scale * self.count_stddev, secure=self.secure_rng, generator=generator, device=device
+        )
         return torch.cat([update_noise, count_noise])
 
-    def after_reveal(self, mean_update: torch.Tensor, n_messages: int) -> torch.Tensor:  # noqa: D102
+    @override
+    def after_reveal(self, mean_update: torch.Tensor, n_messages: int) -> torch.Tensor:
         estimate = mean_update * (n_messages / self._expected)
         if not self.adaptive:
             return estimate
@@ -207,13 +218,15 @@ class ClientLevelDP(PrivacyMechanism):
         self.clip_history.append(self.clip)
         return estimate[:-1]
 
-    def end_round(self, participants: list[int]) -> float:  # noqa: D102
+    @override
+    def end_round(self, participants: list[int]) -> float:
         self._rounds += 1
         for k in participants:
             self._participation[k] += 1
         return self._calibrated_epsilon(self.guarantees())
 
-    def round_fits(self, participants: list[int]) -> bool:  # noqa: D102
+    @override
+    def round_fits(self, participants: list[int]) -> bool:
         # Worst case for the next round: some site takes part once more than any has so far.
         after = self.guarantees(extra_round=True)
         return self._calibrated_epsilon(after) <= self.epsilon
@@ -238,7 +251,8 @@ class ClientLevelDP(PrivacyMechanism):
             g.epsilon for g in guarantees if g.epsilon is not None and (g.party != "server" or server_sees_sums)
         )
 
-    def report(self, rounds_completed: int, stopped_early: bool) -> PrivacyReport:  # noqa: D102
+    @override
+    def report(self, rounds_completed: int, stopped_early: bool) -> PrivacyReport:
         guarantees = self.guarantees()
         headline = worst(guarantees)
         return PrivacyReport(

@@ -53,4 +53,5 @@ def gaussian_noise(
         return torch.from_numpy(draws * std).reshape(shape).to(device=device, dtype=dtype)
     if generator is None:
         raise ValueError("reproducible noise needs a seeded generator")
-    return (torch.randn(n, generator=generator, dtype=torch.float64) * std).reshape(shape).to(device=device, dtype=dtype)
+    noise = torch.randn(n, generator=generator, dtype=torch.float64) * std
+    return noise.reshape(shape).to(device=device, dtype=dtype)

@@ -24,13 +24,14 @@ from opacus.data_loader import DPDataLoader
 from opacus.optimizers.optimizer import _check_processed_flag, _mark_as_processed
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
+from typing_extensions import override
 
+from fedsecure.fl.privacy_hooks import FederationFacts, PrivacyMechanism, PrivacyReport
 from fedsecure.fl.state import ModelState
 from fedsecure.fl.training import OPTIMIZERS, LocalTraining
 from fedsecure.models import make_dp_compatible
 from fedsecure.privacy.accounting import calibrate_noise, extend, spent_epsilon
 from fedsecure.privacy.adversaries import sample_level_guarantees
-from fedsecure.fl.privacy_hooks import FederationFacts, PrivacyMechanism, PrivacyReport
 from fedsecure.privacy.noise import gaussian_noise
 from fedsecure.seeding import derive_seed
 
@@ -90,7 +91,8 @@ class SampleLevelDP(PrivacyMechanism):
         if self.grad_sample_mode not in GRAD_SAMPLE_MODES:
             raise ValueError(f"grad_sample_mode must be one of {GRAD_SAMPLE_MODES}, got {self.grad_sample_mode!r}")
 
-    def prepare_model(self, model: nn.Module) -> nn.Module:  # noqa: D102
+    @override
+    def prepare_model(self, model: nn.Module) -> nn.Module:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             self._model = make_dp_compatible(model)
@@ -98,7 +100,8 @@ class SampleLevelDP(PrivacyMechanism):
             self._warn(str(warning.message))
         return self._model
 
-    def calibrate(self, facts: FederationFacts) -> None:  # noqa: D102
+    @override
+    def calibrate(self, facts: FederationFacts) -> None:
         self._facts = facts
         smallest = min(facts.site_sizes)
         if self.delta >= 1 / smallest:
@@ -111,7 +114,8 @@ class SampleLevelDP(PrivacyMechanism):
                        "(secure_rng = false): a simulation, not a guarantee: anyone who learns the seed (it is in "
                        "report.json) can replay the noise")
 
-    def site_trainer(self, site: int):  # noqa: D102
+    @override
+    def site_trainer(self, site: int):
         def train(global_vector, private, images, labels, generator):
             dp = self._site(site, images, labels)
             dp.state.set(global_vector.to(self._facts.device))
@@ -139,7 +143,10 @@ class SampleLevelDP(PrivacyMechanism):
         facts = self._facts
         training = facts.training
         model = copy.deepcopy(self._model)
-        seed = int.from_bytes(os.urandom(8), "little") >> 1 if self.secure_rng else derive_seed(facts.seed, "dp-sgd", site)
+        if self.secure_rng:
+            seed = int.from_bytes(os.urandom(8), "little") >> 1
+        else:
+            seed = derive_seed(facts.seed, "dp-sgd", site)
         loader = DPDataLoader.from_data_loader(
             DataLoader(TensorDataset(images, labels), batch_size=training.batch_size),
             generator=torch.Generator().manual_seed(derive_seed(seed, "sampling")),
@@ -147,7 +154,8 @@ class SampleLevelDP(PrivacyMechanism):
         sample_rate, steps_per_round = self._schedule(len(loader), training)
         noise = self.noise_multiplier
         if noise is None:
-            noise = calibrate_noise(self.epsilon, self.delta, sample_rate, steps_per_round * facts.rounds, self.accountant)
+            steps = steps_per_round * facts.rounds
+            noise = calibrate_noise(self.epsilon, self.delta, sample_rate, steps, self.accountant)
         optimizer = OPTIMIZERS.get(training.optimizer)(
             model.parameters(), lr=training.lr, momentum=training.momentum, weight_decay=training.weight_decay
         )
@@ -183,30 +191,35 @@ class SampleLevelDP(PrivacyMechanism):
         noise = calibrate_noise(self.epsilon, self.delta, sample_rate, steps_per_round * rounds, self.accountant)
         return noise, sample_rate
 
-    def pin_noise_to_site(self, n_train: int, training: LocalTraining, rounds: int) -> str:  # noqa: D102
+    @override
+    def pin_noise_to_site(self, n_train: int, training: LocalTraining, rounds: int) -> str:
         self.noise_multiplier, sample_rate = self.site_noise(n_train, training, rounds)
         return (
             f"the probe's DP-SGD adds the scenario's noise: multiplier {self.noise_multiplier:.3g}, calibrated for "
             f"the site's {n_train} images at sampling rate {sample_rate:.3g}; its batch is the probed images"
         )
 
-    def round_fits(self, participants: list[int]) -> bool:  # noqa: D102
+    @override
+    def round_fits(self, participants: list[int]) -> bool:
         for k in participants:
             site = self._sites.get(k)
             if site is None:
                 continue  # not trained yet: calibrated to fit all planned rounds
-            after = extend(site.engine.accountant.history, site.noise_multiplier, site.sample_rate, site.steps_per_round)
+            history = site.engine.accountant.history
+            after = extend(history, site.noise_multiplier, site.sample_rate, site.steps_per_round)
             if spent_epsilon(after, self.delta, self.accountant) > self.epsilon:
                 return False
         return True
 
-    def end_round(self, participants: list[int]) -> float:  # noqa: D102
+    @override
+    def end_round(self, participants: list[int]) -> float:
         return max((self._epsilon(s) for s in self._sites.values()), default=0.0)
 
     def _epsilon(self, site: _Site) -> float:
         return spent_epsilon(site.engine.accountant.history, self.delta, self.accountant)
 
-    def report(self, rounds_completed: int, stopped_early: bool) -> PrivacyReport:  # noqa: D102
+    @override
+    def report(self, rounds_completed: int, stopped_early: bool) -> PrivacyReport:
         per_site = [
             {"site": k, "epsilon": self._epsilon(s), "noise_multiplier": s.noise_multiplier,
              "sample_rate": s.sample_rate, "steps": sum(n for _, _, n in s.engine.accountant.history)}

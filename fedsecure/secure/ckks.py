@@ -25,10 +25,11 @@ from typing import Any
 import numpy as np
 import tenseal as ts
 import torch
+from typing_extensions import override
 
 from fedsecure.errors import AggregationOverflowError, CKKSParametersError
-from fedsecure.secure.fixed_point import from_grid, to_grid, weighted_mean
 from fedsecure.secure.ckks_params import DEFAULT_PRESET, PRESETS, CKKSParameters
+from fedsecure.secure.fixed_point import from_grid, to_grid, weighted_mean
 from fedsecure.secure.packing import pack, unpack
 from fedsecure.secure.protocol import PROTOCOLS, Aggregate, AggregationProtocol, ClientRole, Message, ServerRole
 
@@ -53,7 +54,8 @@ class CKKSAggregation(AggregationProtocol):
         if self.parameters is None and self.preset not in PRESETS:
             raise CKKSParametersError(f"unknown CKKS preset {self.preset!r}; choose one of: {', '.join(PRESETS)}")
 
-    def describe(self) -> dict[str, Any]:  # noqa: D102
+    @override
+    def describe(self) -> dict[str, Any]:
         params = self.resolved
         return {
             "name": self.name,
@@ -91,7 +93,8 @@ class CKKSAggregation(AggregationProtocol):
         """The context without its secret key: enough to add ciphertexts, not to decrypt."""
         return ts.context_from(secret).serialize(save_secret_key=False)
 
-    def client_role(self, secret: bytes, *, n_clients: int, weight_unit: float) -> CKKSClient:  # noqa: D102
+    @override
+    def client_role(self, secret: bytes, *, n_clients: int, weight_unit: float) -> CKKSClient:
         try:
             context = ts.context_from(secret)
         except (ValueError, RuntimeError) as exc:
@@ -101,7 +104,8 @@ class CKKSAggregation(AggregationProtocol):
         self._check_matches(context)
         return CKKSClient(context, self.resolved, n_clients=n_clients, weight_unit=weight_unit)
 
-    def server_role(self, material: bytes) -> CKKSServer:  # noqa: D102
+    @override
+    def server_role(self, material: bytes) -> CKKSServer:
         return CKKSServer(material)
 
     def _check_matches(self, context: ts.Context) -> None:
@@ -127,7 +131,8 @@ class CKKSClient(ClientRole):
         # The sum of n messages must stay in range, so each may use 1/n of it.
         self.value_limit = parameters.max_magnitude / max(n_clients, 1)
 
-    def protect(self, update: torch.Tensor, weight: float) -> Message:  # noqa: D102
+    @override
+    def protect(self, update: torch.Tensor, weight: float) -> Message:
         scaled_weight = weight / self.weight_unit
         values = np.append(update.detach().cpu().float().double().numpy().reshape(-1) * scaled_weight, scaled_weight)
         largest = float(np.abs(values).max())
@@ -143,10 +148,12 @@ class CKKSClient(ClientRole):
             payload=chunks, weight=None, nbytes=sum(len(c) for c in chunks), plaintext=False, length=update.numel()
         )
 
-    def reveal(self, aggregate: Aggregate) -> torch.Tensor:  # noqa: D102
+    @override
+    def reveal(self, aggregate: Aggregate) -> torch.Tensor:
         return self.reveal_with_weight(aggregate)[0]
 
-    def reveal_with_weight(self, aggregate: Aggregate) -> tuple[torch.Tensor, int]:  # noqa: D102
+    @override
+    def reveal_with_weight(self, aggregate: Aggregate) -> tuple[torch.Tensor, int]:
         chunks = [np.asarray(ts.ckks_vector_from(self._context, c).decrypt()) for c in aggregate.payload]
         values = to_grid(unpack(chunks, aggregate.length + 1))  # the update, then the weight
         # The weight total travels encrypted, as the last value: only the sites read it.
@@ -161,7 +168,8 @@ class CKKSServer(ServerRole):
         if self.context.is_private():
             raise CKKSParametersError("the server was handed a context holding the secret key")
 
-    def combine(self, messages: list[Message]) -> Aggregate:  # noqa: D102
+    @override
+    def combine(self, messages: list[Message]) -> Aggregate:
         if not messages:
             raise ValueError("no messages to combine")
         lengths = {(len(m.payload), m.length) for m in messages}
@@ -169,7 +177,7 @@ class CKKSServer(ServerRole):
             raise ValueError(f"messages of different shapes cannot be added: {sorted(lengths)}")
         sums = [ts.ckks_vector_from(self.context, c) for c in messages[0].payload]
         for message in messages[1:]:
-            for total, chunk in zip(sums, message.payload):
+            for total, chunk in zip(sums, message.payload, strict=True):
                 total += ts.ckks_vector_from(self.context, chunk)
         payload = [total.serialize() for total in sums]
         return Aggregate(

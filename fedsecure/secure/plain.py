@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
+from typing_extensions import override
 
 from fedsecure.secure.fixed_point import to_grid, weighted_mean
 from fedsecure.secure.protocol import PROTOCOLS, Aggregate, AggregationProtocol, ClientRole, Message, ServerRole
@@ -25,10 +26,12 @@ class PlainAggregation(AggregationProtocol):
 
     name = "plain"
 
-    def client_role(self, secret: bytes, *, n_clients: int, weight_unit: float) -> PlainClient:  # noqa: D102
+    @override
+    def client_role(self, secret: bytes, *, n_clients: int, weight_unit: float) -> PlainClient:
         return PlainClient(weight_unit)
 
-    def server_role(self, material: bytes) -> PlainServer:  # noqa: D102
+    @override
+    def server_role(self, material: bytes) -> PlainServer:
         return PlainServer()
 
 
@@ -40,7 +43,8 @@ class PlainClient(ClientRole):
             raise ValueError(f"weight_unit must be > 0, got {weight_unit}")
         self.weight_unit = weight_unit
 
-    def protect(self, update: torch.Tensor, weight: float) -> Message:  # noqa: D102
+    @override
+    def protect(self, update: torch.Tensor, weight: float) -> Message:
         return Message(
             payload=update.detach().float(),
             weight=weight / self.weight_unit,
@@ -49,17 +53,20 @@ class PlainClient(ClientRole):
             length=update.numel(),
         )
 
-    def reveal(self, aggregate: Aggregate) -> torch.Tensor:  # noqa: D102
+    @override
+    def reveal(self, aggregate: Aggregate) -> torch.Tensor:
         return self.reveal_with_weight(aggregate)[0]
 
-    def reveal_with_weight(self, aggregate: Aggregate) -> tuple[torch.Tensor, int]:  # noqa: D102
+    @override
+    def reveal_with_weight(self, aggregate: Aggregate) -> tuple[torch.Tensor, int]:
         return weighted_mean(aggregate.payload, aggregate.weight), int(aggregate.weight)
 
 
 class PlainServer(ServerRole):
     """An aggregator that reads every update."""
 
-    def combine(self, messages: list[Message]) -> Aggregate:  # noqa: D102
+    @override
+    def combine(self, messages: list[Message]) -> Aggregate:
         if not messages:
             raise ValueError("no messages to combine")
         total = sum(to_grid(m.payload.cpu().double().numpy() * m.weight) for m in messages)
@@ -73,5 +80,6 @@ class PlainServer(ServerRole):
             length=messages[0].length,
         )
 
-    def perturb(self, aggregate: Aggregate, noise: torch.Tensor) -> Aggregate:  # noqa: D102
+    @override
+    def perturb(self, aggregate: Aggregate, noise: torch.Tensor) -> Aggregate:
         return replace(aggregate, payload=aggregate.payload + to_grid(noise.cpu().double().numpy()))

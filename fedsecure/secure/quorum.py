@@ -24,6 +24,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from typing_extensions import override
 
 from fedsecure.errors import FedsecureError
 from fedsecure.secure.fixed_point import from_grid, to_grid
@@ -75,7 +76,8 @@ class QuorumCheckedClient(ClientRole):
         self.quorum = quorum
         self.minimum_weight = minimum_weight
 
-    def protect(self, update: torch.Tensor, weight: float) -> Message:  # noqa: D102
+    @override
+    def protect(self, update: torch.Tensor, weight: float) -> Message:
         return self.client.protect(update, weight)
 
     def reveal(self, aggregate: Aggregate) -> torch.Tensor:
@@ -86,7 +88,8 @@ class QuorumCheckedClient(ClientRole):
         """
         return self.reveal_with_weight(aggregate)[0]
 
-    def reveal_with_weight(self, aggregate: Aggregate) -> tuple[torch.Tensor, int]:  # noqa: D102
+    @override
+    def reveal_with_weight(self, aggregate: Aggregate) -> tuple[torch.Tensor, int]:
         mean, total = self.client.reveal_with_weight(aggregate)
         if total < self.minimum_weight:
             raise BelowQuorumError(

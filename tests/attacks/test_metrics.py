@@ -50,7 +50,9 @@ def test_the_prior_is_scored_beside_the_reconstruction_and_gains_are_differences
 
 def test_concatenated_scores_keep_each_batch_matched_within_itself():
     a = ReconstructionScores([20.0], [0.5], [0.01], [18.0], [0.4], [0.02], 1.0, [0])
-    b = ReconstructionScores([30.0, 10.0], [0.9, 0.1], [0.001, 0.1], [19.0, 17.0], [0.5, 0.3], [0.01, 0.02], 0.5, [1, 0])
+    b = ReconstructionScores(
+        [30.0, 10.0], [0.9, 0.1], [0.001, 0.1], [19.0, 17.0], [0.5, 0.3], [0.01, 0.02], 0.5, [1, 0]
+    )
     both = ReconstructionScores.concatenate([a, b])
     assert both.order == [0, 2, 1]
     assert both.label_accuracy == pytest.approx(2 / 3)

@@ -40,18 +40,24 @@ def rounds(draw):
 def test_decrypted_mean_equals_the_plaintext_weighted_mean(data):
     updates, weights, arrived = data
     roles = CKKSAggregation().setup(len(updates), weight_unit=min(weights))
-    messages = [roles.client.protect(torch.from_numpy(u), w) for u, w, a in zip(updates, weights, arrived) if a]
+    messages = [
+        roles.client.protect(torch.from_numpy(u), w) for u, w, a in zip(updates, weights, arrived, strict=True) if a
+    ]
     aggregate = roles.server.combine(messages)
     revealed = roles.client.reveal(aggregate)
     got = revealed.double().numpy()
-    kept = [(u, w) for u, w, a in zip(updates, weights, arrived) if a]
+    kept = [(u, w) for u, w, a in zip(updates, weights, arrived, strict=True) if a]
     expected = sum(w * u for u, w in kept) / sum(w for _, w in kept)
     assert got.shape == expected.shape
     assert relative_error(got, expected) <= 1e-6
     assert all(len(m.payload) == n_chunks(len(updates[0]) + 1, SLOTS) for m in messages)
     # bit for bit what the plaintext protocol computes from the same float32 updates
     plain = PlainAggregation().setup(len(updates), weight_unit=min(weights))
-    plain_messages = [plain.client.protect(torch.from_numpy(u).float(), w) for u, w, a in zip(updates, weights, arrived) if a]
+    plain_messages = [
+        plain.client.protect(torch.from_numpy(u).float(), w)
+        for u, w, a in zip(updates, weights, arrived, strict=True)
+        if a
+    ]
     assert torch.equal(revealed, plain.client.reveal(plain.server.combine(plain_messages)))
 
 
@@ -60,13 +66,16 @@ def test_a_site_dropping_out_mid_round_leaves_the_weighted_mean_of_the_rest():
     updates = [torch.from_numpy(rng.normal(0, 0.05, 5000)) for _ in range(4)]
     weights = [195.0, 886.0, 501.0, 846.0]
     roles = CKKSAggregation().setup(4, weight_unit=195.0)  # key setup with all four sites
-    messages = [roles.client.protect(u, w) for u, w in zip(updates, weights)]
+    messages = [roles.client.protect(u, w) for u, w in zip(updates, weights, strict=True)]
     del messages[2]  # site-2 dies after setup, before its message reaches the server
     got = roles.client.reveal(roles.server.combine(messages)).double()
     expected = (195 * updates[0] + 886 * updates[1] + 846 * updates[3]) / (195 + 886 + 846)
     assert relative_error(got.numpy(), expected.numpy()) <= 1e-6
     plain = PlainAggregation().setup(4, weight_unit=195.0)
-    plain_mean = plain.client.reveal(plain.server.combine([plain.client.protect(u.float(), w) for u, w in zip(updates, weights) if u is not updates[2]]))
+    plain_messages = [
+        plain.client.protect(u.float(), w) for u, w in zip(updates, weights, strict=True) if u is not updates[2]
+    ]
+    plain_mean = plain.client.reveal(plain.server.combine(plain_messages))
     assert torch.equal(got.float(), plain_mean)
 
 

@@ -1,7 +1,6 @@
 import pytest
 import torch
 from opacus.validators import ModuleValidator
-
 from torch import nn
 
 from fedsecure.errors import NotSupportedError, UnknownNameError
@@ -16,13 +15,14 @@ def test_every_model_classifies_medmnist_sized_images(name, channels):
 
 
 def test_same_seed_same_weights():
-    a, b, c = build_model("cnn", 1, 2, (28, 28), seed=1), build_model("cnn", 1, 2, (28, 28), seed=1), build_model("cnn", 1, 2, (28, 28), seed=2)
-    assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters()))
-    assert not all(torch.equal(x, y) for x, y in zip(a.parameters(), c.parameters()))
+    a, b, c = (build_model("cnn", 1, 2, (28, 28), seed=seed) for seed in (1, 1, 2))
+    assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters(), strict=True))
+    assert not all(torch.equal(x, y) for x, y in zip(a.parameters(), c.parameters(), strict=True))
 
 
 def test_unknown_model_lists_the_known_ones():
-    with pytest.raises(UnknownNameError, match="unknown model 'resnet9'; choose one of: cnn, lenet-dlg, classifier, densenet121"):
+    message = "unknown model 'resnet9'; choose one of: cnn, lenet-dlg, classifier, densenet121"
+    with pytest.raises(UnknownNameError, match=message):
         build_model("resnet9", 1, 2, (28, 28))
 
 
@@ -66,9 +66,12 @@ def test_a_model_opacus_cannot_fix_is_refused():
     from opacus.validators import ModuleValidator, register_module_validator
     from opacus.validators.errors import UnsupportedModuleError
 
-    register_module_validator(_Unfixable)(lambda module: [UnsupportedModuleError("custom layer without a DP replacement")])
+    register_module_validator(_Unfixable)(
+        lambda module: [UnsupportedModuleError("custom layer without a DP replacement")]
+    )
     try:
-        with pytest.raises(NotSupportedError, match="cannot be trained with DP-SGD: Opacus cannot replace .*custom layer"):
+        message = "cannot be trained with DP-SGD: Opacus cannot replace .*custom layer"
+        with pytest.raises(NotSupportedError, match=message):
             make_dp_compatible(nn.Sequential(nn.BatchNorm1d(4), _Unfixable()))
     finally:
         ModuleValidator.VALIDATORS.pop(_Unfixable)

@@ -3,10 +3,12 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from fedsecure.data import PARTITIONERS, IID, Dirichlet, Quantity, split_like
+from fedsecure.data import IID, PARTITIONERS, Dirichlet, Quantity, split_like
 from fedsecure.errors import DataError
 
-partitioners = st.sampled_from([IID(), Dirichlet(alpha=0.3), Dirichlet(alpha=5.0), Quantity(alpha=0.5), Quantity(alpha=10.0)])
+partitioners = st.sampled_from(
+    [IID(), Dirichlet(alpha=0.3), Dirichlet(alpha=5.0), Quantity(alpha=0.5), Quantity(alpha=10.0)]
+)
 
 
 @st.composite
@@ -41,7 +43,7 @@ def test_same_seed_same_split(data, partitioner, seed):
     labels, n_sites = data
     first = partitioner.split(labels, n_sites, np.random.default_rng(seed))
     second = partitioner.split(labels, n_sites, np.random.default_rng(seed))
-    assert all(np.array_equal(a, b) for a, b in zip(first, second))
+    assert all(np.array_equal(a, b) for a, b in zip(first, second, strict=True))
 
 
 @settings(max_examples=100, deadline=None)
@@ -66,7 +68,9 @@ def test_dirichlet_skews_labels_and_large_alpha_approaches_iid():
     rng = np.random.default_rng(0)
     skewed = Dirichlet(alpha=0.1).split(labels, 4, rng)
     near_iid = Dirichlet(alpha=1000.0).split(labels, 4, rng)
-    positive = lambda parts: [labels[p].mean() for p in parts]  # noqa: E731
+    def positive(parts: list[np.ndarray]) -> list[float]:
+        return [labels[p].mean() for p in parts]
+
     assert max(positive(skewed)) - min(positive(skewed)) > 0.5
     assert max(positive(near_iid)) - min(positive(near_iid)) < 0.1
 

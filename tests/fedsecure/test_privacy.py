@@ -1,4 +1,4 @@
-"""Differential privacy: accounting pinned on closed forms, clipping bounds, noise statistics, mechanisms in a federation."""
+"""Differential privacy: accounting pinned on closed forms, clipping bounds, noise statistics, mechanisms at work."""
 
 import math
 import warnings
@@ -13,7 +13,15 @@ from scipy.stats import norm
 
 from fedsecure.errors import NotSupportedError
 from fedsecure.fl import FedAvg, Federation, LocalTraining
-from fedsecure.privacy import ClientLevelDP, SampleLevelDP, calibrate_noise, clip_to_norm, extend, gaussian_noise, spent_epsilon
+from fedsecure.privacy import (
+    ClientLevelDP,
+    SampleLevelDP,
+    calibrate_noise,
+    clip_to_norm,
+    extend,
+    gaussian_noise,
+    spent_epsilon,
+)
 from fedsecure.secure import CKKSAggregation, PlainAggregation
 from tests.fedsecure.test_strategies import make_data, model
 
@@ -21,7 +29,10 @@ OPACUS_ORDERS = [1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64))
 
 
 def gaussian_rdp_epsilon(z: float, steps: int, delta: float) -> float:
-    """By hand: RDP of the (unsampled) Gaussian mechanism is steps * alpha / (2 z^2); Opacus's conversion to (eps, delta)."""
+    """By hand: the (unsampled) Gaussian mechanism's RDP.
+
+    It is steps * alpha / (2 z^2) at each order alpha, converted to (eps, delta) as Opacus converts it.
+    """
     return min(
         steps * a / (2 * z**2) - (math.log(delta) + math.log(a)) / (a - 1) + math.log((a - 1) / a)
         for a in OPACUS_ORDERS
@@ -36,7 +47,8 @@ def analytic_gaussian_epsilon(z: float, delta: float) -> float:
 
 @pytest.mark.parametrize(("z", "steps", "delta"), [(1.0, 1, 1e-5), (2.0, 20, 1e-5), (0.8, 100, 1e-6)])
 def test_rdp_epsilon_matches_the_closed_form(z, steps, delta):
-    assert spent_epsilon([(z, 1.0, steps)], delta, "rdp") == pytest.approx(gaussian_rdp_epsilon(z, steps, delta), rel=1e-9)
+    expected = gaussian_rdp_epsilon(z, steps, delta)
+    assert spent_epsilon([(z, 1.0, steps)], delta, "rdp") == pytest.approx(expected, rel=1e-9)
 
 
 @pytest.mark.parametrize(("z", "delta"), [(1.0, 1e-5), (2.0, 1e-6)])
@@ -94,7 +106,9 @@ def test_noise_has_the_intended_standard_deviation(secure):
 
 
 def test_seeded_noise_repeats_and_secure_noise_does_not():
-    draw = lambda secure, seed=0: gaussian_noise((8,), 1.0, secure=secure, generator=torch.Generator().manual_seed(seed))  # noqa: E731
+    def draw(secure: bool, seed: int = 0) -> torch.Tensor:
+        return gaussian_noise((8,), 1.0, secure=secure, generator=torch.Generator().manual_seed(seed))
+
     assert torch.equal(draw(False), draw(False))
     assert not torch.equal(draw(True), draw(True))
     with pytest.raises(ValueError, match="seeded generator"):
@@ -183,7 +197,8 @@ def test_the_noise_added_is_the_noise_accounted(placement):
     else:  # four shares, as four sites send them
         noise = sum(mechanism.before_protect(torch.zeros(n), generator).double() for _ in range(4))
     accounted = mechanism.report(0, False).mechanism
-    assert float(noise[:-1].std()) == pytest.approx(accounted["update_noise_multiplier"] * 0.5, rel=5 / math.sqrt(2 * n))
+    expected_std = accounted["update_noise_multiplier"] * 0.5
+    assert float(noise[:-1].std()) == pytest.approx(expected_std, rel=5 / math.sqrt(2 * n))
     # The count's noise, over 2,000 rounds' worth of draws (each round's count value is one of them):
     draws = 2000
     if placement == "central":
@@ -224,7 +239,7 @@ def test_sample_level_keeps_one_accountant_per_site_across_rounds():
     trace = run(data, mechanism, rounds=3)
     report = trace.privacy
     assert report.unit == "patient (sample)" and len(report.per_site) == 2
-    for site, size in zip(report.per_site, (12, 20)):
+    for site, size in zip(report.per_site, (12, 20), strict=True):
         batches = math.ceil(size / 4)
         assert site["sample_rate"] == pytest.approx(1 / batches)
         assert site["steps"] == 3 * batches  # every local step of every round was accounted
@@ -247,7 +262,9 @@ def test_batchnorm_models_are_fixed_with_a_loud_warning():
     )
     mechanism = SampleLevelDP(epsilon=8.0, delta=1e-3)
     with pytest.warns(UserWarning, match="BatchNorm -> GroupNorm"):
-        federation = Federation(data, bn_model, FedAvg(), training=LocalTraining(batch_size=4), rounds=1, privacy=mechanism)
+        federation = Federation(
+            data, bn_model, FedAvg(), training=LocalTraining(batch_size=4), rounds=1, privacy=mechanism
+        )
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in federation.model.modules())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -277,5 +294,6 @@ def test_adaptive_clipping_moves_the_bound_towards_the_quantile_at_the_same_priv
 
 
 def test_adaptive_clipping_under_ckks_with_distributed_noise():
-    trace = run(make_data((6, 6), seed=6), client_dp(clip=1.0, placement="distributed", adaptive_quantile=0.5), CKKSAggregation(), rounds=2)
+    mechanism = client_dp(clip=1.0, placement="distributed", adaptive_quantile=0.5)
+    trace = run(make_data((6, 6), seed=6), mechanism, CKKSAggregation(), rounds=2)
     assert len(trace.privacy.clip_per_round) == 3 and trace.privacy.epsilon <= 8.0

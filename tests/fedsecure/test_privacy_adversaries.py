@@ -14,10 +14,10 @@ from scipy.integrate import quad
 from scipy.stats import norm
 
 from fedsecure.fl import FedAvg, Federation, LocalTraining
+from fedsecure.fl.privacy_hooks import FederationFacts
 from fedsecure.privacy import ClientLevelDP, calibrate_noise, spent_epsilon
 from fedsecure.privacy.accounting import gated_gaussian_epsilon, gated_gaussian_rdp
 from fedsecure.privacy.adversaries import client_level_guarantees, combined_noise_multiplier
-from fedsecure.fl.privacy_hooks import FederationFacts
 from fedsecure.secure import CKKSAggregation, PlainAggregation
 from tests.fedsecure.test_privacy import gaussian_rdp_epsilon
 from tests.fedsecure.test_strategies import make_data, model
@@ -105,7 +105,9 @@ def test_combined_noise_multiplier_is_one_gaussian():
 @pytest.mark.parametrize(("z", "q", "order"), [(1.0, 0.5, 2.0), (2.0, 0.1, 8.0), (0.8, 0.9, 1.5)])
 def test_gated_rdp_matches_numerical_integration(z, q, order):
     # D_a(P || Q) for P = (1-q) bottom + q N(1, z^2), Q = (1-q) bottom + q N(0, z^2), integrated numerically.
-    integrand = lambda x: math.exp(order * norm.logpdf(x, 1, z) + (1 - order) * norm.logpdf(x, 0, z))  # noqa: E731
+    def integrand(x: float) -> float:
+        return math.exp(order * norm.logpdf(x, 1, z) + (1 - order) * norm.logpdf(x, 0, z))
+
     continuous, _ = quad(integrand, -40 * z, 40 * z, limit=400)
     by_hand = math.log((1 - q) + q * continuous) / (order - 1)
     assert float(gated_gaussian_rdp(z, q, np.array([order]))[0]) == pytest.approx(by_hand, rel=1e-6)
@@ -132,7 +134,10 @@ def real_round_rdp(z, q, order, others, min_sites, other_sum, reverse):
         return sum(w * norm.pdf(y, mean + (unit if with_unit else 0), sd) for w, unit, mean, sd in parts)
 
     first, second = (False, True) if reverse else (True, False)
-    integrand = lambda y: math.exp(order * math.log(density(y, first)) + (1 - order) * math.log(density(y, second)))  # noqa: E731
+
+    def integrand(y: float) -> float:
+        return math.exp(order * math.log(density(y, first)) + (1 - order) * math.log(density(y, second)))
+
     continuous, _ = quad(integrand, -30 * z - 5, 30 * z + 5, limit=400)
     return math.log(skipped + continuous) / (order - 1)
 
@@ -183,7 +188,8 @@ def test_secure_participation_is_not_replayable_from_the_seed():
     draws = {tuple(secret.sample_clients(1, 8, np.random.default_rng(0))) for _ in range(4)}
     assert len(draws) > 1  # the same seeded generator, different participants: the CSPRNG decided
     seeded = calibrated(placement="distributed", facts=poisson_facts(8, 4))
-    assert seeded.sample_clients(1, 8, np.random.default_rng(0)) == seeded.sample_clients(1, 8, np.random.default_rng(0))
+    first, again = (seeded.sample_clients(1, 8, np.random.default_rng(0)) for _ in range(2))
+    assert first == again
 
 
 def test_a_round_below_min_sites_is_not_combined():

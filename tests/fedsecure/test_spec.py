@@ -19,6 +19,11 @@ name = "plain"
 """
 
 
+def dp_scenario(dp: str, protocol: str = "plain") -> str:
+    """MINIMAL with its scenario given a protocol and the ``dp = { ... }`` table's fields."""
+    return MINIMAL.replace('name = "plain"', f'name = "d"\nprotocol = "{protocol}"\ndp = {{ {dp} }}')
+
+
 def test_shipped_specs_validate():
     default = load_spec()
     assert default.spec.data.source == "synthetic"
@@ -53,8 +58,10 @@ def test_ckks_scenario_builds_its_protocol():
 
 def test_dp_scenarios_build_their_mechanisms():
     text = MINIMAL + (
-        '[[scenario]]\nname = "s"\ndp = { level = "sample", epsilon = 8.0, delta = 1e-5, clip = 0.5, accountant = "prv" }\n'
-        '[[scenario]]\nname = "c"\nprotocol = "ckks"\ndp = { level = "client", epsilon = 4.0, delta = 1e-5, placement = "distributed" }\n'
+        '[[scenario]]\nname = "s"\n'
+        'dp = { level = "sample", epsilon = 8.0, delta = 1e-5, clip = 0.5, accountant = "prv" }\n'
+        '[[scenario]]\nname = "c"\nprotocol = "ckks"\n'
+        'dp = { level = "client", epsilon = 4.0, delta = 1e-5, placement = "distributed" }\n'
     )
     _, sample, client = parse_spec(text, "t").spec.scenario
     assert sample.dp.mechanism() == SampleLevelDP(epsilon=8.0, delta=1e-5, clip=0.5, accountant="prv")
@@ -81,7 +88,8 @@ BAD_SPECS = [
     (MINIMAL + 'colour = "red"', "colour: unknown field"),
     (MINIMAL + "[federation]\nrounds = 0\n", "federation.rounds: Input should be greater than or equal to 1"),
     (MINIMAL + '[federation]\nrounds = "many"\n', "federation.rounds: Input should be a valid integer"),
-    (MINIMAL + '[federation]\nstrategy = "fedsquare"\n', "federation.strategy: unknown strategy 'fedsquare'; choose one of: fedavg, fedsgd, fedprox, fedadam, fedbn"),
+    (MINIMAL + '[federation]\nstrategy = "fedsquare"\n',
+     "federation.strategy: unknown strategy 'fedsquare'; choose one of: fedavg, fedsgd, fedprox, fedadam, fedbn"),
     (MINIMAL + "[federation]\nmu = 0.1\n", "federation: mu is not an option of strategy 'fedavg'"),
     (MINIMAL + '[federation]\noptimizer = "lbfgs"\n', "federation.optimizer: unknown optimizer 'lbfgs'"),
     (MINIMAL + '[model]\nname = "vit"\n', "model.name: unknown model 'vit'"),
@@ -90,27 +98,45 @@ BAD_SPECS = [
     (MINIMAL + '[data]\nsource = "medmnist"\n', "data: source 'medmnist' needs path"),
     (MINIMAL + '[data]\npath = "x.npz"\n', "data: source 'synthetic' generates its images and takes no path"),
     (MINIMAL + "[data]\nalpha = -1\n", "data.alpha: Input should be greater than 0"),
-    (MINIMAL + "[data]\nsites = 3\n[federation]\nclients_per_round = 5\n", "clients_per_round (5) exceeds data.sites (3)"),
+    (MINIMAL + "[data]\nsites = 3\n[federation]\nclients_per_round = 5\n",
+     "clients_per_round (5) exceeds data.sites (3)"),
     (MINIMAL + "[data]\nsites = 300\n", "cannot give 300 sites 8 samples each"),
-    (MINIMAL.replace('name = "plain"', 'name = "c"\nprotocol = "smpc"'), "scenario[0].protocol: protocol 'smpc' is not available in this version"),
-    (MINIMAL.replace('name = "plain"', 'name = "c"\nckks_preset = "n4096-q60"'), "ckks_preset is set but protocol is 'plain'"),
-    (MINIMAL.replace('name = "plain"', 'name = "c"\nprotocol = "ckks"\nckks_preset = "tiny"'), "scenario[0].ckks_preset: unknown CKKS preset 'tiny'"),
-    (MINIMAL.replace('name = "plain"', 'name = "d"\nprotocol = "plain"\ndp = { level = "sample", epsilon = 8.0 }'), "scenario[0].dp.delta: Field required"),
-    (MINIMAL.replace('name = "plain"', 'name = "d"\nprotocol = "plain"\ndp = { level = "user", epsilon = 8.0, delta = 1e-5 }'), "scenario[0].dp.level: Input should be 'sample' or 'client'"),
-    (MINIMAL.replace('name = "plain"', 'name = "d"\nprotocol = "plain"\ndp = { level = "sample", epsilon = 0, delta = 1e-5 }'), "scenario[0].dp.epsilon: Input should be greater than 0"),
-    (MINIMAL.replace('name = "plain"', 'name = "d"\nprotocol = "plain"\ndp = { level = "sample", epsilon = 8.0, delta = 1e-5, accountant = "moments" }'), "scenario[0].dp.accountant: unknown accountant 'moments'; choose one of: rdp, prv"),
-    (MINIMAL.replace('name = "plain"', 'name = "d"\nprotocol = "plain"\ndp = { level = "client", epsilon = 8.0, delta = 1e-5 }'), "scenario[0]: client-level dp needs placement"),
-    (MINIMAL.replace('name = "plain"', 'name = "d"\nprotocol = "ckks"\ndp = { level = "client", epsilon = 8.0, delta = 1e-5, placement = "central" }'), "central DP noise needs a server that reads the sum, but protocol 'ckks' hides it"),
-    (MINIMAL.replace('name = "plain"', 'name = "d"\nprotocol = "plain"\ndp = { level = "sample", epsilon = 8.0, delta = 1e-5, placement = "central" }'), "placement applies to client-level DP only"),
-    (MINIMAL.replace('name = "plain"', 'name = "d"\nprotocol = "plain"\ndp = { level = "client", epsilon = 8.0, delta = 1e-5, placement = "central", grad_sample_mode = "ghost" }'), "grad_sample_mode applies to sample-level DP only"),
-    (MINIMAL.replace('name = "plain"', 'name = "d"\nprotocol = "plain"\ndp = { level = "sample", epsilon = 8.0, delta = 1e-5, noise = 1.0 }'), "scenario[0].dp.noise: unknown field"),
-    (MINIMAL.replace('name = "plain"', 'name = "d"\nprotocol = "plain"\ndp = { level = "sample", epsilon = 8.0, delta = 1e-5, adaptive_quantile = 0.5 }'), "adaptive_quantile: adaptive clipping applies to client-level DP only"),
-    (MINIMAL.replace('name = "plain"', 'name = "d"\nprotocol = "plain"\ndp = { level = "client", epsilon = 8.0, delta = 1e-5, placement = "central", clip_lr = 0.1 }'), "clip_lr and count_stddev need adaptive_quantile"),
-    (MINIMAL.replace('name = "plain"', 'name = "d"\ndp = { level = "sample", epsilon = 8.0, delta = 1e-5 }') + '[federation]\nstrategy = "fedprox"\n', "sample-level dp runs plain DP-SGD locally and cannot wrap strategy 'fedprox'; use fedavg, fedadam or fedbn"),
-    (MINIMAL.replace('name = "plain"', 'name = "d"\ndp = { level = "sample", epsilon = 8.0, delta = 1e-5 }') + '[federation]\nstrategy = "fedsgd"\n', "sample-level dp runs plain DP-SGD locally and cannot wrap strategy 'fedsgd'; use fedavg, fedadam or fedbn"),
-    (MINIMAL + '[attacks]\ninversion = { method = "rgap" }\n', "attacks.inversion.method: unknown inversion attack 'rgap'; choose one of: dlg, idlg, inverting_gradients, fedavg_update"),
-    (MINIMAL + '[attacks]\ninversion = { images = 6, batch_size = 4 }\n', "images (6) must be a multiple of batch_size (4)"),
-    (MINIMAL + '[attacks]\ninversion = { site = 4 }\n', "attacks.inversion.site (4) must be a site index below data.sites (4)"),
+    (MINIMAL.replace('name = "plain"', 'name = "c"\nprotocol = "smpc"'),
+     "scenario[0].protocol: protocol 'smpc' is not available in this version"),
+    (MINIMAL.replace('name = "plain"', 'name = "c"\nckks_preset = "n4096-q60"'),
+     "ckks_preset is set but protocol is 'plain'"),
+    (MINIMAL.replace('name = "plain"', 'name = "c"\nprotocol = "ckks"\nckks_preset = "tiny"'),
+     "scenario[0].ckks_preset: unknown CKKS preset 'tiny'"),
+    (dp_scenario('level = "sample", epsilon = 8.0'), "scenario[0].dp.delta: Field required"),
+    (dp_scenario('level = "user", epsilon = 8.0, delta = 1e-5'),
+     "scenario[0].dp.level: Input should be 'sample' or 'client'"),
+    (dp_scenario('level = "sample", epsilon = 0, delta = 1e-5'),
+     "scenario[0].dp.epsilon: Input should be greater than 0"),
+    (dp_scenario('level = "sample", epsilon = 8.0, delta = 1e-5, accountant = "moments"'),
+     "scenario[0].dp.accountant: unknown accountant 'moments'; choose one of: rdp, prv"),
+    (dp_scenario('level = "client", epsilon = 8.0, delta = 1e-5'), "scenario[0]: client-level dp needs placement"),
+    (dp_scenario('level = "client", epsilon = 8.0, delta = 1e-5, placement = "central"', protocol="ckks"),
+     "central DP noise needs a server that reads the sum, but protocol 'ckks' hides it"),
+    (dp_scenario('level = "sample", epsilon = 8.0, delta = 1e-5, placement = "central"'),
+     "placement applies to client-level DP only"),
+    (dp_scenario('level = "client", epsilon = 8.0, delta = 1e-5, placement = "central", grad_sample_mode = "ghost"'),
+     "grad_sample_mode applies to sample-level DP only"),
+    (dp_scenario('level = "sample", epsilon = 8.0, delta = 1e-5, noise = 1.0'), "scenario[0].dp.noise: unknown field"),
+    (dp_scenario('level = "sample", epsilon = 8.0, delta = 1e-5, adaptive_quantile = 0.5'),
+     "adaptive_quantile: adaptive clipping applies to client-level DP only"),
+    (dp_scenario('level = "client", epsilon = 8.0, delta = 1e-5, placement = "central", clip_lr = 0.1'),
+     "clip_lr and count_stddev need adaptive_quantile"),
+    (dp_scenario('level = "sample", epsilon = 8.0, delta = 1e-5') + '[federation]\nstrategy = "fedprox"\n',
+     "sample-level dp runs plain DP-SGD locally and cannot wrap strategy 'fedprox'; use fedavg, fedadam or fedbn"),
+    (dp_scenario('level = "sample", epsilon = 8.0, delta = 1e-5') + '[federation]\nstrategy = "fedsgd"\n',
+     "sample-level dp runs plain DP-SGD locally and cannot wrap strategy 'fedsgd'; use fedavg, fedadam or fedbn"),
+    (MINIMAL + '[attacks]\ninversion = { method = "rgap" }\n',
+     "attacks.inversion.method: unknown inversion attack 'rgap'; "
+     "choose one of: dlg, idlg, inverting_gradients, fedavg_update"),
+    (MINIMAL + '[attacks]\ninversion = { images = 6, batch_size = 4 }\n',
+     "images (6) must be a multiple of batch_size (4)"),
+    (MINIMAL + '[attacks]\ninversion = { site = 4 }\n',
+     "attacks.inversion.site (4) must be a site index below data.sites (4)"),
     (MINIMAL + '[attacks]\ninversion = { restarts = 0 }\n', "attacks.inversion.restarts"),
     (MINIMAL + '[attacks]\ninversion = { steps = 10 }\n', "attacks.inversion.steps: unknown field"),
     (MINIMAL + '[attacks]\nspying = { method = "x" }\n', "attacks.spying: unknown field"),
@@ -157,6 +183,7 @@ def test_membership_settings_are_checked(line, message):
 
 
 def test_membership_options_reach_the_attack():
-    loaded = parse_spec(MINIMAL + '[attacks]\nmembership = { method = "lira", online = false, shadow_models = 4 }\n', "t")
+    text = MINIMAL + '[attacks]\nmembership = { method = "lira", online = false, shadow_models = 4 }\n'
+    loaded = parse_spec(text, "t")
     attack = loaded.spec.attacks.membership.attack()
     assert type(attack).__name__ == "LiRA" and attack.online is False

@@ -35,7 +35,7 @@ def sgd_step(net, images, labels, lr):
     loss = F.cross_entropy(net(torch.from_numpy(images)), torch.from_numpy(labels))
     grads = torch.autograd.grad(loss, list(net.parameters()))
     with torch.no_grad():
-        for p, g in zip(net.parameters(), grads):
+        for p, g in zip(net.parameters(), grads, strict=True):
             p -= lr * g
     return ModelState(net).get()
 
@@ -54,7 +54,10 @@ def test_fedavg_with_one_client_and_one_step_is_one_centralized_sgd_step():
 
 def test_weighted_average_by_hand():
     roles = PlainAggregation().setup(2)
-    messages = [roles.client.protect(torch.tensor([1.0, 2.0]), 1.0), roles.client.protect(torch.tensor([4.0, 8.0]), 3.0)]
+    messages = [
+        roles.client.protect(torch.tensor([1.0, 2.0]), 1.0),
+        roles.client.protect(torch.tensor([4.0, 8.0]), 3.0),
+    ]
     mean = roles.client.reveal(roles.server.combine(messages))
     # (1*1 + 3*4) / 4 = 3.25, (1*2 + 3*8) / 4 = 6.5
     assert mean.tolist() == [3.25, 6.5]
@@ -81,13 +84,15 @@ def test_fedsgd_with_all_sites_is_full_batch_gradient_descent_on_the_pooled_data
 def test_fedprox_equals_fedavg_for_one_step_and_pulls_towards_the_global_model_after():
     data = make_data((8,))
     one_step = dict(batch_size=64)
-    assert torch.equal(run(FedProx(mu=1.0), data, **one_step).trace.final_global, run(FedAvg(), data, **one_step).trace.final_global)
+    fedprox, fedavg = (run(s, data, **one_step).trace.final_global for s in (FedProx(mu=1.0), FedAvg()))
+    assert torch.equal(fedprox, fedavg)
     start = ModelState(model()).get()
     many = dict(batch_size=2, epochs=3)
     drift_avg = (run(FedAvg(), data, **many).trace.final_global - start).norm()
     drift_prox = (run(FedProx(mu=5.0), data, **many).trace.final_global - start).norm()
     assert drift_prox < drift_avg
-    assert torch.equal(run(FedProx(mu=0.0), data, **many).trace.final_global, run(FedAvg(), data, **many).trace.final_global)
+    fedprox, fedavg = (run(s, data, **many).trace.final_global for s in (FedProx(mu=0.0), FedAvg()))
+    assert torch.equal(fedprox, fedavg)
 
 
 def test_fedadam_server_step_by_hand():
@@ -102,7 +107,9 @@ def test_fedadam_server_step_by_hand():
 
 def test_fedbn_keeps_normalization_at_each_site():
     data = make_data((6, 6), seed=1)
-    federation = Federation(data, model(), FedBN(), training=LocalTraining(batch_size=2, lr=0.1), rounds=2, evaluate_every=0)
+    federation = Federation(
+        data, model(), FedBN(), training=LocalTraining(batch_size=2, lr=0.1), rounds=2, evaluate_every=0
+    )
     result = federation.run()
     plain_numel = ModelState(model()).numel
     assert result.trace.final_global.numel() == plain_numel - 2 * (16 + 32 + 64)
@@ -123,7 +130,9 @@ def test_same_seed_same_run_and_the_seed_matters():
 
 def test_client_sampling_trace_and_costs():
     data = make_data((4, 4, 4, 4))
-    federation = Federation(data, model(), FedAvg(), training=LocalTraining(batch_size=2), rounds=3, clients_per_round=2, seed=3)
+    federation = Federation(
+        data, model(), FedAvg(), training=LocalTraining(batch_size=2), rounds=3, clients_per_round=2, seed=3
+    )
     trace = federation.run().trace
     numel = trace.final_global.numel()
     assert all(len(r.clients) == 2 for r in trace.rounds)
@@ -139,7 +148,9 @@ def test_client_sampling_trace_and_costs():
     first = trace.rounds[0]
     message = next(iter(first.received.values()))
     assert message.plaintext and message.weight == 1.0 and message.payload.dtype == torch.float32
-    same = Federation(data, model(), FedAvg(), training=LocalTraining(batch_size=2), rounds=3, clients_per_round=2, seed=3).run().trace
+    same = Federation(
+        data, model(), FedAvg(), training=LocalTraining(batch_size=2), rounds=3, clients_per_round=2, seed=3
+    ).run().trace
     assert [[c.site for c in r.clients] for r in same.rounds] == [[c.site for c in r.clients] for r in trace.rounds]
 
 
@@ -155,6 +166,7 @@ def test_train_local_counts_steps_and_shuffles_deterministically():
     data = make_data((7,))
     images, labels = data.sites[0].train.tensors()
     nets = [model(), model()]
-    steps = [train_local(n, images, labels, LocalTraining(epochs=2, batch_size=3), torch_generator(0, "x")) for n in nets]
+    training = LocalTraining(epochs=2, batch_size=3)
+    steps = [train_local(n, images, labels, training, torch_generator(0, "x")) for n in nets]
     assert steps == [6, 6]  # ceil(7 / 3) = 3 per epoch
-    assert all(torch.equal(a, b) for a, b in zip(nets[0].parameters(), nets[1].parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(nets[0].parameters(), nets[1].parameters(), strict=True))

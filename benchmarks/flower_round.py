@@ -1,7 +1,7 @@
 """Wall time per round: the in-process engine vs. a Flower deployment on loopback, same spec and seed.
 
 The deployment is real: a SuperLink and one SuperNode per site, each site's
-data in its own MedMNIST file, `flwr run` (fedsecure.flower.loopback). A
+data in its own MedMNIST file, `flwr run` (tests/flower_loopback.py). A
 round's wall time is the time between two consecutive finished rounds as the
 server records them (rounds 2..R: round 1 also holds the set-up), for plain
 FedAvg and CKKS. Both engines train the same model; the benchmark checks the
@@ -17,6 +17,7 @@ import argparse
 import json
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,8 +30,12 @@ from fedsecure.data.federated import federate
 from fedsecure.data.site_files import write_site_files
 from fedsecure.fl.federation import Federation
 from fedsecure.flower.keys import write_site_secret
-from fedsecure.flower.loopback import LoopbackDeployment
 from fedsecure.models import build_model
+
+# The loopback deployment is test tooling (tests/flower_loopback.py), not part of the
+# installed package: `python benchmarks/flower_round.py` puts benchmarks/ on the path, not the repository.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.flower_loopback import LoopbackDeployment
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "pneumoniamnist.npz"
 

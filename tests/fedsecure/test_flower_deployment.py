@@ -1,6 +1,6 @@
 """A real Flower deployment on loopback: one SuperLink, one SuperNode per site, `flwr run`.
 
-The test starts and stops every process itself (fedsecure.flower.loopback:
+The test starts and stops every process itself (tests/flower_loopback.py:
 each in its own process group, every wait bounded) and checks that:
 
 * 3 rounds of plain FedAvg and of CKKS on PneumoniaMNIST give the final
@@ -31,20 +31,20 @@ import pytest
 from tests.conftest import PNEUMONIA
 
 try:
-    import flwr  # noqa: F401
+    import flwr
 except ImportError:
     if os.environ.get("CI"):  # CI installs the extra: a missing Flower there is a broken setup, not a skip
         raise
     pytest.skip("the Flower extra is not installed (pip install 'fedsecure[flower]')", allow_module_level=True)
 
-from fedsecure.config.spec import LoadedSpec, load_spec  # noqa: E402
-from fedsecure.data.federated import federate  # noqa: E402
-from fedsecure.data.site_files import write_site_files  # noqa: E402
-from fedsecure.fl.evaluation import SCORE_BINS  # noqa: E402
-from fedsecure.fl.federation import Federation  # noqa: E402
-from fedsecure.flower.keys import write_site_secret  # noqa: E402
-from fedsecure.flower.loopback import LoopbackDeployment, wait_for  # noqa: E402
-from fedsecure.models import build_model  # noqa: E402
+from fedsecure.config.spec import LoadedSpec, load_spec
+from fedsecure.data.federated import federate
+from fedsecure.data.site_files import write_site_files
+from fedsecure.fl.evaluation import SCORE_BINS
+from fedsecure.fl.federation import Federation
+from fedsecure.flower.keys import write_site_secret
+from fedsecure.models import build_model
+from tests.flower_loopback import LoopbackDeployment, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 

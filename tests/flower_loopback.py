@@ -1,8 +1,10 @@
 """A whole Flower deployment on this machine: a SuperLink and one SuperNode per site, on loopback.
 
-For trying a deployment, for the integration test and for the benchmark. Each
-process runs in its own process group, so stopping a SuperNode also stops the
-SuperExec and ClientApp processes it started; every wait is bounded.
+Test tooling, not part of the installed package: the deployment test
+(``tests/fedsecure/test_flower_deployment.py``) and ``benchmarks/flower_round.py``
+use it; the README shows the same deployment by hand. Each process runs in its
+own process group, so stopping a SuperNode also stops the SuperExec and
+ClientApp processes it started; every wait is bounded.
 
 Example:
     >>> with LoopbackDeployment(workdir) as deployment:

@@ -31,7 +31,7 @@ import pytest
 from tests.conftest import PNEUMONIA
 
 try:
-    import flwr
+    import flwr  # noqa: F401 (only whether the extra is installed)
 except ImportError:
     if os.environ.get("CI"):  # CI installs the extra: a missing Flower there is a broken setup, not a skip
         raise

@@ -41,7 +41,10 @@ def gaussian_rdp_epsilon(z: float, steps: int, delta: float) -> float:
 
 def analytic_gaussian_epsilon(z: float, delta: float) -> float:
     """Exact epsilon of one Gaussian mechanism, sensitivity 1, std z (Balle and Wang 2018)."""
-    gap = lambda eps: norm.cdf(0.5 / z - eps * z) - math.exp(eps) * norm.cdf(-0.5 / z - eps * z) - delta  # noqa: E731
+
+    def gap(eps: float) -> float:
+        return norm.cdf(0.5 / z - eps * z) - math.exp(eps) * norm.cdf(-0.5 / z - eps * z) - delta
+
     return brentq(gap, 0.0, 100.0)
 
 

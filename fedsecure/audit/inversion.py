@@ -11,7 +11,7 @@ split stands in for them, and their mean image is the attacker's prior.
 The attacked site holds ``batch_size`` images in the probed round (the
 setting of the gradient-inversion literature); ``images / batch_size`` such
 rounds are probed, each with a different batch from the site's training data.
-Each probe is the scenario's own client pipeline (:meth:`Federation.first_message`:
+Each probe is the scenario's own client pipeline (:meth:`Federation.first_round_view`:
 the same strategy, privacy mechanism and protocol), so a DP scenario's probe
 carries that scenario's noise and a CKKS scenario's probe is ciphertext. The
 noise is the real run's: DP-SGD's multiplier is pinned to the one calibrated
@@ -34,18 +34,20 @@ import torch
 
 from attacks.inversion import LocalSteps, Observation
 from attacks.metrics import ReconstructionScores, score_reconstruction
-from fedsecure.report.findings import InversionFinding
+from fedsecure.report.findings import ImageScores, InversionFinding
 from fedsecure.report.output import write_atomic
 from fedsecure.report.png import encode_gray, image_grid
 from fedsecure.config.spec import AuditSpec, InversionSpec, ScenarioSpec
 from fedsecure.data.federated import FederatedData
 from fedsecure.data.splits import Split
 from fedsecure.fl.federation import Federation
+from fedsecure.fl.views import ReceivedUpdate, ServerView
 from fedsecure.fl.privacy_hooks import PrivacyMechanism
+from fedsecure.positions import Position
 from fedsecure.seeding import derive_seed, numpy_rng
 
 FIGURES = "figures"
-POSITION = "server"
+POSITION = Position.SERVER
 
 
 def audit_inversion(
@@ -92,16 +94,16 @@ def audit_inversion(
         victim = Split(images=site.train.images[batch], labels=site.train.labels[batch])
         probe = replace(data, sites=[replace(s, train=victim) if s is site else s for s in data.sites])
         privacy, pinned = probe_privacy()
-        federation = build_federation(probe, privacy=privacy)
-        global_vector, message = federation.first_message(settings.site)
-        if not message.plaintext:
+        view = build_federation(probe, privacy=privacy).first_round_view(settings.site)
+        received = view.round(1).received[site.name]
+        if not received.plaintext:
             return InversionFinding(
                 status="no_access",
                 reason="the server holds only ciphertexts of the site's update (secure aggregation); "
                 "there is nothing it can invert",
                 **base,
             )
-        observation, assumptions = _observation(federation, global_vector, message.payload, settings, data)
+        observation, assumptions = _observation(view, received, settings, data)
         assumptions += [pinned] if pinned else []
         observations.append(observation)
         truths.append(victim)
@@ -127,7 +129,7 @@ def audit_inversion(
         psnr_gain_median=merged.psnr_gain_median,
         relative_leakage=merged.relative_leakage,
         per_image=[
-            {"psnr": p, "ssim": s, "prior_psnr": pp, "prior_ssim": ps}
+            ImageScores(psnr=p, ssim=s, prior_psnr=pp, prior_ssim=ps)
             for p, s, pp, ps in zip(merged.psnr, merged.ssim, merged.prior_psnr, merged.prior_ssim)
         ],
         seconds=reconstructions[0].seconds,
@@ -138,28 +140,23 @@ def audit_inversion(
 
 
 def _observation(
-    federation: Federation, global_vector: torch.Tensor, payload: torch.Tensor, settings: InversionSpec,
-    data: FederatedData,
+    view: ServerView, received: ReceivedUpdate, settings: InversionSpec, data: FederatedData
 ) -> tuple[Observation, list[str]]:
-    """The server's plaintext message, as an attack's observation (no images, no labels)."""
-    federation.state.set(global_vector.to(federation.device))
-    model = copy.deepcopy(federation.model)
-    # The plaintext payload is the (clipped, noised) update; adaptive clipping appends one count value.
-    shared = federation.state.split(payload[: federation.state.numel].to(federation.device))
-    parameter_names = {name for name, _ in model.named_parameters()}
-    update = {name: value for name, value in shared.items() if name in parameter_names}
-    training = federation.training
+    """The server's view of one plaintext message, as an attack's observation (no images, no labels)."""
+    sent = view.round(1).sent_model
+    assert sent is not None and received.parameters is not None
+    training = view.recipe.training
     assumptions = [
         f"the server knows the site's update came from {settings.batch_size} image(s), and its training settings"
     ]
-    if federation.strategy.one_full_batch_step:
+    if view.recipe.one_full_batch_step:
         steps = LocalSteps(lr=training.lr)
     else:
         steps = LocalSteps(lr=training.lr, epochs=training.epochs, batch_size=training.batch_size)
         if training.optimizer != "sgd" or training.momentum:
             assumptions.append("the replay assumes plain SGD; the site's optimizer differs, so the replay is approximate")
     observation = Observation(
-        model=model, update=update, n_images=settings.batch_size,
+        model=copy.deepcopy(sent), update=received.parameters, n_images=settings.batch_size,
         image_shape=(data.in_channels, *data.image_size), n_classes=data.n_classes, training=steps,
     )
     return observation, assumptions

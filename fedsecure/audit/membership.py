@@ -41,17 +41,19 @@ from attacks.auditing import one_run_audit
 from attacks.membership import MEMBERSHIP_ATTACKS, MembershipAttack, balanced_memberships, train_references
 from attacks.membership.signals import loss
 from attacks.metrics import membership_scores
-from fedsecure.report.findings import CanaryAuditFinding, MembershipFinding
+from fedsecure.report.findings import CanaryAuditFinding, ExposedMember, MembershipFinding, RateAtFpr
 from fedsecure.config.spec import AuditSpec, MembershipSpec, ScenarioSpec
 from fedsecure.data.federated import FederatedData
 from fedsecure.data.splits import Split
 from fedsecure.errors import TrainingDivergedError
 from fedsecure.fl.evaluation import logits
 from fedsecure.fl.federation import Federation
+from fedsecure.fl.views import ExternalView, external_view
+from fedsecure.positions import Position
 from fedsecure.secure.plain import PlainAggregation
 from fedsecure.seeding import derive_seed, numpy_rng
 
-POSITION = "external"
+POSITION = Position.EXTERNAL
 BASELINE = "loss"
 MOST_EXPOSED = 10
 
@@ -109,8 +111,7 @@ def _replica_logits(
             result = federation.run()
         except TrainingDivergedError:
             return None
-    federation.state.set(result.trace.final_global.to(federation.device))
-    return logits_of(federation.model, images, federation.device)
+    return logits_of(external_view(result).released_model, images, federation.device)
 
 
 def audit_membership(
@@ -118,7 +119,7 @@ def audit_membership(
     scenario: ScenarioSpec,
     data: FederatedData,
     build_federation: BuildFederation,
-    target: nn.Module,
+    target: ExternalView,
     device: torch.device,
     cache_dir: Path,
     on_reference: Callable[[int], None] | None = None,
@@ -130,7 +131,7 @@ def audit_membership(
         scenario: the scenario whose pipeline the reference models reuse.
         data: the federated data.
         build_federation: the scenario's federation on given data, with keyword overrides.
-        target: the scenario's released model (final global state loaded).
+        target: the external position's view of the scenario's federation (its released model).
         device: where models run.
         cache_dir: where reference models' logits are cached.
         on_reference: progress, called as each reference model is ready.
@@ -142,7 +143,7 @@ def audit_membership(
     assert settings is not None
     pool = CandidatePool(data)
     labels = torch.from_numpy(pool.labels)
-    target_logits = logits_of(target, pool.images, device)
+    target_logits = logits_of(target.released_model, pool.images, device)
 
     def train_and_predict(chosen: np.ndarray) -> torch.Tensor:
         seed = derive_seed(spec.seed, "reference", scenario.name, hashlib.sha256(chosen.tobytes()).hexdigest())
@@ -206,15 +207,15 @@ def _finding(attack, settings: MembershipSpec, references, reference_seconds: fl
         non_members=measured.non_members,
         auc=measured.auc,
         tpr_at_fpr={
-            level: {"tpr": r.tpr, "low": r.low, "high": r.high, "achieved_fpr": r.achieved_fpr,
-                    "fpr_high": r.fpr_high, "resolved": r.resolved}
+            level: RateAtFpr(tpr=r.tpr, low=r.low, high=r.high, achieved_fpr=r.achieved_fpr, fpr_high=r.fpr_high,
+                             resolved=r.resolved)
             for level, r in measured.tpr_at_fpr.items()
         },
         advantage=measured.advantage,
         confidence=settings.confidence,
         roc={"fpr": measured.roc_fpr, "tpr": measured.roc_tpr},
         most_exposed=[
-            {"site": pool.site_names[pool.site[i]], "index": int(pool.index_in_site[i]), "score": float(scores[i])}
+            ExposedMember(site=pool.site_names[pool.site[i]], index=int(pool.index_in_site[i]), score=float(scores[i]))
             for i in exposed
         ],
         seconds=time.perf_counter() - started + (reference_seconds if attack.needs_references else 0.0),

@@ -3,41 +3,32 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from typing import Literal
+from dataclasses import replace
 
 import torch
 from torch import nn
 
 from fedsecure.data.federated import FederatedData
-from fedsecure.fl.server import (
-    Evaluation,
-    SiteUtility,
-    combine_round,
-    pooled_evaluation,
-    quorum_shortfall,
-    sample_participants,
+from fedsecure.fl.privacy_hooks import PrivacyMechanism
+from fedsecure.fl.round_loop import (
+    FederationResult,
+    KeepMessages,
+    RoundLoop,
+    federation_facts,
+    message_on_cpu,
+    released,
 )
+from fedsecure.fl.server import Evaluation, SiteUtility, pooled_evaluation
 from fedsecure.fl.site import SiteRunner, next_global
 from fedsecure.fl.state import ModelState
 from fedsecure.fl.strategies import STRATEGIES, Strategy
-from fedsecure.fl.trace import RoundRecord, Trace
+from fedsecure.fl.trace import ClientRound, RoundRecord, Trace
 from fedsecure.fl.training import LocalTraining
-from fedsecure.fl.privacy_hooks import FederationFacts, PrivacyMechanism
+from fedsecure.fl.views import Recipe, ServerRound, ServerView, model_at, received_update
 from fedsecure.secure.plain import PlainAggregation
-from fedsecure.secure.protocol import AggregationProtocol, Message, Roles
-
-KeepMessages = Literal["none", "first", "all"]
+from fedsecure.secure.protocol import Aggregate, AggregationProtocol, ClientRole, Message, Roles
 
 __all__ = ["Evaluation", "Federation", "FederationResult", "SiteUtility"]
-
-
-@dataclass(frozen=True)
-class FederationResult:
-    """What a federation run produced."""
-
-    trace: Trace
-    evaluation: Evaluation
 
 
 class Federation:
@@ -104,14 +95,11 @@ class Federation:
         self.keep_global_models = keep_global_models
         self.evaluate_every = evaluate_every
         self.state = ModelState(self.model, private=strategy.private_names(self.model))
-        self.privacy.calibrate(
-            FederationFacts(
-                site_sizes=[s.n_train for s in data.sites], rounds=rounds, training=training,
-                clients_per_round=clients_per_round, seed=seed, device=self.device,
-                private_names=frozenset(strategy.private_names(self.model)),
-                updates_hidden=self.protocol.hides_updates,
-            )
-        )
+        self.privacy.calibrate(federation_facts(
+            site_sizes=[s.n_train for s in data.sites], rounds=rounds, training=training,
+            clients_per_round=clients_per_round, seed=seed, device=self.device,
+            private_names=strategy.private_names(self.model), protocol=self.protocol,
+        ))
         self.sites = [
             SiteRunner(k, site, self.state, strategy, training=training, privacy=self.privacy, seed=seed,
                        device=self.device)
@@ -124,30 +112,23 @@ class Federation:
         Args:
             on_round: called with each finished round's record (progress reporting).
         """
-        self._events: list[str] = []
         trace = Trace(
             strategy=STRATEGIES.name_of(type(self.strategy)), protocol=self.protocol.name, update_length=self.state.numel,
-            events=self._events,
         )
         global_vector = self.state.get()
         self.strategy.start(global_vector)
         roles = self._setup()
         trace.setup_bytes = roles.setup_bytes
-        for round_number in range(1, self.rounds + 1):
-            participants = self._sample(round_number)
-            if not self.privacy.round_fits(participants):
-                trace.stopped_early = True  # the next round would overspend the privacy budget
-                break
-            record, global_vector = self._round(round_number, participants, global_vector, roles)
-            trace.rounds.append(record)
-            if on_round is not None:
-                on_round(record)
-        trace.final_global = global_vector.detach().cpu()
-        trace.privacy = self.privacy.report(rounds_completed=len(trace.rounds), stopped_early=trace.stopped_early)
-        evaluation = self.evaluate(global_vector)
-        if trace.rounds and trace.rounds[-1].utility is None:
-            trace.rounds[-1].utility = evaluation.global_
-        return FederationResult(trace=trace, evaluation=evaluation)
+        loop = RoundLoop(
+            privacy=self.privacy, protocol=self.protocol, server=roles.server, n_sites=len(self.sites),
+            rounds=self.rounds, clients_per_round=self.clients_per_round, seed=self.seed, length=self.state.numel,
+            device=self.device, keep_messages=self.keep_messages,
+        )
+        final_global, evaluation = loop.run(_InProcessSites(self, global_vector, roles.client), trace, on_round)
+        return FederationResult(
+            trace=trace, evaluation=evaluation, released_model=released(self.state, final_global),
+            protocol_parameters=self.protocol.describe(),
+        )
 
     def first_message(self, k: int) -> tuple[torch.Tensor, Message]:
         """What the server receives from site ``k`` in round 1, without running the round.
@@ -164,58 +145,25 @@ class Federation:
         global_vector = self.state.get()
         self.strategy.start(global_vector)
         message, _ = self.sites[k].message(global_vector, 1, self._setup().client)
-        return global_vector.detach().cpu(), _to_cpu(message)
+        return global_vector.detach().cpu(), message_on_cpu(message)
+
+    @property
+    def recipe(self) -> Recipe:
+        """The local training the server set for every site."""
+        return Recipe(self.training, self.strategy.one_full_batch_step)
+
+    def first_round_view(self, k: int) -> ServerView:
+        """The server's view of round 1 when site ``k``'s message is the only one (see :meth:`first_message`)."""
+        global_vector, message = self.first_message(k)
+        name = self.sites[k].site.name
+        sent = model_at(self.state, global_vector)
+        return ServerView([ServerRound(1, sent, {name: received_update(name, message, self.state)})], self.recipe)
 
     def _setup(self) -> Roles:
         # Weights are divided by the smallest site's weight, a number the sites agree on,
         # so normalized weights are >= 1 and small sites keep full fixed-point precision.
         weight_unit = min(site.weight for site in self.sites)
         return self.protocol.setup(len(self.sites), weight_unit=weight_unit)
-
-    def _round(
-        self, round_number: int, participants: list[int], global_vector: torch.Tensor, roles: Roles
-    ) -> tuple[RoundRecord, torch.Tensor]:
-        keep = self.keep_messages == "all" or (self.keep_messages == "first" and round_number == 1)
-        messages, clients = [], []
-        for k in participants:
-            message, client = self.sites[k].message(global_vector, round_number, roles.client)
-            messages.append(message)
-            clients.append(client)
-
-        shortfall = (quorum_shortfall(self.privacy, self.protocol, len(self.sites), len(messages), round_number)
-                     if messages else None)
-        if shortfall is not None:
-            self._events.append(shortfall)
-        if not messages or shortfall is not None:  # nobody sampled, or too few noise shares: the model stays as it is
-            epsilon = self.privacy.end_round(participants)
-            record = RoundRecord(round=round_number, clients=[], combine_seconds=0.0, bytes_down=0, epsilon=epsilon,
-                                 global_model=global_vector.detach().cpu().clone() if self.keep_global_models else None)
-            return record, global_vector
-        aggregate, combine_seconds = combine_round(
-            roles.server, self.privacy, messages, length=self.state.numel, seed=self.seed, round_number=round_number,
-            device=self.device,
-        )
-        # Every site reveals the same aggregate and takes the same step; the time of one reveal is each site's cost.
-        new_global, reveal_seconds = next_global(
-            global_vector, aggregate, roles.client, self.strategy, self.privacy, self.device
-        )
-
-        record = RoundRecord(
-            round=round_number,
-            clients=[replace(c, reveal_seconds=reveal_seconds) for c in clients],
-            combine_seconds=combine_seconds,
-            bytes_down=aggregate.nbytes * len(self.data.sites),
-            received={c.site: _to_cpu(m) for c, m in zip(clients, messages)} if keep else None,
-            global_model=global_vector.detach().cpu().clone() if self.keep_global_models else None,
-            epsilon=self.privacy.end_round(participants),
-        )
-        if self.evaluate_every and round_number % self.evaluate_every == 0:
-            record.utility = self.evaluate(new_global).global_
-        return record, new_global
-
-    def _sample(self, round_number: int) -> list[int]:
-        return sample_participants(self.privacy, seed=self.seed, round_number=round_number,
-                                   n_sites=len(self.sites), clients_per_round=self.clients_per_round)
 
     def evaluate(self, global_vector: torch.Tensor) -> Evaluation:
         """Utility of the global model (with each site's private state) on the test sets.
@@ -231,7 +179,37 @@ class Federation:
         )
 
 
-def _to_cpu(message: Message) -> Message:
-    if isinstance(message.payload, torch.Tensor):
-        return replace(message, payload=message.payload.detach().cpu())
-    return message
+
+class _InProcessSites:
+    """The round loop's channel to sites that run in this process: they reveal and apply each aggregate at once."""
+
+    def __init__(self, federation: Federation, global_vector: torch.Tensor, client: ClientRole) -> None:
+        self.federation = federation
+        self.global_vector = global_vector
+        self.client = client
+
+    def reachable(self, participants: list[int]) -> list[int]:
+        return participants
+
+    def global_model(self) -> torch.Tensor | None:
+        return self.global_vector.detach().cpu().clone() if self.federation.keep_global_models else None
+
+    def train(self, round_number: int, participants: list[int]) -> list[tuple[ClientRound, Message]]:
+        answered = []
+        for k in participants:
+            message, client = self.federation.sites[k].message(self.global_vector, round_number, self.client)
+            answered.append((client, message))
+        return answered
+
+    def deliver(self, round_number: int, aggregate: Aggregate, record: RoundRecord) -> None:
+        federation = self.federation
+        # Every site reveals the same aggregate and takes the same step; the time of one reveal is each site's cost.
+        self.global_vector, reveal_seconds = next_global(
+            self.global_vector, aggregate, self.client, federation.strategy, federation.privacy, federation.device
+        )
+        record.clients = [replace(c, reveal_seconds=reveal_seconds) for c in record.clients]
+        if federation.evaluate_every and round_number % federation.evaluate_every == 0:
+            record.utility = federation.evaluate(self.global_vector).global_
+
+    def finish(self, trace: Trace) -> tuple[torch.Tensor, Evaluation]:
+        return self.global_vector.detach().cpu(), self.federation.evaluate(self.global_vector)

@@ -38,19 +38,14 @@ from flwr.serverapp import Grid
 from fedsecure.config.spec import LoadedSpec, ScenarioSpec
 from fedsecure.errors import FedsecureError, NotSupportedError
 from fedsecure.fl.evaluation import ScoreHistograms, auc_error_bound
-from fedsecure.fl.federation import FederationResult
-from fedsecure.fl.server import (
-    Evaluation,
-    combine_round,
-    pooled_evaluation_from_histograms,
-    quorum_shortfall,
-    sample_participants,
-)
+from fedsecure.fl.round_loop import FederationResult, RoundLoop, released
+from fedsecure.fl.server import Evaluation, pooled_evaluation_from_histograms
 from fedsecure.fl.strategies import STRATEGIES
 from fedsecure.fl.trace import ClientRound, RoundRecord, Trace
 from fedsecure.flower import wire
 from fedsecure.flower.parts import build_parts
 from fedsecure.secure.protocol import Aggregate
+from fedsecure.secure.protocol import Message as SiteMessage
 
 
 class SiteLost(FedsecureError):
@@ -144,48 +139,19 @@ class FlowerFederation:
         self.live = set(range(self.n_sites))
         self.applied = [0] * self.n_sites
         self.aggregates: dict[int, Aggregate] = {}
+        loop = RoundLoop(
+            privacy=self.privacy, protocol=protocol, server=server, n_sites=self.n_sites,
+            rounds=spec.federation.rounds, clients_per_round=spec.federation.clients_per_round, seed=spec.seed,
+            length=state.numel, device=self.device, keep_messages="first",
+        )
+        final_global, evaluation = loop.run(_FlowerSites(self, trace), trace, on_round, on_event=self.on_event)
+        return FederationResult(
+            trace=trace, evaluation=evaluation, released_model=released(state, final_global),
+            protocol_parameters=protocol.describe(),
+        )
 
-        for round_number in range(1, spec.federation.rounds + 1):
-            participants = [k for k in sample_participants(
-                self.privacy, seed=spec.seed, round_number=round_number, n_sites=self.n_sites,
-                clients_per_round=spec.federation.clients_per_round) if k in self.live]
-            if not self.privacy.round_fits(participants):
-                trace.stopped_early = True
-                break
-            replies = self._send("train", participants, round_number)
-            self._take_evaluations(trace, replies)
-            messages, clients = [], []
-            for k, reply in sorted(replies.items()):
-                meta = reply.config_records["client"]
-                messages.append(wire.get_message(reply, "update"))
-                clients.append(ClientRound(
-                    site=self.names[k], weight=float(meta["weight"]), steps=int(meta["steps"]),
-                    train_seconds=float(meta["train_seconds"]), protect_seconds=float(meta["protect_seconds"]),
-                    reveal_seconds=0.0, bytes_up=int(meta["bytes_up"]),
-                ))
-            shortfall = (quorum_shortfall(self.privacy, protocol, self.n_sites, len(messages), round_number)
-                         if messages else None)
-            if not messages or shortfall is not None:
-                self._event(shortfall or f"round {round_number}: no site answered; the global model stays as it was")
-                # Accounted as run: the sampled sites trained (and may have sent) before the round was dropped.
-                record = RoundRecord(round=round_number, clients=[], combine_seconds=0.0, bytes_down=0,
-                                     epsilon=self.privacy.end_round(participants))
-            else:
-                aggregate, combine_seconds = combine_round(
-                    server, self.privacy, messages, length=state.numel, seed=spec.seed, round_number=round_number,
-                    device=self.device,
-                )
-                self.aggregates[round_number] = aggregate
-                record = RoundRecord(
-                    round=round_number, clients=clients, combine_seconds=combine_seconds,
-                    bytes_down=aggregate.nbytes * self.n_sites,
-                    received={c.site: m for c, m in zip(clients, messages)} if round_number == 1 else None,
-                    epsilon=self.privacy.end_round(participants),
-                )
-            trace.rounds.append(record)
-            if on_round is not None:
-                on_round(record)
-
+    def _final(self, trace: Trace) -> tuple[torch.Tensor, Evaluation]:
+        """Ask every live site for its final model and evaluation; the model they agree on."""
         final = self._send("evaluate", sorted(self.live), len(trace.rounds) + 1)
         self._take_evaluations(trace, final)
         if not final:
@@ -195,15 +161,24 @@ class FlowerFederation:
         spread = max(float((v - reference).abs().max()) for v in vectors.values())
         if spread > 0:
             self._event(f"the sites' final models differ by up to {spread:.3g} (largest absolute difference)")
-        trace.final_global = reference
-        trace.privacy = self.privacy.report(rounds_completed=len(trace.rounds), stopped_early=trace.stopped_early)
         evaluation = self._evaluation(final)
         bound = auc_error_bound(self._histograms(final))
         if bound:  # zero when no two sites' images share a bin: the pooled AUC is then exact
             self._event(f"the final pooled AUC comes from the sites' score histograms: within {bound:.2g} of the exact value")
-        if trace.rounds and trace.rounds[-1].utility is None:
-            trace.rounds[-1].utility = evaluation.global_
-        return FederationResult(trace=trace, evaluation=evaluation)
+        return reference, evaluation
+
+    def _train(self, round_number: int, participants: list[int], trace: Trace) -> list[tuple[ClientRound, SiteMessage]]:
+        replies = self._send("train", participants, round_number)
+        self._take_evaluations(trace, replies)
+        answered = []
+        for k, reply in sorted(replies.items()):
+            meta = reply.config_records["client"]
+            answered.append((ClientRound(
+                site=self.names[k], weight=float(meta["weight"]), steps=int(meta["steps"]),
+                train_seconds=float(meta["train_seconds"]), protect_seconds=float(meta["protect_seconds"]),
+                reveal_seconds=0.0, bytes_up=int(meta["bytes_up"]),
+            ), wire.get_message(reply, "update")))
+        return answered
 
     def _connected_nodes(self) -> list[int]:
         wanted, deadline = self.spec.data.sites, time.monotonic() + self.connect_timeout
@@ -314,3 +289,30 @@ class FlowerFederation:
         self.events.append(line)
         if self.on_event is not None:
             self.on_event(line)
+
+
+class _FlowerSites:
+    """The round loop's channel to SuperNodes: an aggregate travels to the sites with their next message.
+
+    The server holds no secret and never sees a global model: the sites reveal
+    each aggregate, move their copy and report its evaluation in their next reply.
+    """
+
+    def __init__(self, federation: FlowerFederation, trace: Trace) -> None:
+        self.federation = federation
+        self.trace = trace
+
+    def reachable(self, participants: list[int]) -> list[int]:
+        return [k for k in participants if k in self.federation.live]
+
+    def global_model(self) -> torch.Tensor | None:
+        return None
+
+    def train(self, round_number: int, participants: list[int]) -> list[tuple[ClientRound, SiteMessage]]:
+        return self.federation._train(round_number, participants, self.trace)
+
+    def deliver(self, round_number: int, aggregate: Aggregate, record: RoundRecord) -> None:
+        self.federation.aggregates[round_number] = aggregate
+
+    def finish(self, trace: Trace) -> tuple[torch.Tensor, Evaluation]:
+        return self.federation._final(trace)

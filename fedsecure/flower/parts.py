@@ -16,7 +16,8 @@ from fedsecure.fl.state import ModelState
 from fedsecure.fl.strategies import Strategy
 from fedsecure.fl.training import LocalTraining
 from fedsecure.models import build_model
-from fedsecure.fl.privacy_hooks import FederationFacts, PrivacyMechanism
+from fedsecure.fl.privacy_hooks import PrivacyMechanism
+from fedsecure.fl.round_loop import federation_facts
 from fedsecure.secure.protocol import AggregationProtocol
 
 SHAPE_KEYS = ("in_channels", "n_classes", "height", "width")
@@ -54,10 +55,10 @@ def build_parts(
     protocol = scenario.protocol_instance()
     training = scenario.local_training(spec.federation)
     private = strategy.private_names(model)
-    privacy.calibrate(FederationFacts(
-        site_sizes=[int(n) for n in site_sizes], rounds=spec.federation.rounds, training=training,
+    privacy.calibrate(federation_facts(
+        site_sizes=site_sizes, rounds=spec.federation.rounds, training=training,
         clients_per_round=spec.federation.clients_per_round, seed=spec.seed, device=device,
-        private_names=frozenset(private), updates_hidden=protocol.hides_updates,
+        private_names=private, protocol=protocol,
     ))
     return ScenarioParts(ModelState(model, private=private), strategy, privacy, protocol, training)
 

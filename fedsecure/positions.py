@@ -1,0 +1,23 @@
+"""Threat positions: who attacks, and therefore what it sees.
+
+Every attack runs from one position and receives only that position's view
+(see :mod:`fedsecure.fl.views`); every finding names its position. The values
+are the strings report.json carries.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Position(StrEnum):
+    """A party that may attack a federation."""
+
+    EXTERNAL = "external"
+    """Anyone given the released final model (a user of the model, a journal's reviewer)."""
+
+    SERVER = "server"
+    """The aggregation server, honest but curious: it sees every message it receives."""
+
+    CLIENT = "client"
+    """A participating site: it sees the global model each round, and its own data and noise."""

@@ -1,0 +1,52 @@
+"""The restructure of issue 15 changed no number: the tiny audit's report equals the one committed from before it.
+
+``tests/fixtures/report-tiny.json`` was written by the code before the
+restructure (commit 8f8fea3) from ``tests/fixtures/report-tiny.toml``: plain,
+CKKS, sample-level DP, client-level DP under CKKS, iDLG inversion and LiRA
+membership, every noise seeded so the run is reproducible. Timings and CKKS
+ciphertext sizes (TenSEAL's serialisation varies by a few bytes from run to
+run) are left out of the comparison; everything else must be equal, float for
+float, on one torch thread as the tests run.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from fedsecure.audit import run_audit
+from fedsecure.config.spec import parse_spec
+
+FIXTURES = Path(__file__).parent.parent / "fixtures"
+UNSTABLE = re.compile(r"seconds|bytes")  # timings, and CKKS ciphertext sizes
+
+
+def comparable(value, key: str = ""):
+    """``value`` without the unstable fields."""
+    if isinstance(value, dict):
+        return {k: comparable(v, k) for k, v in value.items() if not UNSTABLE.search(k)}
+    if isinstance(value, list):
+        return [comparable(v) for v in value]
+    return value
+
+
+def test_the_tiny_audit_gives_the_report_it_gave_before_the_restructure(tmp_path):
+    spec = parse_spec((FIXTURES / "report-tiny.toml").read_text(), origin="test")
+    report = json.loads(json.dumps(run_audit(spec, tmp_path / "run", device="cpu")))
+    before = json.loads((FIXTURES / "report-tiny.json").read_text())
+    assert comparable(report["environment"]) == comparable(before["environment"])
+    assert comparable(report["baselines"]) == comparable(before["baselines"])
+    for now, then in zip(report["scenarios"], before["scenarios"], strict=True):
+        assert comparable(now) == comparable(then), now["name"]
+    assert comparable(report) == comparable(before)
+
+
+def test_the_comparison_sees_a_changed_number():
+    before = json.loads((FIXTURES / "report-tiny.json").read_text())
+    altered = json.loads(json.dumps(before))
+    altered["scenarios"][0]["utility"]["auc"] += 1e-12
+    assert comparable(altered) != comparable(before)
+    altered = json.loads(json.dumps(before))
+    altered["scenarios"][1]["cost"]["bytes_up_per_round"] += 7  # CKKS byte jitter is ignored
+    assert comparable(altered) == comparable(before)

@@ -120,7 +120,7 @@ def audit(
         raise
     for scenario in report["scenarios"]:
         auc = scenario["utility"]["auc"]
-        verdict = verdict_text(scenario["verdict"])
+        verdict = verdict_text(scenario["verdict"]["pass"])
         stderr.print(f"{scenario['name']}: AUC {auc if auc is None else round(auc, 3)}, {verdict}", highlight=False)
     stderr.print(f"audit compute time {report['wall_seconds']:.0f} s", highlight=False)
     typer.echo(f"wrote {out_dir / 'report.json'}, {out_dir / REPORT_MD} and {out_dir / REPORT_HTML}")

@@ -45,3 +45,7 @@ class AggregationOverflowError(FedsecureError):
 
 class TrainingDivergedError(FedsecureError):
     """Local training produced a non-finite update (usually: the learning rate is too large)."""
+
+
+class ReportFormatError(FedsecureError):
+    """A report.json (or a stage of one) that is not in the report's form (names the field and the problem)."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +27,25 @@ def _deterministic_threads():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def _reports_round_trip(tmp_path_factory):
+    """Every report.json an audit writes during a test reads back as a Report and writes back unchanged.
+
+    An audit's report.json sits beside ``stages/run.json`` (its run directory); report.json files that tests
+    write by hand to check refusals (no run directory) are not the code's, and are left alone. Only files
+    modified during the test are read, so the check costs one walk of the session's temporary directory.
+    """
+    # File times come from a coarser clock than time_ns: start 2 s early (re-reading a recent report is harmless).
+    started = time.time_ns() - 2_000_000_000
+    yield
+    from fedsecure.report import Report
+
+    for path in tmp_path_factory.getbasetemp().rglob("report.json"):
+        if path.stat().st_mtime_ns >= started and (path.parent / "stages" / "run.json").is_file():
+            written = json.loads(path.read_text())
+            assert Report.from_json(written).to_json() == written, f"{path} does not round-trip"
 
 
 @pytest.fixture

@@ -9,25 +9,28 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from functools import partial
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import torch
 
+from fedsecure.audit import records
 from fedsecure.audit.environment import environment_manifest, package_versions
 from fedsecure.report.findings import (
     SCHEMA_VERSION,
+    AttackFinding,
+    Baselines,
     CanaryAuditFinding,
     CostFinding,
-    InversionFinding,
-    LocalOnlyFinding,
-    MembershipFinding,
     PrivacyFinding,
+    Report,
     RoundFinding,
     ScenarioFinding,
     UtilityFinding,
+    from_json,
     to_json,
 )
 from fedsecure.audit.inversion import audit_inversion
+from fedsecure.audit.engines import Engine, engine_named
 from fedsecure.audit.membership import audit_membership
 from fedsecure.report.output import REPORT_JSON, write_json
 from fedsecure.config.quick import quick_spec
@@ -37,9 +40,11 @@ from fedsecure.config.spec import AuditSpec, LoadedSpec, ScenarioSpec
 from fedsecure.report.verdict import judge
 from fedsecure.data.federated import FederatedData, federate
 from fedsecure.devices import resolve_device
-from fedsecure.errors import SpecError
+from fedsecure.errors import OutputError, ReportFormatError, SpecError
 from fedsecure.fl.baselines import baseline_training, train_centralized, train_local_only
-from fedsecure.fl.federation import Federation, FederationResult
+from fedsecure.fl.federation import Federation
+from fedsecure.fl.round_loop import FederationResult
+from fedsecure.fl.views import external_view
 from fedsecure.models import build_model, make_dp_compatible
 
 Advance = Callable[[], None]
@@ -112,7 +117,7 @@ def run_audit(
     progress = progress or SilentProgress()
     spec = quick_spec(loaded.spec) if quick else loaded.spec
     scenarios = _selected(spec, only)
-    _check_engine(engine, scenarios)
+    runner = engine_named(engine, scenarios)
     torch_device = resolve_device(device)
     identity = RunIdentity(
         spec.name, loaded.sha256, quick, str(torch_device), package_versions()["fedsecure"], engine
@@ -128,40 +133,54 @@ def run_audit(
     prepare_seconds = time.perf_counter() - started
     run.begin()
 
-    baselines = run.load(BASELINES)
+    kept_baselines = run.load(BASELINES)
     finished = {s.name: run.load(_stage(s)) for s in scenarios}
     pending = sum(finding is None for finding in finished.values())
-    progress.plan((baselines is None) * 2 * spec.federation.rounds + pending * _scenario_units(spec))
-    if baselines is None:
-        baselines = _run_baselines(spec, data, make_model, torch_device, progress)
-        run.save(BASELINES, baselines)
+    progress.plan((kept_baselines is None) * 2 * spec.federation.rounds + pending * _scenario_units(spec))
+    if kept_baselines is None:
+        kept_baselines = to_json(_run_baselines(spec, data, make_model, torch_device, progress))
+        run.save(BASELINES, kept_baselines)
+    # The report is assembled from the stages as written to disk (read back as findings), so that a resumed
+    # run's report is an uninterrupted run's.
+    baselines = _stage_finding(run, BASELINES, Baselines, kept_baselines)
     findings = []
     for scenario in scenarios:
-        finding = finished[scenario.name]
-        if finding is None:
-            finding = to_json(
-                _run_scenario(engine, spec, scenario, data, make_model, torch_device, progress, out_dir)
-            )
-            run.save(_stage(scenario), finding)
-        findings.append(finding)
+        kept = finished[scenario.name]
+        if kept is None:
+            kept = _run_scenario(
+                runner, engine, spec, scenario, data, make_model, torch_device, progress, out_dir
+            ).to_json()
+            run.save(_stage(scenario), kept)
+        findings.append(_stage_finding(run, _stage(scenario), ScenarioFinding, kept))
 
-    report = {
-        "schema_version": SCHEMA_VERSION,
-        "spec": {"origin": loaded.origin, **spec.model_dump(mode="json")},
-        "quick": quick,
-        "only": [s.name for s in scenarios] if only else None,
-        "environment": environment_manifest(torch_device, spec.seed, loaded.sha256, data.sha256()),
-        "baselines": baselines,
-        "scenarios": findings,
+    report = Report(
+        schema_version=SCHEMA_VERSION,
+        spec={"origin": loaded.origin, **spec.model_dump(mode="json")},
+        quick=quick,
+        only=[s.name for s in scenarios] if only else None,
+        environment=environment_manifest(torch_device, spec.seed, loaded.sha256, data.sha256()),
+        baselines=baselines,
+        scenarios=findings,
         # Compute time of the whole audit, summed over its stages (also across a resume).
-        "wall_seconds": prepare_seconds
-        + baselines["centralized"]["train_seconds"]
-        + baselines["local_only"]["train_seconds"]
-        + sum(f["cost"]["wall_seconds"] + f["attack_seconds"] for f in findings),
-    }
-    write_json(out_dir / REPORT_JSON, report)
+        wall_seconds=prepare_seconds + baselines.train_seconds + sum(f.wall_seconds for f in findings),
+    )
+    written = report.to_json()
+    write_json(out_dir / REPORT_JSON, written)
     render_reports(report, out_dir)
-    return report
+    return written
+
+
+T = TypeVar("T")
+
+
+def _stage_finding(run: RunDirectory, stage: str, kind: type[T], kept: dict[str, Any]) -> T:
+    """A stage as written to disk, read back as its finding."""
+    try:
+        return from_json(kind, kept, stage)
+    except ReportFormatError as exc:
+        raise OutputError(
+            f"{run.stages / stage}.json: not a stage this fedsecure can read ({exc}); delete it to run that stage again"
+        ) from None
 
 
 def _check_dp_models(scenarios: list[ScenarioSpec], make_model: Callable[[], torch.nn.Module]) -> None:
@@ -170,21 +189,6 @@ def _check_dp_models(scenarios: list[ScenarioSpec], make_model: Callable[[], tor
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the scenario warns about the replaced layers when it trains
             make_dp_compatible(make_model())
-
-
-ENGINES = ("in-process", "flower")
-
-
-def _check_engine(engine: str, scenarios: list[ScenarioSpec]) -> None:
-    if engine not in ENGINES:
-        raise SpecError(f"--engine {engine}: unknown engine; choose one of: {', '.join(ENGINES)}")
-    if engine == "flower":
-        try:
-            from fedsecure.flower.federation import check_runs_on_flower
-        except ImportError:
-            raise SpecError("--engine flower needs Flower: pip install 'fedsecure[flower]'") from None
-        for scenario in scenarios:
-            check_runs_on_flower(scenario)
 
 
 def _stage(scenario: ScenarioSpec) -> str:
@@ -220,7 +224,7 @@ def _run_baselines(
     make_model: Callable[[], torch.nn.Module],
     device: torch.device,
     progress: AuditProgress,
-) -> dict[str, Any]:
+) -> Baselines:
     budget = baseline_training(spec.federation.local_training(), spec.federation.rounds)
     rounds = spec.federation.rounds
     with progress.task("baseline: centralized", 1, units_per_step=rounds) as advance:
@@ -228,27 +232,11 @@ def _run_baselines(
         advance()
     with progress.task("baseline: local-only", len(data.sites), units_per_step=rounds / len(data.sites)) as advance:
         local_only = train_local_only(data, make_model, budget, spec.seed, device, on_site=lambda _: advance())
-    return {
-        "centralized": {
-            **to_json(UtilityFinding(centralized.utility.auc, centralized.utility.accuracy, centralized.per_site)),
-            "train_seconds": centralized.train_seconds,
-        },
-        "local_only": {
-            **to_json(
-                LocalOnlyFinding(
-                    local_only.auc, local_only.accuracy, local_only.per_site,
-                    per_site_on_test=[
-                        {"site": s.site, "auc": u.auc, "accuracy": u.accuracy}
-                        for s, u in zip(local_only.per_site, local_only.per_site_on_test)
-                    ],
-                )
-            ),
-            "train_seconds": local_only.train_seconds,
-        },
-    }
+    return records.baselines(centralized, local_only)
 
 
 def _run_scenario(
+    runner: Engine,
     engine: str,
     spec: AuditSpec,
     scenario: ScenarioSpec,
@@ -270,18 +258,12 @@ def _run_scenario(
         )
         return Federation(on, make_model(), spec.federation.strategy_instance(), **{**settings, **overrides})
 
-    federation = build_federation(data)
     started = time.perf_counter()
     with progress.task(f"scenario {scenario.name}: rounds ({engine})", spec.federation.rounds) as advance:
-        if engine == "flower":
-            from fedsecure.flower.simulation import run_in_simulation  # the optional extra
-
-            result = run_in_simulation(spec, scenario, data, on_round=lambda _: advance())
-        else:
-            result = federation.run(on_round=lambda _: advance())
+        result = runner.run(spec, scenario, data, build_federation, on_round=lambda _: advance())
     wall = time.perf_counter() - started
     rounds = spec.federation.rounds
-    attacks: list[InversionFinding | MembershipFinding] = []
+    attacks: list[AttackFinding] = []
     canary = None
     attacks_started = time.perf_counter()
     if spec.attacks.inversion is not None:
@@ -289,28 +271,25 @@ def _run_scenario(
             attacks.append(audit_inversion(spec, scenario, data, build_federation, out_dir))
             advance()
     if spec.attacks.membership is not None:
-        federation.state.set(result.trace.final_global.to(device))
         membership = spec.attacks.membership
         with progress.task(
             f"scenario {scenario.name}: membership (reference federations)",
             membership.shadow_models + (membership.canaries > 0), units_per_step=rounds,
         ) as advance:
             found, canary = audit_membership(
-                spec, scenario, data, build_federation, federation.model, device, out_dir / "cache",
+                spec, scenario, data, build_federation, external_view(result), device, out_dir / "cache",
                 on_reference=lambda _: advance(),
             )
         attacks.extend(found)
     attack_seconds = time.perf_counter() - attacks_started
     return scenario_finding(
         spec, scenario, result, wall_seconds=wall, attacks=attacks, canary=canary, attack_seconds=attack_seconds,
-        protocol_parameters=federation.protocol.describe(),
     )
 
 
 def scenario_finding(
     spec: AuditSpec, scenario: ScenarioSpec, result: FederationResult, *, wall_seconds: float,
-    attacks: list[InversionFinding | MembershipFinding], canary: CanaryAuditFinding | None, attack_seconds: float,
-    protocol_parameters: dict[str, Any],
+    attacks: list[AttackFinding], canary: CanaryAuditFinding | None, attack_seconds: float,
 ) -> ScenarioFinding:
     """One scenario's finding from its federation's result and its attacks (whatever engine ran it)."""
     privacy = _privacy(result, attacks, canary)
@@ -320,11 +299,12 @@ def scenario_finding(
         dp=scenario.dp.model_dump(mode="json") if scenario.dp is not None else None,
         strategy=spec.federation.strategy,
         utility=UtilityFinding(
-            result.evaluation.global_.auc, result.evaluation.global_.accuracy, result.evaluation.per_site
+            result.evaluation.global_.auc, result.evaluation.global_.accuracy,
+            records.site_utilities(result.evaluation.per_site),
         ),
         privacy=privacy,
         cost=_cost(result, wall_seconds),
-        protocol_parameters=protocol_parameters,
+        protocol_parameters=result.protocol_parameters,
         server_view=_server_view(result),
         attacks=attacks,
         rounds=_rounds(result),
@@ -336,8 +316,13 @@ def scenario_finding(
     )
 
 
+def write_finding(path: Path, finding: ScenarioFinding) -> None:
+    """Write one scenario's finding as JSON (the shape a run directory's stages hold)."""
+    write_json(path, to_json(finding))
+
+
 def _privacy(
-    result: FederationResult, attacks: list[InversionFinding | MembershipFinding], canary: CanaryAuditFinding | None
+    result: FederationResult, attacks: list[AttackFinding], canary: CanaryAuditFinding | None
 ) -> PrivacyFinding:
     # One pre-registered empirical bound: the canary audit's (its membership was randomised). The
     # membership attacks' rates on real training data are leakage, not epsilon bounds.
@@ -357,9 +342,7 @@ def _privacy(
         accountant=guarantee.accountant, target_epsilon=guarantee.target_epsilon, secure_rng=guarantee.secure_rng,
         stopped_early=guarantee.stopped_early, rounds_completed=guarantee.rounds_completed,
         warnings=guarantee.notes, per_site=guarantee.per_site, clip_per_round=guarantee.clip_per_round,
-        epsilon_by_adversary={
-            g.party: {k: v for k, v in dataclasses.asdict(g).items() if k != "party"} for g in guarantee.by_adversary
-        },
+        epsilon_by_adversary=records.party_guarantees(guarantee.by_adversary),
         worst_party=guarantee.worst_party, mechanism=guarantee.mechanism, simulation=guarantee.simulation,
         protected_units=guarantee.protected_units,
     )
@@ -371,19 +354,7 @@ def _server_view(result: FederationResult) -> str:
 
 
 def _cost(result: FederationResult, wall_seconds: float) -> CostFinding:
-    trace = result.trace
-    return CostFinding(
-        train_seconds=trace.train_seconds,
-        protect_seconds=trace.protect_seconds,
-        bytes_up_per_round=trace.bytes_up_per_round,
-        bytes_down_per_round=trace.bytes_down_per_round,
-        wall_seconds=wall_seconds,
-        encrypt_seconds=trace.encrypt_seconds,
-        aggregate_seconds=trace.aggregate_seconds,
-        decrypt_seconds=trace.decrypt_seconds,
-        setup_bytes=trace.setup_bytes,
-        bytes_per_parameter=trace.bytes_per_parameter,
-    )
+    return CostFinding(wall_seconds=wall_seconds, **dataclasses.asdict(result.cost))
 
 
 def _rounds(result: FederationResult) -> list[RoundFinding]:

@@ -27,9 +27,7 @@ import numpy as np
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from fedsecure.report.findings import to_json
-from fedsecure.report.output import write_json
-from fedsecure.audit.runner import scenario_finding
+from fedsecure.audit import scenario_finding, write_finding
 from fedsecure.config.spec import load_spec
 from fedsecure.errors import OutputError
 from fedsecure.fl.trace import RoundRecord
@@ -72,7 +70,6 @@ def main(grid: Grid, context: Context) -> None:
     wall = time.perf_counter() - started
     finding = scenario_finding(
         loaded.spec, scenario, result, wall_seconds=wall, attacks=[], canary=None, attack_seconds=0.0,
-        protocol_parameters=scenario.protocol_instance().describe(),
     )
     np.savez(out / f"final-model-{scenario.name}.npz", vector=result.trace.final_global.numpy())
-    write_json(finding_path, to_json(finding))
+    write_finding(finding_path, finding)

@@ -16,8 +16,14 @@ from typing import Any
 import matplotlib
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+from matplotlib.typing import RcKeyType
 
-STYLE = {
+from fedsecure.report.attack_finding import AttackFinding
+from fedsecure.report.formatting import number
+from fedsecure.report.report import Report
+from fedsecure.report.scenario import ScenarioFinding
+
+STYLE: dict[RcKeyType, Any] = {
     "svg.fonttype": "none",  # text stays text: small, searchable, selectable
     "svg.hashsalt": "fedsecure",  # stable element ids: the same report gives the same file
     "font.size": 9,
@@ -43,17 +49,17 @@ def _new(width: float, height: float, panels: int = 1) -> tuple[Figure, list[Any
     return figure, axes
 
 
-def _baseline_lines(axes: Any, report: dict[str, Any]) -> None:
-    baselines = {"centralized": report["baselines"]["centralized"], "local-only": report["baselines"]["local_only"]}
-    for name, baseline in baselines.items():
-        if baseline["auc"] is not None:
+def _baseline_lines(axes: Any, report: Report) -> None:
+    baselines = report.baselines
+    for name, auc in (("centralized", baselines.centralized.auc), ("local-only", baselines.local_only.auc)):
+        if auc is not None:
             color, style = BASELINE_STYLES[name]
-            axes.axhline(baseline["auc"], color=color, linestyle=style, linewidth=1, label=f"{name} baseline")
+            axes.axhline(auc, color=color, linestyle=style, linewidth=1, label=f"{name} baseline")
 
 
-def _colors(report: dict[str, Any]) -> dict[str, str]:
+def _colors(report: Report) -> dict[str, str]:
     """One colour per scenario, the same in every figure."""
-    return {s["name"]: f"C{i % 10}" for i, s in enumerate(report["scenarios"])}
+    return {s.name: f"C{i % 10}" for i, s in enumerate(report.scenarios)}
 
 
 def _labelled_points(axes: Any, points: list[tuple[str, float, float]], colors: dict[str, str]) -> None:
@@ -71,24 +77,17 @@ def _round_axis(axes: Any) -> None:
     axes.set_xlabel("round")
 
 
-def _main_membership(scenario: dict[str, Any]) -> dict[str, Any] | None:
-    """The spec's membership attack (not the loss attack run beside it as a reference point)."""
-    attacks = [a for a in scenario["attacks"] if a["attack"] == "membership" and a["status"] == "ok"]
-    return attacks[0] if attacks else None
-
-
-def frontier_figure(report: dict[str, Any]) -> str:
+def frontier_figure(report: Report) -> str:
     """Utility against epsilon (left) and against attack success (right), with the baselines as reference lines."""
     with matplotlib.rc_context(STYLE):
         figure, (by_epsilon, by_attack) = _new(9.5, 3.6, panels=2)
-        scenarios = [s for s in report["scenarios"] if s["utility"]["auc"] is not None]
-        finite = [s["privacy"]["epsilon"] for s in scenarios if s["privacy"]["epsilon"] is not None]
+        scenarios = [s for s in report.scenarios if s.utility.auc is not None]
+        finite = [s.privacy.epsilon for s in scenarios if s.privacy.epsilon is not None]
         # No DP is epsilon = infinity: drawn at the right edge, on its own tick.
         infinity = 4 * max(finite) if finite else 10.0
         colors = _colors(report)
         _labelled_points(by_epsilon, [
-            (s["name"], infinity if s["privacy"]["epsilon"] is None else s["privacy"]["epsilon"], s["utility"]["auc"])
-            for s in scenarios
+            (s.name, infinity if s.privacy.epsilon is None else s.privacy.epsilon, _auc(s)) for s in scenarios
         ], colors)
         by_epsilon.set_xscale("log")
         ticks = _spaced(sorted({*finite, infinity}))
@@ -130,40 +129,56 @@ def _spaced(ticks: list[float], gap: float = 1.15) -> list[float]:
     return kept
 
 
-def _attack_axis(scenarios: list[dict[str, Any]]) -> tuple[str | None, list[tuple[str, float, float]], list[str]]:
-    """What the leakage axis measures, the points on it, and the scenarios left off it (with why)."""
-    membership = {s["name"]: _main_membership(s) for s in scenarios}
-    if any(membership.values()):
-        method = next(a["method"] for a in membership.values() if a)
-        points = [(s["name"], membership[s["name"]]["tpr_at_fpr"]["0.01"]["tpr"], s["utility"]["auc"])
-                  for s in scenarios if membership[s["name"]]]
-        left_out = [f"{s['name']} (no membership result)" for s in scenarios if not membership[s["name"]]]
-        return f"membership TPR at 1% FPR ({method})", points, left_out
-    inversions = {s["name"]: next((a for a in s["attacks"] if a["attack"] == "inversion"), None) for s in scenarios}
-    if any(inversions.values()):
-        points = [(s["name"], inversions[s["name"]]["psnr_gain_median"], s["utility"]["auc"])
-                  for s in scenarios if inversions[s["name"]] and inversions[s["name"]]["status"] == "ok"]
-        left_out = [f"{s['name']} ({inversions[s['name']]['status'].replace('_', ' ')})"
-                    for s in scenarios if inversions[s["name"]] and inversions[s["name"]]["status"] != "ok"]
-        return "reconstruction PSNR gain over the prior image (dB)", points, left_out
-    return None, [], []
+def _auc(scenario: ScenarioFinding) -> float:
+    assert scenario.utility.auc is not None  # only scenarios with an AUC are plotted
+    return scenario.utility.auc
 
 
-def roc_figure(report: dict[str, Any]) -> str | None:
-    """Log-log ROC curves of every membership attack (None when none ran)."""
-    curves = [(s["name"], a) for s in report["scenarios"] for a in s["attacks"]
-              if a["attack"] == "membership" and a["status"] == "ok" and a["roc"].get("fpr")]
+def _attack_axis(scenarios: list[ScenarioFinding]) -> tuple[str | None, list[tuple[str, float, float]], list[str]]:
+    """What the leakage axis measures, the points on it, and the scenarios left off it (with why).
+
+    The axis is the leakage of the kind of attack that ranks first (``frontier_rank``) among those that
+    placed some scenario (among all, where none did); each scenario is placed by its first attack of that
+    kind with a value (the spec's attack comes before the reference attacks run beside it).
+    """
+    attacks = [a for s in scenarios for a in s.attacks]
+    if not attacks:
+        return None, [], []
+    placed = [a for a in attacks if a.frontier_value() is not None]
+    first = min(placed or attacks, key=lambda a: a.frontier_rank)
+    kind = type(first)
+    points, left_out = [], []
+    for s in scenarios:
+        mine = [a for a in s.attacks if type(a) is kind]
+        found = next((a for a in mine if a.frontier_value() is not None), None)
+        if found is not None:
+            points.append((s.name, _value(found), _auc(s)))
+        else:
+            left_out.append(f"{s.name} ({mine[0].status_text if mine else 'not measured'})")
+    return first.frontier_axis(), points, left_out
+
+
+def _value(attack: AttackFinding) -> float:
+    value = attack.frontier_value()
+    assert value is not None
+    return value
+
+
+def roc_figure(report: Report) -> str | None:
+    """Log-log ROC curves of every attack that has one (None when none has)."""
+    curves = [(s.name, a.method, curve) for s in report.scenarios for a in s.attacks
+              if (curve := a.roc_curve()) is not None]
     if not curves:
         return None
     with matplotlib.rc_context(STYLE):
         figure, (axes,) = _new(5.2, 4.2)
-        smallest = min(1.0 / max(a["non_members"], 1) for _, a in curves)
+        smallest = min(1.0 / max(curve.negatives, 1) for _, _, curve in curves)
         colors = _colors(report)
-        for name, attack in curves:
-            fpr = [max(f, smallest / 2) for f in attack["roc"]["fpr"]]  # a log axis has no zero
-            tpr = [max(t, smallest / 2) for t in attack["roc"]["tpr"]]
-            axes.plot(fpr, tpr, linewidth=1.2, linestyle="-" if attack["method"] != "loss" else ":", color=colors[name],
-                      label=f"{name}: {attack['method']} (AUC {attack['auc']:.3f})")
+        for name, method, curve in curves:
+            fpr = [max(f, smallest / 2) for f in curve.fpr]  # a log axis has no zero
+            tpr = [max(t, smallest / 2) for t in curve.tpr]
+            axes.plot(fpr, tpr, linewidth=1.2, linestyle="-" if method != "loss" else ":", color=colors[name],
+                      label=f"{name}: {method} (AUC {number(curve.auc)})")
         axes.plot([smallest / 2, 1], [smallest / 2, 1], color="#888888", linewidth=0.8, linestyle="--", label="chance")
         axes.set_xscale("log")
         axes.set_yscale("log")
@@ -177,21 +192,21 @@ def roc_figure(report: dict[str, Any]) -> str | None:
         return _svg(figure)
 
 
-def epsilon_figure(report: dict[str, Any]) -> str | None:
+def epsilon_figure(report: Report) -> str | None:
     """The accountant's epsilon after each round, for every DP scenario (None when none has DP)."""
-    private = [s for s in report["scenarios"] if s["privacy"]["epsilon"] is not None]
+    private = [s for s in report.scenarios if s.privacy.epsilon is not None]
     if not private:
         return None
     with matplotlib.rc_context(STYLE):
         figure, (axes,) = _new(5.2, 3.4)
         colors = _colors(report)
         for s in private:
-            rounds = [r["round"] for r in s["rounds"] if r["epsilon"] is not None]
-            epsilons = [r["epsilon"] for r in s["rounds"] if r["epsilon"] is not None]
-            axes.plot(rounds, epsilons, marker="o", markersize=3, label=s["name"], color=colors[s["name"]])
-            target = s["privacy"].get("target_epsilon")
+            rounds = [r.round for r in s.rounds if r.epsilon is not None]
+            epsilons = [r.epsilon for r in s.rounds if r.epsilon is not None]
+            axes.plot(rounds, epsilons, marker="o", markersize=3, label=s.name, color=colors[s.name])
+            target = s.privacy.target_epsilon
             if target is not None and math.isfinite(target):
-                axes.axhline(target, color=colors[s["name"]], linestyle="--", linewidth=0.8)
+                axes.axhline(target, color=colors[s.name], linestyle="--", linewidth=0.8)
         _round_axis(axes)
         axes.set_ylabel("epsilon spent (dashed: target)")
         axes.set_title("privacy budget over rounds")
@@ -199,19 +214,20 @@ def epsilon_figure(report: dict[str, Any]) -> str | None:
         return _svg(figure)
 
 
-def utility_figure(report: dict[str, Any]) -> str | None:
+def utility_figure(report: Report) -> str | None:
     """Test AUC of the global model after each round, for every scenario, with the baselines."""
-    scenarios = [s for s in report["scenarios"] if any(r["auc"] is not None for r in s["rounds"])]
+    scenarios = [s for s in report.scenarios if any(r.auc is not None for r in s.rounds)]
     if not scenarios:
         return None
     with matplotlib.rc_context(STYLE):
         figure, (axes,) = _new(5.2, 3.4)
         colors = _colors(report)
         for i, s in enumerate(scenarios):
-            points = [(r["round"], r["auc"]) for r in s["rounds"] if r["auc"] is not None]
+            points = [(r.round, r.auc) for r in s.rounds if r.auc is not None]
             # Earlier lines are wider, so that identical runs (plain and CKKS are bit-identical) both show.
             width = 1.2 + 2.0 * (len(scenarios) - 1 - i) / max(len(scenarios) - 1, 1)
-            axes.plot(*zip(*points), marker="o", markersize=3, linewidth=width, label=s["name"], color=colors[s["name"]])
+            rounds, aucs = zip(*points, strict=True)
+            axes.plot(rounds, aucs, marker="o", markersize=3, linewidth=width, label=s.name, color=colors[s.name])
         _baseline_lines(axes, report)
         _round_axis(axes)
         axes.set_ylabel("test AUC")

@@ -9,24 +9,14 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import jinja2
 
 from fedsecure.report import figures
 from fedsecure.report.compliance import audit_scope, scenario_compliance
 from fedsecure.report.formatting import number
-from fedsecure.report.summary import (
-    COST_COLUMNS,
-    INVERSION_COLUMNS,
-    MEMBERSHIP_COLUMNS,
-    SUMMARY_COLUMNS,
-    cost_rows,
-    inversion_rows,
-    membership_confidence,
-    membership_rows,
-    summary_rows,
-)
+from fedsecure.report.report import Report
+from fedsecure.report.summary import COST_COLUMNS, SUMMARY_COLUMNS, attack_tables, cost_rows, summary_rows
 
 
 @dataclass(frozen=True)
@@ -52,11 +42,11 @@ def _data_uri(content: bytes, mime: str) -> str:
     return f"data:{mime};base64,{base64.b64encode(content).decode('ascii')}"
 
 
-def report_figures(report: dict[str, Any], report_dir: Path) -> list[EmbeddedFigure]:
+def report_figures(report: Report, report_dir: Path) -> list[EmbeddedFigure]:
     """Every figure the report has data for, in page order.
 
     Args:
-        report: the parsed report.json.
+        report: the report.
         report_dir: its directory (reconstruction grids are files beside it).
     """
     drawn = [
@@ -78,21 +68,18 @@ def report_figures(report: dict[str, Any], report_dir: Path) -> list[EmbeddedFig
         for name, title, svg, caption in drawn
         if svg is not None
     ]
-    for scenario in report["scenarios"]:
-        for attack in scenario["attacks"]:
-            if attack["attack"] != "inversion" or not attack.get("figure"):
+    for scenario in report.scenarios:
+        for attack in scenario.attacks:
+            image = attack.image_grid()
+            if image is None:
                 continue
-            path = (report_dir / attack["figure"]).resolve()
+            path = (report_dir / image.file).resolve()
             found = path.is_file() and path.is_relative_to(report_dir.resolve())
             grid = path.read_bytes() if found else b""
             embedded.append(EmbeddedFigure(
-                id=f"fig-inversion-{scenario['name']}",
-                title=f"Reconstructions: {scenario['name']}",
-                caption=(
-                    f"{attack['method']} from the {attack['position']} position. Rows: the true images, the "
-                    "reconstructions, the attacker's prior image."
-                    if found else f"The grid's file {attack['figure']} was not found beside report.json."
-                ),
+                id=f"fig-{attack.kind()}-{scenario.name}",
+                title=f"{image.title}: {scenario.name}",
+                caption=image.caption if found else f"The grid's file {image.file} was not found beside report.json.",
                 data_uri=_data_uri(grid, "image/png") if found else None,
                 width=min(PIXEL_SCALE * _png_width(grid), MAX_GRID_WIDTH) if found else None,
             ))
@@ -111,19 +98,15 @@ def _environment() -> jinja2.Environment:
     return environment
 
 
-def render_html(report: dict[str, Any], report_dir: Path) -> str:
-    """The HTML report of ``report`` (read from ``report_dir/report.json``)."""
+def render_html(report: Report, report_dir: Path) -> str:
+    """The HTML report of ``report`` (its figure files are read from ``report_dir``, beside report.json)."""
     return _environment().get_template("report.html.j2").render(
         report=report,
         summary_columns=SUMMARY_COLUMNS,
         summary_rows=summary_rows(report),
         cost_columns=COST_COLUMNS,
         cost_rows=cost_rows(report),
-        inversion_columns=INVERSION_COLUMNS,
-        inversion_rows=inversion_rows(report),
-        membership_columns=MEMBERSHIP_COLUMNS,
-        membership_rows=membership_rows(report),
-        membership_confidence=membership_confidence(report),
+        attack_tables=attack_tables(report),
         figures=report_figures(report, report_dir),
         scope=audit_scope(report),
         compliance=scenario_compliance(report),

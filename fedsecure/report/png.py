@@ -39,5 +39,6 @@ def image_grid(rows: list[list[np.ndarray]], scale: int = 3, gap: int = 2) -> np
     for r, row in enumerate(rows):
         for c, image in enumerate(row):
             big = np.kron(image, np.ones((scale, scale), dtype=np.float32))
-            grid[gap + r * cell_h : gap + r * cell_h + height * scale, gap + c * cell_w : gap + c * cell_w + width * scale] = big
+            top, left = gap + r * cell_h, gap + c * cell_w
+            grid[top : top + height * scale, left : left + width * scale] = big
     return grid

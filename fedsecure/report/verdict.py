@@ -6,13 +6,37 @@ is not evidence of safety.
 
 from __future__ import annotations
 
-from fedsecure.report.findings import InversionFinding, MembershipFinding, PrivacyFinding, Verdict
-from fedsecure.config.spec import ThresholdsSpec
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from fedsecure.report.attack_finding import AttackFinding
+from fedsecure.report.attack_kinds import ATTACK_FINDINGS
+from fedsecure.report.formatting import verdict_text
+from fedsecure.report.json_form import json_key
+from fedsecure.report.privacy_finding import PrivacyFinding
+
+if TYPE_CHECKING:  # the thresholds are read, never built, here: the report needs no spec machinery to load
+    from fedsecure.config.spec import ThresholdsSpec
 
 
-def judge(
-    thresholds: ThresholdsSpec | None, privacy: PrivacyFinding, attacks: list[InversionFinding | MembershipFinding]
-) -> Verdict:
+@dataclass(frozen=True)
+class Verdict:
+    """The compliance verdict against the spec's thresholds.
+
+    ``passed`` is None when the spec sets no thresholds (nothing was checked).
+    """
+
+    passed: bool | None = field(metadata=json_key("pass"))  # "pass" is a Python keyword
+    reasons: list[str]
+
+    @property
+    def text(self) -> str:
+        """PASS, FAIL, or "not judged"."""
+        return verdict_text(self.passed)
+
+
+def judge(thresholds: ThresholdsSpec | None, privacy: PrivacyFinding, attacks: Sequence[AttackFinding]) -> Verdict:
     """The verdict for one scenario.
 
     Args:
@@ -34,7 +58,8 @@ def judge(
         if privacy.guarantee == "none":
             ok = False
             reasons.append(
-                f"no differential-privacy guarantee (epsilon unbounded); the spec requires epsilon <= {thresholds.max_epsilon:g}"
+                "no differential-privacy guarantee (epsilon unbounded); the spec requires "
+                f"epsilon <= {thresholds.max_epsilon:g}"
             )
         elif privacy.epsilon is None:
             ok = False
@@ -50,24 +75,19 @@ def judge(
     delta_ok, delta_reason = _judge_delta(thresholds, privacy)
     ok = ok and delta_ok
     reasons.extend(delta_reason)
-    measured = {a.attack for a in attacks if a.status in ("ok", "no_access")}
-    for field_name, kind in (
-        ("max_membership_tpr_at_0_1_fpr", "membership"),
-        ("max_reconstruction_psnr", "inversion"),
-        ("max_reconstruction_psnr_gain", "inversion"),
-    ):
-        if getattr(thresholds, field_name) is not None and kind not in measured:
+    measured = {a.kind() for a in attacks if a.measured}
+    # In the spec's order of thresholds, each with the kind of attack that answers for it.
+    answered_by = {name: kind for kind, finding in ATTACK_FINDINGS.items() for name in finding.thresholds}
+    for field_name in type(thresholds).model_fields:
+        kind = answered_by.get(field_name)
+        if kind is not None and getattr(thresholds, field_name) is not None and kind not in measured:
             ok = False
             reasons.append(f"{kind} leakage was not measured, so {field_name} cannot be shown to hold")
     for attack in attacks:
-        if attack.status not in ("ok", "no_access"):
-            continue
-        if isinstance(attack, InversionFinding):
-            passed, why = _judge_inversion(thresholds, attack)
-        else:
-            passed, why = _judge_membership(thresholds, attack)
-        ok = ok and passed
-        reasons.extend(why)
+        if attack.measured:
+            passed, why = attack.judge(thresholds)
+            ok = ok and passed
+            reasons.extend(why)
     return Verdict(passed=ok, reasons=reasons)
 
 
@@ -83,7 +103,7 @@ def _simulation(privacy: PrivacyFinding) -> str | None:
 
 
 def _judge_delta(thresholds: ThresholdsSpec, privacy: PrivacyFinding) -> tuple[bool, list[str]]:
-    """delta against ``max_delta``, by default 1 / the number of protected units (images or sites)."""
+    """The delta against ``max_delta``, by default 1 / the number of protected units (images or sites)."""
     if privacy.guarantee == "none" or privacy.delta is None:
         return True, []
     if thresholds.max_delta is not None:
@@ -111,7 +131,8 @@ def _contradiction(privacy: PrivacyFinding) -> str | None:
     """
     if privacy.epsilon_by_adversary is None or privacy.empirical_epsilon_lb is None:
         return None
-    public = privacy.epsilon_by_adversary.get("public", {}).get("epsilon")
+    against_public = privacy.epsilon_by_adversary.get("public")
+    public = against_public.epsilon if against_public is not None else None
     if public is None:
         return None
     allowed = 2 * public if privacy.guarantee == "client-level DP" else public
@@ -123,56 +144,3 @@ def _contradiction(privacy: PrivacyFinding) -> str | None:
         f"the empirical lower bound on epsilon ({privacy.empirical_epsilon_lb:.3g}) exceeds {what} "
         f"({allowed:.3g}): the privacy guarantee cannot be relied on (a bug in the DP implementation or in the audit)"
     )
-
-
-def _judge_membership(thresholds: ThresholdsSpec, attack: MembershipFinding) -> tuple[bool, list[str]]:
-    """Membership leakage at FPR 0.1%, judged by its confidence interval's upper end (the cautious reading)."""
-    limit = thresholds.max_membership_tpr_at_0_1_fpr
-    if limit is None:
-        return True, []
-    where = f"{attack.method} membership inference from the {attack.position} position"
-    if attack.status == "no_access":
-        return True, [f"{where}: no access ({attack.reason})"]
-    rate = attack.tpr_at_fpr.get("0.001")
-    if rate is None or not rate["resolved"]:
-        return False, [
-            f"{where}: {attack.non_members} non-members cannot resolve a false-positive rate of 0.1%, so "
-            "max_membership_tpr_at_0_1_fpr cannot be shown to hold"
-        ]
-    facts = f"TPR at 0.1% FPR {rate['tpr']:.3g} (interval {rate['low']:.3g}-{rate['high']:.3g})"
-    if rate["high"] > limit:
-        return False, [f"{where}: {facts}: its upper end exceeds max_membership_tpr_at_0_1_fpr {limit:g}"]
-    return True, [f"{where}: {facts}: its upper end is within max_membership_tpr_at_0_1_fpr {limit:g}"]
-
-
-def _judge_inversion(thresholds: ThresholdsSpec, attack: InversionFinding) -> tuple[bool, list[str]]:
-    """Reconstruction leakage, judged by the gain over the attacker's prior image."""
-    limits = [t for t in (thresholds.max_reconstruction_psnr, thresholds.max_reconstruction_psnr_gain) if t is not None]
-    if not limits:
-        return True, []
-    where = f"{attack.method} from the {attack.position} position"
-    if attack.status == "no_access":
-        return True, [f"{where}: no access ({attack.reason})"]
-    gain, psnr, prior = attack.psnr_gain_median, attack.psnr_median, attack.prior_psnr_median
-    facts = f"median PSNR {psnr:.1f} dB against the prior image's {prior:.1f} dB (gain {gain:+.1f} dB)"
-    ok, reasons = True, []
-    if thresholds.max_reconstruction_psnr_gain is not None:
-        limit = thresholds.max_reconstruction_psnr_gain
-        if gain > limit:
-            ok = False
-            reasons.append(f"{where}: {facts} exceeds max_reconstruction_psnr_gain {limit:g} dB")
-        else:
-            reasons.append(f"{where}: {facts} is within max_reconstruction_psnr_gain {limit:g} dB")
-    if thresholds.max_reconstruction_psnr is not None:
-        limit = thresholds.max_reconstruction_psnr
-        if psnr > limit and gain > 0:
-            ok = False
-            reasons.append(f"{where}: {facts} exceeds max_reconstruction_psnr {limit:g} dB and beats the prior")
-        elif psnr > limit:
-            reasons.append(
-                f"{where}: {facts}; above max_reconstruction_psnr {limit:g} dB but no better than the prior, "
-                "so nothing beyond the attacker's prior knowledge was recovered"
-            )
-        else:
-            reasons.append(f"{where}: {facts} is within max_reconstruction_psnr {limit:g} dB")
-    return ok, reasons

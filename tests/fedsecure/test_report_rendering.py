@@ -1,8 +1,9 @@
-"""report.html and report.md, rendered from report.json: content, compliance, re-rendering, a real browser."""
+"""report.html and report.md, rendered from a finished report.json: content, compliance, re-rendering, a browser."""
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import re
@@ -12,42 +13,58 @@ from pathlib import Path
 
 import pytest
 
-from fedsecure.audit import run_audit
+from fedsecure.config.spec import ThresholdsSpec
+from fedsecure.errors import OutputError
+from fedsecure.report import Report
 from fedsecure.report.compliance import scenario_compliance
 from fedsecure.report.html import render_html
 from fedsecure.report.markdown import render_markdown
-from fedsecure.report.rendering import rerender
-from fedsecure.config.spec import parse_spec
-from fedsecure.errors import OutputError
-from tests.fedsecure.tiny_specs import PLAIN_AND_CKKS, TINY_FEDAVG, tiny_spec
+from fedsecure.report.rendering import render_reports, rerender
+from fedsecure.report.verdict import judge
 
-# Every kind of scenario and both attacks, small enough to run in seconds.
-SPEC = tiny_spec("report-tiny", 1, TINY_FEDAVG, PLAIN_AND_CKKS, """
-[[scenario]]
-name = "sample-dp"
-dp = { level = "sample", epsilon = 8.0, delta = 1e-3, clip = 1.0, secure_rng = true }
+# A finished report, committed: tests/fixtures/report-tiny.json, from a tiny audit of report-tiny.toml (plain,
+# CKKS, sample-level DP, client-level DP under CKKS; iDLG and LiRA), with its two reconstruction grids under
+# figures/. These tests render it; test_report_unchanged.py checks that the audit still writes it.
+FIXTURES = Path(__file__).parent.parent / "fixtures"
+FIGURES = {
+    "fig-frontier", "fig-utility-rounds", "fig-roc", "fig-epsilon-rounds",
+    "fig-inversion-plain", "fig-inversion-sample-dp",
+}
 
-[[scenario]]
-name = "client-dp"
-protocol = "ckks"
-dp = { level = "client", epsilon = 8.0, delta = 1e-3, clip = 0.5, placement = "distributed" }
 
-[attacks]
-inversion = { method = "idlg", images = 2, batch_size = 1, iterations = 50 }
-membership = { method = "lira", shadow_models = 2, canaries = 10 }
-
-[thresholds]
-max_epsilon = 10.0
-max_reconstruction_psnr_gain = 1.0
-""")
-FIGURES = {"fig-frontier", "fig-utility-rounds", "fig-roc", "fig-epsilon-rounds", "fig-inversion-plain", "fig-inversion-sample-dp"}
+def fixture_report() -> Report:
+    return Report.from_json(json.loads((FIXTURES / "report-tiny.json").read_text()))
 
 
 @pytest.fixture(scope="module")
 def audited(tmp_path_factory) -> Path:
+    """An audit directory holding the fixture report, rendered as `fedsecure report DIR` renders it."""
     out = tmp_path_factory.mktemp("report")
-    run_audit(parse_spec(SPEC, origin="test"), out, device="cpu")
+    shutil.copy(FIXTURES / "report-tiny.json", out / "report.json")
+    shutil.copytree(FIXTURES / "figures", out / "figures")
+    rerender(out)
     return out
+
+
+def with_secret_noise(report: Report, name: str) -> Report:
+    """``report`` as if scenario ``name`` had drawn its DP noise from the OS CSPRNG (secure_rng = true).
+
+    The fixture seeds every noise so that its audit is reproducible, which makes each DP scenario a
+    simulation that fails its verdict. A scenario with secret noise would have drawn other noise and so other
+    numbers, but no statement these tests check depends on them; the verdict is judged again by the audit's
+    own ``judge`` against the spec's thresholds. Honest for a test of the rendering, not of the audit.
+    """
+    thresholds = ThresholdsSpec(**{k: v for k, v in report.spec["thresholds"].items() if v is not None})
+    scenarios = []
+    for s in report.scenarios:
+        if s.name == name:
+            privacy = dataclasses.replace(
+                s.privacy, secure_rng=True, simulation=False,
+                warnings=[w for w in s.privacy.warnings if "secure_rng = false" not in w],
+            )
+            s = dataclasses.replace(s, privacy=privacy, verdict=judge(thresholds, privacy, s.attacks))
+        scenarios.append(s)
+    return dataclasses.replace(report, scenarios=scenarios)
 
 
 def test_html_holds_every_part_of_the_report(audited):
@@ -64,8 +81,9 @@ def test_html_holds_every_part_of_the_report(audited):
     assert report["environment"]["spec_sha256"] in page and report["environment"]["data_sha256"] in page
 
 
-def test_compliance_says_who_sees_what_and_the_limits(audited):
-    report = json.loads((audited / "report.json").read_text())
+def test_compliance_says_who_sees_what_and_the_limits(tmp_path):
+    report = with_secret_noise(fixture_report(), "sample-dp")
+    render_reports(report, tmp_path)
     plain, ckks, sample_dp, client_dp = scenario_compliance(report)
     assert "in plaintext" in dict(plain.threat_model)["aggregation server"]
     assert "holds no decryption key" in dict(ckks.threat_model)["aggregation server"]
@@ -80,16 +98,17 @@ def test_compliance_says_who_sees_what_and_the_limits(audited):
     # One line per party, each with what it sees.
     for party in ("anyone given the released model", "the aggregation server", "another participating site"):
         assert sum(line.startswith(f"Against {party}, who sees") for line in client_dp.guarantee) == 1
-    assert "No training image or label leaves a site" in plain.leaves_site and "read that image's label" in plain.leaves_site
+    assert "No training image or label leaves a site" in plain.leaves_site
+    assert "read that image's label" in plain.leaves_site
     assert "encrypted under CKKS" in ckks.leaves_site
     assert any("no access" in line for line in ckks.leakage)
     assert any(line.startswith("Gradient inversion") for line in plain.leakage)
     assert any("not a proof of privacy" in line for line in plain.limits)
     assert any("collude" in line for line in ckks.limits)
     assert (plain.verdict, sample_dp.verdict, client_dp.verdict) == ("FAIL", "PASS", "FAIL")
-    assert plain.reasons == report["scenarios"][0]["verdict"]["reasons"]
+    assert plain.reasons == report.scenarios[0].verdict.reasons
     assert client_dp.reasons[0].startswith("simulation, not a guarantee")
-    markdown = (audited / "report.md").read_text()
+    markdown = (tmp_path / "report.md").read_text()
     assert "## Compliance" in markdown and "### client-dp: FAIL" in markdown and "Limits of this evidence:" in markdown
 
 
@@ -97,6 +116,7 @@ def test_seeded_noise_never_shows_pass(audited):
     report = json.loads((audited / "report.json").read_text())
     simulated = report["scenarios"][3]
     assert simulated["privacy"]["simulation"] and simulated["verdict"]["pass"] is False
+    assert report["scenarios"][2]["privacy"]["simulation"] and report["scenarios"][2]["verdict"]["pass"] is False
     markdown = (audited / "report.md").read_text()
     page = (audited / "report.html").read_text()
     summary_row = next(line for line in markdown.splitlines() if line.startswith("| client-dp |"))
@@ -119,7 +139,8 @@ def test_every_dp_scenario_states_its_empirical_ceiling(audited):
         assert privacy["empirical_epsilon_ceiling"] == pytest.approx(
             one_run_ceiling(canary["canaries"], canary["guesses"], privacy["delta"], canary["confidence"]))
         assert privacy["empirical_epsilon_lb"] == canary["epsilon_lb"] <= privacy["empirical_epsilon_ceiling"] < 8
-        assert f"{scenario['name']}: the empirical audit (10 canaries, 2 guesses) could show at most epsilon" in markdown
+        stated = f"{scenario['name']}: the empirical audit (10 canaries, 2 guesses) could show at most epsilon"
+        assert stated in markdown
     assert all("epsilon_lb" not in attack for s in report["scenarios"] for attack in s["attacks"])
 
 
@@ -131,12 +152,18 @@ def test_report_re_renders_the_same_files(audited, tmp_path):
     assert sorted(p.name for p in rerender(copied)) == ["report.html", "report.md"]
     for name in ("report.html", "report.md"):
         assert (copied / name).read_text() == (audited / name).read_text()
+    # What an audit renders from its Report is what `fedsecure report` renders from report.json.
+    again = tmp_path / "again"
+    shutil.copytree(FIXTURES / "figures", again / "figures")
+    render_reports(fixture_report(), again)
+    for name in ("report.html", "report.md"):
+        assert (again / name).read_text() == (audited / name).read_text()
 
 
 def test_reasons_from_a_report_are_escaped_in_html(audited):
     report = json.loads((audited / "report.json").read_text())
-    altered = copy.deepcopy(report)
-    altered["scenarios"][0]["verdict"]["reasons"].append('<img src=x onerror="alert(1)">')
+    report["scenarios"][0]["verdict"]["reasons"].append('<img src=x onerror="alert(1)">')
+    altered = Report.from_json(report)
     page = render_html(altered, audited)
     assert "<img src=x" not in page and "&lt;img src=x onerror=&#34;alert(1)&#34;&gt;" in page
     assert '<img src=x onerror="alert(1)">' in render_markdown(altered)  # Markdown carries text as it is
@@ -157,6 +184,23 @@ def test_report_refuses_what_it_cannot_render(tmp_path):
     (tmp_path / "report.json").write_text(json.dumps({"schema_version": "1.1", "spec": {}}))
     with pytest.raises(OutputError, match="incomplete or altered report"):
         rerender(tmp_path)
+    fixture = json.loads((FIXTURES / "report-tiny.json").read_text())
+    alterations = {
+        "report.scenarios[1].cost.train_seconds: expected a number, found the string 'fast'":
+            lambda r: r["scenarios"][1]["cost"].update(train_seconds="fast"),
+        "report.scenarios[0].attacks[2].attack: 'reconstruction' is not one of inversion, membership":
+            lambda r: r["scenarios"][0]["attacks"][2].update(attack="reconstruction"),
+        "report.baselines.local_only: missing field 'per_site_on_test'":
+            lambda r: r["baselines"]["local_only"].pop("per_site_on_test"),
+        "report.scenarios[3].privacy: unknown field 'epsilon_guess'":
+            lambda r: r["scenarios"][3]["privacy"].update(epsilon_guess=1.0),
+    }
+    for message, alter in alterations.items():
+        altered = copy.deepcopy(fixture)
+        alter(altered)
+        (tmp_path / "report.json").write_text(json.dumps(altered))
+        with pytest.raises(OutputError, match=re.escape(f"incomplete or altered report ({message}")):
+            rerender(tmp_path)
     assert not (tmp_path / "report.html").exists()
 
 
@@ -215,6 +259,6 @@ def test_a_report_cannot_embed_files_from_outside_its_directory(audited, tmp_pat
     outside.write_bytes((audited / "figures" / "inversion-plain.png").read_bytes())
     report = json.loads((audited / "report.json").read_text())
     report["scenarios"][0]["attacks"][0]["figure"] = str(Path("..") / ".." / outside)
-    page = render_html(report, audited)
+    page = render_html(Report.from_json(report), audited)
     assert page.count('src="data:image/png;base64,') == 1
     assert "was not found beside report.json" in page

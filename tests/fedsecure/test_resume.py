@@ -114,6 +114,13 @@ def test_resume_refuses_a_directory_of_another_run(spec_file, tmp_path):
     other = parse_spec(SPEC.replace("seed = 2", "seed = 3"), origin="test")
     with pytest.raises(OutputError, match="holds the results of another spec"):
         run_audit(other, out, device="cpu", resume=True)
+    # A stage is read back as its finding: one this version cannot read is refused in one line, before any work.
+    stage = out / "stages" / "baselines.json"
+    stage.write_text(stage.read_text().replace('"train_seconds"', '"training_seconds"', 1))
+    with pytest.raises(OutputError, match=re.escape(
+        "baselines.json: not a stage this fedsecure can read (baselines.centralized: unknown field 'training_seconds'"
+    )):
+        run_audit(loaded, out, device="cpu", only=["plain"], resume=True)
 
 
 def test_only_runs_the_named_scenarios_and_a_resume_adds_the_rest(tmp_path):

@@ -3,20 +3,29 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
 
-from fedsecure.report.findings import MembershipFinding, PrivacyFinding
 from fedsecure.config.spec import ThresholdsSpec
+from fedsecure.report import Report
+from fedsecure.report.findings import MembershipFinding, PartyGuaranteeFinding, PrivacyFinding, RateAtFpr
 from fedsecure.report.verdict import judge
+
+
+def party(epsilon: float) -> PartyGuaranteeFinding:
+    return PartyGuaranteeFinding(epsilon=epsilon, noise_multiplier=1.0, sample_rate=1.0, steps=10, accounting="rdp",
+                                 sees="the released model only")
+
 
 PRIVATE = PrivacyFinding(
     guarantee="client-level DP", unit="site", epsilon=6.0, delta=1e-5, worst_party="site", secure_rng=True,
     simulation=False, protected_units=4,
-    epsilon_by_adversary={"public": {"epsilon": 5.0}, "server": {"epsilon": 5.0}, "site": {"epsilon": 6.0}},
+    epsilon_by_adversary={"public": party(5.0), "server": party(5.0), "site": party(6.0)},
 )
 
 
 def membership(tpr: float, low: float, high: float) -> MembershipFinding:
-    rate = {"tpr": tpr, "low": low, "high": high, "achieved_fpr": 0.0, "fpr_high": 0.001, "resolved": True}
+    rate = RateAtFpr(tpr=tpr, low=low, high=high, achieved_fpr=0.0, fpr_high=0.001, resolved=True)
     return MembershipFinding(method="lira", position="external", status="ok", members=5000, non_members=5000,
                              tpr_at_fpr={"0.001": rate})
 
@@ -66,3 +75,18 @@ def test_a_canary_bound_above_what_the_guarantee_allows_fails():
     broken = dataclasses.replace(client, empirical_epsilon_lb=10.5)
     verdict = judge(ThresholdsSpec(max_epsilon=10.0), broken, [])
     assert verdict.passed is False and "exceeds twice the accountant's epsilon against the public" in verdict.reasons[0]
+
+
+def test_the_verdicts_of_a_finished_report_are_judged_again_the_same():
+    # The committed tiny report (tests/fixtures/report-tiny.json): its findings, read back, give its verdicts.
+    report = Report.from_json(json.loads((Path(__file__).parent.parent / "fixtures" / "report-tiny.json").read_text()))
+    thresholds = ThresholdsSpec(**{k: v for k, v in report.spec["thresholds"].items() if v is not None})
+    for scenario in report.scenarios:
+        assert judge(thresholds, scenario.privacy, scenario.attacks) == scenario.verdict, scenario.name
+    # Nothing measured: a threshold on an attack that did not run fails, named by its kind of attack.
+    plain = report.scenarios[0]
+    verdict = judge(ThresholdsSpec(max_membership_tpr_at_0_1_fpr=0.1, max_reconstruction_psnr=30.0), plain.privacy, [])
+    assert verdict.passed is False and verdict.reasons == [
+        "membership leakage was not measured, so max_membership_tpr_at_0_1_fpr cannot be shown to hold",
+        "inversion leakage was not measured, so max_reconstruction_psnr cannot be shown to hold",
+    ]

@@ -1,0 +1,58 @@
+"""The engine's results as the report records them.
+
+The report package reads findings only and imports no engine, so it has its
+own records of what the engine computes (per-site utility, the guarantee
+against each party); this is where the audit copies one into the other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from fedsecure.fl.baselines import CentralizedResult, LocalOnlyResult
+from fedsecure.fl.privacy_hooks import PartyGuarantee
+from fedsecure.fl.server import SiteUtility as EngineSiteUtility
+from fedsecure.report.findings import (
+    Baselines,
+    CentralizedFinding,
+    LocalOnlyFinding,
+    PartyGuaranteeFinding,
+    SiteModelUtility,
+    SiteUtility,
+)
+
+
+def site_utilities(per_site: Sequence[EngineSiteUtility]) -> list[SiteUtility]:
+    """Each site's utility, as the report records it."""
+    return [
+        SiteUtility(site=u.site, n_train=u.n_train, auc=u.auc, accuracy=u.accuracy, n_test=u.n_test) for u in per_site
+    ]
+
+
+def party_guarantees(by_adversary: Sequence[PartyGuarantee]) -> dict[str, PartyGuaranteeFinding]:
+    """The guarantee against each party, by party."""
+    return {
+        g.party: PartyGuaranteeFinding(
+            epsilon=g.epsilon, noise_multiplier=g.noise_multiplier, sample_rate=g.sample_rate, steps=g.steps,
+            accounting=g.accounting, sees=g.sees, assumptions=list(g.assumptions),
+        )
+        for g in by_adversary
+    }
+
+
+def baselines(centralized: CentralizedResult, local_only: LocalOnlyResult) -> Baselines:
+    """The two baselines' findings."""
+    return Baselines(
+        centralized=CentralizedFinding(
+            auc=centralized.utility.auc, accuracy=centralized.utility.accuracy,
+            per_site=site_utilities(centralized.per_site), train_seconds=centralized.train_seconds,
+        ),
+        local_only=LocalOnlyFinding(
+            auc=local_only.auc, accuracy=local_only.accuracy, per_site=site_utilities(local_only.per_site),
+            per_site_on_test=[
+                SiteModelUtility(site=s.site, auc=u.auc, accuracy=u.accuracy)
+                for s, u in zip(local_only.per_site, local_only.per_site_on_test, strict=True)
+            ],
+            train_seconds=local_only.train_seconds,
+        ),
+    )

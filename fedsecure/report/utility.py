@@ -1,0 +1,62 @@
+"""What a model is worth: test utility of a scenario's model and of the two baselines."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SiteUtility:
+    """A model's utility on one site's local test set (the report's record; the engine has its own)."""
+
+    site: str
+    n_train: int
+    auc: float | None
+    accuracy: float
+    n_test: int
+
+
+@dataclass(frozen=True)
+class SiteModelUtility:
+    """One site's own model (local-only baseline) on the whole test set."""
+
+    site: str
+    auc: float | None
+    accuracy: float
+
+
+@dataclass(frozen=True)
+class UtilityFinding:
+    """A model's test utility: whole test set and each site's local test set."""
+
+    auc: float | None
+    accuracy: float
+    per_site: list[SiteUtility]
+
+
+@dataclass(frozen=True)
+class CentralizedFinding(UtilityFinding):
+    """The centralized baseline (all data pooled: the upper bound) and its training time."""
+
+    train_seconds: float
+
+
+@dataclass(frozen=True)
+class LocalOnlyFinding(UtilityFinding):
+    """Local-only baseline: ``auc``/``accuracy`` are the mean of the sites' own models on the whole test set."""
+
+    per_site_on_test: list[SiteModelUtility]
+    train_seconds: float
+
+
+@dataclass(frozen=True)
+class Baselines:
+    """The two reference points every scenario is read against, trained with the federation's budget."""
+
+    centralized: CentralizedFinding
+    local_only: LocalOnlyFinding
+
+    @property
+    def train_seconds(self) -> float:
+        """Both baselines' training time."""
+        return self.centralized.train_seconds + self.local_only.train_seconds

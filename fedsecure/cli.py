@@ -11,7 +11,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -20,9 +20,9 @@ from rich.progress import (
     MofNCompleteColumn,
     Progress,
     SpinnerColumn,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
-    TaskID,
     TimeRemainingColumn,
 )
 
@@ -70,13 +70,13 @@ class RichProgress:
 @app.command()
 def audit(
     spec: Annotated[
-        Optional[Path], typer.Argument(help="Audit spec (TOML). Without it: the embedded synthetic default.")
+        Path | None, typer.Argument(help="Audit spec (TOML). Without it: the embedded synthetic default.")
     ] = None,
     out: Annotated[
-        Optional[Path], typer.Option("--out", "-o", help="Output directory [default: audit-out/SPEC-NAME].")
+        Path | None, typer.Option("--out", "-o", help="Output directory [default: audit-out/SPEC-NAME].")
     ] = None,
     data: Annotated[
-        Optional[Path], typer.Option("--data", help="Use this MedMNIST .npz instead of the spec's data.path.")
+        Path | None, typer.Option("--data", help="Use this MedMNIST .npz instead of the spec's data.path.")
     ] = None,
     device: Annotated[str, typer.Option("--device", help="auto (CUDA when available), cpu or cuda.")] = "auto",
     resume: Annotated[
@@ -86,18 +86,18 @@ def audit(
         bool, typer.Option("--quick", help="A small, fast version of the spec: a first look, not evidence.")
     ] = False,
     only: Annotated[
-        Optional[list[str]], typer.Option("--only", help="Run only this scenario (repeatable).", metavar="SCENARIO")
+        list[str] | None, typer.Option("--only", help="Run only this scenario (repeatable).", metavar="SCENARIO")
     ] = None,
     engine: Annotated[
         str, typer.Option("--engine", help="in-process, or flower (Flower's simulation engine; fedsecure[flower]).")
     ] = "in-process",
 ) -> None:
     """Train every scenario of SPEC, attack it, and write report.json, report.md and report.html."""
-    from fedsecure.report.formatting import verdict_text
-    from fedsecure.report.rendering import REPORT_HTML, REPORT_MD
-    from fedsecure.report.output import STAGES
     from fedsecure.audit.runner import run_audit
     from fedsecure.config.spec import load_spec
+    from fedsecure.report.formatting import verdict_text
+    from fedsecure.report.output import STAGES
+    from fedsecure.report.rendering import REPORT_HTML, REPORT_MD
 
     loaded = load_spec(spec, data_path=data)
     out_dir = out if out is not None else Path("audit-out") / (loaded.spec.name + ("-quick" if quick else ""))
@@ -115,7 +115,11 @@ def audit(
             )
     except KeyboardInterrupt:
         if (out_dir / STAGES).is_dir():
-            stderr.print(f"aborted; finished stages are kept in {out_dir}: add --resume to continue", highlight=False, soft_wrap=True)
+            stderr.print(
+                f"aborted; finished stages are kept in {out_dir}: add --resume to continue",
+                highlight=False,
+                soft_wrap=True,
+            )
             sys.exit(130)
         raise
     for scenario in report["scenarios"]:
@@ -156,7 +160,7 @@ def sites(
     spec: Annotated[Path, typer.Argument(help="Audit spec (TOML).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory for site-K.npz (must not exist).")],
     data: Annotated[
-        Optional[Path], typer.Option("--data", help="Use this MedMNIST .npz instead of the spec's data.path.")
+        Path | None, typer.Option("--data", help="Use this MedMNIST .npz instead of the spec's data.path.")
     ] = None,
 ) -> None:
     """Split the spec's data into one MedMNIST-format file per site, as the spec federates it (to try a deployment)."""

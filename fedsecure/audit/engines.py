@@ -11,6 +11,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 
+from typing_extensions import override
+
 from fedsecure.config.spec import AuditSpec, ScenarioSpec
 from fedsecure.data.federated import FederatedData
 from fedsecure.errors import SpecError, UnknownNameError
@@ -27,7 +29,11 @@ class Engine(ABC):
     """Runs one scenario's federation."""
 
     def check(self, scenarios: Sequence[ScenarioSpec]) -> None:
-        """Refuse, before any training, what this engine cannot run (raises a FedsecureError)."""
+        """Refuse, before any training, what this engine cannot run (raises a FedsecureError).
+
+        The default accepts every scenario; an engine with limits overrides it.
+        """
+        return None
 
     @abstractmethod
     def run(
@@ -52,6 +58,7 @@ ENGINES: Registry[type[Engine]] = Registry("engine")
 class InProcessEngine(Engine):
     """Every site in this process, one after the other."""
 
+    @override
     def run(
         self, spec: AuditSpec, scenario: ScenarioSpec, data: FederatedData, build_federation: BuildFederation,
         on_round: OnRound,
@@ -63,6 +70,7 @@ class InProcessEngine(Engine):
 class FlowerSimulationEngine(Engine):
     """Flower's simulation engine: one virtual SuperNode per site, the deployment's ClientApp and ServerApp."""
 
+    @override
     def check(self, scenarios: Sequence[ScenarioSpec]) -> None:
         try:
             from fedsecure.flower.federation import check_runs_on_flower  # the optional extra
@@ -71,6 +79,7 @@ class FlowerSimulationEngine(Engine):
         for scenario in scenarios:
             check_runs_on_flower(scenario)
 
+    @override
     def run(
         self, spec: AuditSpec, scenario: ScenarioSpec, data: FederatedData, build_federation: BuildFederation,
         on_round: OnRound,

@@ -9,7 +9,9 @@ import torch
 
 from fedsecure.report.findings import Environment
 
-PACKAGES = ("fedsecure", "torch", "monai", "opacus", "tenseal", "numpy", "scipy", "pydantic", "typer", "matplotlib", "jinja2")
+PACKAGES = (
+    "fedsecure", "torch", "monai", "opacus", "tenseal", "numpy", "scipy", "pydantic", "typer", "matplotlib", "jinja2",
+)
 
 
 def package_versions() -> dict[str, str | None]:

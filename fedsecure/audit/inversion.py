@@ -34,16 +34,16 @@ import torch
 
 from attacks.inversion import LocalSteps, Observation
 from attacks.metrics import ReconstructionScores, score_reconstruction
-from fedsecure.report.findings import ImageScores, InversionFinding
-from fedsecure.report.output import write_atomic
-from fedsecure.report.png import encode_gray, image_grid
 from fedsecure.config.spec import AuditSpec, InversionSpec, ScenarioSpec
 from fedsecure.data.federated import FederatedData
 from fedsecure.data.splits import Split
 from fedsecure.fl.federation import Federation
-from fedsecure.fl.views import ReceivedUpdate, ServerView
 from fedsecure.fl.privacy_hooks import PrivacyMechanism
+from fedsecure.fl.views import ReceivedUpdate, ServerView
 from fedsecure.positions import Position
+from fedsecure.report.findings import ImageScores, InversionFinding
+from fedsecure.report.output import write_atomic
+from fedsecure.report.png import encode_gray, image_grid
 from fedsecure.seeding import derive_seed, numpy_rng
 
 FIGURES = "figures"
@@ -114,7 +114,7 @@ def audit_inversion(
     prior = public.mean(0)
     scores = [
         score_reconstruction(r.images, r.labels, torch.from_numpy(t.images), torch.from_numpy(t.labels), prior)
-        for r, t in zip(reconstructions, truths)
+        for r, t in zip(reconstructions, truths, strict=True)
     ]
     figure = _save_grid(out_dir, scenario.name, truths, reconstructions, scores, prior)
     merged = ReconstructionScores.concatenate(scores)
@@ -130,7 +130,7 @@ def audit_inversion(
         relative_leakage=merged.relative_leakage,
         per_image=[
             ImageScores(psnr=p, ssim=s, prior_psnr=pp, prior_ssim=ps)
-            for p, s, pp, ps in zip(merged.psnr, merged.ssim, merged.prior_psnr, merged.prior_ssim)
+            for p, s, pp, ps in zip(merged.psnr, merged.ssim, merged.prior_psnr, merged.prior_ssim, strict=True)
         ],
         seconds=reconstructions[0].seconds,
         figure=figure,
@@ -154,7 +154,9 @@ def _observation(
     else:
         steps = LocalSteps(lr=training.lr, epochs=training.epochs, batch_size=training.batch_size)
         if training.optimizer != "sgd" or training.momentum:
-            assumptions.append("the replay assumes plain SGD; the site's optimizer differs, so the replay is approximate")
+            assumptions.append(
+                "the replay assumes plain SGD; the site's optimizer differs, so the replay is approximate"
+            )
     observation = Observation(
         model=copy.deepcopy(sent), update=received.parameters, n_images=settings.batch_size,
         image_shape=(data.in_channels, *data.image_size), n_classes=data.n_classes, training=steps,
@@ -165,7 +167,7 @@ def _observation(
 def _save_grid(out_dir: Path, scenario: str, truths: list[Split], reconstructions, scores, prior: torch.Tensor) -> str:
     """Three rows (true images, their matched reconstructions, the prior image); the first channel."""
     true_row, reconstructed_row = [], []
-    for truth, reconstruction, score in zip(truths, reconstructions, scores):
+    for truth, reconstruction, score in zip(truths, reconstructions, scores, strict=True):
         for i, match in enumerate(score.order):
             true_row.append(truth.images[i, 0])
             reconstructed_row.append(reconstruction.images[match, 0].numpy())

@@ -41,7 +41,6 @@ from attacks.auditing import one_run_audit
 from attacks.membership import MEMBERSHIP_ATTACKS, MembershipAttack, balanced_memberships, train_references
 from attacks.membership.signals import loss
 from attacks.metrics import membership_scores
-from fedsecure.report.findings import CanaryAuditFinding, ExposedMember, MembershipFinding, RateAtFpr
 from fedsecure.config.spec import AuditSpec, MembershipSpec, ScenarioSpec
 from fedsecure.data.federated import FederatedData
 from fedsecure.data.splits import Split
@@ -50,6 +49,7 @@ from fedsecure.fl.evaluation import logits
 from fedsecure.fl.federation import Federation
 from fedsecure.fl.views import ExternalView, external_view
 from fedsecure.positions import Position
+from fedsecure.report.findings import CanaryAuditFinding, ExposedMember, MembershipFinding, RateAtFpr
 from fedsecure.secure.plain import PlainAggregation
 from fedsecure.seeding import derive_seed, numpy_rng
 
@@ -158,7 +158,9 @@ def audit_membership(
         # What a reference model depends on: the training recipe and data, and this scenario (not the others).
         recipe = spec.model_dump_json(include={"seed", "data", "model", "federation"})
         key = hashlib.sha256(f"{recipe}|{scenario.model_dump_json()}|{data.sha256()}".encode()).hexdigest()
-        members = balanced_memberships(len(pool), settings.shadow_models, numpy_rng(spec.seed, "references", scenario.name))
+        members = balanced_memberships(
+            len(pool), settings.shadow_models, numpy_rng(spec.seed, "references", scenario.name)
+        )
         references = train_references(
             train_and_predict, members, labels, cache=cache_dir / f"membership-{scenario.name}", key=key,
             on_model=on_reference,
@@ -202,7 +204,9 @@ def _finding(attack, settings: MembershipSpec, references, reference_seconds: fl
         position=POSITION,
         status="ok",
         shadow_models=references.models if attack.needs_references and references is not None else 0,
-        shadow_models_failed=settings.shadow_models - references.models if attack.needs_references and references else 0,
+        shadow_models_failed=(
+            settings.shadow_models - references.models if attack.needs_references and references else 0
+        ),
         members=measured.members,
         non_members=measured.non_members,
         auc=measured.auc,

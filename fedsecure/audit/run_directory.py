@@ -22,6 +22,7 @@ from typing import Any
 
 from fedsecure.errors import OutputError
 from fedsecure.report.output import REPORT_JSON, STAGES, write_json
+
 RUN_FILE = "run.json"
 
 
@@ -56,6 +57,7 @@ class RunDirectory:
 
     @property
     def stages(self) -> Path:
+        """The directory of the finished stages' results (and of ``run.json``)."""
         return self.root / STAGES
 
     @property

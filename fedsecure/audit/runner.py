@@ -12,9 +12,24 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import torch
+from typing_extensions import override
 
 from fedsecure.audit import records
+from fedsecure.audit.engines import Engine, engine_named
 from fedsecure.audit.environment import environment_manifest, package_versions
+from fedsecure.audit.inversion import audit_inversion
+from fedsecure.audit.membership import audit_membership
+from fedsecure.audit.run_directory import RunDirectory, RunIdentity
+from fedsecure.config.quick import quick_spec
+from fedsecure.config.spec import AuditSpec, LoadedSpec, ScenarioSpec
+from fedsecure.data.federated import FederatedData, federate
+from fedsecure.devices import resolve_device
+from fedsecure.errors import OutputError, ReportFormatError, SpecError
+from fedsecure.fl.baselines import baseline_training, train_centralized, train_local_only
+from fedsecure.fl.federation import Federation
+from fedsecure.fl.round_loop import FederationResult
+from fedsecure.fl.views import external_view
+from fedsecure.models import build_model, make_dp_compatible
 from fedsecure.report.findings import (
     SCHEMA_VERSION,
     AttackFinding,
@@ -29,23 +44,9 @@ from fedsecure.report.findings import (
     from_json,
     to_json,
 )
-from fedsecure.audit.inversion import audit_inversion
-from fedsecure.audit.engines import Engine, engine_named
-from fedsecure.audit.membership import audit_membership
 from fedsecure.report.output import REPORT_JSON, write_json
-from fedsecure.config.quick import quick_spec
 from fedsecure.report.rendering import render_reports
-from fedsecure.audit.run_directory import RunDirectory, RunIdentity
-from fedsecure.config.spec import AuditSpec, LoadedSpec, ScenarioSpec
 from fedsecure.report.verdict import judge
-from fedsecure.data.federated import FederatedData, federate
-from fedsecure.devices import resolve_device
-from fedsecure.errors import OutputError, ReportFormatError, SpecError
-from fedsecure.fl.baselines import baseline_training, train_centralized, train_local_only
-from fedsecure.fl.federation import Federation
-from fedsecure.fl.round_loop import FederationResult
-from fedsecure.fl.views import external_view
-from fedsecure.models import build_model, make_dp_compatible
 
 Advance = Callable[[], None]
 BASELINES = "baselines"
@@ -67,13 +68,15 @@ class AuditProgress(Protocol):
         ...
 
 
-class SilentProgress:
+class SilentProgress(AuditProgress):
     """Progress reporting that reports nothing (library use, tests)."""
 
-    def plan(self, units: float) -> None:  # noqa: D102
+    @override
+    def plan(self, units: float) -> None:
         pass
 
-    def task(self, description: str, total: int, units_per_step: float = 1.0) -> AbstractContextManager[Advance]:  # noqa: D102
+    @override
+    def task(self, description: str, total: int, units_per_step: float = 1.0) -> AbstractContextManager[Advance]:
         return nullcontext(lambda: None)
 
 

@@ -58,7 +58,11 @@ ModelFactory = Callable[[], nn.Module]
 
 
 def train_centralized(
-    data: FederatedData, make_model: ModelFactory, training: LocalTraining, seed: int, device: torch.device | str = "cpu"
+    data: FederatedData,
+    make_model: ModelFactory,
+    training: LocalTraining,
+    seed: int,
+    device: torch.device | str = "cpu",
 ) -> CentralizedResult:
     """Train one model on all sites' data pooled, for ``training.epochs`` epochs."""
     model = make_model().to(device)
@@ -74,7 +78,11 @@ def train_centralized(
 
 
 def train_local_only(
-    data: FederatedData, make_model: ModelFactory, training: LocalTraining, seed: int, device: torch.device | str = "cpu",
+    data: FederatedData,
+    make_model: ModelFactory,
+    training: LocalTraining,
+    seed: int,
+    device: torch.device | str = "cpu",
     on_site: Callable[[str], None] | None = None,
 ) -> LocalOnlyResult:
     """Train one model per site on that site's data alone, for ``training.epochs`` epochs."""

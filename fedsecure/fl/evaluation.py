@@ -132,7 +132,9 @@ class ScoreHistograms:
     def __post_init__(self) -> None:
         n_classes = self.confusion.shape[0] if self.confusion.ndim == 2 else 0
         if n_classes < 2:
-            raise ValueError(f"score histograms: a confusion matrix of shape {self.confusion.shape}, not C x C with C >= 2")
+            raise ValueError(
+                f"score histograms: a confusion matrix of shape {self.confusion.shape}, not C x C with C >= 2"
+            )
         scored = len(scored_classes(n_classes))
         shapes = {
             "positive_counts": (self.positive_counts.shape, (scored, SCORE_BINS)),
@@ -142,7 +144,9 @@ class ScoreHistograms:
         }
         for name, (shape, expected) in shapes.items():
             if shape != expected:
-                raise ValueError(f"score histograms: {name} has shape {shape}, expected {expected} for {n_classes} classes")
+                raise ValueError(
+                    f"score histograms: {name} has shape {shape}, expected {expected} for {n_classes} classes"
+                )
 
     @property
     def n_classes(self) -> int:
@@ -185,7 +189,9 @@ def score_histograms(probabilities: torch.Tensor, labels: torch.Tensor, n_classe
     probabilities = probabilities.detach().cpu().double().numpy()
     labels = labels.detach().cpu().numpy().astype(np.int64).reshape(-1)
     if probabilities.ndim != 2 or probabilities.shape != (len(labels), n_classes) or n_classes < 2:
-        raise ValueError(f"probabilities of shape {probabilities.shape} for {len(labels)} labels and {n_classes} classes")
+        raise ValueError(
+            f"probabilities of shape {probabilities.shape} for {len(labels)} labels and {n_classes} classes"
+        )
     if len(labels) and (labels.min() < 0 or labels.max() >= n_classes):
         raise ValueError(f"labels outside 0..{n_classes - 1}")
     classes = scored_classes(n_classes)

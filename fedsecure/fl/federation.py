@@ -113,7 +113,9 @@ class Federation:
             on_round: called with each finished round's record (progress reporting).
         """
         trace = Trace(
-            strategy=STRATEGIES.name_of(type(self.strategy)), protocol=self.protocol.name, update_length=self.state.numel,
+            strategy=STRATEGIES.name_of(type(self.strategy)),
+            protocol=self.protocol.name,
+            update_length=self.state.numel,
         )
         global_vector = self.state.get()
         self.strategy.start(global_vector)

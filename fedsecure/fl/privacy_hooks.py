@@ -71,12 +71,14 @@ class FederationFacts:
 
 
 class SiteTrainer(Protocol):
-    """Trains one site's copy of the model from the global state; returns (update, steps)."""
+    """Trains one site's copy of the model from the global state."""
 
     def __call__(
         self, global_vector: torch.Tensor, private: dict[str, torch.Tensor], images: torch.Tensor,
         labels: torch.Tensor, generator: torch.Generator,
-    ) -> tuple[torch.Tensor, int, dict[str, torch.Tensor]]: ...
+    ) -> tuple[torch.Tensor, int, dict[str, torch.Tensor]]:
+        """Train from ``global_vector`` and the site's ``private`` state; returns (update, steps, new private state)."""
+        ...
 
 
 @dataclass

@@ -16,11 +16,11 @@ from fedsecure.data.federated import SiteData
 from fedsecure.devices import Stopwatch
 from fedsecure.errors import TrainingDivergedError
 from fedsecure.fl.evaluation import predict
+from fedsecure.fl.privacy_hooks import PrivacyMechanism
 from fedsecure.fl.state import ModelState
 from fedsecure.fl.strategies import Strategy
 from fedsecure.fl.trace import ClientRound
 from fedsecure.fl.training import LocalTraining
-from fedsecure.fl.privacy_hooks import PrivacyMechanism
 from fedsecure.secure.protocol import Aggregate, ClientRole, Message
 from fedsecure.seeding import torch_generator
 
@@ -61,7 +61,9 @@ class SiteRunner:
         """The site's weight in the average."""
         return self.privacy.site_weight(self.site.n_train)
 
-    def message(self, global_vector: torch.Tensor, round_number: int, client: ClientRole) -> tuple[Message, ClientRound]:
+    def message(
+        self, global_vector: torch.Tensor, round_number: int, client: ClientRole
+    ) -> tuple[Message, ClientRound]:
         """Train from ``global_vector``, privatize and protect the update: what the site sends the server."""
         train_clock, protect_clock = Stopwatch(self.device), Stopwatch(self.device)
         with train_clock.measure():

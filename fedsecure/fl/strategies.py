@@ -20,6 +20,7 @@ from typing import ClassVar
 
 import torch
 from torch import nn
+from typing_extensions import override
 
 from fedsecure.fl.state import ModelState
 from fedsecure.fl.training import (
@@ -102,11 +103,12 @@ class FedSGD(Strategy):
     plain_local_sgd: ClassVar[bool] = False
     one_full_batch_step: ClassVar[bool] = True
 
-    def client_update(self, state, images, labels, training, generator):  # noqa: D102
+    @override
+    def client_update(self, state, images, labels, training, generator):
         start = state.get()
         gradients = full_batch_gradient(state.model, images, labels, training.batch_size)
         with torch.no_grad():
-            for parameter, gradient in zip(state.model.parameters(), gradients):
+            for parameter, gradient in zip(state.model.parameters(), gradients, strict=True):
                 parameter -= training.lr * gradient
         return state.get() - start, 1
 
@@ -131,7 +133,8 @@ class FedProx(Strategy):
         anchors = [p.detach().clone() for p in state.model.parameters()]
 
         def proximal(model: nn.Module) -> torch.Tensor:
-            return 0.5 * self.mu * sum(((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchors))
+            squared_distances = (((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchors, strict=True))
+            return 0.5 * self.mu * sum(squared_distances)
 
         return proximal
 
@@ -155,23 +158,27 @@ class FedAdam(Strategy):
     _m: torch.Tensor | None = field(default=None, init=False, repr=False)
     _v: torch.Tensor | None = field(default=None, init=False, repr=False)
 
-    def start(self, global_vector: torch.Tensor) -> None:  # noqa: D102
+    @override
+    def start(self, global_vector: torch.Tensor) -> None:
         self._m = torch.zeros_like(global_vector)
         self._v = torch.full_like(global_vector, self.tau**2)
 
-    def server_update(self, global_vector: torch.Tensor, mean_update: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    @override
+    def server_update(self, global_vector: torch.Tensor, mean_update: torch.Tensor) -> torch.Tensor:
         if self._m is None or self._v is None:
             raise RuntimeError("FedAdam.start() must be called before the first round")
         self._m = self.beta1 * self._m + (1 - self.beta1) * mean_update
         self._v = self.beta2 * self._v + (1 - self.beta2) * mean_update**2
         return global_vector + self.server_lr * self._m / (self._v.sqrt() + self.tau)
 
-    def server_state(self) -> dict[str, torch.Tensor]:  # noqa: D102
+    @override
+    def server_state(self) -> dict[str, torch.Tensor]:
         if self._m is None or self._v is None:
             raise RuntimeError("FedAdam.start() must be called before its state is saved")
         return {"m": self._m.detach().cpu().clone(), "v": self._v.detach().cpu().clone()}
 
-    def load_server_state(self, state: dict[str, torch.Tensor]) -> None:  # noqa: D102
+    @override
+    def load_server_state(self, state: dict[str, torch.Tensor]) -> None:
         self._m, self._v = state["m"].clone(), state["v"].clone()
 
 
@@ -187,6 +194,7 @@ class FedBN(Strategy):
     normalization.
     """
 
-    def private_names(self, model: nn.Module) -> set[str]:  # noqa: D102
+    @override
+    def private_names(self, model: nn.Module) -> set[str]:
         return normalization_state_names(model)
 

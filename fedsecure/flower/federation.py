@@ -164,7 +164,9 @@ class FlowerFederation:
         evaluation = self._evaluation(final)
         bound = auc_error_bound(self._histograms(final))
         if bound:  # zero when no two sites' images share a bin: the pooled AUC is then exact
-            self._event(f"the final pooled AUC comes from the sites' score histograms: within {bound:.2g} of the exact value")
+            self._event(
+                f"the final pooled AUC comes from the sites' score histograms: within {bound:.2g} of the exact value"
+            )
         return reference, evaluation
 
     def _train(self, round_number: int, participants: list[int], trace: Trace) -> list[tuple[ClientRound, SiteMessage]]:
@@ -258,7 +260,9 @@ class FlowerFederation:
 
     def _take_evaluations(self, trace: Trace, replies: dict[int, RecordDict]) -> None:
         """Attach the sites' evaluation of the model after the round they applied, and their reveal times."""
-        evaluated = {int(r.config_records["applied"]["round"]) for r in replies.values() if "evaluation" in r.array_records}
+        evaluated = {
+            int(r.config_records["applied"]["round"]) for r in replies.values() if "evaluation" in r.array_records
+        }
         for round_number in evaluated:
             if round_number < 1 or round_number > len(trace.rounds):
                 continue
@@ -268,7 +272,9 @@ class FlowerFederation:
             reveal = {self.names[k]: float(r.config_records["applied"]["reveal_seconds"]) for k, r in these.items()}
             record.clients = [replace(c, reveal_seconds=reveal.get(c.site, c.reveal_seconds)) for c in record.clients]
             if len(these) < self.n_sites:
-                self._event(f"round {round_number}: utility measured on {len(these)} of {self.n_sites} sites' test sets")
+                self._event(
+                    f"round {round_number}: utility measured on {len(these)} of {self.n_sites} sites' test sets"
+                )
 
     def _evaluation(self, replies: dict[int, RecordDict]) -> Evaluation:
         evaluated = [k for k, reply in sorted(replies.items()) if "evaluation" in reply.array_records]

@@ -12,12 +12,12 @@ from dataclasses import dataclass
 import torch
 
 from fedsecure.config.spec import AuditSpec, ScenarioSpec
+from fedsecure.fl.privacy_hooks import PrivacyMechanism
+from fedsecure.fl.round_loop import federation_facts
 from fedsecure.fl.state import ModelState
 from fedsecure.fl.strategies import Strategy
 from fedsecure.fl.training import LocalTraining
 from fedsecure.models import build_model
-from fedsecure.fl.privacy_hooks import PrivacyMechanism
-from fedsecure.fl.round_loop import federation_facts
 from fedsecure.secure.protocol import AggregationProtocol
 
 SHAPE_KEYS = ("in_channels", "n_classes", "height", "width")

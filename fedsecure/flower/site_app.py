@@ -62,11 +62,11 @@ from fedsecure.data.medmnist import load_medmnist
 from fedsecure.devices import resolve_device
 from fedsecure.errors import FedsecureError
 from fedsecure.fl.evaluation import score_histograms
+from fedsecure.fl.privacy_hooks import PrivacyMechanism
 from fedsecure.fl.server import reveal_quorum
 from fedsecure.fl.site import SiteRunner, next_global
 from fedsecure.flower import wire
 from fedsecure.flower.parts import SHAPE_KEYS, build_parts
-from fedsecure.fl.privacy_hooks import PrivacyMechanism
 from fedsecure.secure.protocol import ClientRole
 from fedsecure.secure.quorum import QuorumCheckedClient, quorum_weight
 
@@ -145,7 +145,9 @@ def make_client_app(local: LocalSite | None = None) -> ClientApp:
     return app
 
 
-def answer_setup(spec_text: str, scenario_name: str, node_config: dict, local: LocalSite, state: RecordDict) -> ConfigRecord:
+def answer_setup(
+    spec_text: str, scenario_name: str, node_config: dict, local: LocalSite, state: RecordDict
+) -> ConfigRecord:
     """A site's answer to the server's setup message; keeps the spec in ``state`` for the rounds.
 
     The answer: the site's size and image shape, and for CKKS the context without its
@@ -160,12 +162,15 @@ def answer_setup(spec_text: str, scenario_name: str, node_config: dict, local: L
     if pinned is not None and loaded.sha256 != str(pinned):
         # The server chooses the spec; a site that agreed to one study refuses any other
         # (e.g. one with its DP or encryption removed).
-        raise FedsecureError(f"the server sent spec sha256 {loaded.sha256}, not the {pinned} this site agreed to; refusing")
+        raise FedsecureError(
+            f"the server sent spec sha256 {loaded.sha256}, not the {pinned} this site agreed to; refusing"
+        )
     scenario = loaded.spec.scenario_named(scenario_name)
     claimed = claimed_index(node_config)
     if claimed >= loaded.spec.data.sites:
         raise ServerClaimError(
-            f"this SuperNode is site {claimed} but the spec has {loaded.spec.data.sites} sites (numbered from 0); refusing"
+            f"this SuperNode is site {claimed} but the spec has {loaded.spec.data.sites} sites "
+            "(numbered from 0); refusing"
         )
     data = local.data(max(claimed, 0))
     protocol = scenario.protocol_instance()
@@ -230,7 +235,9 @@ def check_weight_unit(privacy: PrivacyMechanism, site_sizes: list[int], weight_u
     """
     expected = min(privacy.site_weight(n) for n in site_sizes)
     if weight_unit != expected:
-        raise ServerClaimError(f"the server's weight unit {weight_unit:g} is not the smallest site weight {expected:g}; refusing")
+        raise ServerClaimError(
+            f"the server's weight unit {weight_unit:g} is not the smallest site weight {expected:g}; refusing"
+        )
 
 
 class _Site:

@@ -87,7 +87,9 @@ def get_score_histograms(content: RecordDict, key: str, n_classes: int) -> Score
     """
     record = content.array_records[key]
     if set(record.keys()) != set(ARRAY_NAMES):
-        raise WireError(f"the {key!r} record holds {sorted(record.keys())}, not the score histograms {list(ARRAY_NAMES)}")
+        raise WireError(
+            f"the {key!r} record holds {sorted(record.keys())}, not the score histograms {list(ARRAY_NAMES)}"
+        )
     arrays = {name: record[name].numpy() for name in ARRAY_NAMES}
     if not all(np.issubdtype(array.dtype, np.integer) for array in arrays.values()):
         raise WireError(f"the {key!r} record holds non-integer counts")

@@ -55,7 +55,9 @@ def earlier_report(tmp_path):
 
 def _data_spec(tmp_path, data_line: str, extra: str = "", sites: int = 2) -> str:
     path = tmp_path / "data.toml"
-    path.write_text(f'name = "d"\n[data]\nsource = "medmnist"\n{data_line}\nsites = {sites}\n{extra}[[scenario]]\nname = "p"\n')
+    path.write_text(
+        f'name = "d"\n[data]\nsource = "medmnist"\n{data_line}\nsites = {sites}\n{extra}[[scenario]]\nname = "p"\n'
+    )
     return str(path)
 
 
@@ -69,19 +71,23 @@ def _pickled_npz(path):
     [
         (lambda t: ["audit", _data_spec(t, 'path = "absent.npz"')], "absent.npz: no such data file"),
         (lambda t: ["audit", _data_spec(t, 'path = "junk.npz"')], "junk.npz: not a readable .npz file"),
-        (lambda t: ["audit", _data_spec(t, 'path = "pickled.npz"')], "is an object (pickled) array; refusing to unpickle input"),
-        (lambda t: ["audit", _data_spec(t, 'path = "small.npz"', "[model]\nname = 'cnn'\n[federation]\nclients_per_round = 3\n")],
+        (lambda t: ["audit", _data_spec(t, 'path = "pickled.npz"')],
+         "is an object (pickled) array; refusing to unpickle input"),
+        (lambda t: ["audit", _data_spec(t, 'path = "small.npz"',
+                                        "[model]\nname = 'cnn'\n[federation]\nclients_per_round = 3\n")],
          "clients_per_round (3) exceeds data.sites (2)"),
         (lambda t: ["audit", _data_spec(t, 'path = "small.npz"', sites=10)],
          "small.npz: cannot split 48 samples into 10 sites with at least 8 each"),
-        (lambda t: ["audit", _data_spec(t, 'path = "small.npz"'), "--only", "nope"], "--only nope: no such scenario in the spec; it has p"),
+        (lambda t: ["audit", _data_spec(t, 'path = "small.npz"'), "--only", "nope"],
+         "--only nope: no such scenario in the spec; it has p"),
         (lambda t: ["audit", _data_spec(t, 'path = "small.npz"'), "--device", "tpu"], "unknown device 'tpu'"),
         (lambda t: ["audit", _data_spec(t, 'path = "small.npz"'), "--rounds", "3"], "No such option"),
         (lambda t: ["audit", t / "absent.toml"], "absent.toml: no such spec file"),
         (lambda t: ["audit", t], "is a directory, not a spec file"),
         (lambda t: ["report", t / "nowhere"], "nowhere: no such audit directory"),
         (lambda t: ["report", t], "report.json: no such report"),
-        (lambda t: ["audit", _data_spec(t, 'path = "small.npz"'), "--engine", "spark"], "--engine spark: unknown engine"),
+        (lambda t: ["audit", _data_spec(t, 'path = "small.npz"'), "--engine", "spark"],
+         "--engine spark: unknown engine"),
         (lambda t: ["keygen", _data_spec(t, 'path = "small.npz"'), "--scenario", "p", "--out", t / "k"],
          "scenario p uses protocol 'plain', which has no key"),
         (lambda t: ["keygen", _data_spec(t, 'path = "small.npz"'), "--scenario", "q", "--out", t / "k"],
@@ -107,6 +113,8 @@ def test_another_specs_results_are_not_overwritten(earlier_report, tmp_path, cap
     spec = tmp_path / "spec.toml"
     spec.write_text(MINIMAL)
     code, stdout, stderr = run_cli(["audit", spec, "--out", earlier_report], capsys)
-    assert_one_line_error(code, stdout, stderr, "holds the results of another spec ('someone-else'); choose another --out")
+    assert_one_line_error(
+        code, stdout, stderr, "holds the results of another spec ('someone-else'); choose another --out"
+    )
     assert (earlier_report / "report.json").read_bytes() == before
     assert sorted(p.name for p in earlier_report.iterdir()) == ["report.json"]

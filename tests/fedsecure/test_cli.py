@@ -65,13 +65,16 @@ def test_audit_writes_the_report_contract(tiny_spec, tmp_path, capsys):
     assert scenario["name"] == "plain" and scenario["protocol"] == "plain" and scenario["dp"] is None
     assert set(scenario["utility"]) == {"auc", "accuracy", "per_site"}
     assert [s["site"] for s in scenario["utility"]["per_site"]] == ["site-0", "site-1"]
-    assert {"epsilon", "delta", "noise_multiplier", "sample_rate", "steps", "accountant", "empirical_epsilon_lb"} <= set(scenario["privacy"])
+    assert {
+        "epsilon", "delta", "noise_multiplier", "sample_rate", "steps", "accountant", "empirical_epsilon_lb"
+    } <= set(scenario["privacy"])
     assert scenario["privacy"]["epsilon"] is None
     cost = scenario["cost"]
     assert {"train_seconds", "protect_seconds", "bytes_up_per_round", "bytes_down_per_round"} <= set(cost)
     assert cost["train_seconds"] > 0 and cost["bytes_up_per_round"] == 2 * (23650 * 4 + 4)
     assert scenario["attacks"] == []
-    assert scenario["verdict"]["pass"] is False and "no differential-privacy guarantee" in scenario["verdict"]["reasons"][0]
+    assert scenario["verdict"]["pass"] is False
+    assert "no differential-privacy guarantee" in scenario["verdict"]["reasons"][0]
     assert [r["round"] for r in scenario["rounds"]] == [1, 2]
     assert scenario["server_view"] == "plaintext" and encrypted["server_view"] == "ciphertext"
     assert cost["bytes_per_parameter"] == pytest.approx(4.0, rel=1e-3)
@@ -88,7 +91,10 @@ def test_same_spec_same_numbers(tiny_spec, tmp_path, capsys):
     for name in ("a", "b"):
         assert cli(["audit", tiny_spec, "--out", tmp_path / name, "--device", "cpu"], capsys)[0] == 0
         reports.append(json.loads((tmp_path / name / "report.json").read_text()))
-    strip = lambda r: [(s["utility"], [x["auc"] for x in s["rounds"]]) for s in r["scenarios"]]  # noqa: E731
+
+    def strip(report):
+        return [(s["utility"], [x["auc"] for x in s["rounds"]]) for s in report["scenarios"]]
+
     assert strip(reports[0]) == strip(reports[1])
     assert reports[0]["baselines"]["centralized"]["auc"] == reports[1]["baselines"]["centralized"]["auc"]
 

@@ -86,9 +86,11 @@ protocol = "ckks"
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """Two loopback deployments of 3 sites, all three runs submitted at once (Flower's latency is
-    mostly polling, so they overlap well): plain and CKKS on the first; on the second a CKKS run
-    whose third SuperNode is killed as soon as round 1 has finished."""
+    """Two loopback deployments of 3 sites, all three runs submitted at once.
+
+    Flower's latency is mostly polling, so the runs overlap well: plain and CKKS on the first
+    deployment; on the second a CKKS run whose third SuperNode is killed as soon as round 1 has finished.
+    """
     if not PNEUMONIA.is_file():
         pytest.skip(f"shared data not found at {PNEUMONIA}")
     root = tmp_path_factory.mktemp("flower")
@@ -190,11 +192,12 @@ def test_no_site_message_carries_per_image_labels_or_predictions(runs, scenario)
     test_sizes = {len(np.load(path)["test_labels"]) for path in runs.site_files}
     per_image = test_sizes | {sum(test_sizes)}
     update = {"update/payload"} if scenario == "plain" else set()  # under CKKS the update is ciphertext
+    allowed_by_kind = {"train": update, "evaluate": {"global/vector"}, "setup": set()}
     for reply in replies:
         arrays = reply["arrays"]
         evaluation = {name: entry["shape"] for name, entry in arrays.items() if name.startswith("evaluation/")}
         assert evaluation in ({}, EVALUATION_SHAPES), reply
-        allowed = set(EVALUATION_SHAPES) | {"train": update, "evaluate": {"global/vector"}, "setup": set()}[reply["kind"]]
+        allowed = set(EVALUATION_SHAPES) | allowed_by_kind[reply["kind"]]
         assert set(arrays) <= allowed, reply
         lengths = [n for entry in arrays.values() for n in entry["shape"]]
         lengths += [entry["length"] for entry in reply["configs"].values() if "length" in entry]

@@ -7,12 +7,12 @@ import os
 import pytest
 
 from fedsecure.audit import run_audit
-from fedsecure.config.spec import parse_spec
 from fedsecure.cli import main
+from fedsecure.config.spec import parse_spec
 from tests.fedsecure.tiny_specs import PLAIN_AND_CKKS, TINY_FEDAVG, tiny_spec
 
 try:
-    import flwr  # noqa: F401
+    import flwr  # noqa: F401 (only whether the extra is installed)
 except ImportError:
     if os.environ.get("CI"):  # CI installs the extra: a missing Flower there is a broken setup, not a skip
         raise
@@ -38,7 +38,8 @@ def test_flower_simulation_gives_the_in_process_report(tmp_path):
     # within 0.001 of the exact AUC only when few pairs of scores from different sites share a bin, and with
     # 20 images one such pair already moves it by 1/800.
     # Plain and client-level DP under CKKS (distributed noise): CKKS alone on Flower is the deployment test's.
-    text = tiny_spec("flower-sim", 3, TINY_FEDAVG, PLAIN_ONLY, CLIENT_DP).replace("test_samples = 40", "test_samples = 400")
+    text = tiny_spec("flower-sim", 3, TINY_FEDAVG, PLAIN_ONLY, CLIENT_DP)
+    text = text.replace("test_samples = 40", "test_samples = 400")
     loaded = parse_spec(text, "<test>")
     with pytest.warns(UserWarning):  # client-level DP's weakened-guarantee warnings, on both engines
         in_process = run_audit(loaded, tmp_path / "in-process", device="cpu")
@@ -53,7 +54,9 @@ def test_flower_simulation_gives_the_in_process_report(tmp_path):
         # Same model; Flower's utility comes from the sites' counts: the accuracy exact, the AUC within 0.001.
         _assert_same_utility(mine["utility"], theirs["utility"])
         assert [r["accuracy"] for r in mine["rounds"]] == [r["accuracy"] for r in theirs["rounds"]]
-        assert [r["auc"] for r in mine["rounds"]] == pytest.approx([r["auc"] for r in theirs["rounds"]], abs=AUC_TOLERANCE)
+        assert [r["auc"] for r in mine["rounds"]] == pytest.approx(
+            [r["auc"] for r in theirs["rounds"]], abs=AUC_TOLERANCE
+        )
         assert [r["participants"] for r in mine["rounds"]] == [r["participants"] for r in theirs["rounds"]]
         assert mine["server_view"] == theirs["server_view"]
         assert mine["privacy"]["epsilon"] == theirs["privacy"]["epsilon"]
@@ -70,7 +73,9 @@ def _assert_same_utility(mine: dict, theirs: dict) -> None:
     assert mine["accuracy"] == theirs["accuracy"]
     assert mine["auc"] == pytest.approx(theirs["auc"], abs=AUC_TOLERANCE)
     assert [{**s, "auc": None} for s in mine["per_site"]] == [{**s, "auc": None} for s in theirs["per_site"]]
-    assert [s["auc"] for s in mine["per_site"]] == pytest.approx([s["auc"] for s in theirs["per_site"]], abs=AUC_TOLERANCE)
+    assert [s["auc"] for s in mine["per_site"]] == pytest.approx(
+        [s["auc"] for s in theirs["per_site"]], abs=AUC_TOLERANCE
+    )
 
 
 SAMPLE_DP = """
@@ -129,12 +134,13 @@ def test_a_site_whose_own_data_hold_one_class_takes_part(tmp_path):
     # A Dirichlet split gives some hospitals a single class; the whole dataset still needs two.
     import numpy as np
 
-    from fedsecure.errors import DataError
     from fedsecure.data.medmnist import load_medmnist
+    from fedsecure.errors import DataError
     from fedsecure.flower.site_app import from_node_config
     from tests.conftest import write_medmnist
 
-    zeros = {f"{split}_labels": np.zeros((n, 1), dtype=np.int64) for split, n in (("train", 12), ("val", 4), ("test", 6))}
+    sizes = (("train", 12), ("val", 4), ("test", 6))
+    zeros = {f"{split}_labels": np.zeros((n, 1), dtype=np.int64) for split, n in sizes}
     path = write_medmnist(tmp_path / "site.npz", **zeros)
     with pytest.raises(DataError, match="single class"):
         load_medmnist(path)

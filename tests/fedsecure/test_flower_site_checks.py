@@ -19,25 +19,25 @@ from fedsecure.data.federated import federate
 from tests.fedsecure.tiny_specs import PLAIN_AND_CKKS, TINY_FEDAVG, tiny_spec
 
 try:
-    import flwr  # noqa: F401
+    import flwr  # noqa: F401 (only whether the extra is installed)
 except ImportError:
     if os.environ.get("CI"):  # CI installs the extra: a missing Flower there is a broken setup, not a skip
         raise
     pytest.skip("the Flower extra is not installed (pip install 'fedsecure[flower]')", allow_module_level=True)
 
-from flwr.app import ConfigRecord, Context, Message, Metadata, RecordDict  # noqa: E402
+from flwr.app import ConfigRecord, Context, Message, Metadata, RecordDict
 
-from fedsecure.fl.server import quorum_shortfall  # noqa: E402
-from fedsecure.flower import wire  # noqa: E402
-from fedsecure.flower.site_app import (  # noqa: E402
+from fedsecure.fl.privacy_hooks import PrivacyMechanism
+from fedsecure.fl.server import quorum_shortfall
+from fedsecure.flower import wire
+from fedsecure.flower.site_app import (
     LocalSite,
     ServerClaimError,
     answer_setup,
     check_round_facts,
     make_client_app,
 )
-from fedsecure.fl.privacy_hooks import PrivacyMechanism  # noqa: E402
-from fedsecure.secure import CKKSAggregation, PlainAggregation  # noqa: E402
+from fedsecure.secure import CKKSAggregation, PlainAggregation
 
 TEXT = tiny_spec("site-checks", 0, TINY_FEDAVG, PLAIN_AND_CKKS)
 SPEC = parse_spec(TEXT, "<test>").spec  # 2 sites

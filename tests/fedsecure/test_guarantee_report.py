@@ -38,7 +38,15 @@ clients_per_round = 2
 [[scenario]]
 name = "client-dp"
 protocol = "ckks"
-dp = { level = "client", epsilon = 8.0, delta = 1e-5, clip = 0.5, placement = "distributed", adaptive_quantile = 0.5, secure_rng = true }
+
+[scenario.dp]
+level = "client"
+epsilon = 8.0
+delta = 1e-5
+clip = 0.5
+placement = "distributed"
+adaptive_quantile = 0.5
+secure_rng = true
 
 [thresholds]
 max_epsilon = 10.0

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from fedsecure.audit import load_spec, run_audit
-from fedsecure.config.quick import QUICK_REFERENCE_MODELS, QUICK_ROUNDS, quick_spec
 from fedsecure.audit.run_directory import RunDirectory, RunIdentity
+from fedsecure.config.quick import QUICK_REFERENCE_MODELS, QUICK_ROUNDS, quick_spec
 from fedsecure.config.spec import parse_spec
 from fedsecure.errors import OutputError, SpecError
 from tests.fedsecure.tiny_specs import PLAIN_AND_CKKS, TINY_FEDAVG, tiny_spec
@@ -36,7 +36,9 @@ max_epsilon = 10.0
 
 # CKKS encryption is randomised (and must be), and its ciphertexts are compressed: their sizes vary by a few
 # bytes in ten thousand from one run to the next, resumed or not.
-CIPHERTEXT_SIZES = {"bytes_up", "bytes_down", "bytes_up_per_round", "bytes_down_per_round", "setup_bytes", "bytes_per_parameter"}
+CIPHERTEXT_SIZES = {
+    "bytes_up", "bytes_down", "bytes_up_per_round", "bytes_down_per_round", "setup_bytes", "bytes_per_parameter",
+}
 
 
 def comparable(value, key=""):

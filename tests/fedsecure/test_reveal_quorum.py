@@ -14,8 +14,8 @@ from dataclasses import replace
 import pytest
 import torch
 
-from fedsecure.fl.server import reveal_quorum
 from fedsecure.fl.privacy_hooks import PrivacyMechanism
+from fedsecure.fl.server import reveal_quorum
 from fedsecure.secure import CKKSAggregation, PlainAggregation
 from fedsecure.secure.quorum import BelowQuorumError, QuorumCheckedClient, quorum_weight
 
@@ -51,14 +51,16 @@ def test_a_site_refuses_a_ckks_aggregate_below_the_quorum_and_reveals_a_full_one
     lone = replace(full, payload=messages[0].payload, nbytes=messages[0].nbytes)
     with pytest.raises(BelowQuorumError, match="refusing to use it"):
         site.reveal(lone)
-    assert torch.allclose(roles.client.reveal(lone), _updates(1)[0]), "unchecked, the sites would reveal site 0's update"
+    assert torch.allclose(roles.client.reveal(lone), _updates(1)[0]), (
+        "unchecked, the sites would reveal site 0's update"
+    )
 
 
 def test_under_ckks_without_dp_a_site_reveals_two_sites_sum_but_not_one_sites_update():
     protocol, privacy = CKKSAggregation(), PrivacyMechanism()
     sizes = [100, 250, 400]  # weighted FedAvg: the weights are the sizes, in units of the smallest
     roles = protocol.setup(3, weight_unit=100.0)
-    messages = [roles.client.protect(update, float(n)) for update, n in zip(_updates(3), sizes)]
+    messages = [roles.client.protect(update, float(n)) for update, n in zip(_updates(3), sizes, strict=True)]
     quorum = reveal_quorum(privacy, protocol, 3)
     assert quorum == 2, "secure aggregation needs at least two sites in a sum, whatever the privacy mechanism"
     site = QuorumCheckedClient(roles.client, quorum=quorum, minimum_weight=quorum_weight(sizes, 100.0, quorum))

@@ -64,7 +64,8 @@ def _any_sites(draw):
         n = draw(st.integers(0, 25))
         rows = draw(st.lists(st.lists(_score, min_size=n_classes, max_size=n_classes), min_size=n, max_size=n))
         labels = draw(st.lists(st.integers(0, n_classes - 1), min_size=n, max_size=n))
-        sites.append((torch.tensor(rows, dtype=torch.float64).reshape(n, n_classes), torch.tensor(labels, dtype=torch.int64)))
+        scores = torch.tensor(rows, dtype=torch.float64).reshape(n, n_classes)
+        sites.append((scores, torch.tensor(labels, dtype=torch.int64)))
     return n_classes, sites
 
 

@@ -7,11 +7,11 @@ are the strings report.json carries.
 
 from __future__ import annotations
 
-from enum import StrEnum
+from enum import Enum
 
 
-class Position(StrEnum):
-    """A party that may attack a federation."""
+class Position(str, Enum):
+    """A party that may attack a federation (a string: report.json carries its value)."""
 
     EXTERNAL = "external"
     """Anyone given the released final model (a user of the model, a journal's reviewer)."""
@@ -21,3 +21,6 @@ class Position(StrEnum):
 
     CLIENT = "client"
     """A participating site: it sees the global model each round, and its own data and noise."""
+
+    def __str__(self) -> str:
+        return self.value

@@ -86,8 +86,11 @@ class CandidatePool:
 
 
 def logits_of(model: nn.Module, images: np.ndarray, device: torch.device) -> torch.Tensor:
-    """The model's logits on the NumPy ``images`` (see :func:`fedsecure.fl.evaluation.logits`), float64 on the CPU."""
-    return logits(model, torch.from_numpy(images).to(device)).double().cpu()
+    """The model's logits on the NumPy ``images`` (see :func:`fedsecure.fl.evaluation.logits`), float64 on the CPU.
+
+    The model moves to ``device`` (a released model may come from the Flower server's CPU).
+    """
+    return logits(model.to(device), torch.from_numpy(images).to(device)).double().cpu()
 
 
 def _replica_logits(

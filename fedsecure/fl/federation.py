@@ -95,6 +95,9 @@ class Federation:
         self.keep_global_models = keep_global_models
         self.evaluate_every = evaluate_every
         self.state = ModelState(self.model, private=strategy.private_names(self.model))
+        # The server's own values of the private entries (FedBN's normalization layers), which never leave a site:
+        # what the model it sends and the model it releases carry.
+        self.server_private = self.state.get_private()
         self.privacy.calibrate(federation_facts(
             site_sizes=[s.n_train for s in data.sites], rounds=rounds, training=training,
             clients_per_round=clients_per_round, seed=seed, device=self.device,
@@ -128,7 +131,7 @@ class Federation:
         )
         final_global, evaluation = loop.run(_InProcessSites(self, global_vector, roles.client), trace, on_round)
         return FederationResult(
-            trace=trace, evaluation=evaluation, released_model=released(self.state, final_global),
+            trace=trace, evaluation=evaluation, released_model=released(self.state, final_global, self.server_private),
             protocol_parameters=self.protocol.describe(),
         )
 
@@ -158,6 +161,7 @@ class Federation:
         """The server's view of round 1 when site ``k``'s message is the only one (see :meth:`first_message`)."""
         global_vector, message = self.first_message(k)
         name = self.sites[k].site.name
+        self.state.set_private(self.server_private)  # not the site's, which the server never sees
         sent = model_at(self.state, global_vector)
         return ServerView([ServerRound(1, sent, {name: received_update(name, message, self.state)})], self.recipe)
 

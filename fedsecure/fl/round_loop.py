@@ -77,9 +77,15 @@ class FederationResult:
         return Cost.of(self.trace)
 
 
-def released(state: ModelState, final_global: torch.Tensor) -> nn.Module:
-    """A copy of ``state``'s model with ``final_global`` loaded (private entries as the state holds them)."""
+def released(state: ModelState, final_global: torch.Tensor, private: dict[str, torch.Tensor]) -> nn.Module:
+    """A copy of ``state``'s model with ``final_global`` and the server's own ``private`` entries loaded.
+
+    The released model is the global state: a strategy's private entries (FedBN's
+    normalization layers) stay at the sites, so the model carries the values the
+    server started from, on either engine.
+    """
     state.set(final_global.to(next(iter(state.model.parameters())).device))
+    state.set_private(private)
     return copy.deepcopy(state.model)
 
 
@@ -194,7 +200,10 @@ class RoundLoop:
                      if messages else None)
         if shortfall is not None:
             event(shortfall)
-        elif participants and not messages:
+        elif not participants:
+            # Privacy spent all the same: the sampling itself is part of what the accountant counts.
+            event(f"round {round_number}: no site was sampled; the global model stays as it was")
+        elif not messages:
             event(f"round {round_number}: no site answered; the global model stays as it was")
         if not messages or shortfall is not None:
             # Accounted as run: the sampled sites trained (and may have sent) before the round was dropped.

@@ -136,6 +136,7 @@ class FlowerFederation:
         self.weight_unit = min(self.privacy.site_weight(n) for n in self.site_sizes)
         trace = Trace(strategy=STRATEGIES.name_of(type(strategy)), protocol=protocol.name,
                       update_length=state.numel, setup_bytes=len(material), engine="flower", events=self.events)
+        server_private = state.get_private()  # as built, like the in-process server's
         self.live = set(range(self.n_sites))
         self.applied = [0] * self.n_sites
         self.aggregates: dict[int, Aggregate] = {}
@@ -146,7 +147,7 @@ class FlowerFederation:
         )
         final_global, evaluation = loop.run(_FlowerSites(self, trace), trace, on_round, on_event=self.on_event)
         return FederationResult(
-            trace=trace, evaluation=evaluation, released_model=released(state, final_global),
+            trace=trace, evaluation=evaluation, released_model=released(state, final_global, server_private),
             protocol_parameters=protocol.describe(),
         )
 

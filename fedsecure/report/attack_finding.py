@@ -42,6 +42,14 @@ class AttackTable:
 
 
 @dataclass(frozen=True)
+class Check:
+    """One threshold checked against one finding: whether it held, and why, in one sentence."""
+
+    held: bool
+    reason: str
+
+
+@dataclass(frozen=True)
 class RocCurve:
     """An attack's ROC curve, with what a log-log plot of it needs: its AUC and its negatives' count."""
 
@@ -146,8 +154,8 @@ class AttackFinding(ABC):
         """The limits of one scenario's evidence from this kind of attack (``found`` may be empty)."""
 
     @abstractmethod
-    def judge(self, thresholds: ThresholdsSpec) -> tuple[bool, list[str]]:
-        """Whether this measured finding keeps within the spec's thresholds, and why."""
+    def judge(self, thresholds: ThresholdsSpec) -> list[Check]:
+        """Each of the spec's thresholds this measured finding answers for: whether it held, and why."""
 
     def frontier_axis(self) -> str:
         """The frontier's leakage axis when this kind of attack is plotted on it."""

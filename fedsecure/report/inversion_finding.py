@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
 from typing_extensions import Self, override
 
-from fedsecure.report.attack_finding import AttackFinding, AttackTable, ImageGrid
+from fedsecure.report.attack_finding import AttackFinding, AttackTable, Check, ImageGrid
 from fedsecure.report.formatting import number, signed
 
 if TYPE_CHECKING:
@@ -109,38 +110,40 @@ class InversionFinding(AttackFinding):
         ]
 
     @override
-    def judge(self, thresholds: ThresholdsSpec) -> tuple[bool, list[str]]:
+    def judge(self, thresholds: ThresholdsSpec) -> list[Check]:
         """Reconstruction leakage, judged by the gain over the attacker's prior image."""
         if thresholds.max_reconstruction_psnr is None and thresholds.max_reconstruction_psnr_gain is None:
-            return True, []
+            return []
         if self.status == "no_access":
-            return True, [f"{self.where}: no access ({self.reason})"]
+            return [Check(True, f"{self.where}: no access ({self.reason})")]
         gain, psnr, prior = self.psnr_gain_median, self.psnr_median, self.prior_psnr_median
         assert gain is not None and psnr is not None and prior is not None  # an attack that ran has its metrics
+        if not all(math.isfinite(x) for x in (gain, psnr, prior)):  # NaN compares false: it would pass every bound
+            return [Check(False, f"{self.where}: its PSNR is not a number, so the reconstruction thresholds "
+                                 "cannot be shown to hold")]
         facts = f"median PSNR {psnr:.1f} dB against the prior image's {prior:.1f} dB (gain {gain:+.1f} dB)"
-        ok, reasons = True, []
+        checks = []
         if thresholds.max_reconstruction_psnr_gain is not None:
             limit = thresholds.max_reconstruction_psnr_gain
             if gain > limit:
-                ok = False
-                reasons.append(f"{self.where}: {facts} exceeds max_reconstruction_psnr_gain {limit:g} dB")
+                checks.append(Check(False, f"{self.where}: {facts} exceeds max_reconstruction_psnr_gain {limit:g} dB"))
             else:
-                reasons.append(f"{self.where}: {facts} is within max_reconstruction_psnr_gain {limit:g} dB")
+                checks.append(Check(True, f"{self.where}: {facts} is within max_reconstruction_psnr_gain {limit:g} dB"))
         if thresholds.max_reconstruction_psnr is not None:
             limit = thresholds.max_reconstruction_psnr
             if psnr > limit and gain > 0:
-                ok = False
-                reasons.append(
-                    f"{self.where}: {facts} exceeds max_reconstruction_psnr {limit:g} dB and beats the prior"
-                )
+                checks.append(Check(
+                    False, f"{self.where}: {facts} exceeds max_reconstruction_psnr {limit:g} dB and beats the prior"
+                ))
             elif psnr > limit:
-                reasons.append(
+                checks.append(Check(
+                    True,
                     f"{self.where}: {facts}; above max_reconstruction_psnr {limit:g} dB but no better than the prior, "
-                    "so nothing beyond the attacker's prior knowledge was recovered"
-                )
+                    "so nothing beyond the attacker's prior knowledge was recovered",
+                ))
             else:
-                reasons.append(f"{self.where}: {facts} is within max_reconstruction_psnr {limit:g} dB")
-        return ok, reasons
+                checks.append(Check(True, f"{self.where}: {facts} is within max_reconstruction_psnr {limit:g} dB"))
+        return checks
 
     @override
     def frontier_axis(self) -> str:

@@ -23,6 +23,7 @@ Two conventions, both declared on the dataclasses themselves:
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import functools
 import math
@@ -33,6 +34,9 @@ from typing import Any, TypeVar, Union, cast, get_args, get_origin, get_type_hin
 from fedsecure.errors import ReportFormatError
 
 T = TypeVar("T")
+# Whether the read in progress skips unknown fields (see from_json); a context variable, so that the
+# recursive readers need not pass it along.
+_SKIP_UNKNOWN: contextvars.ContextVar[bool] = contextvars.ContextVar("skip_unknown_fields", default=False)
 
 _JSON_KEY = "json_key"
 
@@ -59,19 +63,27 @@ def to_json(value: object) -> Any:
     return value
 
 
-def from_json(kind: type[T], data: object, where: str = "report") -> T:
+def from_json(kind: type[T], data: object, where: str = "report", *, unknown_fields: bool = False) -> T:
     """``data`` (parsed JSON) read as ``kind``, a dataclass of the report.
 
     Args:
         kind: the dataclass to read.
         data: what ``json.load`` gave.
         where: the path of ``data`` in the document, for error messages.
+        unknown_fields: skip fields ``kind`` does not have (a report of another minor
+            version: an older one may hold a field since removed, a newer one a field
+            since added) instead of refusing them (this version's reports: an unknown
+            field there means the report was altered).
 
     Raises:
         ReportFormatError: ``data`` does not have ``kind``'s form; the message
             names the field (e.g. ``report.scenarios[1].cost.train_seconds``).
     """
-    return cast(T, _read(kind, data, where))
+    token = _SKIP_UNKNOWN.set(unknown_fields)
+    try:
+        return cast(T, _read(kind, data, where))
+    finally:
+        _SKIP_UNKNOWN.reset(token)
 
 
 def _key(field: dataclasses.Field[Any]) -> str:
@@ -169,7 +181,7 @@ def _read_dataclass(cls: type, data: object, where: str) -> Any:
         cls, data = variant, {k: v for k, v in data.items() if k != tag}
     fields = {_key(f): f for f in dataclasses.fields(cls) if f.init}
     unknown = [key for key in data if key not in fields]
-    if unknown:
+    if unknown and not _SKIP_UNKNOWN.get():
         raise ReportFormatError(f"{where}: unknown field {unknown[0]!r} (not written by this version of fedsecure)")
     hints = _hints(cls)
     values = {}

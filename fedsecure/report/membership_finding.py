@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
 from typing_extensions import Self, override
 
-from fedsecure.report.attack_finding import AttackFinding, AttackTable, RocCurve
+from fedsecure.report.attack_finding import AttackFinding, AttackTable, Check, RocCurve
 from fedsecure.report.formatting import number
 
 if TYPE_CHECKING:
@@ -148,24 +149,28 @@ class MembershipFinding(AttackFinding):
         return lines
 
     @override
-    def judge(self, thresholds: ThresholdsSpec) -> tuple[bool, list[str]]:
+    def judge(self, thresholds: ThresholdsSpec) -> list[Check]:
         """Membership leakage at FPR 0.1%, judged by its confidence interval's upper end (the cautious reading)."""
         limit = thresholds.max_membership_tpr_at_0_1_fpr
         if limit is None:
-            return True, []
+            return []
         where = f"{self.method} membership inference from the {self.position} position"
         if self.status == "no_access":
-            return True, [f"{where}: no access ({self.reason})"]
+            return [Check(True, f"{where}: no access ({self.reason})")]
         rate = self.tpr_at_fpr.get("0.001")
         if rate is None or not rate.resolved:
-            return False, [
+            return [Check(
+                False,
                 f"{where}: {self.non_members} non-members cannot resolve a false-positive rate of 0.1%, so "
-                "max_membership_tpr_at_0_1_fpr cannot be shown to hold"
-            ]
+                "max_membership_tpr_at_0_1_fpr cannot be shown to hold",
+            )]
+        if not math.isfinite(rate.high):  # NaN compares false: it would pass every bound
+            return [Check(False, f"{where}: its TPR interval is not a number, so max_membership_tpr_at_0_1_fpr "
+                                 "cannot be shown to hold")]
         facts = f"TPR at 0.1% FPR {rate.tpr:.3g} (interval {rate.low:.3g}-{rate.high:.3g})"
         if rate.high > limit:
-            return False, [f"{where}: {facts}: its upper end exceeds max_membership_tpr_at_0_1_fpr {limit:g}"]
-        return True, [f"{where}: {facts}: its upper end is within max_membership_tpr_at_0_1_fpr {limit:g}"]
+            return [Check(False, f"{where}: {facts}: its upper end exceeds max_membership_tpr_at_0_1_fpr {limit:g}")]
+        return [Check(True, f"{where}: {facts}: its upper end is within max_membership_tpr_at_0_1_fpr {limit:g}")]
 
     @override
     def frontier_axis(self) -> str:

@@ -13,7 +13,7 @@ from fedsecure.report.utility import Baselines
 
 # The JSON schema of report.json. A new minor version only adds fields (older reports still read, their new
 # fields at their defaults); a new major version changes what existing fields mean, and is refused.
-SCHEMA_VERSION = "1.3"
+SCHEMA_VERSION = "1.4"
 
 
 @dataclass(frozen=True)
@@ -49,8 +49,9 @@ class Report:
 
         Raises:
             ReportFormatError: not a report, a report of another schema major
-                version, or a field missing, unknown or of the wrong type (the
-                message names it, e.g. ``report.scenarios[1].cost.train_seconds``).
+                version, or a field missing or of the wrong type, or unknown in a
+                report of this very version (the message names it, e.g.
+                ``report.scenarios[1].cost.train_seconds``).
         """
         if not isinstance(data, dict) or "schema_version" not in data:
             raise ReportFormatError("not a fedsecure report (no schema_version)")
@@ -59,7 +60,8 @@ class Report:
             raise ReportFormatError(
                 f"report schema {version} cannot be read by this fedsecure (schema {SCHEMA_VERSION})"
             )
-        return from_json(cls, data, "report")
+        # Another minor version's fields are skipped, not refused: they only ever add (or, before 1.3, drop) fields.
+        return from_json(cls, data, "report", unknown_fields=version != SCHEMA_VERSION)
 
     @property
     def spec_name(self) -> str:

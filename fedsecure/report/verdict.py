@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from fedsecure.report.attack_finding import AttackFinding
+from fedsecure.report.attack_finding import AttackFinding, Check
 from fedsecure.report.attack_kinds import ATTACK_FINDINGS
 from fedsecure.report.formatting import verdict_text
 from fedsecure.report.json_form import json_key
@@ -25,10 +25,14 @@ class Verdict:
     """The compliance verdict against the spec's thresholds.
 
     ``passed`` is None when the spec sets no thresholds (nothing was checked).
+    ``reasons`` says what was checked, in order, each check that held and each
+    that did not; ``failed`` repeats the ones that did not (what a reader of a
+    FAIL needs first). Reports before schema 1.4 lack ``failed``.
     """
 
     passed: bool | None = field(metadata=json_key("pass"))  # "pass" is a Python keyword
     reasons: list[str]
+    failed: list[str] = field(default_factory=list)
 
     @property
     def text(self) -> str:
@@ -49,46 +53,43 @@ def judge(thresholds: ThresholdsSpec | None, privacy: PrivacyFinding, attacks: S
     blockers = [reason for reason in (_simulation(privacy), _contradiction(privacy)) if reason]
     if thresholds is None or not thresholds.model_fields_set:
         if blockers:
-            return Verdict(passed=False, reasons=blockers)
+            return Verdict(passed=False, reasons=blockers, failed=list(blockers))
         return Verdict(passed=None, reasons=["no [thresholds] in the spec: nothing was checked"])
-    reasons: list[str] = list(blockers)
-    ok = not blockers
+    checks = [Check(False, reason) for reason in blockers]
     if thresholds.max_epsilon is not None:
-        against = f" against the {privacy.worst_party}" if privacy.worst_party else ""
-        if privacy.guarantee == "none":
-            ok = False
-            reasons.append(
-                "no differential-privacy guarantee (epsilon unbounded); the spec requires "
-                f"epsilon <= {thresholds.max_epsilon:g}"
-            )
-        elif privacy.epsilon is None:
-            ok = False
-            reasons.append(
-                f"no differential privacy{against}: it sees the data before any noise (e.g. central noise, which "
-                f"the server adds itself); the spec requires epsilon <= {thresholds.max_epsilon:g} against every party"
-            )
-        elif privacy.epsilon > thresholds.max_epsilon:
-            ok = False
-            reasons.append(f"epsilon {privacy.epsilon:.3g}{against} exceeds max_epsilon {thresholds.max_epsilon:g}")
-        else:
-            reasons.append(f"epsilon {privacy.epsilon:.3g}{against} <= max_epsilon {thresholds.max_epsilon:g}")
-    delta_ok, delta_reason = _judge_delta(thresholds, privacy)
-    ok = ok and delta_ok
-    reasons.extend(delta_reason)
+        checks.append(_judge_epsilon(thresholds.max_epsilon, privacy))
+    checks.extend(_judge_delta(thresholds, privacy))
     measured = {a.kind() for a in attacks if a.measured}
     # In the spec's order of thresholds, each with the kind of attack that answers for it.
     answered_by = {name: kind for kind, finding in ATTACK_FINDINGS.items() for name in finding.thresholds}
     for field_name in type(thresholds).model_fields:
         kind = answered_by.get(field_name)
         if kind is not None and getattr(thresholds, field_name) is not None and kind not in measured:
-            ok = False
-            reasons.append(f"{kind} leakage was not measured, so {field_name} cannot be shown to hold")
+            checks.append(Check(False, f"{kind} leakage was not measured, so {field_name} cannot be shown to hold"))
     for attack in attacks:
         if attack.measured:
-            passed, why = attack.judge(thresholds)
-            ok = ok and passed
-            reasons.extend(why)
-    return Verdict(passed=ok, reasons=reasons)
+            checks.extend(attack.judge(thresholds))
+    return Verdict(
+        passed=all(c.held for c in checks), reasons=[c.reason for c in checks],
+        failed=[c.reason for c in checks if not c.held],
+    )
+
+
+def _judge_epsilon(limit: float, privacy: PrivacyFinding) -> Check:
+    """The epsilon against the worst party, against ``max_epsilon``."""
+    against = f" against the {privacy.worst_party}" if privacy.worst_party else ""
+    if privacy.guarantee == "none":
+        return Check(
+            False, f"no differential-privacy guarantee (epsilon unbounded); the spec requires epsilon <= {limit:g}"
+        )
+    if privacy.epsilon is None:
+        return Check(False, (
+            f"no differential privacy{against}: it sees the data before any noise (e.g. central noise, which "
+            f"the server adds itself); the spec requires epsilon <= {limit:g} against every party"
+        ))
+    if privacy.epsilon > limit:
+        return Check(False, f"epsilon {privacy.epsilon:.3g}{against} exceeds max_epsilon {limit:g}")
+    return Check(True, f"epsilon {privacy.epsilon:.3g}{against} <= max_epsilon {limit:g}")
 
 
 def _simulation(privacy: PrivacyFinding) -> str | None:
@@ -102,23 +103,23 @@ def _simulation(privacy: PrivacyFinding) -> str | None:
     )
 
 
-def _judge_delta(thresholds: ThresholdsSpec, privacy: PrivacyFinding) -> tuple[bool, list[str]]:
+def _judge_delta(thresholds: ThresholdsSpec, privacy: PrivacyFinding) -> list[Check]:
     """The delta against ``max_delta``, by default 1 / the number of protected units (images or sites)."""
     if privacy.guarantee == "none" or privacy.delta is None:
-        return True, []
+        return []
     if thresholds.max_delta is not None:
         limit, source = thresholds.max_delta, f"max_delta {thresholds.max_delta:g}"
     elif thresholds.max_epsilon is not None and privacy.protected_units:
         limit = 1 / privacy.protected_units
         source = f"1/{privacy.protected_units} (the protected units: max_delta's default)"
     else:
-        return True, []
+        return []
     if privacy.delta >= limit:
-        return False, [
+        return [Check(False, (
             f"delta {privacy.delta:.3g} is not below {source}: with probability delta the mechanism may expose "
             "a whole unit, so the guarantee is too weak"
-        ]
-    return True, [f"delta {privacy.delta:.3g} < {source}"]
+        ))]
+    return [Check(True, f"delta {privacy.delta:.3g} < {source}")]
 
 
 def _contradiction(privacy: PrivacyFinding) -> str | None:

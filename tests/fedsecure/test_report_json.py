@@ -97,6 +97,17 @@ def test_a_field_added_after_a_report_was_written_takes_its_default(written):
     assert [s.engine for s in old.scenarios] == ["in-process"] * 4 and old.scenarios[0].events == []
 
 
+def test_another_minor_versions_fields_are_skipped_not_refused(written):
+    # A 1.2 report carries membership's epsilon_lb (dropped in 1.3); a newer 1.x report may carry a field this
+    # version does not know. Either still renders; only a report of this very version is refused for one.
+    written["schema_version"] = "1.2"
+    written["scenarios"][0]["attacks"][1]["epsilon_lb"] = 0.4
+    written["environment"]["gpu"] = "none"
+    old = Report.from_json(written)
+    assert old.scenarios[0].attacks[1].auc == written["scenarios"][0]["attacks"][1]["auc"]
+    assert "epsilon_lb" not in old.to_json()["scenarios"][0]["attacks"][1]
+
+
 def test_reading_and_rendering_a_report_loads_no_engine():
     code = (
         "import json, sys\n"

@@ -90,3 +90,19 @@ def test_the_verdicts_of_a_finished_report_are_judged_again_the_same():
         "membership leakage was not measured, so max_membership_tpr_at_0_1_fpr cannot be shown to hold",
         "inversion leakage was not measured, so max_reconstruction_psnr cannot be shown to hold",
     ]
+
+
+def test_failed_repeats_exactly_the_checks_that_did_not_hold():
+    thresholds = ThresholdsSpec(max_epsilon=5.0, max_membership_tpr_at_0_1_fpr=0.01)
+    verdict = judge(thresholds, PRIVATE, [membership(0.004, 0.001, 0.009)])
+    assert verdict.passed is False and len(verdict.reasons) == 3  # epsilon, delta, membership
+    assert verdict.failed == ["epsilon 6 against the site exceeds max_epsilon 5"]
+    passing = judge(ThresholdsSpec(max_epsilon=10.0), PRIVATE, [])
+    assert passing.passed is True and passing.failed == [] and passing.reasons
+
+
+def test_a_metric_that_is_not_a_number_fails_rather_than_passes():
+    # NaN compares false with every bound, so a check written as "exceeds?" would let it through.
+    nan = float("nan")
+    verdict = judge(ThresholdsSpec(max_membership_tpr_at_0_1_fpr=0.01), PRIVATE, [membership(nan, nan, nan)])
+    assert verdict.passed is False and "not a number" in verdict.failed[0]

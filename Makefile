@@ -6,21 +6,31 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 OUT ?= audit-out
 
-.PHONY: audit test setup clean
+.PHONY: audit test setup clean screenshot
 
+# --force: each `make audit` replaces the previous default run in $(OUT)/default (never other files).
 audit: setup
-	$(BIN)/fedsecure audit --out $(OUT)/default
+	@echo "make audit: the embedded default spec (4 scenarios, server and external attacks; about 2 minutes on 2 cores) -> $(OUT)/default"
+	@$(BIN)/fedsecure audit --out $(OUT)/default --force
 
 test: setup
 	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder --durations=15
 
+# The README's picture of the HTML summary, from the current template: the default audit's report.json
+# rendered again (`fedsecure report`), photographed by the HTML test's headless Chromium (tests/browser.py).
+screenshot: setup
+	@test -f $(OUT)/default/report.json || $(MAKE) --no-print-directory audit
+	@$(BIN)/fedsecure report $(OUT)/default >/dev/null
+	@$(BIN)/python -m tests.browser $(OUT)/default/report.html docs/report-summary.png
+
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml constraints.txt
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,flower]'
-	touch $@
+	@echo "make setup: installing fedsecure and its pinned dependencies into $(VENV) (once; a few minutes)"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install --quiet --upgrade pip
+	@$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,flower]'
+	@touch $@
 
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache .hypothesis

@@ -91,13 +91,17 @@ def audit(
     engine: Annotated[
         str, typer.Option("--engine", help="in-process, or flower (Flower's simulation engine; fedsecure[flower]).")
     ] = "in-process",
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace the earlier fedsecure run in --out (never other files).")
+    ] = False,
 ) -> None:
     """Train every scenario of SPEC, attack it, and write report.json, report.md and report.html."""
     from fedsecure.audit.runner import run_audit
     from fedsecure.config.spec import load_spec
-    from fedsecure.report.formatting import verdict_text
+    from fedsecure.report import Report
     from fedsecure.report.output import STAGES
     from fedsecure.report.rendering import REPORT_HTML, REPORT_MD
+    from fedsecure.report.terminal import summary
 
     loaded = load_spec(spec, data_path=data)
     out_dir = out if out is not None else Path("audit-out") / (loaded.spec.name + ("-quick" if quick else ""))
@@ -111,7 +115,7 @@ def audit(
         with Progress(*columns, console=stderr, transient=True, disable=not stderr.is_terminal) as bars:
             report = run_audit(
                 loaded, out_dir, device=device, progress=RichProgress(bars), resume=resume, quick=quick, only=only,
-                engine=engine,
+                engine=engine, force=force,
             )
     except KeyboardInterrupt:
         if (out_dir / STAGES).is_dir():
@@ -122,12 +126,13 @@ def audit(
             )
             sys.exit(130)
         raise
-    for scenario in report["scenarios"]:
-        auc = scenario["utility"]["auc"]
-        verdict = verdict_text(scenario["verdict"]["pass"])
-        stderr.print(f"{scenario['name']}: AUC {auc if auc is None else round(auc, 3)}, {verdict}", highlight=False)
-    stderr.print(f"audit compute time {report['wall_seconds']:.0f} s", highlight=False)
-    typer.echo(f"wrote {out_dir / 'report.json'}, {out_dir / REPORT_MD} and {out_dir / REPORT_HTML}")
+    # The summary goes to stdout with the paths (what a user keeps); progress and warnings stay on stderr.
+    stdout = Console(highlight=False)
+    if not stdout.is_terminal:  # a log file or a pipe: the table at a readable width, not squeezed into 80 columns
+        stdout = Console(highlight=False, width=160)
+    stdout.print(summary(Report.from_json(report), out_dir / REPORT_HTML))
+    stdout.print(f"audit compute time {report['wall_seconds']:.0f} s")
+    stdout.print(f"wrote {out_dir / 'report.json'}, {out_dir / REPORT_MD} and {out_dir / REPORT_HTML}", soft_wrap=True)
 
 
 @app.command()

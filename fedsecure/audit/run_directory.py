@@ -16,6 +16,7 @@ resume gives the numbers it would have given in the uninterrupted run.
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,18 @@ from fedsecure.errors import OutputError
 from fedsecure.report.output import REPORT_JSON, STAGES, write_json
 
 RUN_FILE = "run.json"
+# Everything an audit writes into its directory (atomic writes leave ".<name>.*.tmp" only if killed mid-write).
+WRITTEN = frozenset({REPORT_JSON, "report.md", "report.html", STAGES, "figures", "cache"})
+
+
+def foreign_entries(root: Path) -> list[str]:
+    """The names in ``root`` that no fedsecure audit writes (sorted)."""
+
+    def ours(name: str) -> bool:
+        half_written = name.endswith(".tmp") and any(name.startswith(f".{written}.") for written in WRITTEN)
+        return name in WRITTEN or half_written
+
+    return sorted(entry.name for entry in root.iterdir() if not ours(entry.name))
 
 
 @dataclass(frozen=True)
@@ -41,15 +54,30 @@ class RunIdentity:
 class RunDirectory:
     """The output directory of one audit run.
 
-    Opening it refuses a directory that holds another spec's results, or this
-    spec's results when ``resume`` is false (nothing already written is lost).
+    Opening it refuses a directory that holds anything fedsecure did not
+    write (``--out /`` or a home folder), another spec's results, or this
+    spec's results when ``resume`` is false: nothing already written is lost.
+    With ``force``, a directory that holds nothing but an earlier fedsecure run
+    is emptied of that run first (the user asked to replace it).
     """
 
-    def __init__(self, root: Path, identity: RunIdentity, resume: bool) -> None:
+    def __init__(self, root: Path, identity: RunIdentity, resume: bool, force: bool = False) -> None:
         self.root = root
         self.identity = identity
         if root.exists() and not root.is_dir():
             raise OutputError(f"{root}: exists and is not a directory")
+        if resume and force:
+            raise OutputError("--resume continues the run in --out and --force replaces it: choose one")
+        if root.is_dir():
+            foreign = foreign_entries(root)
+            if foreign:
+                shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+                raise OutputError(
+                    f"{root}: holds files fedsecure did not write ({shown}); choose a new or empty --out "
+                    "(nothing was written)"
+                )
+            if force:
+                self._remove_earlier_run()
         earlier = self._earlier_run()
         if earlier is not None:
             self._check_continues(earlier, resume)
@@ -86,6 +114,14 @@ class RunDirectory:
     def _stage_path(self, stage: str) -> Path:
         return self.stages / f"{stage}.json"
 
+    def _remove_earlier_run(self) -> None:
+        """Delete what an earlier audit wrote here (only fedsecure's own names: see ``foreign_entries``)."""
+        for entry in list(self.root.iterdir()):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+
     def _earlier_run(self) -> dict[str, Any] | None:
         """The identity of the run whose results the directory holds, if any."""
         run_file = self.stages / RUN_FILE
@@ -113,16 +149,19 @@ class RunDirectory:
         mine = self.identity
         if earlier.get("spec_sha256") != mine.spec_sha256:
             raise OutputError(
-                f"{self.root}: holds the results of another spec ({earlier.get('spec_name')!r}); choose another --out"
+                f"{self.root}: holds the results of another spec ({earlier.get('spec_name')!r}); choose another --out, "
+                "or pass --force to replace them"
             )
         if bool(earlier.get("quick")) != mine.quick:
             kind = "a --quick run" if earlier.get("quick") else "a full run"
-            raise OutputError(f"{self.root}: holds {kind} of this spec; choose another --out")
+            raise OutputError(
+                f"{self.root}: holds {kind} of this spec; choose another --out, or pass --force to replace it"
+            )
         if not resume:
             state = "a finished" if self.finished else "an unfinished"
             raise OutputError(
                 f"{self.root}: holds {state} run of this spec; pass --resume to continue it "
-                "(or `fedsecure report` to re-render it), or choose another --out"
+                "(or `fedsecure report` to re-render it), --force to replace it, or choose another --out"
             )
         if earlier.get("fedsecure") != mine.fedsecure:
             raise OutputError(

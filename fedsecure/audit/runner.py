@@ -27,7 +27,7 @@ from fedsecure.devices import resolve_device
 from fedsecure.errors import OutputError, ReportFormatError, SpecError
 from fedsecure.fl.baselines import baseline_training, train_centralized, train_local_only
 from fedsecure.fl.federation import Federation
-from fedsecure.fl.round_loop import FederationResult
+from fedsecure.fl.round_loop import FederationResult, federation_facts
 from fedsecure.fl.views import external_view
 from fedsecure.models import build_model, make_dp_compatible
 from fedsecure.report.findings import (
@@ -89,6 +89,7 @@ def run_audit(
     quick: bool = False,
     only: Sequence[str] | None = None,
     engine: str = "in-process",
+    force: bool = False,
 ) -> dict[str, Any]:
     """Run every scenario of a validated spec and write report.json, report.md and report.html.
 
@@ -110,6 +111,7 @@ def run_audit(
         engine: what runs each scenario's federation: "in-process", or "flower"
             (Flower's simulation engine, one SuperNode per site; needs
             ``fedsecure[flower]``). Baselines and attacks run in-process either way.
+        force: replace the earlier fedsecure run ``out_dir`` holds (never anything else).
 
     Returns:
         The report, as written to ``out_dir/report.json``.
@@ -125,7 +127,7 @@ def run_audit(
     identity = RunIdentity(
         spec.name, loaded.sha256, quick, str(torch_device), package_versions()["fedsecure"], engine
     )
-    run = RunDirectory(out_dir, identity, resume)
+    run = RunDirectory(out_dir, identity, resume, force)
     started = time.perf_counter()
 
     with progress.task("preparing data", 1, units_per_step=0) as advance:
@@ -133,6 +135,7 @@ def run_audit(
         advance()
     make_model = partial(build_model, spec.model.name, data.in_channels, data.n_classes, data.image_size, spec.seed)
     _check_dp_models(scenarios, make_model)
+    _check_dp_calibrates(spec, scenarios, data, make_model, torch_device)
     prepare_seconds = time.perf_counter() - started
     run.begin()
 
@@ -192,6 +195,36 @@ def _check_dp_models(scenarios: list[ScenarioSpec], make_model: Callable[[], tor
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the scenario warns about the replaced layers when it trains
             make_dp_compatible(make_model())
+
+
+def _check_dp_calibrates(
+    spec: AuditSpec, scenarios: list[ScenarioSpec], data: FederatedData, make_model: Callable[[], torch.nn.Module],
+    device: torch.device,
+) -> None:
+    """Calibrate every DP scenario's noise before any training: a budget no noise can keep fails now, in one line.
+
+    Raises:
+        SpecError: naming the scenario whose epsilon and delta cannot be met.
+    """
+    for scenario in scenarios:
+        if scenario.dp is None:
+            continue
+        mechanism = scenario.dp.mechanism()
+        training = scenario.local_training(spec.federation)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the scenario warns about its settings when it runs
+            model = mechanism.prepare_model(make_model())
+            try:
+                mechanism.calibrate(federation_facts(
+                    site_sizes=[site.n_train for site in data.sites], rounds=spec.federation.rounds,
+                    training=training, clients_per_round=spec.federation.clients_per_round, seed=spec.seed,
+                    device=device, private_names=spec.federation.strategy_instance().private_names(model),
+                    protocol=scenario.protocol_instance(),
+                ))
+                for site in data.sites:  # DP-SGD calibrates per site, for its number of images
+                    mechanism.pin_noise_to_site(site.n_train, training, spec.federation.rounds)
+            except SpecError as exc:
+                raise SpecError(f"scenario {scenario.name}: {exc}") from None
 
 
 def _stage(scenario: ScenarioSpec) -> str:

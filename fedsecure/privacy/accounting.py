@@ -19,6 +19,7 @@ from opacus.accountants.accountant import IAccountant
 from opacus.accountants.analysis.rdp import get_privacy_spent as rdp_privacy_spent
 from opacus.accountants.utils import get_noise_multiplier
 
+from fedsecure.errors import SpecError
 from fedsecure.registry import Registry
 
 History = list[tuple[float, float, int]]
@@ -44,15 +45,25 @@ def calibrate_noise(
     """The smallest noise multiplier (within 1%) that keeps the budget.
 
     ``steps`` steps at ``sample_rate`` with the returned multiplier spend at most ``target_epsilon``.
+
+    Raises:
+        SpecError: no multiplier Opacus searches keeps so small a budget.
     """
     ACCOUNTANTS.get(accountant)
     with _loose_rdp_bound_is_fine():
-        return float(
-            get_noise_multiplier(
-                target_epsilon=target_epsilon, target_delta=delta, sample_rate=sample_rate, steps=steps,
-                accountant=accountant, epsilon_tolerance=0.01,
+        try:
+            return float(
+                get_noise_multiplier(
+                    target_epsilon=target_epsilon, target_delta=delta, sample_rate=sample_rate, steps=steps,
+                    accountant=accountant, epsilon_tolerance=0.01,
+                )
             )
-        )
+        except ValueError as exc:  # Opacus: "The privacy budget is too low." (its noise search gives up)
+            raise SpecError(
+                f"epsilon {target_epsilon:g} at delta {delta:g} cannot be met by any noise the {accountant} "
+                f"accountant calibrates for {steps} step(s) at sampling rate {sample_rate:.3g} ({exc}); "
+                "raise epsilon or delta"
+            ) from None
 
 
 @contextmanager

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from fedsecure.cli import main
 from tests.conftest import write_medmnist
 from tests.fedsecure.test_spec import BAD_SPECS, MEMBERSHIP_ERRORS, MINIMAL
+from tests.fedsecure.tiny_specs import TINY_FEDAVG, tiny_spec
 
 MALFORMED_SPECS = BAD_SPECS + [(MINIMAL + "[attacks]\n" + line + "\n", message) for line, message in MEMBERSHIP_ERRORS]
 
@@ -108,13 +110,61 @@ def test_bad_files_and_arguments_are_one_line_and_exit_2(make_args, message, tmp
     assert not out.exists()
 
 
+TOO_SMALL_EPSILON = MINIMAL.replace(
+    '[[scenario]]\nname = "plain"',
+    '[[scenario]]\nname = "plain"\n\n[[scenario]]\nname = "dp"\n'
+    'dp = { level = "client", epsilon = 1e-9, delta = 1e-5, clip = 0.5, placement = "distributed" }',
+)
+
+
+def test_an_epsilon_no_noise_can_meet_is_one_line_before_any_training(tmp_path, capsys):
+    # Opacus gives up its noise search with "ValueError: The privacy budget is too low."; found by hand.
+    assert TOO_SMALL_EPSILON != MINIMAL
+    spec = tmp_path / "spec.toml"
+    spec.write_text(TOO_SMALL_EPSILON)
+    out = tmp_path / "out"
+    code, stdout, stderr = run_cli(["audit", spec, "--out", out], capsys)
+    assert_one_line_error(code, stdout, stderr, "scenario dp: epsilon 1e-09 at delta 1e-05 cannot be met")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("out", ["/", "home"])
+def test_a_directory_fedsecure_did_not_write_is_refused_even_with_force(out, tmp_path, capsys):
+    # Found by hand: --out / (or a home folder) was accepted, and report.* and stages/ written into it.
+    spec = tmp_path / "spec.toml"
+    spec.write_text(MINIMAL)
+    target = Path(out) if out == "/" else tmp_path / out
+    if out == "home":
+        (target / ".bashrc").parent.mkdir()
+        (target / ".bashrc").write_text("export A=1\n")
+        (target / "notes").mkdir()
+    before = sorted(p.name for p in target.iterdir())
+    for force in ([], ["--force"]):
+        code, stdout, stderr = run_cli(["audit", spec, "--out", target, *force], capsys)
+        assert_one_line_error(code, stdout, stderr, "holds files fedsecure did not write")
+        assert sorted(p.name for p in target.iterdir()) == before
+
+
+def test_force_replaces_an_earlier_fedsecure_run_and_nothing_else(earlier_report, tmp_path, capsys):
+    spec = tmp_path / "spec.toml"
+    spec.write_text(tiny_spec("forced", 0, TINY_FEDAVG, '[[scenario]]\nname = "plain"\n'))
+    code, stdout, stderr = run_cli(["audit", spec, "--out", earlier_report, "--force", "--resume"], capsys)
+    assert_one_line_error(code, stdout, stderr, "--resume continues the run in --out and --force replaces it")
+    (earlier_report / "figures").mkdir()
+    (earlier_report / "figures" / "old.png").write_bytes(b"png")
+    code, stdout, _ = run_cli(["audit", spec, "--out", earlier_report, "--force", "--device", "cpu"], capsys)
+    assert code == 0, stdout
+    assert json.loads((earlier_report / "report.json").read_text())["spec"]["name"] != "someone-else"
+    assert not (earlier_report / "figures" / "old.png").exists()
+
+
 def test_another_specs_results_are_not_overwritten(earlier_report, tmp_path, capsys):
     before = (earlier_report / "report.json").read_bytes()
     spec = tmp_path / "spec.toml"
     spec.write_text(MINIMAL)
     code, stdout, stderr = run_cli(["audit", spec, "--out", earlier_report], capsys)
     assert_one_line_error(
-        code, stdout, stderr, "holds the results of another spec ('someone-else'); choose another --out"
+        code, stdout, stderr, "holds the results of another spec ('someone-else'); choose another --out, or pass"
     )
     assert (earlier_report / "report.json").read_bytes() == before
     assert sorted(p.name for p in earlier_report.iterdir()) == ["report.json"]

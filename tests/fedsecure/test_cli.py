@@ -53,6 +53,11 @@ def test_audit_writes_the_report_contract(tiny_spec, tmp_path, capsys):
     out = tmp_path / "out"
     code, stdout, _ = cli(["audit", tiny_spec, "--out", out, "--device", "cpu"], capsys)
     assert code == 0, stdout
+    # The terminal summary: a row per scenario, the failed checks, the link to report.html.
+    rows = [line for line in stdout.splitlines() if line.startswith("│")]
+    assert [row.split("│")[1].strip() for row in rows] == ["plain", "ckks"]
+    assert "plain FAIL: no differential-privacy guarantee" in stdout
+    assert (out / "report.html").resolve().as_uri() in stdout
     report = json.loads((out / "report.json").read_text())
     assert report["schema_version"] and report["spec"]["name"] == "tiny"
     env = report["environment"]

@@ -8,7 +8,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from fedsecure.report.html import render_html
 from fedsecure.report.markdown import render_markdown
 from fedsecure.report.rendering import render_reports, rerender
 from fedsecure.report.verdict import judge
+from tests.browser import MISSING, browse, chromium
 
 # A finished report, committed: tests/fixtures/report-tiny.json, from a tiny audit of report-tiny.toml (plain,
 # CKKS, sample-level DP, client-level DP under CKKS; iDLG and LiRA), with its two reconstruction grids under
@@ -205,21 +205,12 @@ def test_report_refuses_what_it_cannot_render(tmp_path):
 
 
 def _chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    found = chromium()
     if found is None:
-        reason = "no headless Chromium on this machine (Debian: apt-get install chromium; .ci/run installs it)"
         if os.environ.get("CI"):
-            pytest.fail(reason)  # CI installs it: a skip there would hide a test that never ran
-        pytest.skip(reason)
+            pytest.fail(MISSING)  # CI installs it: a skip there would hide a test that never ran
+        pytest.skip(MISSING)
     return found
-
-
-def _browse(chromium: str, page: Path, *actions: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--enable-logging=stderr",
-         "--v=0", *actions, page.as_uri()],
-        capture_output=True, text=True, timeout=120,
-    )
 
 
 # Run by the browser on a copy of the page: does every figure's image decode to a non-empty picture?
@@ -238,7 +229,7 @@ window.addEventListener("load", () => {
 def test_html_report_renders_in_headless_chromium(audited, tmp_path):
     chromium = _chromium()
     screenshot = tmp_path / "report.png"
-    loaded = _browse(chromium, audited / "report.html", f"--screenshot={screenshot}", "--window-size=1280,4000")
+    loaded = browse(chromium, audited / "report.html", f"--screenshot={screenshot}", "--window-size=1280,4000")
     assert loaded.returncode == 0, loaded.stderr
     console = [line for line in loaded.stderr.splitlines() if ":CONSOLE" in line]
     assert console == [], console  # the page itself logs nothing: no error, no warning
@@ -247,7 +238,7 @@ def test_html_report_renders_in_headless_chromium(audited, tmp_path):
 
     probe = tmp_path / "probe.html"
     probe.write_text((audited / "report.html").read_text().replace("</body>", FIGURE_PROBE + "</body>"))
-    probed = _browse(chromium, probe, "--dump-dom")
+    probed = browse(chromium, probe, "--dump-dom")
     messages = [line for line in probed.stderr.splitlines() if ":CONSOLE" in line]
     assert len(messages) == 1 and "FIGURES " in messages[0], probed.stderr
     decoded = json.loads(messages[0].split("FIGURES ", 1)[1].rsplit('", source:', 1)[0])

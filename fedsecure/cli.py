@@ -132,7 +132,11 @@ def audit(
         stdout = Console(highlight=False, width=160)
     stdout.print(summary(Report.from_json(report), out_dir / REPORT_HTML))
     stdout.print(f"audit compute time {report['wall_seconds']:.0f} s")
-    stdout.print(f"wrote {out_dir / 'report.json'}, {out_dir / REPORT_MD} and {out_dir / REPORT_HTML}", soft_wrap=True)
+    # Paths are printed as they are: "[...]" in a directory name is not rich markup.
+    stdout.print(
+        f"wrote {out_dir / 'report.json'}, {out_dir / REPORT_MD} and {out_dir / REPORT_HTML}", markup=False,
+        soft_wrap=True,
+    )
 
 
 @app.command()

@@ -45,7 +45,11 @@ def main(argv: list[str]) -> int:
     if executable is None:
         print(MISSING, file=sys.stderr)
         return 1
-    screenshot(executable, Path(argv[0]), Path(argv[1]), height=1100)
+    try:
+        screenshot(executable, Path(argv[0]), Path(argv[1]), height=1100)
+    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     print(f"wrote {argv[1]}")
     return 0
 

@@ -25,18 +25,48 @@ from fedsecure.errors import OutputError
 from fedsecure.report.output import REPORT_JSON, STAGES, write_json
 
 RUN_FILE = "run.json"
-# Everything an audit writes into its directory (atomic writes leave ".<name>.*.tmp" only if killed mid-write).
-WRITTEN = frozenset({REPORT_JSON, "report.md", "report.html", STAGES, "figures", "cache"})
+REPORT_FILES = (REPORT_JSON, "report.md", "report.html")
+# What an audit writes into its directory, and what each of its folders holds.
+FOLDERS = {STAGES: (".json",), "figures": (".png",), "cache": ()}
+# Files an operating system or a file browser leaves in any folder it shows: neither foreign nor ours.
+LITTER = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
+
+
+def _half_written(name: str, of: tuple[str, ...]) -> bool:
+    # write_atomic's temporary file (".<name>.<random>.tmp"), left behind only by a killed write
+    return name.endswith(".tmp") and any(name.startswith(f".{written}.") for written in of)
 
 
 def foreign_entries(root: Path) -> list[str]:
-    """The names in ``root`` that no fedsecure audit writes (sorted)."""
+    """The names in ``root`` that no fedsecure audit writes (sorted); symbolic links are never fedsecure's."""
+    foreign = []
+    for entry in root.iterdir():
+        name = entry.name
+        if name in LITTER:
+            continue
+        if entry.is_symlink():
+            foreign.append(name)
+        elif name in REPORT_FILES or _half_written(name, REPORT_FILES):
+            if not entry.is_file():
+                foreign.append(name)
+        elif name in FOLDERS:
+            if not entry.is_dir() or _foreign_inside(entry, FOLDERS[name]):
+                foreign.append(name)
+        else:
+            foreign.append(name)
+    return sorted(foreign)
 
-    def ours(name: str) -> bool:
-        half_written = name.endswith(".tmp") and any(name.startswith(f".{written}.") for written in WRITTEN)
-        return name in WRITTEN or half_written
 
-    return sorted(entry.name for entry in root.iterdir() if not ours(entry.name))
+def _foreign_inside(folder: Path, suffixes: tuple[str, ...]) -> bool:
+    """Whether ``folder`` holds something an audit does not write there (any suffix, for ``()``)."""
+    for path in folder.rglob("*"):
+        if path.is_symlink():
+            return True
+        if path.name in LITTER:
+            continue
+        if path.is_file() and suffixes and not (path.name.endswith(suffixes) or path.name.endswith(".tmp")):
+            return True
+    return False
 
 
 @dataclass(frozen=True)
@@ -64,21 +94,37 @@ class RunDirectory:
     def __init__(self, root: Path, identity: RunIdentity, resume: bool, force: bool = False) -> None:
         self.root = root
         self.identity = identity
+        self._replace = False
+        if root.is_symlink() and not root.exists():
+            raise OutputError(f"{root}: a symbolic link to nothing; choose another --out")
         if root.exists() and not root.is_dir():
             raise OutputError(f"{root}: exists and is not a directory")
         if resume and force:
             raise OutputError("--resume continues the run in --out and --force replaces it: choose one")
+        earlier = None
         if root.is_dir():
-            foreign = foreign_entries(root)
+            try:
+                foreign = foreign_entries(root)
+                has_entries = any(entry.name not in LITTER for entry in root.iterdir())
+            except OSError as exc:
+                raise OutputError(f"{root}: cannot be read ({exc.strerror}); choose another --out") from None
             if foreign:
                 shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
                 raise OutputError(
                     f"{root}: holds files fedsecure did not write ({shown}); choose a new or empty --out "
                     "(nothing was written)"
                 )
-            if force:
-                self._remove_earlier_run()
-        earlier = self._earlier_run()
+            earlier = self._earlier_run()
+            if has_entries and earlier is None:
+                raise OutputError(
+                    f"{root}: holds files with fedsecure's names but no fedsecure run (no {STAGES}/{RUN_FILE}, "
+                    f"no readable {REPORT_JSON}); choose a new or empty --out (nothing was written)"
+                )
+        if earlier is not None and force:
+            # Replaced in begin(), once the spec, the data and every scenario's calibration were found sound:
+            # a run that fails its checks leaves the earlier one as it was.
+            self._replace = True
+            earlier = None
         if earlier is not None:
             self._check_continues(earlier, resume)
         self.resumed = earlier is not None
@@ -94,7 +140,10 @@ class RunDirectory:
         return (self.root / REPORT_JSON).is_file()
 
     def begin(self) -> None:
-        """Claim the directory for this run (idempotent)."""
+        """Claim the directory for this run (idempotent); with ``force``, the earlier run is removed first."""
+        if self._replace:
+            self._remove_earlier_run()
+            self._replace = False
         write_json(self.stages / RUN_FILE, asdict(self.identity))
 
     def load(self, stage: str) -> dict[str, Any] | None:
@@ -115,12 +164,29 @@ class RunDirectory:
         return self.stages / f"{stage}.json"
 
     def _remove_earlier_run(self) -> None:
-        """Delete what an earlier audit wrote here (only fedsecure's own names: see ``foreign_entries``)."""
-        for entry in list(self.root.iterdir()):
-            if entry.is_dir() and not entry.is_symlink():
+        """Delete what the earlier audit wrote here: its names only, and what identifies the run last.
+
+        Removed in that order, a deletion cut short leaves ``stages/run.json`` or
+        report.json behind, so the directory still says whose results it holds.
+        """
+        if foreign_entries(self.root):  # something arrived since the check: touch nothing
+            raise OutputError(f"{self.root}: changed while the audit prepared; nothing was removed")
+        markers = [self.root / REPORT_JSON, self.stages / RUN_FILE]
+        for entry in sorted(self.root.iterdir()):
+            if entry.name in LITTER or entry.name == REPORT_JSON:
+                continue
+            if entry.name == STAGES:
+                for stage in entry.iterdir():
+                    if stage.name != RUN_FILE:
+                        stage.unlink()
+            elif entry.is_dir():
                 shutil.rmtree(entry)
             else:
                 entry.unlink()
+        for marker in markers:
+            marker.unlink(missing_ok=True)
+        if self.stages.is_dir():
+            self.stages.rmdir()
 
     def _earlier_run(self) -> dict[str, Any] | None:
         """The identity of the run whose results the directory holds, if any."""

@@ -43,6 +43,7 @@ import numpy as np
 import torch
 from typing_extensions import override
 
+from fedsecure.errors import SpecError
 from fedsecure.fl.privacy_hooks import FederationFacts, PrivacyMechanism, PrivacyReport
 from fedsecure.privacy.accounting import calibrate_noise
 from fedsecure.privacy.adversaries import (
@@ -119,7 +120,7 @@ class ClientLevelDP(PrivacyMechanism):
         elif self.min_sites is None:
             self.min_sites = per_round
         if self.min_sites > self._n_sites:
-            raise ValueError(f"min_sites ({self.min_sites}) exceeds the {self._n_sites} sites")
+            raise SpecError(f"min_sites ({self.min_sites}) exceeds the {self._n_sites} sites")
         # Calibrated against another site, the best-informed party the noise can protect from: it knows who
         # took part (no amplification) and subtracts its own noise share. Every other such party sees more noise.
         facing = calibrate_noise(self.epsilon, self.delta, 1.0, facts.rounds, self.accountant)
@@ -132,7 +133,7 @@ class ClientLevelDP(PrivacyMechanism):
                 self.count_stddev = max(self._expected / 20, 2 * self.noise_multiplier)
             share = self.noise_multiplier**-2 - (self.count_stddev / COUNT_SENSITIVITY) ** -2
             if share <= 0:
-                raise ValueError(
+                raise SpecError(
                     f"count_stddev {self.count_stddev:g} is too small for noise multiplier "
                     f"{self.noise_multiplier:.3g}: "
                     "the count would use the whole privacy budget"

@@ -9,6 +9,7 @@ opens report.html, whose path is printed as a ``file://`` link.
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -48,9 +49,15 @@ def worst_leakage(attacks: Sequence[AttackFinding]) -> str:
     headlines = []
     for found in by_kind.values():
         ran = [a for a in found if a.status == "ok" and a.frontier_value() is not None]
-        worst = max(ran, key=lambda a: a.frontier_value() or 0.0) if ran else found[0]
+        worst = max(ran, key=_leakage) if ran else found[0]
         headlines.append(worst.headline())
     return "; ".join(headlines)
+
+
+def _leakage(attack: AttackFinding) -> float:
+    # A figure that is not a number ranks worst: the verdict fails it, so the table must show it.
+    value = attack.frontier_value()
+    return math.inf if value is None or math.isnan(value) else value
 
 
 def summary_table(report: Report) -> Table:
@@ -77,12 +84,18 @@ def summary_table(report: Report) -> Table:
 
 
 def failure_lines(scenarios: Sequence[ScenarioFinding]) -> list[str]:
-    """One line per check a scenario failed (the checks that held are in the report)."""
-    return [
-        f"{scenario.name} FAIL: {reason}"
-        for scenario in scenarios if scenario.verdict.passed is False
-        for reason in scenario.verdict.failed
-    ]
+    """One line per check a scenario failed (the checks that held are in the report), and why one was not judged.
+
+    Reports before schema 1.4 keep no ``failed`` list: all their reasons are given for a FAIL.
+    """
+    lines: list[str] = []
+    for scenario in scenarios:
+        verdict = scenario.verdict
+        if verdict.passed is False:
+            lines.extend(f"{scenario.name} FAIL: {reason}" for reason in verdict.failed or verdict.reasons)
+        elif verdict.passed is None:
+            lines.extend(f"{scenario.name} not judged: {reason}" for reason in verdict.reasons)
+    return lines
 
 
 def summary(report: Report, report_html: Path) -> RenderableType:

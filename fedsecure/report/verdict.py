@@ -69,6 +69,8 @@ def judge(thresholds: ThresholdsSpec | None, privacy: PrivacyFinding, attacks: S
     for attack in attacks:
         if attack.measured:
             checks.extend(attack.judge(thresholds))
+    if not checks:  # thresholds that do not apply here (e.g. max_delta without DP): a PASS would be vacuous
+        return Verdict(passed=None, reasons=["no threshold of the spec applies to this scenario: nothing was checked"])
     return Verdict(
         passed=all(c.held for c in checks), reasons=[c.reason for c in checks],
         failed=[c.reason for c in checks if not c.held],

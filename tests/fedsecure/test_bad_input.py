@@ -152,10 +152,35 @@ def test_force_replaces_an_earlier_fedsecure_run_and_nothing_else(earlier_report
     assert_one_line_error(code, stdout, stderr, "--resume continues the run in --out and --force replaces it")
     (earlier_report / "figures").mkdir()
     (earlier_report / "figures" / "old.png").write_bytes(b"png")
+    # A run that fails its checks (here: a spec whose budget no noise meets) leaves the earlier one as it was.
+    broken = tmp_path / "broken.toml"
+    broken.write_text(TOO_SMALL_EPSILON)
+    code, stdout, stderr = run_cli(["audit", broken, "--out", earlier_report, "--force"], capsys)
+    assert_one_line_error(code, stdout, stderr, "cannot be met")
+    assert sorted(p.name for p in earlier_report.iterdir()) == ["figures", "report.json"]
     code, stdout, _ = run_cli(["audit", spec, "--out", earlier_report, "--force", "--device", "cpu"], capsys)
     assert code == 0, stdout
     assert json.loads((earlier_report / "report.json").read_text())["spec"]["name"] != "someone-else"
     assert not (earlier_report / "figures" / "old.png").exists()
+
+
+@pytest.mark.parametrize("planted", ["report.md", "figures/holiday.jpg", "cache-link"])
+def test_files_with_fedsecure_names_that_are_not_a_run_are_never_touched(planted, tmp_path, capsys):
+    # Found in review: names alone are not proof. A user's report.md, a figures/ folder of photos, a
+    # symbolic link: refused with --force or without, and left as they were.
+    out = tmp_path / "out"
+    out.mkdir()
+    if planted == "cache-link":
+        (out / "cache").symlink_to(tmp_path)
+    else:
+        (out / planted).parent.mkdir(exist_ok=True)
+        (out / planted).write_text("mine")
+    spec = tmp_path / "spec.toml"
+    spec.write_text(MINIMAL)
+    for force in ([], ["--force"]):
+        code, stdout, stderr = run_cli(["audit", spec, "--out", out, *force], capsys)
+        assert code == 2 and "error: " in stderr and "nothing was written" in stderr
+    assert planted == "cache-link" or (out / planted).read_text() == "mine"
 
 
 def test_another_specs_results_are_not_overwritten(earlier_report, tmp_path, capsys):

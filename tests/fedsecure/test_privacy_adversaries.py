@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from scipy.integrate import quad
 from scipy.stats import norm
 
+from fedsecure.errors import SpecError
 from fedsecure.fl import FedAvg, Federation, LocalTraining
 from fedsecure.fl.privacy_hooks import FederationFacts
 from fedsecure.privacy import ClientLevelDP, calibrate_noise, spent_epsilon
@@ -218,7 +219,7 @@ def test_quorum_is_all_expected_sites_by_default_and_one_for_central_noise():
     assert calibrated(placement="distributed", facts=poisson_facts(8, 6)).quorum() == 6
     assert calibrated(placement="central").quorum() == 1
     assert calibrated(placement="distributed", min_sites=3).quorum() == 3
-    with pytest.raises(ValueError, match="min_sites"):
+    with pytest.raises(SpecError, match="min_sites"):
         calibrated(placement="distributed", min_sites=5)
 
 
@@ -234,3 +235,9 @@ def test_plaintext_distributed_noise_reports_the_servers_local_epsilon_apart():
     assert by_party["server"].noise_multiplier == pytest.approx(mechanism.noise_multiplier / math.sqrt(2))
     assert trace.privacy.epsilon == by_party["server"].epsilon > by_party["site"].epsilon
     assert not trace.stopped_early  # the server's epsilon is reported, not budgeted
+
+
+def test_a_count_noise_that_would_spend_the_whole_budget_is_a_spec_error():
+    # Found in review: a plain ValueError here reached the CLI as a traceback.
+    with pytest.raises(SpecError, match="count_stddev 0.1 is too small"):
+        calibrated(placement="distributed", adaptive_quantile=0.5, count_stddev=0.1)

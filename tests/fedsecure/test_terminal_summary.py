@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -38,3 +39,12 @@ def test_each_fail_gives_its_failing_checks_one_line_each():
     assert any(line.startswith("sample-dp FAIL: simulation, not a guarantee") for line in lines)
     # A check that held is not a reason to fail.
     assert not any("is within" in line for line in lines)
+
+
+def test_a_verdict_not_judged_says_why_and_old_reports_give_all_reasons():
+    report = fixture()
+    first = report.scenarios[0]
+    not_judged = dataclasses.replace(first, verdict=dataclasses.replace(first.verdict, passed=None, failed=[]))
+    older = dataclasses.replace(first, verdict=dataclasses.replace(first.verdict, failed=[]))  # before schema 1.4
+    assert failure_lines([not_judged]) == [f"plain not judged: {r}" for r in first.verdict.reasons]
+    assert failure_lines([older]) == [f"plain FAIL: {r}" for r in first.verdict.reasons]

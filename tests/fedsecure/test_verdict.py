@@ -106,3 +106,9 @@ def test_a_metric_that_is_not_a_number_fails_rather_than_passes():
     nan = float("nan")
     verdict = judge(ThresholdsSpec(max_membership_tpr_at_0_1_fpr=0.01), PRIVATE, [membership(nan, nan, nan)])
     assert verdict.passed is False and "not a number" in verdict.failed[0]
+
+
+def test_thresholds_that_do_not_apply_judge_nothing_rather_than_pass():
+    # Found in review: only max_delta set, a scenario without DP: no check is made, so no PASS either.
+    verdict = judge(ThresholdsSpec(max_delta=1e-5), PrivacyFinding(), [])
+    assert verdict.passed is None and "nothing was checked" in verdict.reasons[0]

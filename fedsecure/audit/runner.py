@@ -20,6 +20,7 @@ from fedsecure.audit.environment import environment_manifest, package_versions
 from fedsecure.audit.inversion import audit_inversion
 from fedsecure.audit.membership import audit_membership
 from fedsecure.audit.run_directory import RunDirectory, RunIdentity
+from fedsecure.config.parts import build_parts
 from fedsecure.config.quick import quick_spec
 from fedsecure.config.spec import AuditSpec, LoadedSpec, ScenarioSpec
 from fedsecure.data.federated import FederatedData, federate
@@ -27,9 +28,9 @@ from fedsecure.devices import resolve_device
 from fedsecure.errors import OutputError, ReportFormatError, SpecError
 from fedsecure.fl.baselines import baseline_training, train_centralized, train_local_only
 from fedsecure.fl.federation import Federation
-from fedsecure.fl.round_loop import FederationResult, federation_facts
+from fedsecure.fl.round_loop import FederationResult
 from fedsecure.fl.views import external_view
-from fedsecure.models import build_model, make_dp_compatible
+from fedsecure.models import build_model
 from fedsecure.report.findings import (
     SCHEMA_VERSION,
     AttackFinding,
@@ -134,8 +135,7 @@ def run_audit(
         data = federate(spec.data.source_instance(spec.seed), spec.data.sites, spec.data.partitioner(), spec.seed)
         advance()
     make_model = partial(build_model, spec.model.name, data.in_channels, data.n_classes, data.image_size, spec.seed)
-    _check_dp_models(scenarios, make_model)
-    _check_dp_calibrates(spec, scenarios, data, make_model, torch_device)
+    _check_dp_scenarios(spec, scenarios, data, torch_device)
     prepare_seconds = time.perf_counter() - started
     run.begin()
 
@@ -189,40 +189,30 @@ def _stage_finding(run: RunDirectory, stage: str, kind: type[T], kept: dict[str,
         ) from None
 
 
-def _check_dp_models(scenarios: list[ScenarioSpec], make_model: Callable[[], torch.nn.Module]) -> None:
-    """Fail before any training when DP-SGD cannot train the model (it would fail hours later otherwise)."""
-    if any(s.dp is not None and s.dp.level == "sample" for s in scenarios):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the scenario warns about the replaced layers when it trains
-            make_dp_compatible(make_model())
-
-
-def _check_dp_calibrates(
-    spec: AuditSpec, scenarios: list[ScenarioSpec], data: FederatedData, make_model: Callable[[], torch.nn.Module],
-    device: torch.device,
+def _check_dp_scenarios(
+    spec: AuditSpec, scenarios: list[ScenarioSpec], data: FederatedData, device: torch.device
 ) -> None:
-    """Calibrate every DP scenario's noise before any training: a budget no noise can keep fails now, in one line.
+    """Build and calibrate every DP scenario as its run will, before any training.
+
+    A model DP-SGD cannot train, or a budget no noise can keep, would otherwise
+    fail after the baselines and the scenarios before it (hours, on real data).
 
     Raises:
+        NotSupportedError: DP-SGD cannot train the model.
         SpecError: naming the scenario whose epsilon and delta cannot be met.
     """
+    height, width = data.image_size
+    shape = {"in_channels": data.in_channels, "n_classes": data.n_classes, "height": height, "width": width}
+    site_sizes = [site.n_train for site in data.sites]
     for scenario in scenarios:
         if scenario.dp is None:
             continue
-        mechanism = scenario.dp.mechanism()
-        training = scenario.local_training(spec.federation)
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the scenario warns about its settings when it runs
-            model = mechanism.prepare_model(make_model())
+            warnings.simplefilter("ignore")  # the scenario warns about its settings (and replaced layers) when it runs
             try:
-                mechanism.calibrate(federation_facts(
-                    site_sizes=[site.n_train for site in data.sites], rounds=spec.federation.rounds,
-                    training=training, clients_per_round=spec.federation.clients_per_round, seed=spec.seed,
-                    device=device, private_names=spec.federation.strategy_instance().private_names(model),
-                    protocol=scenario.protocol_instance(),
-                ))
-                for site in data.sites:  # DP-SGD calibrates per site, for its number of images
-                    mechanism.pin_noise_to_site(site.n_train, training, spec.federation.rounds)
+                parts = build_parts(spec, scenario, shape, site_sizes, device)
+                for n_train in site_sizes:  # DP-SGD calibrates per site, for its number of images
+                    parts.privacy.pin_noise_to_site(n_train, parts.training, spec.federation.rounds)
             except SpecError as exc:
                 raise SpecError(f"scenario {scenario.name}: {exc}") from None
 

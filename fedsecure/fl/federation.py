@@ -16,7 +16,6 @@ from fedsecure.fl.round_loop import (
     RoundLoop,
     federation_facts,
     message_on_cpu,
-    released,
 )
 from fedsecure.fl.server import Evaluation, SiteUtility, pooled_evaluation
 from fedsecure.fl.site import SiteRunner, next_global
@@ -24,7 +23,7 @@ from fedsecure.fl.state import ModelState
 from fedsecure.fl.strategies import STRATEGIES, Strategy
 from fedsecure.fl.trace import ClientRound, RoundRecord, Trace
 from fedsecure.fl.training import LocalTraining
-from fedsecure.fl.views import Recipe, ServerRound, ServerView, model_at, received_update
+from fedsecure.fl.views import Recipe, ServerRound, ServerView, received_update
 from fedsecure.secure.plain import PlainAggregation
 from fedsecure.secure.protocol import Aggregate, AggregationProtocol, ClientRole, Message, Roles
 
@@ -131,7 +130,7 @@ class Federation:
         )
         final_global, evaluation = loop.run(_InProcessSites(self, global_vector, roles.client), trace, on_round)
         return FederationResult(
-            trace=trace, evaluation=evaluation, released_model=released(self.state, final_global, self.server_private),
+            trace=trace, evaluation=evaluation, released_model=self.state.model_with(final_global, self.server_private),
             protocol_parameters=self.protocol.describe(),
         )
 
@@ -161,8 +160,7 @@ class Federation:
         """The server's view of round 1 when site ``k``'s message is the only one (see :meth:`first_message`)."""
         global_vector, message = self.first_message(k)
         name = self.sites[k].site.name
-        self.state.set_private(self.server_private)  # not the site's, which the server never sees
-        sent = model_at(self.state, global_vector)
+        sent = self.state.model_with(global_vector, self.server_private)  # not the site's private entries
         return ServerView([ServerRound(1, sent, {name: received_update(name, message, self.state)})], self.recipe)
 
     def _setup(self) -> Roles:

@@ -10,7 +10,6 @@ hides: in-process site runners, or Flower SuperNodes over a ``Grid``.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Literal, Protocol
@@ -20,7 +19,6 @@ from torch import nn
 
 from fedsecure.fl.privacy_hooks import FederationFacts, PrivacyMechanism
 from fedsecure.fl.server import Evaluation, combine_round, quorum_shortfall, sample_participants
-from fedsecure.fl.state import ModelState
 from fedsecure.fl.trace import ClientRound, RoundRecord, Trace
 from fedsecure.fl.training import LocalTraining
 from fedsecure.secure.protocol import Aggregate, AggregationProtocol, Message, ServerRole
@@ -75,18 +73,6 @@ class FederationResult:
     def cost(self) -> Cost:
         """Compute and communication, summed over the rounds."""
         return Cost.of(self.trace)
-
-
-def released(state: ModelState, final_global: torch.Tensor, private: dict[str, torch.Tensor]) -> nn.Module:
-    """A copy of ``state``'s model with ``final_global`` and the server's own ``private`` entries loaded.
-
-    The released model is the global state: a strategy's private entries (FedBN's
-    normalization layers) stay at the sites, so the model carries the values the
-    server started from, on either engine.
-    """
-    state.set(final_global.to(next(iter(state.model.parameters())).device))
-    state.set_private(private)
-    return copy.deepcopy(state.model)
 
 
 def federation_facts(

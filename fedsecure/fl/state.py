@@ -8,6 +8,8 @@ which is what a secure-aggregation protocol packs and what an attack inverts.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
@@ -70,3 +72,13 @@ class ModelState:
         with torch.no_grad():
             for name, tensor in self._private:
                 tensor.copy_(values[name])
+
+    def model_with(self, vector: torch.Tensor, private: dict[str, torch.Tensor]) -> nn.Module:
+        """A copy of the model holding ``vector`` and the ``private`` entries: the model a party holds.
+
+        The live model is written first (it is the template the copy is taken from).
+        """
+        device = next(iter(self.model.parameters())).device
+        self.set(vector.to(device))
+        self.set_private(private)
+        return copy.deepcopy(self.model)

@@ -9,7 +9,6 @@ labels and other sites' secrets are not in any view.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -122,24 +121,24 @@ def received_update(site: str, message: Message, state: ModelState) -> ReceivedU
     return ReceivedUpdate(site, True, {name: value for name, value in shared.items() if name in trainable}, message)
 
 
-def model_at(state: ModelState, global_vector: torch.Tensor) -> nn.Module:
-    """A copy of ``state``'s model holding ``global_vector`` (the model a party received)."""
-    state.set(global_vector.to(next(iter(state.model.parameters())).device))
-    return copy.deepcopy(state.model)
-
-
-def server_view(trace: Trace, state: ModelState, recipe: Recipe) -> ServerView:
+def server_view(
+    trace: Trace, state: ModelState, recipe: Recipe, server_private: dict[str, torch.Tensor]
+) -> ServerView:
     """The server's view of a federation from its ``trace`` (the rounds whose messages it kept).
 
     Args:
         trace: the federation's trace.
         state: the federation's model state (its architecture and which entries are shared).
         recipe: the training recipe the server set.
+        server_private: the server's own values of the private entries (FedBN's normalization
+            layers never leave a site, so the models it sent carry these).
     """
     rounds = [
         ServerRound(
             round=record.round,
-            sent_model=model_at(state, record.global_model) if record.global_model is not None else None,
+            sent_model=(
+                state.model_with(record.global_model, server_private) if record.global_model is not None else None
+            ),
             received={site: received_update(site, message, state) for site, message in record.received.items()},
         )
         for record in trace.rounds if record.received

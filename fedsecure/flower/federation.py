@@ -35,15 +35,15 @@ import torch
 from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
+from fedsecure.config.parts import build_parts
 from fedsecure.config.spec import LoadedSpec, ScenarioSpec
 from fedsecure.errors import FedsecureError, NotSupportedError
 from fedsecure.fl.evaluation import ScoreHistograms, auc_error_bound
-from fedsecure.fl.round_loop import FederationResult, RoundLoop, released
+from fedsecure.fl.round_loop import FederationResult, RoundLoop
 from fedsecure.fl.server import Evaluation, pooled_evaluation_from_histograms
 from fedsecure.fl.strategies import STRATEGIES
 from fedsecure.fl.trace import ClientRound, RoundRecord, Trace
 from fedsecure.flower import wire
-from fedsecure.flower.parts import build_parts
 from fedsecure.secure.protocol import Aggregate
 from fedsecure.secure.protocol import Message as SiteMessage
 
@@ -147,7 +147,7 @@ class FlowerFederation:
         )
         final_global, evaluation = loop.run(_FlowerSites(self, trace), trace, on_round, on_event=self.on_event)
         return FederationResult(
-            trace=trace, evaluation=evaluation, released_model=released(state, final_global, server_private),
+            trace=trace, evaluation=evaluation, released_model=state.model_with(final_global, server_private),
             protocol_parameters=protocol.describe(),
         )
 

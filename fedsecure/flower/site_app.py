@@ -56,6 +56,7 @@ import torch
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
+from fedsecure.config.parts import SHAPE_KEYS, build_parts
 from fedsecure.config.spec import AuditSpec, parse_spec
 from fedsecure.data.federated import SiteData
 from fedsecure.data.medmnist import load_medmnist
@@ -66,7 +67,6 @@ from fedsecure.fl.privacy_hooks import PrivacyMechanism
 from fedsecure.fl.server import reveal_quorum
 from fedsecure.fl.site import SiteRunner, next_global
 from fedsecure.flower import wire
-from fedsecure.flower.parts import SHAPE_KEYS, build_parts
 from fedsecure.secure.protocol import ClientRole
 from fedsecure.secure.quorum import QuorumCheckedClient, quorum_weight
 
@@ -195,7 +195,7 @@ def claimed_index(node_config: Mapping) -> int:
 def check_round_facts(spec: AuditSpec, facts: Mapping, own_n_train: int, claimed: int = -1) -> None:
     """Refuse a round whose federation facts, as the server states them, contradict the spec or this site.
 
-    The site calibrates its noise from these facts (:func:`~fedsecure.flower.parts.build_parts`
+    The site calibrates its noise from these facts (:func:`~fedsecure.config.parts.build_parts`
     takes the site count from ``site_sizes``): a server that claimed more sites would have
     each site add less noise. The site checks what it can know: the site count against the
     spec it pinned, its own index and size against its own node config and data. The other

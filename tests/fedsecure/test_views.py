@@ -21,7 +21,7 @@ def test_the_server_view_holds_the_sent_model_and_each_plaintext_update_by_param
     fed = federation()
     initial = fed.state.get().clone()
     result = fed.run()
-    view = server_view(result.trace, fed.state, fed.recipe)
+    view = server_view(result.trace, fed.state, fed.recipe, fed.server_private)
     assert view.position is Position.SERVER and view.sees_plaintext
     first = view.round(1)
     assert ModelState(first.sent_model).get().equal(initial)
@@ -35,7 +35,7 @@ def test_the_server_view_holds_the_sent_model_and_each_plaintext_update_by_param
 
 def test_under_ckks_the_server_view_holds_ciphertexts_only():
     fed = federation(protocol=CKKSAggregation())
-    view = server_view(fed.run().trace, fed.state, fed.recipe)
+    view = server_view(fed.run().trace, fed.state, fed.recipe, fed.server_private)
     assert not view.sees_plaintext
     assert all(u.parameters is None for r in view.rounds for u in r.received.values())
 
@@ -59,6 +59,11 @@ def test_fedbn_the_server_never_sees_a_sites_normalization_layers():
     trained = fed.sites[0].private
     assert any(not torch.equal(trained[n], server_private[n]) for n in server_private)  # the site's did move
     for name, tensor in result.released_model.state_dict().items():
+        if name in server_private:
+            assert torch.equal(tensor, server_private[name]), name
+    # The same for the models of the trace's view, built after the sites trained.
+    for name, tensor in server_view(result.trace, fed.state, fed.recipe, fed.server_private).round(1) \
+            .sent_model.state_dict().items():
         if name in server_private:
             assert torch.equal(tensor, server_private[name]), name
 

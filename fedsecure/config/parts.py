@@ -1,8 +1,10 @@
-"""What the sites and the server of a Flower federation each build from the spec, the same way.
+"""A scenario's objects built from the spec, the same way by every party that needs them.
 
-Every party rebuilds the scenario's model, strategy, privacy mechanism and
-protocol from the spec it was sent, and calibrates the mechanism from the same
-federation facts, so that a site's noise and the server's accounting agree.
+Every party of a Flower federation rebuilds the scenario's model, strategy,
+privacy mechanism and protocol from the spec it was sent, and calibrates the
+mechanism from the same federation facts, so that a site's noise and the
+server's accounting agree. The audit builds them the same way to calibrate
+every DP scenario before any training.
 """
 
 from __future__ import annotations

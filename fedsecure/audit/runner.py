@@ -18,6 +18,7 @@ from fedsecure.audit import records
 from fedsecure.audit.engines import Engine, engine_named
 from fedsecure.audit.environment import environment_manifest, package_versions
 from fedsecure.audit.inversion import audit_inversion
+from fedsecure.audit.mechanism import audit_mechanism
 from fedsecure.audit.membership import audit_membership
 from fedsecure.audit.run_directory import RunDirectory, RunIdentity
 from fedsecure.config.parts import build_parts
@@ -37,6 +38,7 @@ from fedsecure.report.findings import (
     Baselines,
     CanaryAuditFinding,
     CostFinding,
+    MechanismAuditFinding,
     PrivacyFinding,
     Report,
     RoundFinding,
@@ -241,6 +243,8 @@ def _scenario_units(spec: AuditSpec) -> float:
     membership = spec.attacks.membership
     if membership is not None:
         units += rounds * (membership.shadow_models + (membership.canaries > 0))
+    if spec.attacks.mechanism is not None:
+        units += 1  # seconds: about one round's training
     return units
 
 
@@ -292,6 +296,11 @@ def _run_scenario(
     attacks: list[AttackFinding] = []
     canary = None
     attacks_started = time.perf_counter()
+    mechanism = None
+    if spec.attacks.mechanism is not None and scenario.dp is not None:
+        with progress.task(f"scenario {scenario.name}: mechanism audit", 1, units_per_step=1) as advance:
+            mechanism = audit_mechanism(spec, scenario, data, device)
+            advance()
     if spec.attacks.inversion is not None:
         with progress.task(f"scenario {scenario.name}: inversion attack", 1, units_per_step=rounds) as advance:
             attacks.append(audit_inversion(spec, scenario, data, build_federation, out_dir))
@@ -310,15 +319,17 @@ def _run_scenario(
     attack_seconds = time.perf_counter() - attacks_started
     return scenario_finding(
         spec, scenario, result, wall_seconds=wall, attacks=attacks, canary=canary, attack_seconds=attack_seconds,
+        mechanism=mechanism,
     )
 
 
 def scenario_finding(
     spec: AuditSpec, scenario: ScenarioSpec, result: FederationResult, *, wall_seconds: float,
     attacks: list[AttackFinding], canary: CanaryAuditFinding | None, attack_seconds: float,
+    mechanism: MechanismAuditFinding | None = None,
 ) -> ScenarioFinding:
     """One scenario's finding from its federation's result and its attacks (whatever engine ran it)."""
-    privacy = _privacy(result, attacks, canary)
+    privacy = _privacy(result, attacks, canary, mechanism)
     return ScenarioFinding(
         name=scenario.name,
         protocol=scenario.protocol,
@@ -348,7 +359,8 @@ def write_finding(path: Path, finding: ScenarioFinding) -> None:
 
 
 def _privacy(
-    result: FederationResult, attacks: list[AttackFinding], canary: CanaryAuditFinding | None
+    result: FederationResult, attacks: list[AttackFinding], canary: CanaryAuditFinding | None,
+    mechanism: MechanismAuditFinding | None,
 ) -> PrivacyFinding:
     # One pre-registered empirical bound: the canary audit's (its membership was randomised). The
     # membership attacks' rates on real training data are leakage, not epsilon bounds.
@@ -356,7 +368,7 @@ def _privacy(
     ceiling = canary.epsilon_ceiling if canary is not None else (0.0 if attacks else None)
     evidence = dict(
         empirical_epsilon_lb=empirical, canary_audit=canary, empirical_epsilon_ceiling=ceiling,
-        empirical_confidence=canary.confidence if canary is not None else None,
+        empirical_confidence=canary.confidence if canary is not None else None, mechanism_audit=mechanism,
     )
     guarantee = result.trace.privacy
     if guarantee is None:

@@ -387,11 +387,30 @@ class MembershipSpec(_Section):
         return _construct(MEMBERSHIP_ATTACKS.get(self.method), **self.options())
 
 
+class MechanismSpec(_Section):
+    """``[attacks] mechanism = {...}``: does each DP scenario's privacy code do what its accountant assumes?
+
+    The server-seat auditor runs site ``site``'s real privacy pipeline for one
+    round (DP-SGD's Opacus loader, clipping and noise on gradient canaries;
+    client-level clipping and noise shares on canary updates) ``trials`` times
+    without and with a canary, and bounds the noise it really adds (see
+    ``fedsecure.audit.mechanism``). Default trials: 20000 for sample-level DP
+    (a few seconds), 100000 for client-level DP (its per-round audit must
+    resolve a 10% overspend).
+    """
+
+    trials: int | None = Field(None, ge=1000, le=10_000_000)
+    site: int = Field(0, ge=0)
+    confidence: float = Field(0.95, gt=0.5, lt=1)
+    seed: int | None = Field(None, ge=0)
+
+
 class AttacksSpec(_Section):
     """``[attacks]``: which attacks the audit runs against every scenario."""
 
     inversion: InversionSpec | None = None
     membership: MembershipSpec | None = None
+    mechanism: MechanismSpec | None = None
 
 
 class AuditSpec(_Section):
@@ -450,6 +469,11 @@ class AuditSpec(_Section):
         if inversion is not None and inversion.site >= self.data.sites:
             raise ValueError(
                 f"attacks.inversion.site ({inversion.site}) must be a site index below data.sites ({self.data.sites})"
+            )
+        mechanism = self.attacks.mechanism
+        if mechanism is not None and mechanism.site >= self.data.sites:
+            raise ValueError(
+                f"attacks.mechanism.site ({mechanism.site}) must be a site index below data.sites ({self.data.sites})"
             )
         return self
 

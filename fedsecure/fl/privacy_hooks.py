@@ -117,6 +117,47 @@ class PrivacyReport:
         return not self.secure_rng
 
 
+@dataclass(frozen=True)
+class CanaryTrials:
+    """One site's privacy pipeline run many times without and with a canary, as an observer sees it.
+
+    Every trial's output is given in units of the mechanism's sensitivity:
+    the canary, where it is included in a step, moves that step's output by
+    ``signal`` (per channel), on top of Gaussian noise of ``noise_std`` (per
+    channel) if the pipeline does what the accountant assumes.
+
+    Attributes:
+        canary: which canary, in words.
+        without: outputs of the trials without the canary, shape (trials, steps, channels).
+        with_canary: outputs of the trials with it, same shape.
+        signal: the canary's shift per step and channel where it takes part, shape (steps, channels)
+            (0 in steps it is absent from in both worlds).
+        noise_std: the noise the accountant assumes per channel, in the same units.
+        sample_rate: the probability the accountant assumes the canary enters a step with it.
+        noise_multiplier: the claimed noise multiplier against the observer, per step with the canary.
+        steps_per_round: steps with the canary that one round composes, as the accountant counts them.
+        whole_run: the accountant's history for the whole run, ``[(noise_multiplier, sample_rate, steps)]``.
+        delta: the delta of the guarantee.
+        accountant: the accountant that composes it.
+        observer: what the observer sees, in words.
+        assumptions: what the audit's pipeline differs in from the real run, in words.
+    """
+
+    canary: str
+    without: np.ndarray
+    with_canary: np.ndarray
+    signal: np.ndarray
+    noise_std: np.ndarray
+    sample_rate: float
+    noise_multiplier: float
+    steps_per_round: int
+    whole_run: list[tuple[float, float, int]]
+    delta: float
+    accountant: str
+    observer: str
+    assumptions: list[str] = field(default_factory=list)
+
+
 class PrivacyMechanism:
     """Base class: no privacy at all (every hook passes through).
 
@@ -203,3 +244,12 @@ class PrivacyMechanism:
     def report(self, rounds_completed: int, stopped_early: bool) -> PrivacyReport | None:
         """The guarantee at the end (None without DP)."""
         return None
+
+    def canary_trials(self, site_size: int, trials: int, seed: int) -> list[CanaryTrials]:
+        """Run one round of this mechanism's own pipeline ``trials`` times without and with each kind of canary.
+
+        Called on a calibrated mechanism. ``site_size`` is the number of training
+        images of the site whose pipeline is run; ``seed`` seeds what the
+        mechanism does not draw from the OS CSPRNG. Empty: nothing to audit.
+        """
+        return []

@@ -3,7 +3,7 @@
 from fedsecure.fl.privacy_hooks import FederationFacts, PartyGuarantee, PrivacyMechanism, PrivacyReport
 from fedsecure.privacy.accounting import ACCOUNTANTS, calibrate_noise, extend, spent_epsilon
 from fedsecure.privacy.client_level import ClientLevelDP
-from fedsecure.privacy.clipping import clip_to_norm
+from fedsecure.privacy.clipping import clip_rows, clip_to_norm
 from fedsecure.privacy.noise import gaussian_noise
 from fedsecure.privacy.sample_level import SampleLevelDP
 from fedsecure.registry import Registry
@@ -22,6 +22,7 @@ __all__ = [
     "PrivacyReport",
     "SampleLevelDP",
     "calibrate_noise",
+    "clip_rows",
     "clip_to_norm",
     "extend",
     "gaussian_noise",

@@ -44,7 +44,7 @@ import torch
 from typing_extensions import override
 
 from fedsecure.errors import SpecError
-from fedsecure.fl.privacy_hooks import FederationFacts, PrivacyMechanism, PrivacyReport
+from fedsecure.fl.privacy_hooks import CanaryTrials, FederationFacts, PrivacyMechanism, PrivacyReport
 from fedsecure.privacy.accounting import calibrate_noise
 from fedsecure.privacy.adversaries import (
     PartyGuarantee,
@@ -53,12 +53,15 @@ from fedsecure.privacy.adversaries import (
     site_noise_fraction,
     worst,
 )
-from fedsecure.privacy.clipping import clip_to_norm
+from fedsecure.privacy.clipping import clip_rows
 from fedsecure.privacy.noise import gaussian_noise
 
 Placement = Literal["central", "distributed"]
 
 
+_CANARY_WIDTH = 16  # coordinates of a canary update in the mechanism audit
+_CANARY_ABOVE_CLIP = 3.0  # canary norms, in clips: clipped, and (adaptive clipping only) just counted as under
+_CANARY_UNDER_CLIP = 0.999
 COUNT_SENSITIVITY = 0.5  # the centred bit [norm <= clip] - 1/2 moves by at most 1/2 when a site's data is zeroed out
 
 
@@ -100,6 +103,7 @@ class ClientLevelDP(PrivacyMechanism):
     _expected: float = field(default=1.0, init=False, repr=False)
     _n_sites: int = field(default=1, init=False, repr=False)
     _rounds: int = field(default=0, init=False, repr=False)
+    _planned_rounds: int = field(default=0, init=False, repr=False)
     _participation: list[int] = field(default_factory=list, init=False, repr=False)
     _updates_hidden: bool = field(default=False, init=False, repr=False)
     _notes: list[str] = field(default_factory=list, init=False, repr=False)
@@ -111,6 +115,7 @@ class ClientLevelDP(PrivacyMechanism):
         self._n_sites = len(facts.site_sizes)
         self._participation = [0] * self._n_sites
         self._rounds = 0
+        self._planned_rounds = facts.rounds
         self._updates_hidden = facts.updates_hidden
         per_round = facts.clients_per_round or self._n_sites
         self.sample_rate = per_round / self._n_sites
@@ -182,32 +187,119 @@ class ClientLevelDP(PrivacyMechanism):
 
     @override
     def before_protect(self, update: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        clipped, norm = clip_to_norm(update, self.clip)
-        if self.adaptive:
-            centred = float(norm <= self.clip) - 0.5
-            clipped = torch.cat([clipped, torch.tensor([centred], dtype=clipped.dtype, device=clipped.device)])
+        message = self._clipped_message(update)
         if self.placement == "distributed":
-            share = self.quorum() ** -0.5  # each of at least min_sites senders adds 1/min_sites of the variance
-            clipped = clipped + self._noise(len(update), share, generator, update.device)
-        return clipped
+            message = message + self._noise_share(message.shape, generator, update.device)
+        return message
+
+    def _clipped_message(self, updates: torch.Tensor) -> torch.Tensor:
+        """The clipped update(s), rows of ``updates`` each on its own, with the centred bit if adaptive."""
+        clipped, norms = clip_rows(updates, self.clip)
+        if not self.adaptive:
+            return clipped
+        centred = (norms <= self.clip).to(clipped.dtype) - 0.5
+        return torch.cat([clipped, centred.unsqueeze(-1)], dim=-1)
+
+    def _noise_share(self, shape: torch.Size, generator: torch.Generator, device) -> torch.Tensor:
+        # Each of at least min_sites senders adds 1/min_sites of the variance.
+        return self._noise(shape, self.quorum() ** -0.5, generator, device)
 
     @override
     def central_noise(self, length: int, generator: torch.Generator) -> torch.Tensor | None:
         if self.placement != "central":
             return None
-        return self._noise(length, 1.0, generator, "cpu")
+        return self._noise(torch.Size([length + self.adaptive]), 1.0, generator, "cpu")
 
-    def _noise(self, length: int, scale: float, generator: torch.Generator, device) -> torch.Tensor:
+    def _noise(self, shape: torch.Size, scale: float, generator: torch.Generator, device) -> torch.Tensor:
+        """Noise for message(s) of ``shape`` (the last entry of each the count, if adaptive)."""
+        length = shape[-1] - self.adaptive
         update_noise = gaussian_noise(
-            (length,), scale * self.update_noise_multiplier * self.clip, secure=self.secure_rng,
+            (*shape[:-1], length), scale * self.update_noise_multiplier * self.clip, secure=self.secure_rng,
             generator=generator, device=device,
         )
         if not self.adaptive:
             return update_noise
         count_noise = gaussian_noise(
-            (1,), scale * self.count_stddev, secure=self.secure_rng, generator=generator, device=device
+            (*shape[:-1], 1), scale * self.count_stddev, secure=self.secure_rng, generator=generator, device=device
         )
-        return torch.cat([update_noise, count_noise])
+        return torch.cat([update_noise, count_noise], dim=-1)
+
+    @override
+    def canary_trials(self, site_size: int, trials: int, seed: int) -> list[CanaryTrials]:
+        """This mechanism's own clipping and noise on canary updates, two rounds, as the server sees them.
+
+        Each trial is one site's round 1 with its update replaced by a canary
+        (a random direction, in the "with" world) or by zero (the zero-out
+        neighbour), then round 2 with zero in both worlds, so that noise that
+        repeats across rounds shows. The site adds its noise share
+        (:meth:`before_protect`'s own code, on a batch of trials), and so do
+        the other ``min_sites - 1`` senders; the observer sees what the
+        protocol shows the server: the sum under secure aggregation, the
+        site's own message without it, and the centrally noised sum where
+        the server adds the noise (then the guarantee audited is the
+        public's). Canaries: one above the clip (clipping is exercised) and,
+        with adaptive clipping, one just under it (the count bit is).
+        """
+        generator = torch.Generator().manual_seed(seed)
+        directions = torch.randn(trials, _CANARY_WIDTH, generator=generator, dtype=torch.float64)
+        directions = (directions / directions.norm(dim=-1, keepdim=True)).float()
+        sees_sum = self._updates_hidden or self.placement == "central"
+        shares = 1.0 if sees_sum else self.quorum() ** -0.5  # the fraction of the noise std the observer faces
+        count_std = (self.count_stddev or 0.0) / COUNT_SENSITIVITY * shares
+        kinds = [(_CANARY_ABOVE_CLIP, -1.0)] + ([(_CANARY_UNDER_CLIP, 1.0)] if self.adaptive else [])
+        found = []
+        for norm_in_clips, centred_bit_sign in kinds:
+            canary = directions * (norm_in_clips * self.clip)
+            worlds = []
+            for present in (False, True):
+                rounds = [self._observe(self._clipped_message(canary) if present else self._zero_out(trials),
+                                        sees_sum, generator),
+                          self._observe(self._zero_out(trials), sees_sum, generator)]
+                worlds.append(np.stack([self._in_sensitivity_units(o, directions, centred_bit_sign) for o in rounds],
+                                       axis=1))
+            signal = [min(norm_in_clips, 1.0)] + ([1.0] if self.adaptive else [])
+            found.append(CanaryTrials(
+                canary=f"an update of norm {norm_in_clips:g} x the clip in a random direction",
+                without=worlds[0], with_canary=worlds[1], signal=np.array([signal, [0.0] * len(signal)]),
+                noise_std=np.array([self.update_noise_multiplier * shares] + ([count_std] if self.adaptive else [])),
+                sample_rate=1.0, noise_multiplier=self.noise_multiplier * shares, steps_per_round=1,
+                whole_run=[(self.noise_multiplier * shares, 1.0, self._planned_rounds)], delta=self.delta,
+                accountant=self.accountant,
+                observer=("the released sum of the clipped updates and the central noise" if self.placement == "central"
+                          else "the sum of the noised updates (secure aggregation)" if sees_sum
+                          else "the site's own noised update (no secure aggregation)"),
+                assumptions=[
+                    f"the canary site's update has {_CANARY_WIDTH} coordinates (noise is independent per "
+                    "coordinate, so its projection on the canary is what a full-size update gives)",
+                    "the other senders' updates are known to the observer (the worst case)",
+                    *(["the sum is taken in plaintext: CKKS adds only its approximation error (about 1e-7)"]
+                      if self._updates_hidden else []),
+                ],
+            ))
+        return found
+
+    def _zero_out(self, trials: int) -> torch.Tensor:
+        """The zero-out neighbour's message: nothing but the noise (the site still takes part)."""
+        return torch.zeros(trials, _CANARY_WIDTH + self.adaptive)
+
+    def _observe(self, message: torch.Tensor, sees_sum: bool, generator: torch.Generator) -> torch.Tensor:
+        """What the observer sees of one round, given the audited site's messages (one per trial)."""
+        if self.placement == "central":
+            return message + self._noise(message.shape, 1.0, generator, "cpu")
+        seen = message + self._noise_share(message.shape, generator, "cpu")
+        if sees_sum:  # the other senders' messages are known; their noise shares are not
+            for _ in range(self.quorum() - 1):
+                seen = seen + self._noise_share(message.shape, generator, "cpu")
+        return seen
+
+    def _in_sensitivity_units(
+        self, seen: torch.Tensor, directions: torch.Tensor, centred_bit_sign: float
+    ) -> np.ndarray:
+        """Per trial: the update projected on its canary's direction / clip; the count / its sensitivity."""
+        channels = [(seen[:, :_CANARY_WIDTH].double() * directions.double()).sum(-1) / self.clip]
+        if self.adaptive:
+            channels.append(seen[:, -1].double() * centred_bit_sign / COUNT_SENSITIVITY)
+        return torch.stack(channels, dim=-1).numpy()
 
     @override
     def after_reveal(self, mean_update: torch.Tensor, n_messages: int) -> torch.Tensor:

@@ -5,21 +5,30 @@ from __future__ import annotations
 import torch
 
 
-def clip_to_norm(vector: torch.Tensor, max_norm: float) -> tuple[torch.Tensor, float]:
-    """``vector`` scaled down to L2 norm ``max_norm`` if longer; also returns its original norm.
+def clip_rows(vectors: torch.Tensor, max_norm: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each vector along the last dimension scaled down to L2 norm ``max_norm`` if longer; also their norms.
 
     The scale is computed in float64 and capped at 1 so that rounding can never
-    push the result above ``max_norm``.
+    push a result above ``max_norm``. A batch of vectors (an audit's trials) is
+    clipped row by row exactly as one vector is.
+
+    Returns:
+        The clipped vectors, and the original norms (float64, one per vector).
     """
     if max_norm <= 0:
         raise ValueError(f"max_norm must be > 0, got {max_norm}")
-    norm = float(vector.double().norm())
-    if norm <= max_norm:
-        return vector, norm
-    scale = max_norm / norm
-    clipped = (vector.double() * scale).to(vector.dtype)
-    # float32 rounding can leave the norm a hair above max_norm: shrink by one ulp-level step.
-    while float(clipped.double().norm()) > max_norm:
-        scale *= 1 - 1e-7
-        clipped = (vector.double() * scale).to(vector.dtype)
-    return clipped, norm
+    wide = vectors.double()
+    norms = wide.norm(dim=-1)
+    scale = torch.where(norms > max_norm, max_norm / norms, torch.ones_like(norms)).unsqueeze(-1)
+    clipped = (wide * scale).to(vectors.dtype)
+    # float32 rounding can leave a norm a hair above max_norm: shrink those rows by one ulp-level step.
+    while bool((over := clipped.double().norm(dim=-1) > max_norm).any()):
+        scale = torch.where(over.unsqueeze(-1), scale * (1 - 1e-7), scale)
+        clipped = (wide * scale).to(vectors.dtype)
+    return clipped, norms
+
+
+def clip_to_norm(vector: torch.Tensor, max_norm: float) -> tuple[torch.Tensor, float]:
+    """``vector`` scaled down to L2 norm ``max_norm`` if longer; also returns its original norm."""
+    clipped, norms = clip_rows(vector, max_norm)
+    return clipped, float(norms)

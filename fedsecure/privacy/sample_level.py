@@ -12,12 +12,15 @@ the sites (each site protects its own patients).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import os
 import types
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from opacus import PrivacyEngine
 from opacus.data_loader import DPDataLoader
@@ -26,7 +29,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from typing_extensions import override
 
-from fedsecure.fl.privacy_hooks import FederationFacts, PrivacyMechanism, PrivacyReport
+from fedsecure.fl.privacy_hooks import CanaryTrials, FederationFacts, PrivacyMechanism, PrivacyReport
 from fedsecure.fl.state import ModelState
 from fedsecure.fl.training import OPTIMIZERS, LocalTraining
 from fedsecure.models import make_dp_compatible
@@ -40,6 +43,10 @@ from fedsecure.seeding import derive_seed
 # runs two backward passes: on the default CNN on a CPU it measured slower than
 # "hooks" (benchmarks/dp_sgd_step.py: 1.86x vs 1.19x a non-private step at
 # batch 256), so "hooks" is the default and "ghost" a choice.
+# Canaries per probe run (each run's per-sample gradients take canaries x 2 x 2 canaries x 4 bytes x the rate).
+_CANARIES_PER_RUN = 4000
+_CANARY_NORM_IN_CLIPS = 3.0  # a canary's raw gradient norm: above the clip, so that clipping is exercised
+
 GRAD_SAMPLE_MODES = ("hooks", "ghost", "functorch", "ew")
 
 
@@ -121,18 +128,7 @@ class SampleLevelDP(PrivacyMechanism):
             dp.state.set(global_vector.to(self._facts.device))
             dp.state.set_private(private)
             start = dp.state.get()
-            dp.model.train()
-            steps = 0
-            with warnings.catch_warnings():
-                # torch notes that ghost clipping's hooks fire on outputs (inputs need no gradient): expected.
-                warnings.filterwarnings("ignore", message="Full backward hook is firing")
-                for _ in range(self._facts.training.epochs):
-                    for batch_images, batch_labels in dp.loader:
-                        dp.optimizer.zero_grad(set_to_none=True)
-                        loss = dp.criterion(dp.model(batch_images), batch_labels)
-                        loss.backward()
-                        dp.optimizer.step()
-                        steps += 1
+            steps = _local_epochs(dp, self._facts.training.epochs)
             return dp.state.get() - start, steps, dp.state.get_private()
 
         return train
@@ -141,20 +137,28 @@ class SampleLevelDP(PrivacyMechanism):
         if site in self._sites:
             return self._sites[site]
         facts = self._facts
-        training = facts.training
-        model = copy.deepcopy(self._model)
         if self.secure_rng:
             seed = int.from_bytes(os.urandom(8), "little") >> 1
         else:
             seed = derive_seed(facts.seed, "dp-sgd", site)
+        self._sites[site] = self._private_training(
+            copy.deepcopy(self._model), images, labels, facts.training, self.noise_multiplier, seed,
+            facts.private_names,
+        )
+        return self._sites[site]
+
+    def _private_training(
+        self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, training: LocalTraining,
+        noise: float | None, seed: int, private_names: frozenset[str] | set[str],
+    ) -> _Site:
+        """Opacus's DP-SGD around ``model`` on this data: the one place a site's private training is built."""
         loader = DPDataLoader.from_data_loader(
             DataLoader(TensorDataset(images, labels), batch_size=training.batch_size),
             generator=torch.Generator().manual_seed(derive_seed(seed, "sampling")),
         )
         sample_rate, steps_per_round = self._schedule(len(loader), training)
-        noise = self.noise_multiplier
         if noise is None:
-            steps = steps_per_round * facts.rounds
+            steps = steps_per_round * self._facts.rounds
             noise = calibrate_noise(self.epsilon, self.delta, sample_rate, steps, self.accountant)
         optimizer = OPTIMIZERS.get(training.optimizer)(
             model.parameters(), lr=training.lr, momentum=training.momentum, weight_decay=training.weight_decay
@@ -173,12 +177,11 @@ class SampleLevelDP(PrivacyMechanism):
         )
         if self.secure_rng:
             dp_optimizer.add_noise = types.MethodType(_secure_add_noise, dp_optimizer)
-        self._sites[site] = _Site(
-            model=dp_model, state=ModelState(model, private=facts.private_names), optimizer=dp_optimizer,
+        return _Site(
+            model=dp_model, state=ModelState(model, private=private_names), optimizer=dp_optimizer,
             criterion=criterion, loader=dp_loader, engine=engine, noise_multiplier=noise,
             sample_rate=sample_rate, steps_per_round=steps_per_round,
         )
-        return self._sites[site]
 
     @staticmethod
     def _schedule(batches_per_epoch: int, training: LocalTraining) -> tuple[float, int]:
@@ -198,6 +201,73 @@ class SampleLevelDP(PrivacyMechanism):
             f"the probe's DP-SGD adds the scenario's noise: multiplier {self.noise_multiplier:.3g}, calibrated for "
             f"the site's {n_train} images at sampling rate {sample_rate:.3g}; its batch is the probed images"
         )
+
+    @override
+    def canary_trials(self, site_size: int, trials: int, seed: int) -> list[CanaryTrials]:
+        """DP-SGD's own pipeline (Opacus's loader, clipping and noise; ours where secure_rng) on gradient canaries.
+
+        A white-box probe (Steinke, Nasr and Jagielski 2023): a linear model
+        at zero, so a sample's gradient is known exactly, run through
+        :meth:`_private_training` with the scenario's noise, clip, sampling
+        rate and optimizer, and one round's steps. Each canary is a sample
+        whose gradient lies on its own coordinate with three times the clip
+        norm; half the canaries are in the data, the other half's
+        coordinates are never touched by any sample. Per-sample clipping
+        and per-coordinate noise make every coordinate an independent trial,
+        so one run gives thousands. The learning rate is 0 so that every
+        step's gradient is taken at the same point: the observer reads each
+        step's released (clipped, noised, averaged) gradient, the releases
+        the accountant composes; the server's round update is their sum.
+        """
+        training = self._facts.training
+        batches = math.ceil(site_size / training.batch_size)
+        noise, sample_rate = self.site_noise(site_size, training, self._facts.rounds)
+        _, steps = self._schedule(batches, training)
+        chunk = max(batches, _CANARIES_PER_RUN // batches * batches)  # the loader's rate is 1 / batches exactly
+        without, with_canary = [], []
+        for run in range(math.ceil(trials / chunk)):
+            inside, outside = self._canary_run(chunk, batches, training, noise, derive_seed(seed, "canaries", run))
+            with_canary.append(inside)
+            without.append(outside)
+        return [CanaryTrials(
+            canary=f"a sample whose gradient norm is {_CANARY_NORM_IN_CLIPS:g} x the clip",
+            without=np.concatenate(without)[:trials, :, None],
+            with_canary=np.concatenate(with_canary)[:trials, :, None],
+            signal=np.ones((steps, 1)), noise_std=np.array([noise]), sample_rate=sample_rate, noise_multiplier=noise,
+            steps_per_round=steps, whole_run=[(noise, sample_rate, steps * self._facts.rounds)], delta=self.delta,
+            accountant=self.accountant,
+            observer=f"every DP-SGD step's released gradient at a site of {site_size} images ({steps} steps per round)",
+            assumptions=[
+                "white-box gradient canaries: a probe model whose per-sample gradients the auditor sets; the "
+                "scenario's clip, noise, sampling rate and optimizer, and Opacus's code, are the run's",
+            ],
+        )]
+
+    def _canary_run(
+        self, canaries: int, batches: int, training: LocalTraining, noise: float, seed: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One probe run: per-step outputs (canaries, steps) of the included and of the absent canaries."""
+        width = 2 * canaries  # coordinates [0, canaries) belong to included canaries, the rest to absent ones
+        probe = nn.Linear(width, 2, bias=False)
+        nn.init.zeros_(probe.weight)
+        # At zero weights the cross-entropy gradient of (x, label 0) is (-x/2, x/2): norm |x| / sqrt 2.
+        inputs = torch.zeros(canaries, width)
+        inputs[torch.arange(canaries), torch.arange(canaries)] = _CANARY_NORM_IN_CLIPS * self.clip * math.sqrt(2)
+        labels = torch.zeros(canaries, dtype=torch.long)
+        probe_training = dataclasses.replace(training, batch_size=canaries // batches, lr=0.0, weight_decay=0.0)
+        dp = self._private_training(probe, inputs, labels, probe_training, noise, seed, frozenset())
+        released: list[torch.Tensor] = []
+        weight = next(p for p in dp.model.parameters())
+
+        def read() -> None:
+            grad = weight.grad.detach().double()
+            # The clipped canary's gradient is clip * (-1, 1) / sqrt 2 on its coordinate: project on that direction.
+            released.append((grad[1] - grad[0]) / math.sqrt(2))
+
+        _local_epochs(dp, training.epochs, after_step=read)
+        expected_batch = dp.optimizer.expected_batch_size
+        outputs = torch.stack(released).T.numpy() * expected_batch / self.clip  # (width, steps), sensitivity units
+        return outputs[:canaries], outputs[canaries:]
 
     @override
     def round_fits(self, participants: list[int]) -> bool:
@@ -244,6 +314,25 @@ class SampleLevelDP(PrivacyMechanism):
                 "neighbouring": "add/remove one training image at one site",
             } if worst else None,
         )
+
+
+def _local_epochs(dp: _Site, epochs: int, after_step: Callable[[], None] | None = None) -> int:
+    """Run ``epochs`` of DP-SGD (every Poisson batch the loader draws); the number of steps taken."""
+    dp.model.train()
+    steps = 0
+    with warnings.catch_warnings():
+        # torch notes that ghost clipping's hooks fire on outputs (inputs need no gradient): expected.
+        warnings.filterwarnings("ignore", message="Full backward hook is firing")
+        for _ in range(epochs):
+            for batch_images, batch_labels in dp.loader:
+                dp.optimizer.zero_grad(set_to_none=True)
+                loss = dp.criterion(dp.model(batch_images), batch_labels)
+                loss.backward()
+                dp.optimizer.step()
+                steps += 1
+                if after_step is not None:
+                    after_step()
+    return steps
 
 
 def _secure_add_noise(self) -> None:

@@ -207,6 +207,9 @@ def _leakage(scenario: ScenarioFinding) -> list[str]:
     canary = scenario.privacy.canary_audit
     if canary is not None:
         lines.append(canary.leakage_statement())
+    mechanism = scenario.privacy.mechanism_audit
+    if mechanism is not None:
+        lines.append(mechanism.statement())
     if not lines:
         lines.append("Not measured: the spec runs no attacks against this scenario.")
     return lines
@@ -231,6 +234,10 @@ def _limits(report: Report, scenario: ScenarioFinding) -> list[str]:
     undetectable = scenario.privacy.undetectable_overspend()
     if undetectable:
         lines.append(_sentence(undetectable))
+    mechanism = scenario.privacy.mechanism_audit
+    if mechanism is not None:
+        lines.append("The mechanism audit assumes: " + "; ".join(
+            dict.fromkeys(a for check in mechanism.checks for a in check.assumptions)) + ".")
     lines.append(
         "The server is assumed honest but curious: it follows the protocol and only reads what it receives. A "
         "malicious server could choose who takes part, replay messages or forge an aggregate's weight (CKKS "

@@ -16,7 +16,14 @@ from fedsecure.report import figures
 from fedsecure.report.compliance import audit_scope, scenario_compliance
 from fedsecure.report.formatting import number
 from fedsecure.report.report import Report
-from fedsecure.report.summary import COST_COLUMNS, SUMMARY_COLUMNS, attack_tables, cost_rows, summary_rows
+from fedsecure.report.summary import (
+    COST_COLUMNS,
+    SUMMARY_COLUMNS,
+    attack_tables,
+    cost_rows,
+    mechanism_table,
+    summary_rows,
+)
 
 
 @dataclass(frozen=True)
@@ -107,6 +114,7 @@ def render_html(report: Report, report_dir: Path) -> str:
         cost_columns=COST_COLUMNS,
         cost_rows=cost_rows(report),
         attack_tables=attack_tables(report),
+        mechanism=mechanism_table(report),
         figures=report_figures(report, report_dir),
         scope=audit_scope(report),
         compliance=scenario_compliance(report),

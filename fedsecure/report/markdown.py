@@ -5,7 +5,14 @@ from __future__ import annotations
 from fedsecure.report.compliance import audit_scope, ceiling_below_epsilon, scenario_compliance
 from fedsecure.report.formatting import number
 from fedsecure.report.report import Report
-from fedsecure.report.summary import COST_COLUMNS, SUMMARY_COLUMNS, attack_tables, cost_rows, summary_rows
+from fedsecure.report.summary import (
+    COST_COLUMNS,
+    SUMMARY_COLUMNS,
+    attack_tables,
+    cost_rows,
+    mechanism_table,
+    summary_rows,
+)
 
 QUICK_BANNER = "> **Quick run**: reduced rounds, data and attacks; a first look, not evidence."
 
@@ -39,6 +46,10 @@ def render_markdown(report: Report) -> str:
     for attack_table in attack_tables(report):
         lines += ["", attack_table.caption, ""]
         lines += _table(attack_table.columns, attack_table.rows)
+    mechanism = mechanism_table(report)
+    if mechanism is not None:
+        lines += ["", f"## {mechanism.title}", "", mechanism.note, ""]
+        lines += _table(mechanism.columns, mechanism.rows)
     canaries = [(s.name, s.privacy.canary_audit) for s in report.scenarios if s.privacy.canary_audit is not None]
     if canaries:
         lines += ["", "One-run canary audits (Steinke, Nasr and Jagielski 2023):", ""]

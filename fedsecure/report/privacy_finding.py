@@ -7,6 +7,7 @@ from typing import Any
 
 from attacks.auditing import OneRunAudit
 from fedsecure.report.formatting import number
+from fedsecure.report.mechanism_finding import MechanismAuditFinding
 
 # Who each party of ``epsilon_by_adversary`` is, in the words of the report.
 PARTY_NAMES = {"public": "anyone given the released model", "server": "the aggregation server",
@@ -98,6 +99,8 @@ class PrivacyFinding:
     largest value that audit could have shown with its canaries and guesses
     (0 where attacks ran but no randomised canaries did: membership of real
     training data is not randomised, so it bounds no epsilon).
+    ``mechanism_audit`` says whether the privacy code does what the accountant
+    assumes (schema 1.5).
     """
 
     guarantee: str = "none"
@@ -124,6 +127,7 @@ class PrivacyFinding:
     protected_units: int | None = None
     empirical_epsilon_ceiling: float | None = None
     empirical_confidence: float | None = None
+    mechanism_audit: MechanismAuditFinding | None = None
 
     @property
     def differentially_private(self) -> bool:

@@ -50,7 +50,7 @@ def judge(thresholds: ThresholdsSpec | None, privacy: PrivacyFinding, attacks: S
             "no_access" counts as measured: its position holds nothing to
             attack (e.g. ciphertexts), so that position leaks nothing to it.
     """
-    blockers = [reason for reason in (_simulation(privacy), _contradiction(privacy)) if reason]
+    blockers = [reason for reason in (_simulation(privacy), _contradiction(privacy), _mechanism(privacy)) if reason]
     if thresholds is None or not thresholds.model_fields_set:
         if blockers:
             return Verdict(passed=False, reasons=blockers, failed=list(blockers))
@@ -122,6 +122,11 @@ def _judge_delta(thresholds: ThresholdsSpec, privacy: PrivacyFinding) -> list[Ch
             "a whole unit, so the guarantee is too weak"
         ))]
     return [Check(True, f"delta {privacy.delta:.3g} < {source}")]
+
+
+def _mechanism(privacy: PrivacyFinding) -> str | None:
+    """A mechanism audit that measured more leakage than the accountant allows: the DP code is broken."""
+    return privacy.mechanism_audit.failure() if privacy.mechanism_audit is not None else None
 
 
 def _contradiction(privacy: PrivacyFinding) -> str | None:

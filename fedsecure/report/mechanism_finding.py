@@ -1,0 +1,124 @@
+"""Does the privacy code do what it claims? The mechanism audit's record.
+
+The audit ran one site's real privacy pipeline many times without and with a
+canary (``fedsecure.audit.mechanism``) and bounded, from how well the two
+could be told apart, the noise the pipeline really adds; the accountant turns
+that into an epsilon as it does the claimed noise. A lower bound above the
+accountant's epsilon is impossible for a correct implementation: the verdict
+is then "inconsistent", the scenario fails and a bug is likely.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from fedsecure.report.formatting import number
+
+
+@dataclass(frozen=True)
+class MechanismCheck:
+    """One canary's audit: the measured trade-off, and what it means per round and for the whole run.
+
+    The epsilon figures are at the guarantee's delta, each from the
+    accountant: ``claimed`` from the mechanism's own noise multiplier,
+    ``lb`` from the largest noise multiplier the trials did not rule out (at
+    ``confidence``; the lower bound), ``estimate`` from the point rates and
+    ``ub`` from the rates' other confidence limits (the interval's upper end).
+    ``ceiling`` is the largest lower bound these trials could show (every
+    trial told apart). ``statistic`` and ``threshold`` are the test chosen on
+    half the trials; the counts are from the other half.
+    """
+
+    canary: str
+    observer: str
+    trials: int
+    statistic: str
+    false_positives: int
+    negatives: int
+    false_negatives: int
+    positives: int
+    confidence: float
+    claimed_noise_multiplier: float
+    noise_multiplier_bound: float
+    sample_rate: float
+    steps_per_round: int
+    per_round_claimed: float
+    per_round_lb: float
+    per_round_estimate: float
+    per_round_ub: float
+    per_round_ceiling: float
+    whole_run_claimed: float
+    whole_run_lb: float
+    whole_run_estimate: float
+    whole_run_ceiling: float
+    assumptions: list[str] = field(default_factory=list)
+
+    @property
+    def consistent(self) -> bool:
+        """Whether the lower bounds stay within the accountant's epsilon (NaN counts as not)."""
+        return self.per_round_lb <= self.per_round_claimed and self.whole_run_lb <= self.whole_run_claimed
+
+    @property
+    def tightness(self) -> float:
+        """Claimed over measured per-round epsilon (1.0: the audit showed all the accountant claims)."""
+        return self.per_round_claimed / self.per_round_lb if self.per_round_lb > 0 else float("inf")
+
+    def summary(self) -> str:
+        """One line: the bound against the claim, per round and for the run, with the ceiling."""
+        return (
+            f"{self.canary}, {self.trials} trials each way: per round epsilon >= {number(self.per_round_lb, 2)} "
+            f"(estimate {number(self.per_round_estimate, 2)}, up to {number(self.per_round_ub, 2)}) against the "
+            f"accountant's {number(self.per_round_claimed, 2)}; whole run >= {number(self.whole_run_lb, 2)} against "
+            f"{number(self.whole_run_claimed, 2)}; ceiling {number(self.per_round_ceiling, 2)} per round, "
+            f"{number(self.whole_run_ceiling, 2)} whole run"
+        )
+
+
+@dataclass(frozen=True)
+class MechanismAuditFinding:
+    """The mechanism audit of one DP scenario: one check per kind of canary.
+
+    ``site`` is the site whose pipeline was run, ``level`` the DP level,
+    ``wall_seconds`` what the audit took. ``confidence`` is the audit's joint
+    confidence (each check is at a Bonferroni share of it).
+    """
+
+    level: str
+    site: int
+    confidence: float
+    checks: list[MechanismCheck]
+    wall_seconds: float
+
+    @property
+    def consistent(self) -> bool:
+        """Whether every check stayed within the accountant's epsilon."""
+        return all(check.consistent for check in self.checks)
+
+    @property
+    def verdict(self) -> str:
+        """"consistent" or "inconsistent"."""
+        return "consistent" if self.consistent else "inconsistent"
+
+    def statement(self) -> str:
+        """The compliance section's line: what the audit ran, found and could have found."""
+        checks = "; ".join(check.summary() for check in self.checks)
+        if self.consistent:
+            return (
+                f"Does the privacy code do what it claims? Consistent: site {self.site}'s {self.level}-level pipeline, "
+                f"run from the server's seat, showed no more leakage than the accountant allows ({checks}; "
+                f"{self.confidence:g} confidence)."
+            )
+        return f"Does the privacy code do what it claims? Inconsistent: {self.failure()} ({checks})."
+
+    def failure(self) -> str | None:
+        """The verdict's reason when inconsistent (None when consistent)."""
+        broken = [check for check in self.checks if not check.consistent]
+        if not broken:
+            return None
+        check = broken[0]
+        return (
+            f"the privacy code does not do what the accountant assumes: with {check.canary}, the {self.level}-level "
+            f"pipeline leaks per round epsilon >= {check.per_round_lb:.3g} (whole run >= {check.whole_run_lb:.3g}) "
+            f"where the accountant claims {check.per_round_claimed:.3g} ({check.whole_run_claimed:.3g}), at "
+            f"{self.confidence:g} confidence: a bug in the DP implementation is likely"
+        )

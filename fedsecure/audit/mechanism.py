@@ -17,28 +17,36 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 import torch
 
 from attacks.mechanism_audit import SubsampledGaussianFamily, audit_two_samples
+from fedsecure.audit.canary_clients import audit_canary_clients
 from fedsecure.config.parts import build_parts
 from fedsecure.config.spec import AuditSpec, ScenarioSpec
 from fedsecure.data.federated import FederatedData
+from fedsecure.fl.federation import Federation
 from fedsecure.fl.privacy_hooks import CanaryTrials
 from fedsecure.privacy.accounting import spent_epsilon
 from fedsecure.report.mechanism_finding import MechanismAuditFinding, MechanismCheck
 from fedsecure.seeding import derive_seed
 
-DEFAULT_TRIALS = {"sample": 20_000, "client": 100_000}
+DEFAULT_TRIALS = {"sample": 20_000, "client": 200_000}
 # Directions (in units of each channel's noise) tried when a step has two channels: the update and the count.
 _ANGLES = np.linspace(0.0, math.pi / 2, 7)
 
 
 def audit_mechanism(
-    spec: AuditSpec, scenario: ScenarioSpec, data: FederatedData, device: torch.device
+    spec: AuditSpec, scenario: ScenarioSpec, data: FederatedData, device: torch.device,
+    build_federation: Callable[..., Federation] | None = None,
 ) -> MechanismAuditFinding | None:
-    """The mechanism audit of one scenario (None without DP or without ``[attacks] mechanism``)."""
+    """The mechanism audit of one scenario (None without DP or without ``[attacks] mechanism``).
+
+    ``build_federation`` (the scenario's federation on given data, keyword
+    overrides to :class:`Federation`) is needed for canary clients.
+    """
     options = spec.attacks.mechanism
     if options is None or scenario.dp is None:
         return None
@@ -56,9 +64,18 @@ def audit_mechanism(
         check_trials(kind, confidence=1 - (1 - options.confidence) / len(found), seed=derive_seed(seed, "split", i))
         for i, kind in enumerate(found)
     ]
+    clients = None
+    if options.canary_clients and scenario.dp.level == "client":
+        if build_federation is None:
+            raise ValueError("canary clients need the scenario's build_federation")
+        clients = audit_canary_clients(
+            data, build_federation, clients=options.canary_clients, unseen=options.unseen_canaries,
+            norm=scenario.dp.clip, delta=scenario.dp.delta, confidence=options.confidence,
+            seed=derive_seed(seed, "canary-clients"),
+        )
     return MechanismAuditFinding(
         level=scenario.dp.level, site=options.site, confidence=options.confidence, checks=checks,
-        wall_seconds=time.perf_counter() - started,
+        wall_seconds=time.perf_counter() - started, canary_clients=clients,
     )
 
 

@@ -244,7 +244,7 @@ def _scenario_units(spec: AuditSpec) -> float:
     if membership is not None:
         units += rounds * (membership.shadow_models + (membership.canaries > 0))
     if spec.attacks.mechanism is not None:
-        units += 1  # seconds: about one round's training
+        units += 1 + rounds * (spec.attacks.mechanism.canary_clients > 0)  # the pipeline runs; canary clients' run
     return units
 
 
@@ -299,7 +299,7 @@ def _run_scenario(
     mechanism = None
     if spec.attacks.mechanism is not None and scenario.dp is not None:
         with progress.task(f"scenario {scenario.name}: mechanism audit", 1, units_per_step=1) as advance:
-            mechanism = audit_mechanism(spec, scenario, data, device)
+            mechanism = audit_mechanism(spec, scenario, data, device, build_federation)
             advance()
     if spec.attacks.inversion is not None:
         with progress.task(f"scenario {scenario.name}: inversion attack", 1, units_per_step=rounds) as advance:

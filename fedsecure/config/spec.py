@@ -395,14 +395,22 @@ class MechanismSpec(_Section):
     client-level clipping and noise shares on canary updates) ``trials`` times
     without and with a canary, and bounds the noise it really adds (see
     ``fedsecure.audit.mechanism``). Default trials: 20000 for sample-level DP
-    (a few seconds), 100000 for client-level DP (its per-round audit must
+    (a few seconds), 200000 for client-level DP (its per-round audit must
     resolve a 10% overspend).
+
+    ``canary_clients > 0`` (client-level DP scenarios) also runs the scenario's
+    federation once more with that many canary clients, each sending a random
+    direction of the clip's norm every round, and estimates epsilon from the
+    released model against ``unseen_canaries`` directions that took no part
+    (Andrew et al. 2024, "One-shot Empirical Privacy Estimation").
     """
 
     trials: int | None = Field(None, ge=1000, le=10_000_000)
     site: int = Field(0, ge=0)
     confidence: float = Field(0.95, gt=0.5, lt=1)
     seed: int | None = Field(None, ge=0)
+    canary_clients: int = Field(0, ge=0, le=10_000)
+    unseen_canaries: int = Field(1000, ge=2, le=100_000)
 
 
 class AttacksSpec(_Section):

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from fedsecure.data.federated import FederatedData
+from fedsecure.fl.canary_clients import CanaryClient
 from fedsecure.fl.privacy_hooks import PrivacyMechanism
 from fedsecure.fl.round_loop import (
     FederationResult,
@@ -50,6 +51,9 @@ class Federation:
             at the end).
         privacy: a differential-privacy mechanism wrapping local training, updates
             and the aggregate (see :mod:`fedsecure.privacy`); None for none.
+        canary_updates: one row per canary client (:mod:`fedsecure.fl.canary_clients`),
+            the update it sends every round; they take part after the sites, each
+            declaring the median site size. None: no canary clients.
 
     Example:
         >>> fed = Federation(data, build_model("cnn", 1, 2, (28, 28)), FedAvg(),
@@ -74,8 +78,10 @@ class Federation:
         keep_global_models: bool = True,
         evaluate_every: int = 1,
         privacy: PrivacyMechanism | None = None,
+        canary_updates: torch.Tensor | None = None,
     ) -> None:
-        n_sites = len(data.sites)
+        n_canaries = 0 if canary_updates is None else len(canary_updates)
+        n_sites = len(data.sites) + n_canaries
         if rounds < 1:
             raise ValueError(f"rounds must be >= 1, got {rounds}")
         if clients_per_round is not None and not 1 <= clients_per_round <= n_sites:
@@ -97,8 +103,10 @@ class Federation:
         # The server's own values of the private entries (FedBN's normalization layers), which never leave a site:
         # what the model it sends and the model it releases carry.
         self.server_private = self.state.get_private()
+        site_sizes = [s.n_train for s in data.sites]
+        canary_size = sorted(site_sizes)[len(site_sizes) // 2]
         self.privacy.calibrate(federation_facts(
-            site_sizes=[s.n_train for s in data.sites], rounds=rounds, training=training,
+            site_sizes=site_sizes + [canary_size] * n_canaries, rounds=rounds, training=training,
             clients_per_round=clients_per_round, seed=seed, device=self.device,
             private_names=strategy.private_names(self.model), protocol=self.protocol,
         ))
@@ -106,6 +114,10 @@ class Federation:
             SiteRunner(k, site, self.state, strategy, training=training, privacy=self.privacy, seed=seed,
                        device=self.device)
             for k, site in enumerate(data.sites)
+        ]
+        self.canaries = [
+            CanaryClient(len(self.sites) + i, update.to(self.device), canary_size, self.privacy, seed)
+            for i, update in enumerate(canary_updates if canary_updates is not None else [])
         ]
 
     def run(self, on_round: Callable[[RoundRecord], None] | None = None) -> FederationResult:
@@ -124,7 +136,8 @@ class Federation:
         roles = self._setup()
         trace.setup_bytes = roles.setup_bytes
         loop = RoundLoop(
-            privacy=self.privacy, protocol=self.protocol, server=roles.server, n_sites=len(self.sites),
+            privacy=self.privacy, protocol=self.protocol, server=roles.server,
+            n_sites=len(self.sites) + len(self.canaries),
             rounds=self.rounds, clients_per_round=self.clients_per_round, seed=self.seed, length=self.state.numel,
             device=self.device, keep_messages=self.keep_messages,
         )
@@ -166,8 +179,8 @@ class Federation:
     def _setup(self) -> Roles:
         # Weights are divided by the smallest site's weight, a number the sites agree on,
         # so normalized weights are >= 1 and small sites keep full fixed-point precision.
-        weight_unit = min(site.weight for site in self.sites)
-        return self.protocol.setup(len(self.sites), weight_unit=weight_unit)
+        weight_unit = min(participant.weight for participant in [*self.sites, *self.canaries])
+        return self.protocol.setup(len(self.sites) + len(self.canaries), weight_unit=weight_unit)
 
     def evaluate(self, global_vector: torch.Tensor) -> Evaluation:
         """Utility of the global model (with each site's private state) on the test sets.
@@ -200,8 +213,12 @@ class _InProcessSites:
 
     def train(self, round_number: int, participants: list[int]) -> list[tuple[ClientRound, Message]]:
         answered = []
+        sites = self.federation.sites
         for k in participants:
-            message, client = self.federation.sites[k].message(self.global_vector, round_number, self.client)
+            if k < len(sites):
+                message, client = sites[k].message(self.global_vector, round_number, self.client)
+            else:
+                message, client = self.federation.canaries[k - len(sites)].message(round_number, self.client)
             answered.append((client, message))
         return answered
 

@@ -59,7 +59,7 @@ from fedsecure.privacy.noise import gaussian_noise
 Placement = Literal["central", "distributed"]
 
 
-_CANARY_WIDTH = 16  # coordinates of a canary update in the mechanism audit
+_CANARY_WIDTH = 4  # coordinates of a canary update in the mechanism audit
 _CANARY_ABOVE_CLIP = 3.0  # canary norms, in clips: clipped, and (adaptive clipping only) just counted as under
 _CANARY_UNDER_CLIP = 0.999
 COUNT_SENSITIVITY = 0.5  # the centred bit [norm <= clip] - 1/2 moves by at most 1/2 when a site's data is zeroed out

@@ -13,7 +13,7 @@ from fedsecure.report.cost import CostFinding, RoundFinding
 from fedsecure.report.environment import Environment
 from fedsecure.report.inversion_finding import ImageScores, InversionFinding
 from fedsecure.report.json_form import from_json, to_json
-from fedsecure.report.mechanism_finding import MechanismAuditFinding, MechanismCheck
+from fedsecure.report.mechanism_finding import CanaryClientsFinding, MechanismAuditFinding, MechanismCheck
 from fedsecure.report.membership_finding import ExposedMember, MembershipFinding, RateAtFpr
 from fedsecure.report.privacy_finding import CanaryAuditFinding, PartyGuaranteeFinding, PrivacyFinding
 from fedsecure.report.report import SCHEMA_VERSION, Report
@@ -30,8 +30,10 @@ from fedsecure.report.verdict import Verdict
 
 __all__ = [
     "ATTACK_FINDINGS", "SCHEMA_VERSION", "AttackFinding", "AttackTable", "Baselines", "CanaryAuditFinding",
+    "CanaryClientsFinding",
     "CentralizedFinding", "CostFinding", "Environment", "ExposedMember", "ImageScores", "InversionFinding",
-    "LocalOnlyFinding", "MechanismAuditFinding", "MechanismCheck", "MembershipFinding", "PartyGuaranteeFinding", "PrivacyFinding", "RateAtFpr", "Report",
+    "LocalOnlyFinding", "MechanismAuditFinding", "MechanismCheck",
+    "MembershipFinding", "PartyGuaranteeFinding", "PrivacyFinding", "RateAtFpr", "Report",
     "RocCurve", "RoundFinding", "ScenarioFinding", "SiteModelUtility", "SiteUtility", "UtilityFinding", "Verdict",
     "from_json", "to_json",
 ]

@@ -75,6 +75,53 @@ class MechanismCheck:
 
 
 @dataclass(frozen=True)
+class CanaryClientsFinding:
+    """Canary clients over a real run (Andrew et al. 2024): an estimate from the released model alone.
+
+    ``clients`` canary clients took part in a second run of the scenario's
+    federation, each sending a random direction of norm ``norm`` (in a
+    ``dimension``-long model); the released model's change was scored against
+    them and against ``unseen`` directions. ``epsilon`` is the estimate at
+    ``delta`` (an estimate, not a bound: it fits Gaussians to the scores),
+    ``low`` and ``high`` its bootstrap interval at ``confidence``;
+    ``accountant_epsilon`` is the accountant's against the public, who sees
+    the same model (None without DP).
+    """
+
+    clients: int
+    unseen: int
+    dimension: int
+    norm: float
+    rounds: int
+    epsilon: float
+    low: float
+    high: float
+    confidence: float
+    delta: float
+    accountant_epsilon: float | None
+    inserted_mean: float
+    inserted_std: float
+    unseen_mean: float
+    unseen_std: float
+    wall_seconds: float
+
+    @property
+    def consistent(self) -> bool:
+        """Whether even the interval's lower end stays within the accountant's epsilon."""
+        return self.accountant_epsilon is None or self.low <= self.accountant_epsilon
+
+    def summary(self) -> str:
+        """One line: the estimate and its interval against the accountant's."""
+        against = "" if self.accountant_epsilon is None else (
+            f" against the accountant's {number(self.accountant_epsilon, 2)} for the public")
+        return (
+            f"{self.clients} canary clients over {self.rounds} rounds, scored on the released model: epsilon about "
+            f"{number(self.epsilon, 2)} ({number(self.confidence, 2)} interval {number(self.low, 2)} to "
+            f"{number(self.high, 2)}){against}"
+        )
+
+
+@dataclass(frozen=True)
 class MechanismAuditFinding:
     """The mechanism audit of one DP scenario: one check per kind of canary.
 
@@ -88,11 +135,13 @@ class MechanismAuditFinding:
     confidence: float
     checks: list[MechanismCheck]
     wall_seconds: float
+    canary_clients: CanaryClientsFinding | None = None
 
     @property
     def consistent(self) -> bool:
-        """Whether every check stayed within the accountant's epsilon."""
-        return all(check.consistent for check in self.checks)
+        """Whether every check, and the canary clients' interval, stayed within the accountant's epsilon."""
+        clients = self.canary_clients is None or self.canary_clients.consistent
+        return clients and all(check.consistent for check in self.checks)
 
     @property
     def verdict(self) -> str:
@@ -101,7 +150,8 @@ class MechanismAuditFinding:
 
     def statement(self) -> str:
         """The compliance section's line: what the audit ran, found and could have found."""
-        checks = "; ".join(check.summary() for check in self.checks)
+        checks = "; ".join([check.summary() for check in self.checks]
+                           + ([self.canary_clients.summary()] if self.canary_clients is not None else []))
         if self.consistent:
             return (
                 f"Does the privacy code do what it claims? Consistent: site {self.site}'s {self.level}-level pipeline, "
@@ -113,6 +163,13 @@ class MechanismAuditFinding:
     def failure(self) -> str | None:
         """The verdict's reason when inconsistent (None when consistent)."""
         broken = [check for check in self.checks if not check.consistent]
+        clients = self.canary_clients
+        if not broken and clients is not None and not clients.consistent:
+            return (
+                f"the privacy code does not do what the accountant assumes: {clients.clients} canary clients show "
+                f"the released model at epsilon {clients.low:.3g} or more (interval's lower end) where the "
+                f"accountant claims {clients.accountant_epsilon:.3g} against the public: a bug is likely"
+            )
         if not broken:
             return None
         check = broken[0]

@@ -89,6 +89,16 @@ def mechanism_table(report: Report) -> AttackTable | None:
         for s in report.scenarios if s.privacy.mechanism_audit is not None
         for check in s.privacy.mechanism_audit.checks
     ]
+    rows += [
+        (
+            s.name, f"{clients.clients} canary clients (Andrew et al. 2024)", "the released model only",
+            str(clients.unseen), "", "", number(clients.accountant_epsilon, 2),
+            f"about {number(clients.epsilon, 2)} ({number(clients.low, 2)} to {number(clients.high, 2)})", "", "",
+            "consistent" if clients.consistent else "inconsistent: a bug is likely",
+        )
+        for s in report.scenarios if s.privacy.mechanism_audit is not None
+        if (clients := s.privacy.mechanism_audit.canary_clients) is not None
+    ]
     if not rows:
         return None
     intro = (
@@ -96,7 +106,9 @@ def mechanism_table(report: Report) -> AttackTable | None:
         "server's seat: the epsilon the measured outputs prove (lower bound at the audit's confidence; estimate and "
         "upper end in brackets) against the accountant's, per round and composed over the run as the accountant "
         "composes it; the ceiling is the most these trials could show; tightness is claimed over measured. A lower "
-        "bound above the accountant's epsilon fails the scenario."
+        "bound above the accountant's epsilon fails the scenario. Canary clients (where run) are an estimate from "
+        "the released model alone, with a bootstrap interval, against the accountant's epsilon for the public; "
+        "their trials column counts the unseen directions."
     )
     return AttackTable(
         title=MECHANISM_TITLE, caption=f"{MECHANISM_TITLE} {intro}", note=intro,

@@ -17,6 +17,7 @@ from fedsecure.privacy import (
     ClientLevelDP,
     SampleLevelDP,
     calibrate_noise,
+    clip_rows,
     clip_to_norm,
     extend,
     gaussian_noise,
@@ -300,3 +301,14 @@ def test_adaptive_clipping_under_ckks_with_distributed_noise():
     mechanism = client_dp(clip=1.0, placement="distributed", adaptive_quantile=0.5)
     trace = run(make_data((6, 6), seed=6), mechanism, CKKSAggregation(), rounds=2)
     assert len(trace.privacy.clip_per_round) == 3 and trace.privacy.epsilon <= 8.0
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=st.integers(1, 6), width=st.integers(1, 40), scale=st.floats(1e-3, 1e3), bound=st.floats(1e-3, 10))
+def test_clipping_a_batch_clips_each_row_as_one_vector(rows, width, scale, bound):
+    batch = torch.randn(rows, width, generator=torch.Generator().manual_seed(rows * 100 + width)) * scale
+    clipped, norms = clip_rows(batch, bound)
+    for row in range(rows):
+        alone, norm = clip_to_norm(batch[row], bound)
+        assert torch.equal(clipped[row], alone) and float(norms[row]) == norm
+        assert float(clipped[row].double().norm()) <= bound

@@ -1,0 +1,232 @@
+"""Does the mechanism audit catch broken DP code, and is it tight on correct code? One run, JSON out.
+
+The correct implementation and deliberately broken variants of it (mutants,
+applied here by monkeypatching, never reachable from a spec) are each put
+through ``fedsecure.audit.mechanism.audit_mechanism`` on the default audit's
+data at epsilon 8:
+
+* sample level: the default spec's ``sample-dp`` scenario (DP-SGD, Opacus);
+* client level: its ``client-dp`` scenario (distributed noise under CKKS) and
+  the same with adaptive clipping (quantile 0.5), the only place the count bit
+  exists.
+
+A mutant is ``detected`` when the audit's lower bound (95%) exceeds the
+accountant's per-round epsilon; the correct implementation is ``flagged`` in a
+run when its bound does (per round or whole run). ``tightness`` is claimed
+over measured per-round epsilon (1.0: the audit shows all the accountant
+claims); the JSON gives its median over runs.
+
+Usage: python benchmarks/privacy_mutants.py [--runs 20] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import inspect
+import json
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import torch
+from opacus.optimizers.optimizer import DPOptimizer, _check_processed_flag, _mark_as_processed
+
+from fedsecure.audit.mechanism import audit_mechanism
+from fedsecure.config.spec import AuditSpec, MechanismSpec, ScenarioSpec, load_spec
+from fedsecure.data.federated import FederatedData, federate
+from fedsecure.privacy import client_level, sample_level
+from fedsecure.privacy.client_level import ClientLevelDP
+from fedsecure.privacy.sample_level import SampleLevelDP
+
+Mutant = Callable[[], contextlib.AbstractContextManager[None]]
+
+
+@contextlib.contextmanager
+def _patched(owner: object, name: str, replacement: object) -> Iterator[None]:
+    original = inspect.getattr_static(owner, name)  # a staticmethod stays one when put back
+    setattr(owner, name, replacement)
+    try:
+        yield
+    finally:
+        setattr(owner, name, original)
+
+
+# --- sample-level mutants -------------------------------------------------------------------------------------
+
+
+def sample_noise_scaled(factor: float) -> Mutant:
+    """DP-SGD adds ``factor`` x the noise multiplier the accountant is told."""
+    original = SampleLevelDP._private_training
+
+    def scaled(self, *args, **kwargs):
+        site = original(self, *args, **kwargs)
+        site.optimizer.noise_multiplier *= factor
+        return site
+
+    return lambda: _patched(SampleLevelDP, "_private_training", scaled)
+
+
+def _accumulate_unclipped(self) -> None:
+    for p in self.params:
+        _check_processed_flag(p.grad_sample)
+        grad = self._get_flat_grad_sample(p).to(p.dtype).sum(dim=0)
+        p.summed_grad = grad if p.summed_grad is None else p.summed_grad + grad
+        _mark_as_processed(p.grad_sample)
+
+
+def sample_clipping_skipped() -> Mutant:
+    """Per-sample gradients summed without clipping."""
+    return lambda: _patched(DPOptimizer, "clip_and_accumulate", _accumulate_unclipped)
+
+
+def _reused_noise(module: object) -> Mutant:
+    original = module.gaussian_noise  # type: ignore[attr-defined]
+
+    @contextlib.contextmanager
+    def patch() -> Iterator[None]:
+        drawn: dict[tuple, torch.Tensor] = {}
+
+        def once(shape, std, **kwargs):
+            key = (tuple(shape), float(std))
+            if key not in drawn:
+                drawn[key] = original(shape, std, **kwargs)
+            return drawn[key].clone()
+
+        with _patched(module, "gaussian_noise", once):
+            yield
+
+    return patch
+
+
+def sample_schedule_rate_divided(divisor: float) -> Mutant:
+    """The accountant (and the noise calibration) told a sampling rate ``divisor`` times smaller than the loader's."""
+    original = SampleLevelDP._schedule
+
+    def told(batches_per_epoch, training):
+        rate, steps = original(batches_per_epoch, training)
+        return rate / divisor, steps
+
+    return lambda: _patched(SampleLevelDP, "_schedule", staticmethod(told))
+
+
+# --- client-level mutants -------------------------------------------------------------------------------------
+
+
+def client_noise_scaled(factor: float) -> Mutant:
+    """Each noise share drawn at ``factor`` x its standard deviation."""
+    original = ClientLevelDP._noise
+
+    def scaled(self, shape, scale, generator, device):
+        return original(self, shape, scale * factor, generator, device)
+
+    return lambda: _patched(ClientLevelDP, "_noise", scaled)
+
+
+def client_clipping_skipped() -> Mutant:
+    """Updates go out unclipped (their norms still reported to the count)."""
+
+    def unclipped(vectors, max_norm):
+        return vectors, vectors.double().norm(dim=-1)
+
+    return lambda: _patched(client_level, "clip_rows", unclipped)
+
+
+def client_uncentred_count_bit() -> Mutant:
+    """Adaptive clipping's count bit sent as [norm <= clip] (sensitivity 1) where the noise assumes 1/2."""
+
+    def uncentred(self, updates):
+        clipped, norms = client_level.clip_rows(updates, self.clip)
+        bit = (norms <= self.clip).to(clipped.dtype)
+        return torch.cat([clipped, bit.unsqueeze(-1)], dim=-1)
+
+    return lambda: _patched(ClientLevelDP, "_clipped_message", uncentred)
+
+
+MUTANTS: list[tuple[str, str, Mutant]] = [
+    ("noise multiplier at half its value", "sample-dp", sample_noise_scaled(0.5)),
+    ("noise multiplier at a quarter of its value", "sample-dp", sample_noise_scaled(0.25)),
+    ("per-sample clipping skipped", "sample-dp", sample_clipping_skipped()),
+    ("the same noise vector reused every step", "sample-dp", _reused_noise(sample_level)),
+    ("accountant told a sampling rate 4x smaller than used", "sample-dp", sample_schedule_rate_divided(4.0)),
+    ("noise multiplier at half its value", "client-dp", client_noise_scaled(0.5)),
+    ("noise multiplier at a quarter of its value", "client-dp", client_noise_scaled(0.25)),
+    ("per-update clipping skipped", "client-dp", client_clipping_skipped()),
+    ("the same noise vector reused every round", "client-dp", _reused_noise(client_level)),
+    ("adaptive clipping with the uncentred count bit", "client-dp-adaptive", client_uncentred_count_bit()),
+]
+
+
+def scenarios(spec: AuditSpec) -> dict[str, ScenarioSpec]:
+    """The default spec's DP scenarios, and client-dp with adaptive clipping."""
+    found = {s.name: s for s in spec.scenario if s.dp is not None}
+    client = found["client-dp"]
+    found["client-dp-adaptive"] = client.model_copy(update={
+        "name": "client-dp-adaptive", "dp": client.dp.model_copy(update={"adaptive_quantile": 0.5}),
+    })
+    return found
+
+
+def audit(spec: AuditSpec, scenario: ScenarioSpec, data: FederatedData, seed: int) -> dict:
+    """One mechanism audit; its worst check's figures."""
+    options = MechanismSpec(seed=seed)
+    run = spec.model_copy(update={"attacks": spec.attacks.model_copy(update={"mechanism": options})})
+    started = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        finding = audit_mechanism(run, scenario, data, torch.device("cpu"))
+    assert finding is not None
+    worst = max(finding.checks, key=lambda c: c.per_round_lb / c.per_round_claimed)
+    return {
+        "claimed_epsilon": worst.per_round_claimed, "empirical_epsilon_lb": worst.per_round_lb,
+        "ceiling": worst.per_round_ceiling, "whole_run_claimed": worst.whole_run_claimed,
+        "whole_run_lb": worst.whole_run_lb, "flagged": not finding.consistent,
+        "tightness": min(c.tightness for c in finding.checks), "statistic": worst.statistic,
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=20, help="runs of the correct implementation per scenario")
+    parser.add_argument("--out", type=Path, help="also write the JSON here")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(2)
+    spec = load_spec().spec
+    data = federate(spec.data.source_instance(spec.seed), spec.data.sites, spec.data.partitioner(), spec.seed)
+    found = scenarios(spec)
+    mutants = []
+    for name, scenario, mutant in MUTANTS:
+        with mutant():
+            row = audit(spec, found[scenario], data, seed=1000)
+        mutants.append({"name": name, "level": found[scenario].dp.level, "scenario": scenario,
+                        "claimed_epsilon": row["claimed_epsilon"], "empirical_epsilon_lb": row["empirical_epsilon_lb"],
+                        "ceiling": row["ceiling"], "detected": row["empirical_epsilon_lb"] > row["claimed_epsilon"],
+                        "whole_run_claimed": row["whole_run_claimed"], "whole_run_lb": row["whole_run_lb"],
+                        "statistic": row["statistic"], "seconds": round(row["seconds"], 1)})
+        print(json.dumps(mutants[-1]), file=sys.stderr)
+    correct = []
+    for name, scenario in found.items():
+        rows = [audit(spec, scenario, data, seed=run) for run in range(args.runs)]
+        lbs = [r["empirical_epsilon_lb"] for r in rows]
+        correct.append({
+            "name": name, "level": scenario.dp.level, "runs": len(rows), "flagged": sum(r["flagged"] for r in rows),
+            "claimed_epsilon": rows[0]["claimed_epsilon"], "empirical_epsilon_median": statistics.median(lbs),
+            "tightness": statistics.median(r["tightness"] for r in rows),
+            "tightness_worst": max(r["tightness"] for r in rows), "whole_run_claimed": rows[0]["whole_run_claimed"],
+            "whole_run_lb_median": statistics.median(r["whole_run_lb"] for r in rows),
+            "seconds_per_audit": round(statistics.median(r["seconds"] for r in rows), 1),
+        })
+        print(json.dumps(correct[-1]), file=sys.stderr)
+    result = {"mutants": mutants, "correct": correct}
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -18,6 +18,8 @@ QUICK_INVERSION_BATCHES = 2
 QUICK_INVERSION_ITERATIONS = 100
 QUICK_REFERENCE_MODELS = 4
 QUICK_CANARIES = 50
+QUICK_MECHANISM_TRIALS = 4000
+QUICK_CANARY_CLIENTS = 50
 
 
 def quick_spec(spec: AuditSpec) -> AuditSpec:
@@ -50,4 +52,9 @@ def quick_spec(spec: AuditSpec) -> AuditSpec:
             if attack["canary_guesses"] < 2:  # too few canaries left to guess: no canary audit
                 attack.pop("canary_guesses")
                 attack["canaries"] = 0
+    mechanism = spec.attacks.mechanism
+    if mechanism is not None:
+        attack = raw["attacks"]["mechanism"]
+        attack["trials"] = min(mechanism.trials or QUICK_MECHANISM_TRIALS, QUICK_MECHANISM_TRIALS)
+        attack["canary_clients"] = min(mechanism.canary_clients, QUICK_CANARY_CLIENTS)
     return AuditSpec.model_validate(raw)

@@ -29,6 +29,7 @@ dp = { level = "client", epsilon = 8.0, delta = 1e-3, clip = 0.5, placement = "c
 
 [attacks]
 membership = { method = "lira", shadow_models = 2, canaries = 10 }
+mechanism = { trials = 2000 }
 
 [thresholds]
 max_epsilon = 10.0
@@ -94,6 +95,9 @@ def test_a_killed_audit_resumes_to_the_uninterrupted_report(spec_file, tmp_path)
     report = json.loads((out / "report.json").read_text())
     assert comparable(report) == comparable(uninterrupted)
     assert report["scenarios"][2]["privacy"]["epsilon"] == uninterrupted["scenarios"][2]["privacy"]["epsilon"]
+    # The mechanism audit ran for the DP scenario only, and kept its (seeded) figures across the resume.
+    assert [s["privacy"]["mechanism_audit"] is not None for s in report["scenarios"]] == [False, False, True]
+    assert report["scenarios"][2]["privacy"]["mechanism_audit"]["checks"][0]["trials"] == 2000
     assert (out / "report.html").is_file() and (out / "report.md").is_file()
 
 
@@ -148,6 +152,7 @@ def test_quick_is_the_same_audit_made_small():
     assert quick.attacks.membership.shadow_models == QUICK_REFERENCE_MODELS
     assert quick.attacks.inversion.images == 2 and quick.attacks.inversion.restarts == 1
     assert quick.attacks.inversion.method == "idlg"
+    assert quick.attacks.mechanism.trials == 2000  # already below the quick limit
     assert [s.model_dump() for s in quick.scenario] == [s.model_dump() for s in spec.scenario]
     assert (quick.data.sites, quick.model, quick.thresholds) == (spec.data.sites, spec.model, spec.thresholds)
 

@@ -197,3 +197,8 @@ def test_membership_options_reach_the_attack():
     loaded = parse_spec(text, "t")
     attack = loaded.spec.attacks.membership.attack()
     assert type(attack).__name__ == "LiRA" and attack.online is False
+
+
+def test_every_shipped_spec_is_valid():
+    for path in sorted((REPO / "audits").glob("*.toml")):
+        assert load_spec(path).spec.name, path

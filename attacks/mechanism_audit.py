@@ -43,7 +43,7 @@ same power at these epsilons, which is why the family is used here.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -54,6 +54,7 @@ from scipy.stats import norm
 # The noise multipliers the family's curves are tabulated on (log-spaced); bounds are interpolated between them.
 _Z_GRID = np.geomspace(0.02, 200.0, 161)
 _DRAWS = 200_000
+Rate = Callable[[int, int], float]  # (errors, trials) -> the rate used (a bound or the point estimate)
 CANDIDATE_ALPHAS = np.array([0.5, 0.3, 0.2, 0.1, 0.05, 0.02, 0.01, 0.005, 0.002, 0.001])
 
 
@@ -266,7 +267,7 @@ def audit_two_samples(
     pick_out, judge_out = order_out[: n_out // 2], order_out[n_out // 2 :]
     pick_in, judge_in = order_in[: n_in // 2], order_in[n_in // 2 :]
 
-    def bound(out: np.ndarray, inside: np.ndarray, threshold: float, alpha_at, beta_at) -> float:
+    def bound(out: np.ndarray, inside: np.ndarray, threshold: float, alpha_at: Rate, beta_at: Rate) -> float:
         false_positives, false_negatives = int((out >= threshold).sum()), int((inside < threshold).sum())
         return family.noise_multiplier_bound(alpha_at(false_positives, len(out)), beta_at(false_negatives, len(inside)))
 

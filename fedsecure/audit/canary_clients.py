@@ -19,8 +19,8 @@ import torch
 from attacks.one_shot import one_shot_estimate
 from fedsecure.data.federated import FederatedData
 from fedsecure.fl.federation import Federation
-from fedsecure.secure.plain import PlainAggregation
 from fedsecure.report.mechanism_finding import CanaryClientsFinding
+from fedsecure.secure.plain import PlainAggregation
 
 
 def audit_canary_clients(

@@ -75,7 +75,7 @@ MECHANISM_TITLE = "Does the privacy code do what it claims?"
 
 def mechanism_table(report: Report) -> AttackTable | None:
     """The mechanism audits, one row per DP scenario and canary (None when none ran)."""
-    rows = [
+    rows: list[tuple[str, ...]] = [
         (
             s.name, check.canary, check.observer, str(check.trials),
             number(check.per_round_claimed, 2),

@@ -53,7 +53,8 @@ from scipy.stats import norm
 
 # The noise multipliers the family's curves are tabulated on (log-spaced); bounds are interpolated between them.
 _Z_GRID = np.geomspace(0.02, 200.0, 161)
-_DRAWS = 200_000
+_DRAWS = 400_000
+_MC_SIGMAS = 4.0  # the Monte-Carlo table's error allowance, in standard errors
 Rate = Callable[[int, int], float]  # (errors, trials) -> the rate used (a bound or the point estimate)
 CANDIDATE_ALPHAS = np.array([0.5, 0.3, 0.2, 0.1, 0.05, 0.02, 0.01, 0.005, 0.002, 0.001])
 
@@ -114,8 +115,9 @@ class SubsampledGaussianFamily:
     the neighbour without the canary outputs ``N(0, z^2)``. Its optimal test
     (Neyman-Pearson) thresholds the likelihood ratio, whose curve is exact
     for ``sample_rate = 1`` (``mu = sqrt(steps) / z``) and otherwise estimated
-    from ``_DRAWS`` seeded draws (reproducible; its Monte-Carlo error on
-    ``beta`` is about 0.001).
+    from ``_DRAWS`` seeded draws (reproducible), read conservatively: lowered by
+    four standard errors of its Monte-Carlo error, so that the table can only
+    weaken a bound, never invent one.
     """
 
     sample_rate: float = 1.0
@@ -145,7 +147,10 @@ class SubsampledGaussianFamily:
         return np.logaddexp(math.log1p(-q), math.log(q) + (x - 0.5) / z2).sum(axis=-1)
 
     def type_two_error(self, alpha: float, noise_multiplier: float) -> float:
-        """``f(alpha)``: the least false-negative rate any test with false-positive rate ``alpha`` can have."""
+        """``f(alpha)``: the least false-negative rate any test with false-positive rate ``alpha`` can have.
+
+        Subsampled families give the table's lower bound on it (see :meth:`_column`).
+        """
         if self.exact:
             return float(norm.cdf(norm.isf(alpha) - math.sqrt(self.steps) / noise_multiplier))
         column = self._column(alpha)
@@ -156,17 +161,17 @@ class SubsampledGaussianFamily:
 
         Every family member with a larger ``z`` has ``f(alpha) > beta``, so a
         test reaching (alpha, beta) rules it out. Returns ``inf`` when the pair
-        rules out nothing (``beta >= 1 - alpha``), and the grid's smallest
-        ``z`` when it rules out every member the grid holds.
+        rules out nothing (``beta >= 1 - alpha``), and 0 when it rules out every
+        member (no noise at all explains it: an unbounded epsilon).
         """
         if beta >= 1 - alpha:
             return math.inf
         if self.exact:
             mu = gaussian_dp_mu(alpha, beta)
             return math.sqrt(self.steps) / mu if mu > 0 else math.inf
-        column = self._column(alpha)  # f(alpha) on the z grid, non-decreasing in z
+        column = self._column(alpha)  # a lower bound on f(alpha) on the z grid, non-decreasing in z
         if beta < column[0]:
-            return float(_Z_GRID[0])
+            return 0.0
         if beta >= column[-1]:
             return math.inf
         # The last grid z whose curve is still at most beta, then linear interpolation in log z to the crossing.
@@ -176,17 +181,25 @@ class SubsampledGaussianFamily:
         return float(math.exp((1 - weight) * math.log(_Z_GRID[index]) + weight * math.log(_Z_GRID[index + 1])))
 
     def _column(self, alpha: float) -> np.ndarray:
+        """A lower bound on ``f(alpha)`` for every grid ``z``, allowing for the table's Monte-Carlo error.
+
+        The table's threshold at a grid alpha is itself estimated, so the curve
+        is read at a larger alpha (``f`` falls with alpha), the first grid point
+        at least ``_MC_SIGMAS`` standard errors above ``alpha``, and lowered by as
+        many standard errors of its own: a lower ``f`` can only weaken a bound.
+        """
         alphas, curves = _tradeoff_table(self.sample_rate, self.steps)
-        index = int(np.clip(np.searchsorted(alphas, alpha), 1, len(alphas) - 1))
-        weight = (alpha - alphas[index - 1]) / (alphas[index] - alphas[index - 1])
-        return (1 - weight) * curves[:, index - 1] + weight * curves[:, index]
+        shifted = alpha + _MC_SIGMAS * math.sqrt(alpha * (1 - alpha) / _DRAWS) + 1 / _DRAWS
+        column = curves[:, min(int(np.searchsorted(alphas, shifted, side="left")), len(alphas) - 1)]
+        lowered = np.maximum(column - _MC_SIGMAS * np.sqrt(column * (1 - column) / _DRAWS) - 1 / _DRAWS, 0.0)
+        return np.minimum.accumulate(lowered[::-1])[::-1]  # non-decreasing in z, by lowering only
 
 
 @lru_cache(maxsize=16)
 def _tradeoff_table(sample_rate: float, steps: int) -> tuple[np.ndarray, np.ndarray]:
     """The family's curves ``f(alpha)``, one row per grid ``z``, from seeded common random numbers."""
     family = SubsampledGaussianFamily(sample_rate, steps)
-    alphas = np.concatenate([[0.0], np.geomspace(1e-5, 1.0, 400)])
+    alphas = np.concatenate([[0.0], np.geomspace(1e-5, 1.0, 2000)])  # fine: a curve is read at the next grid alpha
     rng = np.random.default_rng(20230101)
     noise_out = rng.standard_normal((_DRAWS, steps))
     noise_in = rng.standard_normal((_DRAWS, steps))
@@ -205,7 +218,7 @@ def _tradeoff_table(sample_rate: float, steps: int) -> tuple[np.ndarray, np.ndar
         tied = (out_upto - out_below).astype(np.float64)
         reject_tied = np.divide(alphas * _DRAWS - (_DRAWS - out_upto), tied, out=np.zeros_like(tied), where=tied > 0)
         curves[row] = (in_below + (1 - np.clip(reject_tied, 0.0, 1.0)) * (in_upto - in_below)) / _DRAWS
-    return alphas, np.maximum.accumulate(curves, axis=0)  # f grows with z: removes Monte-Carlo crossings
+    return alphas, curves
 
 
 @dataclass(frozen=True)

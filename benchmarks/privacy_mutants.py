@@ -33,6 +33,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
+from opacus.accountants.accountant import IAccountant
+from opacus.optimizers import optimizer as optimizer_module
 from opacus.optimizers.optimizer import DPOptimizer, _check_processed_flag, _mark_as_processed
 
 from fedsecure.audit.mechanism import audit_mechanism
@@ -59,15 +61,23 @@ def _patched(owner: object, name: str, replacement: object) -> Iterator[None]:
 
 
 def sample_noise_scaled(factor: float) -> Mutant:
-    """DP-SGD adds ``factor`` x the noise multiplier the accountant is told."""
-    original = SampleLevelDP._private_training
+    """DP-SGD draws its noise at ``factor`` x the standard deviation its optimizer (and so its accountant) states."""
+    original = sample_level.gaussian_noise  # the OS-CSPRNG noise of secure_rng scenarios (the default's)
+    original_generate = optimizer_module._generate_noise  # Opacus's own, for seeded scenarios
 
-    def scaled(self, *args, **kwargs):
-        site = original(self, *args, **kwargs)
-        site.optimizer.noise_multiplier *= factor
-        return site
+    def scaled(shape, std, **kwargs):
+        return original(shape, std * factor, **kwargs)
 
-    return lambda: _patched(SampleLevelDP, "_private_training", scaled)
+    def scaled_generate(std, reference, *args, **kwargs):
+        return original_generate(std * factor, reference, *args, **kwargs)
+
+    @contextlib.contextmanager
+    def patch() -> Iterator[None]:
+        with _patched(sample_level, "gaussian_noise", scaled), \
+                _patched(optimizer_module, "_generate_noise", scaled_generate):
+            yield
+
+    return patch
 
 
 def _accumulate_unclipped(self) -> None:
@@ -104,13 +114,23 @@ def _reused_noise(module: object) -> Mutant:
 
 def sample_schedule_rate_divided(divisor: float) -> Mutant:
     """The accountant (and the noise calibration) told a sampling rate ``divisor`` times smaller than the loader's."""
-    original = SampleLevelDP._schedule
+    original_schedule = SampleLevelDP._schedule
+    original_hook = IAccountant.get_optimizer_hook_fn
 
     def told(batches_per_epoch, training):
-        rate, steps = original(batches_per_epoch, training)
+        rate, steps = original_schedule(batches_per_epoch, training)
         return rate / divisor, steps
 
-    return lambda: _patched(SampleLevelDP, "_schedule", staticmethod(told))
+    def hook(self, sample_rate):
+        return original_hook(self, sample_rate / divisor)
+
+    @contextlib.contextmanager
+    def patch() -> Iterator[None]:
+        with _patched(SampleLevelDP, "_schedule", staticmethod(told)), \
+                _patched(IAccountant, "get_optimizer_hook_fn", hook):
+            yield
+
+    return patch
 
 
 # --- client-level mutants -------------------------------------------------------------------------------------

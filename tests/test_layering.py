@@ -87,6 +87,7 @@ def test_the_attacks_use_fedsecure_only_for_its_registry():
 def test_importing_the_attacks_loads_no_engine(forbidden):
     code = (
         "import sys, attacks.inversion, attacks.membership, attacks.auditing, attacks.metrics\n"
+        "import attacks.mechanism_audit, attacks.one_shot\n"
         f"loaded = sorted({set(forbidden)!r} & set(sys.modules))\n"
         "assert not loaded, loaded\n"
     )

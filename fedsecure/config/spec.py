@@ -408,7 +408,7 @@ class MechanismSpec(_Section):
     trials: int | None = Field(None, ge=1000, le=10_000_000)
     site: int = Field(0, ge=0)
     confidence: float = Field(0.95, gt=0.5, lt=1)
-    seed: int | None = Field(None, ge=0)
+    seed: int | None = Field(None, ge=0, lt=2**63)
     canary_clients: int = Field(0, ge=0, le=10_000)
     unseen_canaries: int = Field(1000, ge=2, le=100_000)
 
@@ -483,6 +483,11 @@ class AuditSpec(_Section):
             raise ValueError(
                 f"attacks.mechanism.site ({mechanism.site}) must be a site index below data.sites ({self.data.sites})"
             )
+        if mechanism is not None and mechanism.canary_clients and not any(
+            s.dp is not None and s.dp.level == "client" for s in self.scenario
+        ):
+            raise ValueError("attacks.mechanism.canary_clients needs a scenario with client-level DP (dp.level = "
+                             "\"client\"): canary clients stand for whole sites")
         return self
 
 

@@ -187,9 +187,12 @@ class ClientLevelDP(PrivacyMechanism):
 
     @override
     def before_protect(self, update: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        message = self._clipped_message(update)
+        return self._noised_message(self._clipped_message(update), generator)
+
+    def _noised_message(self, message: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """A site's clipped message(s) with its noise share, where the sites add the noise."""
         if self.placement == "distributed":
-            message = message + self._noise_share(message.shape, generator, update.device)
+            message = message + self._noise_share(message.shape, generator, message.device)
         return message
 
     def _clipped_message(self, updates: torch.Tensor) -> torch.Tensor:
@@ -208,7 +211,11 @@ class ClientLevelDP(PrivacyMechanism):
     def central_noise(self, length: int, generator: torch.Generator) -> torch.Tensor | None:
         if self.placement != "central":
             return None
-        return self._noise(torch.Size([length + self.adaptive]), 1.0, generator, "cpu")
+        return self._central_noise(torch.Size([length + self.adaptive]), generator)
+
+    def _central_noise(self, shape: torch.Size, generator: torch.Generator) -> torch.Tensor:
+        """The server's noise for aggregate(s) of ``shape`` (central placement)."""
+        return self._noise(shape, 1.0, generator, "cpu")
 
     def _noise(self, shape: torch.Size, scale: float, generator: torch.Generator, device) -> torch.Tensor:
         """Noise for message(s) of ``shape`` (the last entry of each the count, if adaptive)."""
@@ -229,22 +236,29 @@ class ClientLevelDP(PrivacyMechanism):
         """This mechanism's own clipping and noise on canary updates, two rounds, as the server sees them.
 
         Each trial is one site's round 1 with its update replaced by a canary
-        (a random direction, in the "with" world) or by zero (the zero-out
-        neighbour), then round 2 with zero in both worlds, so that noise that
-        repeats across rounds shows. The site adds its noise share
-        (:meth:`before_protect`'s own code, on a batch of trials), and so do
-        the other ``min_sites - 1`` senders; the observer sees what the
-        protocol shows the server: the sum under secure aggregation, the
-        site's own message without it, and the centrally noised sum where
-        the server adds the noise (then the guarantee audited is the
-        public's). Canaries: one above the clip (clipping is exercised) and,
-        with adaptive clipping, one just under it (the count bit is).
+        (a random direction, in the "with" world: :meth:`before_protect`, the
+        entry point every site's update goes through, on a batch of trials)
+        or its message replaced by zero (the zero-out neighbour: the same noise
+        step on a zero message), then round 2 with zero in both worlds, so that
+        noise that repeats across rounds shows. The other ``min_sites - 1``
+        senders add their noise shares too (their updates are known to the
+        observer: the worst case). The observer sees what the protocol shows
+        the server: the sum under secure aggregation, the site's own message
+        without it; with central noise the server sees the sum before its noise,
+        so the audit observes the released sum (:meth:`central_noise`'s own
+        draw) and checks the public's guarantee with participation fixed.
+        The claimed noise is the guarantee the report states for that party.
+        Canaries: one above the clip (clipping is exercised) and, with adaptive
+        clipping, one just under it (the count bit is).
         """
         generator = torch.Generator().manual_seed(seed)
         directions = torch.randn(trials, _CANARY_WIDTH, generator=generator, dtype=torch.float64)
         directions = (directions / directions.norm(dim=-1, keepdim=True)).float()
-        sees_sum = self._updates_hidden or self.placement == "central"
-        shares = 1.0 if sees_sum else self.quorum() ** -0.5  # the fraction of the noise std the observer faces
+        party = "public" if self.placement == "central" else "server"
+        claimed = next(g for g in self._planned_guarantees() if g.party == party)
+        assert claimed.noise_multiplier is not None  # central noise audits the public, who faces all of it
+        # The fraction of the noise std the observer faces: all of it in a sum (or centrally), one share otherwise.
+        shares = 1.0 if self._updates_hidden or self.placement == "central" else self.quorum() ** -0.5
         count_std = (self.count_stddev or 0.0) / COUNT_SENSITIVITY * shares
         kinds = [(_CANARY_ABOVE_CLIP, -1.0)] + ([(_CANARY_UNDER_CLIP, 1.0)] if self.adaptive else [])
         found = []
@@ -252,9 +266,10 @@ class ClientLevelDP(PrivacyMechanism):
             canary = directions * (norm_in_clips * self.clip)
             worlds = []
             for present in (False, True):
-                rounds = [self._observe(self._clipped_message(canary) if present else self._zero_out(trials),
-                                        sees_sum, generator),
-                          self._observe(self._zero_out(trials), sees_sum, generator)]
+                first = (self.before_protect(canary, generator) if present
+                         else self._noised_message(self._zero_out(trials), generator))
+                second = self._noised_message(self._zero_out(trials), generator)
+                rounds = [self._observe(message, generator) for message in (first, second)]
                 worlds.append(np.stack([self._in_sensitivity_units(o, directions, centred_bit_sign) for o in rounds],
                                        axis=1))
             signal = [min(norm_in_clips, 1.0)] + ([1.0] if self.adaptive else [])
@@ -262,35 +277,37 @@ class ClientLevelDP(PrivacyMechanism):
                 canary=f"an update of norm {norm_in_clips:g} x the clip in a random direction",
                 without=worlds[0], with_canary=worlds[1], signal=np.array([signal, [0.0] * len(signal)]),
                 noise_std=np.array([self.update_noise_multiplier * shares] + ([count_std] if self.adaptive else [])),
-                sample_rate=1.0, noise_multiplier=self.noise_multiplier * shares, steps_per_round=1,
-                whole_run=[(self.noise_multiplier * shares, 1.0, self._planned_rounds)], delta=self.delta,
+                sample_rate=1.0, noise_multiplier=claimed.noise_multiplier, steps_per_round=1,
+                whole_run=[(claimed.noise_multiplier, 1.0, self._planned_rounds)], delta=self.delta,
                 accountant=self.accountant,
-                observer=("the released sum of the clipped updates and the central noise" if self.placement == "central"
-                          else "the sum of the noised updates (secure aggregation)" if sees_sum
-                          else "the site's own noised update (no secure aggregation)"),
+                observer=("the released sum (clipped updates and the server's noise), participation fixed"
+                          if self.placement == "central"
+                          else "the server: the sum of the noised updates (secure aggregation)" if self._updates_hidden
+                          else "the server: the site's own noised update (no secure aggregation)"),
                 assumptions=[
                     f"the canary site's update has {_CANARY_WIDTH} coordinates (noise is independent per "
                     "coordinate, so its projection on the canary is what a full-size update gives)",
                     "the other senders' updates are known to the observer (the worst case)",
                     *(["the sum is taken in plaintext: CKKS adds only its approximation error (about 1e-7)"]
                       if self._updates_hidden else []),
+                    *(["participation is fixed: the audit checks the noise, not the amplification by sampling"]
+                      if self.sample_rate < 1 else []),
                 ],
             ))
         return found
 
-    def _zero_out(self, trials: int) -> torch.Tensor:
-        """The zero-out neighbour's message: nothing but the noise (the site still takes part)."""
-        return torch.zeros(trials, _CANARY_WIDTH + self.adaptive)
+    def _planned_guarantees(self) -> list[PartyGuarantee]:
+        """The guarantees the report states after the planned rounds, every site taking part in each."""
+        return client_level_guarantees(
+            noise_multiplier=self.noise_multiplier, placement=self.placement, updates_hidden=self._updates_hidden,
+            min_sites=self.quorum(), sample_rate=1.0, rounds=self._planned_rounds,
+            max_participation=self._planned_rounds, secure_rng=self.secure_rng, delta=self.delta,
+            accountant=self.accountant,
+        )
 
-    def _observe(self, message: torch.Tensor, sees_sum: bool, generator: torch.Generator) -> torch.Tensor:
-        """What the observer sees of one round, given the audited site's messages (one per trial)."""
-        if self.placement == "central":
-            return message + self._noise(message.shape, 1.0, generator, "cpu")
-        seen = message + self._noise_share(message.shape, generator, "cpu")
-        if sees_sum:  # the other senders' messages are known; their noise shares are not
-            for _ in range(self.quorum() - 1):
-                seen = seen + self._noise_share(message.shape, generator, "cpu")
-        return seen
+    def _zero_out(self, trials: int) -> torch.Tensor:
+        """The zero-out neighbour's message: nothing (the site still takes part and adds its noise)."""
+        return torch.zeros(trials, _CANARY_WIDTH + self.adaptive)
 
     def _in_sensitivity_units(
         self, seen: torch.Tensor, directions: torch.Tensor, centred_bit_sign: float
@@ -300,6 +317,16 @@ class ClientLevelDP(PrivacyMechanism):
         if self.adaptive:
             channels.append(seen[:, -1].double() * centred_bit_sign / COUNT_SENSITIVITY)
         return torch.stack(channels, dim=-1).numpy()
+
+    def _observe(self, message: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """What the observer sees of one round, given the audited site's noised messages (one per trial)."""
+        if self.placement == "central":
+            return message + self._central_noise(message.shape, generator)
+        seen = message
+        if self._updates_hidden:  # the other senders' messages are known; their noise shares are not
+            for _ in range(self.quorum() - 1):
+                seen = seen + self._noised_message(self._zero_out(len(message)), generator)
+        return seen
 
     @override
     def after_reveal(self, mean_update: torch.Tensor, n_messages: int) -> torch.Tensor:

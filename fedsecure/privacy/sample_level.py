@@ -221,14 +221,18 @@ class SampleLevelDP(PrivacyMechanism):
         """
         training = self._facts.training
         batches = math.ceil(site_size / training.batch_size)
-        noise, sample_rate = self.site_noise(site_size, training, self._facts.rounds)
-        _, steps = self._schedule(batches, training)
         chunk = max(batches, _CANARIES_PER_RUN // batches * batches)  # the loader's rate is 1 / batches exactly
-        without, with_canary = [], []
+        without, with_canary, recorded = [], [], []
         for run in range(math.ceil(trials / chunk)):
-            inside, outside = self._canary_run(chunk, batches, training, noise, derive_seed(seed, "canaries", run))
+            inside, outside, history = self._canary_run(chunk, batches, training, derive_seed(seed, "canaries", run))
             with_canary.append(inside)
             without.append(outside)
+            recorded.append(history)
+        # The claim is what the probe's own Opacus accountant recorded for the round (the record the run's reported
+        # epsilon is computed from), not what the calibration intended.
+        if any(history != recorded[0] for history in recorded) or len(recorded[0]) != 1:
+            raise RuntimeError(f"the DP-SGD accountant recorded changing mechanisms within one round: {recorded}")
+        ((noise, sample_rate, steps),) = recorded[0]
         return [CanaryTrials(
             canary=f"a sample whose gradient norm is {_CANARY_NORM_IN_CLIPS:g} x the clip",
             without=np.concatenate(without)[:trials, :, None],
@@ -236,17 +240,23 @@ class SampleLevelDP(PrivacyMechanism):
             signal=np.ones((steps, 1)), noise_std=np.array([noise]), sample_rate=sample_rate, noise_multiplier=noise,
             steps_per_round=steps, whole_run=[(noise, sample_rate, steps * self._facts.rounds)], delta=self.delta,
             accountant=self.accountant,
-            observer=f"every DP-SGD step's released gradient at a site of {site_size} images ({steps} steps per round)",
+            observer=(f"every DP-SGD step's released gradient at a site of {site_size} images ({steps} steps per "
+                      "round): the releases the accountant composes (the server sees their sum)"),
             assumptions=[
                 "white-box gradient canaries: a probe model whose per-sample gradients the auditor sets; the "
-                "scenario's clip, noise, sampling rate and optimizer, and Opacus's code, are the run's",
+                "scenario's clip, noise calibration, sampling rate, optimizer and accountant, and Opacus's code, "
+                "are the run's",
             ],
         )]
 
     def _canary_run(
-        self, canaries: int, batches: int, training: LocalTraining, noise: float, seed: int
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """One probe run: per-step outputs (canaries, steps) of the included and of the absent canaries."""
+        self, canaries: int, batches: int, training: LocalTraining, seed: int
+    ) -> tuple[np.ndarray, np.ndarray, list[tuple[float, float, int]]]:
+        """One probe run: per-step outputs (canaries, steps) of the included and of the absent canaries.
+
+        Also returns what the probe's accountant recorded (its history), the probe calibrated as a site with
+        ``batches`` batches per epoch is (or with the scenario's pinned noise).
+        """
         width = 2 * canaries  # coordinates [0, canaries) belong to included canaries, the rest to absent ones
         probe = nn.Linear(width, 2, bias=False)
         nn.init.zeros_(probe.weight)
@@ -255,7 +265,7 @@ class SampleLevelDP(PrivacyMechanism):
         inputs[torch.arange(canaries), torch.arange(canaries)] = _CANARY_NORM_IN_CLIPS * self.clip * math.sqrt(2)
         labels = torch.zeros(canaries, dtype=torch.long)
         probe_training = dataclasses.replace(training, batch_size=canaries // batches, lr=0.0, weight_decay=0.0)
-        dp = self._private_training(probe, inputs, labels, probe_training, noise, seed, frozenset())
+        dp = self._private_training(probe, inputs, labels, probe_training, self.noise_multiplier, seed, frozenset())
         released: list[torch.Tensor] = []
         weight = next(p for p in dp.model.parameters())
 
@@ -267,7 +277,8 @@ class SampleLevelDP(PrivacyMechanism):
         _local_epochs(dp, training.epochs, after_step=read)
         expected_batch = dp.optimizer.expected_batch_size
         outputs = torch.stack(released).T.numpy() * expected_batch / self.clip  # (width, steps), sensitivity units
-        return outputs[:canaries], outputs[canaries:]
+        history = [(float(z), float(rate), int(steps)) for z, rate, steps in dp.engine.accountant.history]
+        return outputs[:canaries], outputs[canaries:], history
 
     @override
     def round_fits(self, participants: list[int]) -> bool:

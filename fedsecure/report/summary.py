@@ -5,6 +5,7 @@ from __future__ import annotations
 from fedsecure.report.attack_finding import AttackFinding, AttackTable
 from fedsecure.report.attack_kinds import ATTACK_FINDINGS
 from fedsecure.report.formatting import bytes_text, number
+from fedsecure.report.mechanism_finding import bound_text
 from fedsecure.report.report import Report
 from fedsecure.report.scenario import ScenarioFinding
 
@@ -79,10 +80,10 @@ def mechanism_table(report: Report) -> AttackTable | None:
         (
             s.name, check.canary, check.observer, str(check.trials),
             number(check.per_round_claimed, 2),
-            f">= {number(check.per_round_lb, 2)} ({number(check.per_round_estimate, 2)}, "
-            f"up to {number(check.per_round_ub, 2)})",
-            number(check.whole_run_claimed, 2), f">= {number(check.whole_run_lb, 2)}",
-            f"{number(check.per_round_ceiling, 1)} / {number(check.whole_run_ceiling, 1)}",
+            f">= {bound_text(check.per_round_lb)} ({bound_text(check.per_round_estimate)}, "
+            f"test's interval to {bound_text(check.per_round_ub)})",
+            number(check.whole_run_claimed, 2), f">= {bound_text(check.whole_run_lb)}",
+            f"{bound_text(check.per_round_ceiling)} / {bound_text(check.whole_run_ceiling)}",
             number(check.tightness, 2),
             "consistent" if check.consistent else "inconsistent: a bug is likely",
         )
@@ -92,9 +93,9 @@ def mechanism_table(report: Report) -> AttackTable | None:
     rows += [
         (
             s.name, f"{clients.clients} canary clients (Andrew et al. 2024)", "the released model only",
-            str(clients.unseen), "", "", number(clients.accountant_epsilon, 2),
+            str(clients.unseen), "", "", f"{number(clients.accountant_epsilon, 2)} (canary run)",
             f"about {number(clients.epsilon, 2)} ({number(clients.low, 2)} to {number(clients.high, 2)})", "", "",
-            "consistent" if clients.consistent else "inconsistent: a bug is likely",
+            "estimate within" if clients.within else "estimate above: worth a look (not a bound)",
         )
         for s in report.scenarios if s.privacy.mechanism_audit is not None
         if (clients := s.privacy.mechanism_audit.canary_clients) is not None
@@ -102,13 +103,16 @@ def mechanism_table(report: Report) -> AttackTable | None:
     if not rows:
         return None
     intro = (
-        "Each DP scenario's own privacy pipeline, run for one round many times without and with a canary, from the "
-        "server's seat: the epsilon the measured outputs prove (lower bound at the audit's confidence; estimate and "
-        "upper end in brackets) against the accountant's, per round and composed over the run as the accountant "
-        "composes it; the ceiling is the most these trials could show; tightness is claimed over measured. A lower "
-        "bound above the accountant's epsilon fails the scenario. Canary clients (where run) are an estimate from "
-        "the released model alone, with a bootstrap interval, against the accountant's epsilon for the public; "
-        "their trials column counts the unseen directions."
+        "Each DP scenario's own privacy pipeline, run for one round many times without and with a canary, as the "
+        "observer column says: the least epsilon the measured outputs prove, in the accountant's terms (the "
+        "accountant's epsilon for the most noise the trials allow; lower bound at the audit's confidence, with the "
+        "point estimate and the chosen test's interval in brackets), against the accountant's, per round and composed "
+        "over the run as the accountant composes it; the ceiling is the most these trials could show; tightness is "
+        "claimed over measured. A lower bound above the accountant's epsilon fails the scenario (it happens to a "
+        "correct implementation with probability at most one minus the confidence, if its trade-off curve is in the "
+        "accountant's family). Canary clients (where run) give an estimate from the released model alone, with a "
+        "bootstrap interval, against the accountant's epsilon for the public in their own run; their trials column "
+        "counts the unseen directions; they never fail a scenario."
     )
     return AttackTable(
         title=MECHANISM_TITLE, caption=f"{MECHANISM_TITLE} {intro}", note=intro,

@@ -115,7 +115,8 @@ def test_subsampled_curve_lies_between_the_unsampled_curve_and_chance_and_grows_
     for alpha in (0.001, 0.01, 0.05, 0.1, 0.3, 0.5, 0.8):
         curve = np.array([SUBSAMPLED.type_two_error(alpha, z) for z in zs])
         assert np.all(np.diff(curve) >= 0)
-        assert np.all(curve >= [unsampled.type_two_error(alpha, z) - 2e-3 for z in zs])
+        # The table is read on the cautious side (lowered by its Monte-Carlo error): up to about 0.01 below.
+        assert np.all(curve >= [unsampled.type_two_error(alpha, z) - 1.2e-2 for z in zs])
         assert np.all(curve <= 1 - alpha + 1e-12)
     # and strictly more private where it matters: subsampling at 1/4 is far from the unsampled curve
     assert SUBSAMPLED.type_two_error(0.1, 1.0) > unsampled.type_two_error(0.1, 1.0) + 0.3
@@ -125,8 +126,9 @@ def test_subsampled_curve_with_almost_no_noise_is_the_chance_of_never_taking_a_s
     # Steps taken are told apart perfectly; runs that take none (probability 0.75^4) look exactly like "out",
     # so the best test at false-positive rate alpha misses them with probability 1 - alpha.
     for alpha in (0.001, 0.1, 0.5):
-        assert SUBSAMPLED.type_two_error(alpha, 0.02) == pytest.approx(0.75**4 * (1 - alpha), abs=3e-3)
-    assert SUBSAMPLED.noise_multiplier_bound(1e-3, 0.2) == pytest.approx(0.02)  # below every curve of the grid
+        # Read on the cautious side: never above the truth, at most its Monte-Carlo allowance below it.
+        assert 0.75**4 * (1 - alpha) - 8e-3 <= SUBSAMPLED.type_two_error(alpha, 0.02) <= 0.75**4 * (1 - alpha) + 1e-3
+    assert SUBSAMPLED.noise_multiplier_bound(1e-3, 0.2) == 0.0  # below every curve of the grid: no noise explains it
 
 
 @pytest.mark.parametrize("z", [0.7, 1.0, 2.0])
@@ -143,9 +145,11 @@ def test_subsampled_curve_agrees_with_dp_accounting(z):
             0.0, np.max(1 - deltas - np.exp(epsilons) * alpha), np.max(np.exp(-epsilons) * (1 - deltas - alpha))
         )
         curve = SUBSAMPLED.type_two_error(alpha, z)
-        assert curve >= envelope - 5e-3  # not less private than the accountant allows (beyond Monte-Carlo error)
+        # Never more private than the accountant allows (that would let the audit prove too much): the table is
+        # read on the cautious side. And not much less private either (that would only weaken the audit).
         if alpha <= 0.3:
-            assert curve <= envelope + 5e-3  # nor more private (that would make the audit's bounds too small)
+            assert curve <= envelope + 2e-3
+        assert curve >= envelope - 1.2e-2
 
 
 @settings(max_examples=150, deadline=None)
@@ -166,7 +170,7 @@ def test_noise_multiplier_bound_at_the_edges():
         assert family.noise_multiplier_bound(0.2, 0.8) == math.inf  # chance rules out nothing
         assert family.noise_multiplier_bound(0.2, 0.9) == math.inf
     assert EXACT.noise_multiplier_bound(0.0, 0.5) == 0.0  # perfect separation: no noise at all
-    assert SUBSAMPLED.noise_multiplier_bound(1e-3, 0.0) == pytest.approx(0.02)  # below the grid: its smallest z
+    assert SUBSAMPLED.noise_multiplier_bound(1e-3, 0.0) == 0.0  # below every curve on the grid: no noise explains it
 
 
 def test_samples_of_a_gaussian_mechanism_give_a_tight_bound_on_its_noise():

@@ -230,7 +230,7 @@ def test_client_level_observer_follows_the_protocol(spec, data):
     observers = {name: audit(spec, name, data).checks[0] for name in names}
     assert "site's own noised update" in observers["client-dp"].observer
     assert "secure aggregation" in observers["client-dp-ckks"].observer
-    assert "central noise" in observers["client-dp-central"].observer
+    assert "the server's noise" in observers["client-dp-central"].observer
     # Without secure aggregation the server faces one share of the 4 sites' noise: half the multiplier.
     assert observers["client-dp"].claimed_noise_multiplier == pytest.approx(
         observers["client-dp-ckks"].claimed_noise_multiplier / 2)
@@ -408,7 +408,7 @@ def test_canary_clients_show_a_federation_without_dp_leaking(spec, data):
     found = audit_canary_clients(data, federation_builder(spec, "plain"), clients=10, unseen=200, norm=0.5,
                                  delta=1e-3, confidence=0.95, seed=3)
     assert found.clients == 10 and found.unseen == 200 and found.rounds == 2
-    assert found.accountant_epsilon is None and found.consistent  # nothing claimed, nothing contradicted
+    assert found.accountant_epsilon is None and found.within  # nothing claimed, nothing contradicted
     assert found.low > 5 and found.low <= found.epsilon <= found.high
     assert found.inserted_mean > found.unseen_mean + 10 * found.unseen_std
 
@@ -425,7 +425,7 @@ def test_canary_clients_under_client_level_dp_are_measured_against_the_public(sp
     assert len(run.canaries) == 10
     public = next(g for g in run.privacy.guarantees() if g.party == "public")
     assert found.accountant_epsilon == pytest.approx(public.epsilon) and public.epsilon <= 8.0
-    assert found.consistent
+    assert found.within
 
 
 def test_mechanism_audit_runs_canary_clients_when_asked(spec, data):
@@ -436,7 +436,7 @@ def test_mechanism_audit_runs_canary_clients_when_asked(spec, data):
     clients = finding.canary_clients
     assert clients is not None and clients.clients == 10 and clients.unseen == 200 and clients.norm == 0.5
     assert clients.accountant_epsilon is not None and clients.rounds == 2
-    assert clients.consistent and finding.consistent
+    assert clients.within and finding.consistent
     assert clients.summary() in finding.statement()
 
 
@@ -543,17 +543,19 @@ def test_inconsistent_mechanism_audit_fails_the_scenario(spec, data, monkeypatch
     assert Report.from_json(json.loads(json.dumps(report.to_json(), allow_nan=False))) == report
 
 
-def test_inconsistent_canary_clients_fail_the_scenario_on_their_own(spec, data):
+def test_canary_clients_above_the_accountant_warn_but_never_fail_the_scenario(spec, data):
     finding = audit(spec, "client-dp-ckks", data)
     assert finding.consistent
     clients = audit_canary_clients(data, federation_builder(spec, "plain"), clients=10, unseen=200, norm=0.5,
                                    delta=1e-3, confidence=0.95, seed=3)
-    # The leaky run's canaries, held against a claim of epsilon 1 against the public.
+    # The leaky run's canaries, held against a claim of epsilon 1 against the public: an estimate, not a bound.
     claimed = dataclasses.replace(clients, accountant_epsilon=1.0)
-    broken = dataclasses.replace(finding, canary_clients=claimed)
-    assert not broken.consistent
-    assert "canary clients" in broken.failure() and "a bug is likely" in broken.failure()
-    report = with_mechanism_audit(fixture_report(), "client-dp", broken)
+    flagged = dataclasses.replace(finding, canary_clients=claimed)
+    assert not claimed.within and flagged.consistent and flagged.failure() is None
+    assert "worth a look" in flagged.statement()
+    report = with_mechanism_audit(fixture_report(), "client-dp", flagged)
     scenario = next(s for s in report.scenarios if s.name == "client-dp")
-    assert broken.failure() in judge(thresholds_of(report), scenario.privacy, scenario.attacks).failed
-    assert "10 canary clients (Andrew et al. 2024)" in render_markdown(report)
+    failed = judge(thresholds_of(report), scenario.privacy, scenario.attacks).failed
+    assert not any("canary" in reason or "bug" in reason for reason in failed)  # (the fixture's seeded noise fails)
+    markdown = render_markdown(report)
+    assert "10 canary clients (Andrew et al. 2024)" in markdown and "estimate above: worth a look" in markdown

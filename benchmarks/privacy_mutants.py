@@ -44,17 +44,25 @@ from fedsecure.privacy import client_level, sample_level
 from fedsecure.privacy.client_level import ClientLevelDP
 from fedsecure.privacy.sample_level import SampleLevelDP
 
-Mutant = Callable[[], contextlib.AbstractContextManager[None]]
+Patch = Callable[[object, str, object], None]  # setattr that is undone afterwards (pytest's monkeypatch.setattr)
+Mutant = Callable[[Patch], None]  # breaks the DP code through ``patch``; the tests apply the same ones
 
 
 @contextlib.contextmanager
-def _patched(owner: object, name: str, replacement: object) -> Iterator[None]:
-    original = inspect.getattr_static(owner, name)  # a staticmethod stays one when put back
-    setattr(owner, name, replacement)
+def applied(mutant: Mutant) -> Iterator[None]:
+    """``mutant`` in force inside the block, every patched attribute restored after it."""
+    saved: list[tuple[object, str, object]] = []
+
+    def patch(owner: object, name: str, value: object) -> None:
+        saved.append((owner, name, inspect.getattr_static(owner, name)))  # a staticmethod stays one when put back
+        setattr(owner, name, value)
+
     try:
+        mutant(patch)
         yield
     finally:
-        setattr(owner, name, original)
+        for owner, name, value in reversed(saved):
+            setattr(owner, name, value)
 
 
 # --- sample-level mutants -------------------------------------------------------------------------------------
@@ -62,22 +70,13 @@ def _patched(owner: object, name: str, replacement: object) -> Iterator[None]:
 
 def sample_noise_scaled(factor: float) -> Mutant:
     """DP-SGD draws its noise at ``factor`` x the standard deviation its optimizer (and so its accountant) states."""
-    original = sample_level.gaussian_noise  # the OS-CSPRNG noise of secure_rng scenarios (the default's)
-    original_generate = optimizer_module._generate_noise  # Opacus's own, for seeded scenarios
 
-    def scaled(shape, std, **kwargs):
-        return original(shape, std * factor, **kwargs)
+    def mutate(patch: Patch) -> None:
+        secure, seeded = sample_level.gaussian_noise, optimizer_module._generate_noise
+        patch(sample_level, "gaussian_noise", lambda shape, std, **kw: secure(shape, std * factor, **kw))
+        patch(optimizer_module, "_generate_noise", lambda std, ref, *a, **kw: seeded(std * factor, ref, *a, **kw))
 
-    def scaled_generate(std, reference, *args, **kwargs):
-        return original_generate(std * factor, reference, *args, **kwargs)
-
-    @contextlib.contextmanager
-    def patch() -> Iterator[None]:
-        with _patched(sample_level, "gaussian_noise", scaled), \
-                _patched(optimizer_module, "_generate_noise", scaled_generate):
-            yield
-
-    return patch
+    return mutate
 
 
 def _accumulate_unclipped(self) -> None:
@@ -88,16 +87,16 @@ def _accumulate_unclipped(self) -> None:
         _mark_as_processed(p.grad_sample)
 
 
-def sample_clipping_skipped() -> Mutant:
+def sample_clipping_skipped(patch: Patch) -> None:
     """Per-sample gradients summed without clipping."""
-    return lambda: _patched(DPOptimizer, "clip_and_accumulate", _accumulate_unclipped)
+    patch(DPOptimizer, "clip_and_accumulate", _accumulate_unclipped)
 
 
-def _reused_noise(module: object) -> Mutant:
-    original = module.gaussian_noise  # type: ignore[attr-defined]
+def noise_reused(module: object) -> Mutant:
+    """The first noise vector ``module`` draws of each shape and scale is sent again every time."""
 
-    @contextlib.contextmanager
-    def patch() -> Iterator[None]:
+    def mutate(patch: Patch) -> None:
+        original = module.gaussian_noise  # type: ignore[attr-defined]
         drawn: dict[tuple, torch.Tensor] = {}
 
         def once(shape, std, **kwargs):
@@ -106,56 +105,47 @@ def _reused_noise(module: object) -> Mutant:
                 drawn[key] = original(shape, std, **kwargs)
             return drawn[key].clone()
 
-        with _patched(module, "gaussian_noise", once):
-            yield
+        patch(module, "gaussian_noise", once)
 
-    return patch
+    return mutate
 
 
-def sample_schedule_rate_divided(divisor: float) -> Mutant:
+def sample_rate_told_smaller(divisor: float) -> Mutant:
     """The accountant (and the noise calibration) told a sampling rate ``divisor`` times smaller than the loader's."""
-    original_schedule = SampleLevelDP._schedule
-    original_hook = IAccountant.get_optimizer_hook_fn
 
-    def told(batches_per_epoch, training):
-        rate, steps = original_schedule(batches_per_epoch, training)
-        return rate / divisor, steps
+    def mutate(patch: Patch) -> None:
+        schedule, hook = SampleLevelDP._schedule, IAccountant.get_optimizer_hook_fn
 
-    def hook(self, sample_rate):
-        return original_hook(self, sample_rate / divisor)
+        def told(batches_per_epoch, training):
+            rate, steps = schedule(batches_per_epoch, training)
+            return rate / divisor, steps
 
-    @contextlib.contextmanager
-    def patch() -> Iterator[None]:
-        with _patched(SampleLevelDP, "_schedule", staticmethod(told)), \
-                _patched(IAccountant, "get_optimizer_hook_fn", hook):
-            yield
+        patch(SampleLevelDP, "_schedule", staticmethod(told))
+        patch(IAccountant, "get_optimizer_hook_fn", lambda self, sample_rate: hook(self, sample_rate / divisor))
 
-    return patch
+    return mutate
 
 
 # --- client-level mutants -------------------------------------------------------------------------------------
 
 
 def client_noise_scaled(factor: float) -> Mutant:
-    """Each noise share drawn at ``factor`` x its standard deviation."""
-    original = ClientLevelDP._noise
+    """Each noise draw (shares and central) at ``factor`` x its standard deviation."""
 
-    def scaled(self, shape, scale, generator, device):
-        return original(self, shape, scale * factor, generator, device)
+    def mutate(patch: Patch) -> None:
+        original = ClientLevelDP._noise
+        patch(ClientLevelDP, "_noise", lambda self, shape, scale, generator, device:
+              original(self, shape, scale * factor, generator, device))
 
-    return lambda: _patched(ClientLevelDP, "_noise", scaled)
+    return mutate
 
 
-def client_clipping_skipped() -> Mutant:
+def client_clipping_skipped(patch: Patch) -> None:
     """Updates go out unclipped (their norms still reported to the count)."""
-
-    def unclipped(vectors, max_norm):
-        return vectors, vectors.double().norm(dim=-1)
-
-    return lambda: _patched(client_level, "clip_rows", unclipped)
+    patch(client_level, "clip_rows", lambda vectors, max_norm: (vectors, vectors.double().norm(dim=-1)))
 
 
-def client_uncentred_count_bit() -> Mutant:
+def client_uncentred_count_bit(patch: Patch) -> None:
     """Adaptive clipping's count bit sent as [norm <= clip] (sensitivity 1) where the noise assumes 1/2."""
 
     def uncentred(self, updates):
@@ -163,20 +153,20 @@ def client_uncentred_count_bit() -> Mutant:
         bit = (norms <= self.clip).to(clipped.dtype)
         return torch.cat([clipped, bit.unsqueeze(-1)], dim=-1)
 
-    return lambda: _patched(ClientLevelDP, "_clipped_message", uncentred)
+    patch(ClientLevelDP, "_clipped_message", uncentred)
 
 
 MUTANTS: list[tuple[str, str, Mutant]] = [
     ("noise multiplier at half its value", "sample-dp", sample_noise_scaled(0.5)),
     ("noise multiplier at a quarter of its value", "sample-dp", sample_noise_scaled(0.25)),
-    ("per-sample clipping skipped", "sample-dp", sample_clipping_skipped()),
-    ("the same noise vector reused every step", "sample-dp", _reused_noise(sample_level)),
-    ("accountant told a sampling rate 4x smaller than used", "sample-dp", sample_schedule_rate_divided(4.0)),
+    ("per-sample clipping skipped", "sample-dp", sample_clipping_skipped),
+    ("the same noise vector reused every step", "sample-dp", noise_reused(sample_level)),
+    ("accountant told a sampling rate 4x smaller than used", "sample-dp", sample_rate_told_smaller(4.0)),
     ("noise multiplier at half its value", "client-dp", client_noise_scaled(0.5)),
     ("noise multiplier at a quarter of its value", "client-dp", client_noise_scaled(0.25)),
-    ("per-update clipping skipped", "client-dp", client_clipping_skipped()),
-    ("the same noise vector reused every round", "client-dp", _reused_noise(client_level)),
-    ("adaptive clipping with the uncentred count bit", "client-dp-adaptive", client_uncentred_count_bit()),
+    ("per-update clipping skipped", "client-dp", client_clipping_skipped),
+    ("the same noise vector reused every round", "client-dp", noise_reused(client_level)),
+    ("adaptive clipping with the uncentred count bit", "client-dp-adaptive", client_uncentred_count_bit),
 ]
 
 
@@ -220,7 +210,7 @@ def main(argv: list[str] | None = None) -> None:
     found = scenarios(spec)
     mutants = []
     for name, scenario, mutant in MUTANTS:
-        with mutant():
+        with applied(mutant):
             row = audit(spec, found[scenario], data, seed=1000)
         mutants.append({"name": name, "level": found[scenario].dp.level, "scenario": scenario,
                         "claimed_epsilon": row["claimed_epsilon"], "empirical_epsilon_lb": row["empirical_epsilon_lb"],

@@ -223,8 +223,12 @@ class SampleLevelDP(PrivacyMechanism):
         batches = math.ceil(site_size / training.batch_size)
         chunk = max(batches, _CANARIES_PER_RUN // batches * batches)  # the loader's rate is 1 / batches exactly
         without, with_canary, recorded = [], [], []
+        noise = self.noise_multiplier  # None: the first probe calibrates itself as the site does; the rest reuse it
         for run in range(math.ceil(trials / chunk)):
-            inside, outside, history = self._canary_run(chunk, batches, training, derive_seed(seed, "canaries", run))
+            inside, outside, history = self._canary_run(
+                chunk, batches, training, noise, derive_seed(seed, "canaries", run)
+            )
+            noise = history[0][0]
             with_canary.append(inside)
             without.append(outside)
             recorded.append(history)
@@ -250,12 +254,12 @@ class SampleLevelDP(PrivacyMechanism):
         )]
 
     def _canary_run(
-        self, canaries: int, batches: int, training: LocalTraining, seed: int
+        self, canaries: int, batches: int, training: LocalTraining, noise: float | None, seed: int
     ) -> tuple[np.ndarray, np.ndarray, list[tuple[float, float, int]]]:
         """One probe run: per-step outputs (canaries, steps) of the included and of the absent canaries.
 
-        Also returns what the probe's accountant recorded (its history), the probe calibrated as a site with
-        ``batches`` batches per epoch is (or with the scenario's pinned noise).
+        Also returns what the probe's accountant recorded (its history). ``noise`` None: the probe calibrates
+        itself as a site with ``batches`` batches per epoch does.
         """
         width = 2 * canaries  # coordinates [0, canaries) belong to included canaries, the rest to absent ones
         probe = nn.Linear(width, 2, bias=False)
@@ -265,7 +269,7 @@ class SampleLevelDP(PrivacyMechanism):
         inputs[torch.arange(canaries), torch.arange(canaries)] = _CANARY_NORM_IN_CLIPS * self.clip * math.sqrt(2)
         labels = torch.zeros(canaries, dtype=torch.long)
         probe_training = dataclasses.replace(training, batch_size=canaries // batches, lr=0.0, weight_decay=0.0)
-        dp = self._private_training(probe, inputs, labels, probe_training, self.noise_multiplier, seed, frozenset())
+        dp = self._private_training(probe, inputs, labels, probe_training, noise, seed, frozenset())
         released: list[torch.Tensor] = []
         weight = next(p for p in dp.model.parameters())
 

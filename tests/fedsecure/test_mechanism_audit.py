@@ -17,6 +17,7 @@ margins asserted, in seconds.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import math
 import warnings
@@ -25,7 +26,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from opacus.optimizers.optimizer import DPOptimizer, _check_processed_flag, _mark_as_processed
 
 from fedsecure.audit.canary_clients import audit_canary_clients
 from fedsecure.audit.mechanism import audit_mechanism
@@ -159,40 +159,29 @@ def calibrated(mechanism, *, updates_hidden: bool, sites: int = 4, site_size: in
 # --- mutants: broken DP code, patched in for one test ----------------------------------------------------------
 
 
+# The mutants are benchmarks/privacy_mutants.py's (one definition of each), applied through monkeypatch. Loaded
+# by path: an installed dependency ships a top-level package named "benchmarks".
+_MUTANTS = importlib.util.spec_from_file_location(
+    "privacy_mutants", Path(__file__).parent.parent.parent / "benchmarks" / "privacy_mutants.py"
+)
+assert _MUTANTS is not None and _MUTANTS.loader is not None
+privacy_mutants = importlib.util.module_from_spec(_MUTANTS)
+_MUTANTS.loader.exec_module(privacy_mutants)
+
+
 def half_noise_shares(monkeypatch) -> None:
     """Client level: every noise share drawn at half its standard deviation."""
-    original = ClientLevelDP._noise
-
-    def halved(self, shape, scale, generator, device):
-        return original(self, shape, 0.5 * scale, generator, device)
-
-    monkeypatch.setattr(ClientLevelDP, "_noise", halved)
+    privacy_mutants.client_noise_scaled(0.5)(monkeypatch.setattr)
 
 
 def noise_reused_across_rounds(monkeypatch) -> None:
     """Client level: the first noise drawn of each shape is sent again every time."""
-    original = client_level.gaussian_noise
-    drawn: dict[tuple[int, ...], torch.Tensor] = {}
-
-    def once(shape, std, **kwargs):
-        if tuple(shape) not in drawn:
-            drawn[tuple(shape)] = original(shape, std, **kwargs)
-        return drawn[tuple(shape)].clone()
-
-    monkeypatch.setattr(client_level, "gaussian_noise", once)
+    privacy_mutants.noise_reused(client_level)(monkeypatch.setattr)
 
 
 def per_sample_clipping_skipped(monkeypatch) -> None:
     """Sample level: Opacus's per-sample gradients summed without clipping."""
-
-    def accumulate_unclipped(self) -> None:
-        for p in self.params:
-            _check_processed_flag(p.grad_sample)
-            grad = self._get_flat_grad_sample(p).to(p.dtype).sum(dim=0)
-            p.summed_grad = grad if p.summed_grad is None else p.summed_grad + grad
-            _mark_as_processed(p.grad_sample)
-
-    monkeypatch.setattr(DPOptimizer, "clip_and_accumulate", accumulate_unclipped)
+    privacy_mutants.sample_clipping_skipped(monkeypatch.setattr)
 
 
 # --- client level ----------------------------------------------------------------------------------------------

@@ -25,12 +25,14 @@ import argparse
 import contextlib
 import inspect
 import json
+import math
 import statistics
 import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 from opacus.accountants.accountant import IAccountant
@@ -199,6 +201,17 @@ def audit(spec: AuditSpec, scenario: ScenarioSpec, data: FederatedData, seed: in
     }
 
 
+def _strict(value: Any) -> Any:
+    """``value`` as strict JSON: an unbounded epsilon (a pipeline no noise explains) as the string "unbounded"."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "unbounded"
+    if isinstance(value, dict):
+        return {key: _strict(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_strict(item) for item in value]
+    return value
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=20, help="runs of the correct implementation per scenario")
@@ -217,7 +230,7 @@ def main(argv: list[str] | None = None) -> None:
                         "ceiling": row["ceiling"], "detected": row["empirical_epsilon_lb"] > row["claimed_epsilon"],
                         "whole_run_claimed": row["whole_run_claimed"], "whole_run_lb": row["whole_run_lb"],
                         "statistic": row["statistic"], "seconds": round(row["seconds"], 1)})
-        print(json.dumps(mutants[-1]), file=sys.stderr)
+        print(json.dumps(_strict(mutants[-1])), file=sys.stderr)
     correct = []
     for name, scenario in found.items():
         rows = [audit(spec, scenario, data, seed=run) for run in range(args.runs)]
@@ -231,8 +244,8 @@ def main(argv: list[str] | None = None) -> None:
             "seconds_per_audit": round(statistics.median(r["seconds"] for r in rows), 1),
         })
         print(json.dumps(correct[-1]), file=sys.stderr)
-    result = {"mutants": mutants, "correct": correct}
-    text = json.dumps(result, indent=2)
+    result = _strict({"mutants": mutants, "correct": correct})
+    text = json.dumps(result, indent=2, allow_nan=False)
     print(text)
     if args.out:
         args.out.write_text(text + "\n")

@@ -10,7 +10,7 @@ sees the same released model): ``ratio`` = estimate / accountant,
 The same federation without DP shows what the estimate says when nothing
 protects the canaries.
 
-Usage: python benchmarks/canary_clients.py [--seeds 10] [--sites 20] [--canaries 500] [--out FILE]
+Usage: python benchmarks/canary_clients.py [--seeds 10] [--sites 20] [--canaries 2000] [--out FILE]
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--sites", type=int, default=20)
-    parser.add_argument("--canaries", type=int, default=500)
+    parser.add_argument("--canaries", type=int, default=2000)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     torch.set_num_threads(2)

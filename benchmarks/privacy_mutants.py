@@ -189,7 +189,7 @@ def audit(spec: AuditSpec, scenario: ScenarioSpec, data: FederatedData, seed: in
     started = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        finding = audit_mechanism(run, scenario, data, torch.device("cpu"))
+        finding = audit_mechanism(run, scenario, data)
     assert finding is not None
     worst = max(finding.checks, key=lambda c: c.per_round_lb / c.per_round_claimed)
     return {

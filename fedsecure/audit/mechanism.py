@@ -27,7 +27,7 @@ import torch
 
 from attacks.mechanism_audit import SubsampledGaussianFamily, audit_two_samples
 from fedsecure.audit.canary_clients import audit_canary_clients
-from fedsecure.config.parts import build_parts
+from fedsecure.config.parts import build_parts_on
 from fedsecure.config.spec import AuditSpec, ScenarioSpec
 from fedsecure.data.federated import FederatedData
 from fedsecure.fl.federation import Federation
@@ -42,27 +42,25 @@ _ANGLES = np.linspace(0.0, math.pi / 2, 7)
 
 
 def audit_mechanism(
-    spec: AuditSpec, scenario: ScenarioSpec, data: FederatedData, device: torch.device,
+    spec: AuditSpec, scenario: ScenarioSpec, data: FederatedData,
     build_federation: Callable[..., Federation] | None = None,
 ) -> MechanismAuditFinding | None:
     """The mechanism audit of one scenario (None without DP or without ``[attacks] mechanism``).
 
-    ``build_federation`` (the scenario's federation on given data, keyword
-    overrides to :class:`Federation`) is needed for canary clients.
+    It runs on the CPU, where the privacy pipeline draws its noise. ``build_federation`` (the
+    scenario's federation on given data, keyword overrides to :class:`Federation`) is needed for
+    canary clients.
     """
     options = spec.attacks.mechanism
     if options is None or scenario.dp is None:
         return None
     started = time.perf_counter()
-    height, width = data.image_size
-    shape = {"in_channels": data.in_channels, "n_classes": data.n_classes, "height": height, "width": width}
-    site_sizes = [site.n_train for site in data.sites]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the scenario's own run says what its settings weaken
-        parts = build_parts(spec, scenario, shape, site_sizes, torch.device("cpu"))
+        parts = build_parts_on(spec, scenario, data, torch.device("cpu"))
         trials = options.trials or DEFAULT_TRIALS[scenario.dp.level]
         seed = options.seed if options.seed is not None else derive_seed(spec.seed, "mechanism", scenario.name)
-        found = parts.privacy.canary_trials(site_sizes[options.site], trials, seed)
+        found = parts.privacy.canary_trials(data.sites[options.site].n_train, trials, seed)
     checks = [
         check_trials(kind, confidence=1 - (1 - options.confidence) / len(found), seed=derive_seed(seed, "split", i))
         for i, kind in enumerate(found)

@@ -21,7 +21,7 @@ from fedsecure.audit.inversion import audit_inversion
 from fedsecure.audit.mechanism import audit_mechanism
 from fedsecure.audit.membership import audit_membership
 from fedsecure.audit.run_directory import RunDirectory, RunIdentity
-from fedsecure.config.parts import build_parts
+from fedsecure.config.parts import build_parts_on
 from fedsecure.config.quick import quick_spec
 from fedsecure.config.spec import AuditSpec, LoadedSpec, ScenarioSpec
 from fedsecure.data.federated import FederatedData, federate
@@ -203,18 +203,15 @@ def _check_dp_scenarios(
         NotSupportedError: DP-SGD cannot train the model.
         SpecError: naming the scenario whose epsilon and delta cannot be met.
     """
-    height, width = data.image_size
-    shape = {"in_channels": data.in_channels, "n_classes": data.n_classes, "height": height, "width": width}
-    site_sizes = [site.n_train for site in data.sites]
     for scenario in scenarios:
         if scenario.dp is None:
             continue
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the scenario warns about its settings (and replaced layers) when it runs
             try:
-                parts = build_parts(spec, scenario, shape, site_sizes, device)
-                for n_train in site_sizes:  # DP-SGD calibrates per site, for its number of images
-                    parts.privacy.pin_noise_to_site(n_train, parts.training, spec.federation.rounds)
+                parts = build_parts_on(spec, scenario, data, device)
+                for site in data.sites:  # DP-SGD calibrates per site, for its number of images
+                    parts.privacy.pin_noise_to_site(site.n_train, parts.training, spec.federation.rounds)
             except SpecError as exc:
                 raise SpecError(f"scenario {scenario.name}: {exc}") from None
 
@@ -299,7 +296,7 @@ def _run_scenario(
     mechanism = None
     if spec.attacks.mechanism is not None and scenario.dp is not None:
         with progress.task(f"scenario {scenario.name}: mechanism audit", 1, units_per_step=1) as advance:
-            mechanism = audit_mechanism(spec, scenario, data, device, build_federation)
+            mechanism = audit_mechanism(spec, scenario, data, build_federation)
             advance()
     if spec.attacks.inversion is not None:
         with progress.task(f"scenario {scenario.name}: inversion attack", 1, units_per_step=rounds) as advance:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from fedsecure.config.spec import AuditSpec, ScenarioSpec
+from fedsecure.data.federated import FederatedData
 from fedsecure.fl.privacy_hooks import PrivacyMechanism
 from fedsecure.fl.round_loop import federation_facts
 from fedsecure.fl.state import ModelState
@@ -65,3 +66,10 @@ def build_parts(
     return ScenarioParts(ModelState(model, private=private), strategy, privacy, protocol, training)
 
 
+
+
+def build_parts_on(spec: AuditSpec, scenario: ScenarioSpec, data: FederatedData, device: torch.device) -> ScenarioParts:
+    """:func:`build_parts` for a federation whose sites' data is at hand (the audit's: shape and sizes read off it)."""
+    height, width = data.image_size
+    shape = {"in_channels": data.in_channels, "n_classes": data.n_classes, "height": height, "width": width}
+    return build_parts(spec, scenario, shape, [site.n_train for site in data.sites], device)

@@ -298,12 +298,7 @@ class ClientLevelDP(PrivacyMechanism):
 
     def _planned_guarantees(self) -> list[PartyGuarantee]:
         """The guarantees the report states after the planned rounds, every site taking part in each."""
-        return client_level_guarantees(
-            noise_multiplier=self.noise_multiplier, placement=self.placement, updates_hidden=self._updates_hidden,
-            min_sites=self.quorum(), sample_rate=1.0, rounds=self._planned_rounds,
-            max_participation=self._planned_rounds, secure_rng=self.secure_rng, delta=self.delta,
-            accountant=self.accountant,
-        )
+        return self._guarantees(1.0, self._planned_rounds, self._planned_rounds)
 
     def _zero_out(self, trials: int) -> torch.Tensor:
         """The zero-out neighbour's message: nothing (the site still takes part and adds its noise)."""
@@ -353,11 +348,15 @@ class ClientLevelDP(PrivacyMechanism):
 
     def guarantees(self, extra_round: bool = False) -> list[PartyGuarantee]:
         """The guarantee against each party after the rounds run so far (and one more if ``extra_round``)."""
+        return self._guarantees(
+            self.sample_rate, self._rounds + extra_round, max(self._participation, default=0) + extra_round
+        )
+
+    def _guarantees(self, sample_rate: float, rounds: int, max_participation: int) -> list[PartyGuarantee]:
         return client_level_guarantees(
             noise_multiplier=self.noise_multiplier, placement=self.placement, updates_hidden=self._updates_hidden,
-            min_sites=self.quorum(), sample_rate=self.sample_rate, rounds=self._rounds + extra_round,
-            max_participation=max(self._participation, default=0) + extra_round, secure_rng=self.secure_rng,
-            delta=self.delta, accountant=self.accountant,
+            min_sites=self.quorum(), sample_rate=sample_rate, rounds=rounds, max_participation=max_participation,
+            secure_rng=self.secure_rng, delta=self.delta, accountant=self.accountant,
         )
 
     def _calibrated_epsilon(self, guarantees: list[PartyGuarantee]) -> float:

@@ -117,7 +117,7 @@ def with_mechanism(spec: AuditSpec, **options) -> AuditSpec:
 def audit(spec: AuditSpec, name: str, data: FederatedData, build_federation=None) -> MechanismAuditFinding:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # seeded noise, distributed noise without CKKS: said by the scenario's run
-        finding = audit_mechanism(spec, spec.scenario_named(name), data, CPU, build_federation)
+        finding = audit_mechanism(spec, spec.scenario_named(name), data, build_federation)
     assert finding is not None
     return finding
 
@@ -234,9 +234,9 @@ def test_mechanism_audit_is_reproducible_from_its_seed(spec, data):
 
 
 def test_scenario_without_dp_or_without_mechanism_option_is_not_audited(spec, data):
-    assert audit_mechanism(spec, spec.scenario_named("plain"), data, CPU) is None
+    assert audit_mechanism(spec, spec.scenario_named("plain"), data) is None
     unasked = spec.model_copy(update={"attacks": spec.attacks.model_copy(update={"mechanism": None})})
-    assert audit_mechanism(unasked, unasked.scenario_named("client-dp"), data, CPU) is None
+    assert audit_mechanism(unasked, unasked.scenario_named("client-dp"), data) is None
 
 
 @pytest.mark.parametrize("name", ["client-dp", "client-dp-ckks", "client-dp-adaptive"])

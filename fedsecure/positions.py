@@ -24,3 +24,21 @@ class Position(str, Enum):
 
     def __str__(self) -> str:
         return self.value
+
+    @property
+    def in_words(self) -> str:
+        """Who sits here, in the words a data-protection officer uses."""
+        return _WORDS[self]
+
+    @property
+    def party(self) -> str:
+        """The party the privacy accountant states this seat's guarantee for ("public", "server", "site")."""
+        return _PARTIES[self]
+
+
+_WORDS = {
+    Position.EXTERNAL: "anyone given the final model",
+    Position.SERVER: "the aggregation server",
+    Position.CLIENT: "another participating hospital",
+}
+_PARTIES = {Position.EXTERNAL: "public", Position.SERVER: "server", Position.CLIENT: "site"}

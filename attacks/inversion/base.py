@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 
@@ -39,6 +40,13 @@ class InversionAttack(ABC):
     Attacks receive :class:`Observation` objects, which hold no images or
     labels, and optionally images the attacker already holds (public data).
     """
+
+    #: The options an audit uses where its spec sets none (the class's own defaults follow the paper).
+    audit_defaults: ClassVar[Mapping[str, Any]] = {}
+
+    def prior_description(self, public_images: torch.Tensor | None) -> str:
+        """What the attack knew of images before it looked (its image prior), in words, for the report."""
+        return "none beyond the value range"
 
     def reconstruct(self, observation: Observation, public_images: torch.Tensor | None = None) -> Reconstruction:
         """Reconstruct the images behind one observation."""

@@ -203,6 +203,22 @@ class GradientMatching(InversionAttack):
             for k in range(n_obs)
         ]
 
+    @override
+    def prior_description(self, public_images: torch.Tensor | None) -> str:
+        parts = []
+        if self.subspace and public_images is not None:
+            k = min(self.subspace, len(public_images))
+            parts.append(f"the span of the {k} leading principal components of {len(public_images)} public images")
+            if self.prior_weight:
+                parts.append(f"their Gaussian density (weight {self.prior_weight:g})")
+        else:
+            parts.append("raw pixels in the value range")
+        if self.tv:
+            parts.append(f"total variation (weight {self.tv:g})")
+        if self.init == "prior" and public_images is not None:
+            parts.append("starting from the mean public image")
+        return ", ".join(parts)
+
     def _space(
         self, low: float, high: float, public_images: torch.Tensor | None, device: torch.device
     ) -> PixelSpace | PrincipalSpace:

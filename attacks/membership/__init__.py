@@ -24,7 +24,7 @@ from attacks.membership.base import MEMBERSHIP_ATTACKS, MembershipAttack, Refere
 from attacks.membership.lira import LiRA
 from attacks.membership.loss import LossAttack
 from attacks.membership.reference import ReferenceAttack
-from attacks.membership.references import balanced_memberships, train_references
+from attacks.membership.references import balanced_memberships, train_reference_signals, train_references
 from attacks.membership.rmia import RMIA
 from attacks.membership.shadow import ShadowModelAttack
 
@@ -38,5 +38,6 @@ __all__ = [
     "ReferenceOutputs",
     "ShadowModelAttack",
     "balanced_memberships",
+    "train_reference_signals",
     "train_references",
 ]

@@ -28,6 +28,10 @@ TrainAndPredict = Callable[[np.ndarray], torch.Tensor | None]
 """Trains one model on the candidates where the mask is True; returns its (N, C) logits on all candidates,
 or None when that training failed (the model is then left out)."""
 
+TrainAndObserve = Callable[[np.ndarray], dict[str, torch.Tensor] | None]
+"""Trains one model (or federation) on the candidates where the mask is True; returns named (N, C) logits
+on all candidates, one per thing an attacker observes of it (the released model, a site's local model, one
+round's global model), or None when that training failed."""
 
 def balanced_memberships(candidates: int, models: int, rng: np.random.Generator) -> np.ndarray:
     """(models, candidates) membership masks with every candidate in exactly ``models // 2`` models.
@@ -64,46 +68,80 @@ def train_references(
             a cached file with another key is retrained, never reused.
         on_model: called with each model's index when it is ready (progress).
     """
-    logits, kept = [], []
+
+    def observe(mask: np.ndarray) -> dict[str, torch.Tensor] | None:
+        logits = train_and_predict(mask)
+        return None if logits is None else {"model": logits}
+
+    return train_reference_signals(observe, members, labels, cache, key, on_model)["model"]
+
+
+def train_reference_signals(
+    train_and_observe: TrainAndObserve,
+    members: np.ndarray,
+    labels: torch.Tensor,
+    cache: Path | None = None,
+    key: str = "",
+    on_model: Callable[[int], None] | None = None,
+) -> dict[str, ReferenceOutputs]:
+    """:func:`train_references` for trainings an attacker observes in several ways: reference outputs per signal.
+
+    Each training returns named logits (say, of the released model and of each round's global
+    model); the result holds, for every name all kept trainings returned, the reference outputs of
+    that name. One set of trainings thus serves every threat position.
+    """
+    signals: list[dict[str, torch.Tensor]] = []
+    kept = []
     for k, mask in enumerate(members):
         path = cache / f"reference-{k:03d}.npz" if cache is not None else None
         cached = _load(path, key, mask) if path is not None else None
         if cached is None:
-            trained = train_and_predict(mask)
+            trained = train_and_observe(mask)
             if trained is not None:
-                cached = trained.detach().cpu().double()
+                cached = {name: logits.detach().cpu().double() for name, logits in trained.items()}
                 if path is not None:
                     _save(path, key, mask, cached)
         if cached is not None:
-            logits.append(cached)
+            signals.append(cached)
             kept.append(k)
         if on_model is not None:
             on_model(k)
-    if not logits:
+    if not signals:
         raise ValueError("every reference model failed to train")
-    return ReferenceOutputs(
-        logits=torch.stack(logits), members=torch.as_tensor(members[kept]), labels=labels.cpu()
-    )
+    common = set.intersection(*(set(s) for s in signals))
+    return {
+        name: ReferenceOutputs(
+            logits=torch.stack([s[name] for s in signals]), members=torch.as_tensor(members[kept]), labels=labels.cpu()
+        )
+        for name in sorted(common)
+    }
 
 
-def _load(path: Path, key: str, mask: np.ndarray) -> torch.Tensor | None:
+_SIGNAL = "signal:"
+
+
+def _load(path: Path, key: str, mask: np.ndarray) -> dict[str, torch.Tensor] | None:
     if not path.exists():
         return None
     try:
         with np.load(path, allow_pickle=False) as stored:
             if str(stored["key"]) != key or not np.array_equal(stored["members"], mask):
                 return None
-            return torch.from_numpy(stored["logits"])
+            signals = {name[len(_SIGNAL):]: torch.from_numpy(stored[name]) for name in stored.files
+                       if name.startswith(_SIGNAL)}
+            return signals or None
     except (OSError, ValueError, KeyError):
         return None  # a damaged cache entry is retrained
 
 
-def _save(path: Path, key: str, mask: np.ndarray, logits: torch.Tensor) -> None:
+def _save(path: Path, key: str, mask: np.ndarray, signals: dict[str, torch.Tensor]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
     os.close(handle)
     try:
-        np.savez(temporary, key=np.array(key), members=mask, logits=logits.numpy())
+        arrays: dict[str, np.ndarray] = {"key": np.array(key), "members": mask}
+        arrays.update({f"{_SIGNAL}{name}": logits.numpy() for name, logits in signals.items()})
+        np.savez(temporary, allow_pickle=False, **arrays)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

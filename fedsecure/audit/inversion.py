@@ -1,22 +1,32 @@
-"""The inversion audit: attack the server's view of round 1, then score it against the truth and the prior.
+"""The inversion audit: attack what a seat sees of one round, then score it against the truth and the prior.
 
-Threat model (server position, honest but curious): the server sent the
-initial global model and received one site's protected update. It knows the
-training settings it set (learning rate, epochs, batch size) and how many
-images the update came from (the FedAvg weight tells it; where the weight does
-not, as under client-level DP, the audit grants it that knowledge: the
-strongest attacker). It also holds public images of the modality: the test
-split stands in for them, and their mean image is the attacker's prior.
+Threat model (honest but curious, at two seats):
+
+* ``server``: it sent the global model of round ``round`` and received the
+  attacked site's protected update; nothing to invert under secure
+  aggregation (``no_access``);
+* ``client``: another site (``attacker_site``) took part in the same round.
+  It reads the aggregate's sums (every site does, to move its model) and knows
+  its own message, so it holds the other sites' weighted mean update: under
+  CKKS as in the clear. With two sites that mean is the attacked site's update.
+
+Either attacker knows the training settings (learning rate, epochs, batch
+size) and how many images the attacked update came from (the FedAvg weight
+tells the server; the audit grants it where it does not, as under
+client-level DP, and to the client: the strongest attacker). Both hold public
+images of the modality: the test split stands in for them, and their mean
+image is the attacker's prior.
 
 The attacked site holds ``batch_size`` images in the probed round (the
 setting of the gradient-inversion literature); ``images / batch_size`` such
-rounds are probed, each with a different batch from the site's training data.
-Each probe is the scenario's own client pipeline (:meth:`Federation.first_round_view`:
-the same strategy, privacy mechanism and protocol), so a DP scenario's probe
-carries that scenario's noise and a CKKS scenario's probe is ciphertext. The
-noise is the real run's: DP-SGD's multiplier is pinned to the one calibrated
-for the site's real size (a site of ``batch_size`` images would otherwise be
-recalibrated with far more noise, understating the leakage).
+rounds are probed, each with a different batch from the site's training data,
+every other site training on its own data. Each probe is the scenario's own
+pipeline (the same strategy, privacy mechanism and protocol) run for one round
+from the real run's global model of that round, so a DP scenario's probe
+carries that scenario's noise and a CKKS scenario's probe is ciphertext to the
+server. The noise is the real run's: DP-SGD's multiplier is pinned to the one
+calibrated for the site's real size (a site of ``batch_size`` images would
+otherwise be recalibrated with far more noise, understating the leakage).
 
 The attack sees the :class:`~attacks.inversion.Observation` only; the truth
 stays here, with the auditor, for scoring.
@@ -31,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from attacks.inversion import LocalSteps, Observation
 from attacks.metrics import ReconstructionScores, score_reconstruction
@@ -39,7 +50,7 @@ from fedsecure.data.federated import FederatedData
 from fedsecure.data.splits import Split
 from fedsecure.fl.federation import Federation
 from fedsecure.fl.privacy_hooks import PrivacyMechanism
-from fedsecure.fl.views import ReceivedUpdate, ServerView
+from fedsecure.fl.views import Recipe
 from fedsecure.positions import Position
 from fedsecure.report.findings import ImageScores, InversionFinding
 from fedsecure.report.output import write_atomic
@@ -47,7 +58,9 @@ from fedsecure.report.png import encode_gray, image_grid
 from fedsecure.seeding import derive_seed, numpy_rng
 
 FIGURES = "figures"
-POSITION = Position.SERVER
+
+#: What one probe gives an attacker at a seat: its observation's model and update, or why it has none.
+Probe = tuple[nn.Module, dict[str, torch.Tensor], Recipe] | str
 
 
 def audit_inversion(
@@ -56,8 +69,9 @@ def audit_inversion(
     data: FederatedData,
     build_federation: Callable[..., Federation],
     out_dir: Path,
-) -> InversionFinding:
-    """Run ``[attacks] inversion`` against one scenario from the server's position.
+    start: torch.Tensor | None = None,
+) -> list[InversionFinding]:
+    """Run ``[attacks] inversion`` against one scenario from every seat asked for: one finding per position.
 
     Every scenario is probed with the same victim images, so that their results compare side by side.
 
@@ -66,18 +80,23 @@ def audit_inversion(
         scenario: the scenario whose client pipeline is probed.
         data: the federated data.
         build_federation: the scenario's federation on given data (same settings as its real run).
-        out_dir: where the image grid goes (``figures/inversion-<scenario>.png``).
+        out_dir: where the image grids go (``figures/inversion-<scenario>[-<position>].png``).
+        start: the real run's global state at the start of the probed round (None: the initial model).
     """
     settings = spec.attacks.inversion
     assert settings is not None
     site = data.sites[settings.site]
-    base = dict(method=settings.method, position=POSITION, site=site.name, images=settings.images,
-                batch_size=settings.batch_size)
+    positions = settings.positions_on(len(data.sites))
+    attacker = settings.attacker_on(len(data.sites))
+
+    def base(position: Position) -> dict:
+        observer = data.sites[attacker].name if position is Position.CLIENT else None
+        return dict(method=settings.method, position=position, site=site.name, images=settings.images,
+                    batch_size=settings.batch_size, round=settings.round, attacker_site=observer)
+
     if site.n_train < settings.images:
-        return InversionFinding(
-            status="skipped", reason=f"site {site.name} holds {site.n_train} training images, fewer than the "
-            f"{settings.images} to attack", **base,
-        )
+        reason = f"site {site.name} holds {site.n_train} training images, fewer than the {settings.images} to attack"
+        return [InversionFinding(status="skipped", reason=reason, **base(p)) for p in positions]
     chosen = numpy_rng(spec.seed, "inversion-victims").choice(site.n_train, settings.images, replace=False)
     batches = np.sort(chosen).reshape(-1, settings.batch_size)
 
@@ -89,25 +108,68 @@ def audit_inversion(
             site.n_train, scenario.local_training(spec.federation), spec.federation.rounds
         )
 
-    observations, truths, assumptions = [], [], []
-    for batch in batches:
+    def probe(position: Position, batch: np.ndarray) -> tuple[Probe, str | None]:
         victim = Split(images=site.train.images[batch], labels=site.train.labels[batch])
-        probe = replace(data, sites=[replace(s, train=victim) if s is site else s for s in data.sites])
+        probed = replace(data, sites=[replace(s, train=victim) if s is site else s for s in data.sites])
         privacy, pinned = probe_privacy()
-        view = build_federation(probe, privacy=privacy).first_round_view(settings.site)
-        received = view.round(1).received[site.name]
-        if not received.plaintext:
-            return InversionFinding(
-                status="no_access",
-                reason="the server holds only ciphertexts of the site's update (secure aggregation); "
-                "there is nothing it can invert",
-                **base,
-            )
-        observation, assumptions = _observation(view, received, settings, data)
-        assumptions += [pinned] if pinned else []
-        observations.append(observation)
-        truths.append(victim)
+        federation = build_federation(probed, privacy=privacy)
+        if position is Position.SERVER:
+            view = federation.server_probe_view(settings.site, start, settings.round)
+            received = view.round(settings.round).received[site.name]
+            sent = view.round(settings.round).sent_model
+            if not received.plaintext or received.parameters is None or sent is None:
+                return ("the server holds only ciphertexts of the site's update (secure aggregation); there is "
+                        "nothing it can invert"), pinned
+            return (sent, received.parameters, view.recipe), pinned
+        seat = federation.client_probe_view(attacker, start, settings.round)
+        others = seat.others_update(settings.round)
+        if others is None or seat.recipe is None:
+            return f"{seat.site} sent alone in the probed round: there is no other site's update", pinned
+        return (seat.model_at(0), others, seat.recipe), pinned
 
+    findings = []
+    for position in positions:
+        observations, truths, assumptions = [], [], _assumptions(position, settings, data, attacker)
+        refused = None
+        for batch in batches:
+            seen, pinned = probe(position, batch)
+            if isinstance(seen, str):
+                refused = seen
+                break
+            model, update, recipe = seen
+            observation, replay_note = _observation(model, update, recipe, settings, data)
+            observations.append(observation)
+            truths.append(Split(images=site.train.images[batch], labels=site.train.labels[batch]))
+            assumptions += [note for note in (replay_note, pinned) if note and note not in assumptions]
+        if refused is not None:
+            findings.append(InversionFinding(status="no_access", reason=refused, **base(position)))
+            continue
+        findings.append(_attack(spec, scenario, data, settings, position, observations, truths, assumptions,
+                                out_dir, base(position)))
+    return findings
+
+
+def _assumptions(position: Position, settings: InversionSpec, data: FederatedData, attacker: int) -> list[str]:
+    if position is Position.SERVER:
+        return [f"the server knows the site's update came from {settings.batch_size} image(s), and its training "
+                "settings"]
+    others = len(data.sites) - 1
+    mixed = "" if others == 1 else (
+        f"; with {others} other sites that mean mixes their updates, and the attack inverts the mixture"
+    )
+    return [
+        f"{data.sites[attacker].name} computes the other sites' weighted mean update from the revealed aggregate "
+        f"and its own message{mixed}",
+        f"{data.sites[attacker].name} is granted that the attacked update came from {settings.batch_size} "
+        "image(s), and knows the training settings (it runs them)",
+    ]
+
+
+def _attack(
+    spec: AuditSpec, scenario: ScenarioSpec, data: FederatedData, settings: InversionSpec, position: Position,
+    observations: list[Observation], truths: list[Split], assumptions: list[str], out_dir: Path, base: dict,
+) -> InversionFinding:
+    """Reconstruct every observation, score against the truth and the prior, draw the grid."""
     public = torch.from_numpy(data.test.images)
     attack = settings.attack(derive_seed(spec.seed, "inversion-attack"))
     reconstructions = attack.reconstruct_all(observations, public_images=public)
@@ -116,7 +178,8 @@ def audit_inversion(
         score_reconstruction(r.images, r.labels, torch.from_numpy(t.images), torch.from_numpy(t.labels), prior)
         for r, t in zip(reconstructions, truths, strict=True)
     ]
-    figure = _save_grid(out_dir, scenario.name, truths, reconstructions, scores, prior)
+    suffix = "" if position is Position.SERVER else f"-{position.value}"
+    figure = _save_grid(out_dir, f"{scenario.name}{suffix}", truths, reconstructions, scores, prior)
     merged = ReconstructionScores.concatenate(scores)
     return InversionFinding(
         status="ok",
@@ -135,33 +198,28 @@ def audit_inversion(
         seconds=reconstructions[0].seconds,
         figure=figure,
         assumptions=assumptions,
+        prior=attack.prior_description(public),
         **base,
     )
 
 
 def _observation(
-    view: ServerView, received: ReceivedUpdate, settings: InversionSpec, data: FederatedData
-) -> tuple[Observation, list[str]]:
-    """The server's view of one plaintext message, as an attack's observation (no images, no labels)."""
-    sent = view.round(1).sent_model
-    assert sent is not None and received.parameters is not None
-    training = view.recipe.training
-    assumptions = [
-        f"the server knows the site's update came from {settings.batch_size} image(s), and its training settings"
-    ]
-    if view.recipe.one_full_batch_step:
+    model: nn.Module, update: dict[str, torch.Tensor], recipe: Recipe, settings: InversionSpec, data: FederatedData
+) -> tuple[Observation, str | None]:
+    """One seat's view of one probed round, as an attack's observation (no images, no labels)."""
+    training = recipe.training
+    note = None
+    if recipe.one_full_batch_step:
         steps = LocalSteps(lr=training.lr)
     else:
         steps = LocalSteps(lr=training.lr, epochs=training.epochs, batch_size=training.batch_size)
         if training.optimizer != "sgd" or training.momentum:
-            assumptions.append(
-                "the replay assumes plain SGD; the site's optimizer differs, so the replay is approximate"
-            )
+            note = "the replay assumes plain SGD; the site's optimizer differs, so the replay is approximate"
     observation = Observation(
-        model=copy.deepcopy(sent), update=received.parameters, n_images=settings.batch_size,
+        model=copy.deepcopy(model), update=update, n_images=settings.batch_size,
         image_shape=(data.in_channels, *data.image_size), n_classes=data.n_classes, training=steps,
     )
-    return observation, assumptions
+    return observation, note
 
 
 def _save_grid(out_dir: Path, scenario: str, truths: list[Split], reconstructions, scores, prior: torch.Tensor) -> str:

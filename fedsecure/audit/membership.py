@@ -1,19 +1,31 @@
-"""The membership audit: reference federations, attacks on the released model, a one-run canary audit.
+"""The membership audit: reference federations, attacks from every seat, a one-run canary audit.
 
-Threat model (external position): the attacker holds the released final global
-model, candidate images with their labels, and the training recipe (the
-spec), with which it trains its own reference federations. Candidates are
-every site's training images (members) and every site's held-out images, test
-and validation (non-members: same sites, same scanners, never trained on), so the attack
-cannot win on a distribution shift between the two.
+Threat model: the attacker holds candidate images with their labels and the
+training recipe (the spec), with which it trains its own reference
+federations, and what its seat observes of the target federation
+(:mod:`fedsecure.audit.seat_signals`):
+
+* ``external``: the released final model;
+* ``server``: each site's latest local model (the model it sent plus the
+  site's plaintext update); nothing under secure aggregation (``no_access``);
+* ``client``: site ``attacker_site``, holding the global model of every round;
+  it targets the other sites' patients (it knows its own).
+
+Candidates are every site's training images (members) and every site's
+held-out images, test and validation (non-members: same sites, same
+scanners, never trained on), so the attack cannot win on a distribution shift
+between the two. A signal observed over several rounds (the client's
+trajectory) is scored round by round and the scores summed (for LiRA, the
+log-likelihood ratios of the rounds, treated as independent).
 
 Reference federations run the scenario's own pipeline (strategy, local
 training, DP mechanism) on a random half of the candidates, each site keeping
 its own candidates; CKKS is replaced by the plain protocol for them, which
-yields the bit-identical model faster. Each runs on its own seed (derived from
-its membership), never the target's: with seeded noise the attacker would
-otherwise replay the target's noise and batch order. Their logits are cached
-under ``out_dir/cache/``.
+yields the bit-identical model faster. One set of reference federations
+serves every seat: each records what every seat observes. Each runs on its
+own seed (derived from its membership), never the target's: with seeded noise
+the attacker would otherwise replay the target's noise and batch order. Their
+logits are cached under ``out_dir/cache/``.
 
 The one-run canary audit (Steinke, Nasr and Jagielski 2023) trains the
 scenario's pipeline once more with canaries (held-out images with flipped
@@ -32,28 +44,36 @@ import warnings
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from attacks.auditing import one_run_audit
-from attacks.membership import MEMBERSHIP_ATTACKS, MembershipAttack, balanced_memberships, train_references
+from attacks.membership import (
+    MEMBERSHIP_ATTACKS,
+    MembershipAttack,
+    ReferenceOutputs,
+    balanced_memberships,
+    train_reference_signals,
+)
 from attacks.membership.signals import loss
 from attacks.metrics import membership_scores
+from fedsecure.audit.seat_signals import RELEASED, client_signal, seat_signals
 from fedsecure.config.spec import AuditSpec, MembershipSpec, ScenarioSpec
 from fedsecure.data.federated import FederatedData
 from fedsecure.data.splits import Split
 from fedsecure.errors import TrainingDivergedError
 from fedsecure.fl.evaluation import logits
 from fedsecure.fl.federation import Federation
-from fedsecure.fl.views import ExternalView, external_view
+from fedsecure.fl.round_loop import FederationResult
+from fedsecure.fl.views import SeatViews, external_view, seat_views
 from fedsecure.positions import Position
 from fedsecure.report.findings import CanaryAuditFinding, ExposedMember, MembershipFinding, RateAtFpr
 from fedsecure.secure.plain import PlainAggregation
 from fedsecure.seeding import derive_seed, numpy_rng
 
-POSITION = Position.EXTERNAL
 BASELINE = "loss"
 MOST_EXPOSED = 10
 
@@ -96,25 +116,34 @@ def logits_of(model: nn.Module, images: np.ndarray, device: torch.device) -> tor
 def _replica_logits(
     build_federation: BuildFederation, data: FederatedData, images: np.ndarray, seed: int
 ) -> torch.Tensor | None:
-    """Train the scenario's pipeline on ``data`` (the attacker's or auditor's replica); its final logits on ``images``.
+    """Train the scenario's pipeline on ``data`` (the auditor's replica); its released model's logits on ``images``.
+
+    See :func:`_replica` for how the replica runs; None when its training diverged.
+    """
+    federation, result = _replica(build_federation, data, seed, keep_messages="none", keep_global_models=False)
+    if result is None:
+        return None
+    return logits_of(external_view(result).released_model, images, federation.device)
+
+
+def _replica(
+    build_federation: BuildFederation, data: FederatedData, seed: int, **keep: Any
+) -> tuple[Federation, FederationResult | None]:
+    """Train the scenario's pipeline on ``data`` (the attacker's or auditor's replica).
 
     The replica runs the plain protocol (CKKS yields the same model bit for bit)
     on its own ``seed`` (batch order, participation and seeded noise differ
-    from the target's) and keeps no trace. Its warnings are silenced: they repeat the scenario's,
-    which were already shown, or concern only the replica's protocol. A
-    replica whose training diverges (heavy DP noise can do that) gives None.
+    from the target's) and keeps what ``keep`` asks of its trace. Its warnings are silenced: they
+    repeat the scenario's, which were already shown, or concern only the replica's protocol. A
+    replica whose training diverges (heavy DP noise can do that) gives no result.
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        federation = build_federation(
-            data, protocol=PlainAggregation(), evaluate_every=0, keep_messages="none", keep_global_models=False,
-            seed=seed,
-        )
+        federation = build_federation(data, protocol=PlainAggregation(), evaluate_every=0, seed=seed, **keep)
         try:
-            result = federation.run()
+            return federation, federation.run()
         except TrainingDivergedError:
-            return None
-    return logits_of(external_view(result).released_model, images, federation.device)
+            return federation, None
 
 
 def audit_membership(
@@ -122,62 +151,120 @@ def audit_membership(
     scenario: ScenarioSpec,
     data: FederatedData,
     build_federation: BuildFederation,
-    target: ExternalView,
+    target: SeatViews,
     device: torch.device,
     cache_dir: Path,
     on_reference: Callable[[int], None] | None = None,
 ) -> tuple[list[MembershipFinding], CanaryAuditFinding | None]:
-    """Run ``[attacks] membership`` against one scenario's released model, and its canary audit.
+    """Run ``[attacks] membership`` against one scenario from every seat asked for, and its canary audit.
 
     Args:
         spec: the audit spec (``spec.attacks.membership`` must be set).
         scenario: the scenario whose pipeline the reference models reuse.
         data: the federated data.
         build_federation: the scenario's federation on given data, with keyword overrides.
-        target: the external position's view of the scenario's federation (its released model).
+        target: every seat's view of the scenario's federation.
         device: where models run.
         cache_dir: where reference models' logits are cached.
         on_reference: progress, called as each reference model is ready.
 
     Returns:
-        One finding per attack (``method``, then the loss baseline), and the canary audit (None without canaries).
+        One finding per attack (``method``, then the loss baseline) and position, and the canary
+        audit (None without canaries).
     """
     settings = spec.attacks.membership
     assert settings is not None
     pool = CandidatePool(data)
     labels = torch.from_numpy(pool.labels)
-    target_logits = logits_of(target.released_model, pool.images, device)
+    asked = settings.positions_on(len(data.sites))
+    target_signals = seat_signals(target, asked, pool.images, pool.site, pool.site_names, device)
+    blind = [p for p in asked if not _signal_names(p, target_signals)]  # e.g. the server under CKKS
+    observed = [p for p in asked if p not in blind]
+    attacker = pool.site_names[settings.attacker_site]
 
-    def train_and_predict(chosen: np.ndarray) -> torch.Tensor:
+    def train_and_observe(chosen: np.ndarray) -> dict[str, torch.Tensor] | None:
         seed = derive_seed(spec.seed, "reference", scenario.name, hashlib.sha256(chosen.tobytes()).hexdigest())
-        return _replica_logits(build_federation, pool.federated(data, chosen), pool.images, seed)
+        federation, result = _replica(
+            build_federation, pool.federated(data, chosen), seed,
+            keep_messages="ends" if Position.SERVER in observed else "none",
+            keep_global_models=Position.SERVER in observed or Position.CLIENT in observed,
+        )
+        if result is None:
+            return None
+        views = seat_views(result, federation.state, federation.recipe, federation.server_private, attacker)
+        return seat_signals(views, observed, pool.images, pool.site, pool.site_names, federation.device)
 
     attacks: list[MembershipAttack] = [settings.attack()]
     if settings.method != BASELINE:
         attacks.append(MEMBERSHIP_ATTACKS.get(BASELINE)())
-    references, reference_seconds = None, 0.0
-    if any(a.needs_references for a in attacks):
+    references: dict[str, ReferenceOutputs] | None = None
+    reference_seconds = 0.0
+    if any(a.needs_references for a in attacks) and observed:
         started = time.perf_counter()
-        # What a reference model depends on: the training recipe and data, and this scenario (not the others).
+        # What a reference model depends on: the training recipe and data, this scenario (not the others), the seats.
         recipe = spec.model_dump_json(include={"seed", "data", "model", "federation"})
-        key = hashlib.sha256(f"{recipe}|{scenario.model_dump_json()}|{data.sha256()}".encode()).hexdigest()
+        seats = ",".join(p.value for p in observed)
+        key = hashlib.sha256(
+            f"{recipe}|{scenario.model_dump_json()}|{data.sha256()}|{seats}|{attacker}".encode()
+        ).hexdigest()
         members = balanced_memberships(
             len(pool), settings.shadow_models, numpy_rng(spec.seed, "references", scenario.name)
         )
-        references = train_references(
-            train_and_predict, members, labels, cache=cache_dir / f"membership-{scenario.name}", key=key,
+        references = train_reference_signals(
+            train_and_observe, members, labels, cache=cache_dir / f"membership-{scenario.name}", key=key,
             on_model=on_reference,
         )
         reference_seconds = time.perf_counter() - started
-    findings = [
-        _finding(attack, settings, references, reference_seconds, target_logits, labels, pool) for attack in attacks
-    ]
+    findings = []
+    for position in asked:
+        for attack in attacks:
+            if position in blind:
+                findings.append(_no_access(attack, position, settings))
+                continue
+            names = _signal_names(position, target_signals)
+            if attack.needs_references:
+                assert references is not None
+                names = [n for n in names if n in references]
+            chosen = pool.site != settings.attacker_site if position is Position.CLIENT else np.ones(len(pool), bool)
+            findings.append(_finding(
+                attack, position, settings, references, reference_seconds, target_signals, names, labels, pool,
+                chosen, _observed_text(position, names, attacker, data),
+            ))
     canary = None
     if settings.canaries:
         canary = _canary_audit(spec, scenario, data, build_federation, settings, canary_delta(scenario))
         if on_reference is not None:
             on_reference(settings.shadow_models)  # the canary run is one more federation
     return findings, canary
+
+
+def _signal_names(position: Position, signals: dict[str, torch.Tensor]) -> list[str]:
+    """The signals one seat observes (the client's trajectory in round order, the released model last)."""
+    if position is not Position.CLIENT:
+        return [position.value] if position.value in signals else []
+    rounds = sorted(int(n.split("@")[1]) for n in signals if n.startswith("client@") and not n.endswith(RELEASED))
+    names = [client_signal(str(r)) for r in rounds]
+    return names + ([client_signal(RELEASED)] if client_signal(RELEASED) in signals else [])
+
+
+def _observed_text(position: Position, names: list[str], attacker: str, data: FederatedData) -> str:
+    """What the seat's attack scored with, in words."""
+    if position is Position.EXTERNAL:
+        return "the released model"
+    if position is Position.SERVER:
+        return "each site's latest local model (the model the server sent plus the site's update)"
+    rounds = [n.split("@")[1] for n in names if not n.endswith(RELEASED)]
+    span = f"after rounds {', '.join(rounds)} and " if rounds else ""
+    return (f"{attacker}'s seat: the global models {span}the released model, scores summed over them; "
+            f"candidates of the other {len(data.sites) - 1} site(s)")
+
+
+def _no_access(attack: MembershipAttack, position: Position, settings: MembershipSpec) -> MembershipFinding:
+    return MembershipFinding(
+        method=MEMBERSHIP_ATTACKS.name_of(type(attack)), position=position, status="no_access",
+        reason="the server holds only ciphertexts of the sites' updates (secure aggregation): no site's local model",
+        confidence=settings.confidence,
+    )
 
 
 def canary_delta(scenario: ScenarioSpec) -> float:
@@ -193,23 +280,33 @@ def canary_delta(scenario: ScenarioSpec) -> float:
     return dp.delta if dp.level == "sample" else (1 + math.exp(dp.epsilon)) * dp.delta
 
 
-def _finding(attack, settings: MembershipSpec, references, reference_seconds: float, target_logits, labels,
-             pool: CandidatePool) -> MembershipFinding:
-    """Fit, score, measure. ``seconds`` = the reference models' training (if used) + fitting and scoring."""
+def _finding(
+    attack: MembershipAttack, position: Position, settings: MembershipSpec,
+    references: dict[str, ReferenceOutputs] | None, reference_seconds: float, target: dict[str, torch.Tensor],
+    names: list[str], labels: torch.Tensor, pool: CandidatePool, chosen: np.ndarray, observed: str,
+) -> MembershipFinding:
+    """Fit and score on each signal the seat observes (summed), measure on the ``chosen`` candidates.
+
+    ``seconds`` = the reference models' training (if used, shared by every seat) + fitting and scoring.
+    """
     started = time.perf_counter()
-    scores = attack.fit(references if attack.needs_references else None).score(target_logits, labels)
-    truth = torch.from_numpy(pool.is_member)
-    measured = membership_scores(scores, truth, settings.confidence)
-    member_index = np.flatnonzero(pool.is_member)
+    scores = torch.zeros(len(pool), dtype=torch.float64)
+    for name in names:
+        fitted = attack.fit(references[name] if attack.needs_references and references is not None else None)
+        scores += fitted.score(target[name], labels).double()
+    index = np.flatnonzero(chosen)
+    truth = torch.from_numpy(pool.is_member[index])
+    measured = membership_scores(scores[index], truth, settings.confidence)
+    member_index = index[pool.is_member[index]]
     exposed = member_index[np.argsort(-scores.numpy()[member_index], kind="stable")[:MOST_EXPOSED]]
+    used = references[names[0]].models if attack.needs_references and references is not None and names else 0
     return MembershipFinding(
         method=MEMBERSHIP_ATTACKS.name_of(type(attack)),
-        position=POSITION,
+        position=position,
         status="ok",
-        shadow_models=references.models if attack.needs_references and references is not None else 0,
-        shadow_models_failed=(
-            settings.shadow_models - references.models if attack.needs_references and references else 0
-        ),
+        observed=observed,
+        shadow_models=used,
+        shadow_models_failed=settings.shadow_models - used if attack.needs_references else 0,
         members=measured.members,
         non_members=measured.non_members,
         auc=measured.auc,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import time
 import warnings
@@ -30,7 +31,8 @@ from fedsecure.errors import OutputError, ReportFormatError, SpecError
 from fedsecure.fl.baselines import baseline_training, train_centralized, train_local_only
 from fedsecure.fl.federation import Federation
 from fedsecure.fl.round_loop import FederationResult
-from fedsecure.fl.views import external_view
+from fedsecure.fl.state import ModelState
+from fedsecure.fl.views import Recipe, SeatViews, seat_views
 from fedsecure.models import build_model
 from fedsecure.report.findings import (
     SCHEMA_VERSION,
@@ -282,6 +284,8 @@ def _run_scenario(
             seed=spec.seed,
             device=device,
             privacy=scenario.dp.mechanism() if scenario.dp is not None else None,
+            # The server seat's membership attack reads each site's last local model, its inversion the first round.
+            keep_messages="ends",
         )
         return Federation(on, make_model(), spec.federation.strategy_instance(), **{**settings, **overrides})
 
@@ -298,9 +302,13 @@ def _run_scenario(
         with progress.task(f"scenario {scenario.name}: mechanism audit", 1, units_per_step=1) as advance:
             mechanism = audit_mechanism(spec, scenario, data, build_federation)
             advance()
-    if spec.attacks.inversion is not None:
+    inversion = spec.attacks.inversion
+    if inversion is not None:
         with progress.task(f"scenario {scenario.name}: inversion attack", 1, units_per_step=rounds) as advance:
-            attacks.append(audit_inversion(spec, scenario, data, build_federation, out_dir))
+            kept = [r.global_model for r in result.trace.rounds if r.round == inversion.round]
+            attacks.extend(audit_inversion(
+                spec, scenario, data, build_federation, out_dir, start=kept[0] if kept else None,
+            ))
             advance()
     if spec.attacks.membership is not None:
         membership = spec.attacks.membership
@@ -309,7 +317,8 @@ def _run_scenario(
             membership.shadow_models + (membership.canaries > 0), units_per_step=rounds,
         ) as advance:
             found, canary = audit_membership(
-                spec, scenario, data, build_federation, external_view(result), device, out_dir / "cache",
+                spec, scenario, data, build_federation, _seats(spec, scenario, result, data, membership.attacker_site),
+                device, out_dir / "cache",
                 on_reference=lambda _: advance(),
             )
         attacks.extend(found)
@@ -318,6 +327,17 @@ def _run_scenario(
         spec, scenario, result, wall_seconds=wall, attacks=attacks, canary=canary, attack_seconds=attack_seconds,
         mechanism=mechanism,
     )
+
+
+def _seats(
+    spec: AuditSpec, scenario: ScenarioSpec, result: FederationResult, data: FederatedData, attacker_site: int
+) -> SeatViews:
+    """Every seat's view of the scenario's federation, built from its result (whichever engine ran it)."""
+    model = copy.deepcopy(result.released_model)
+    strategy = spec.federation.strategy_instance()
+    state = ModelState(model, private=strategy.private_names(model))
+    recipe = Recipe(scenario.local_training(spec.federation), strategy.one_full_batch_step)
+    return seat_views(result, state, recipe, state.get_private(), data.sites[attacker_site].name)
 
 
 def scenario_finding(

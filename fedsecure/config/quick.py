@@ -43,6 +43,8 @@ def quick_spec(spec: AuditSpec) -> AuditSpec:
         attack["images"] = inversion.batch_size * min(inversion.images // inversion.batch_size, QUICK_INVERSION_BATCHES)
         attack["iterations"] = min(inversion.iterations or QUICK_INVERSION_ITERATIONS, QUICK_INVERSION_ITERATIONS)
         attack["restarts"] = 1
+        if "round" in attack:
+            attack["round"] = min(inversion.round, federation["rounds"])
     if membership is not None:
         attack = raw["attacks"]["membership"]
         attack["shadow_models"] = min(membership.shadow_models, QUICK_REFERENCE_MODELS)

@@ -12,7 +12,7 @@ import hashlib
 import re
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -24,6 +24,7 @@ from fedsecure.errors import SpecError
 from fedsecure.fl.strategies import STRATEGIES
 from fedsecure.fl.training import OPTIMIZERS, LocalTraining
 from fedsecure.models import MODELS
+from fedsecure.positions import Position
 from fedsecure.privacy import ACCOUNTANTS, DP_LEVELS
 from fedsecure.registry import Registry
 from fedsecure.secure.ckks_params import PRESETS as CKKS_PRESETS
@@ -303,19 +304,50 @@ class ThresholdsSpec(_Section):
     max_reconstruction_psnr_gain: float | None = Field(None)
 
 
-class InversionSpec(_Section):
-    """``[attacks] inversion = {...}``: a gradient-inversion attack from the server's position.
+def _applicable(
+    positions: list[Position] | None, attack: str, not_applicable: dict[Position, str]
+) -> list[Position] | None:
+    """``positions`` as given, refusing repeats and positions from which ``attack`` has nothing to work on."""
+    if positions is None:
+        return None
+    repeated = sorted({p.value for p in positions if positions.count(p) > 1})
+    if repeated:
+        raise ValueError(f"positions repeated: {', '.join(repeated)}")
+    for position in positions:
+        if position in not_applicable:
+            raise ValueError(f"{attack} cannot run from the {position.value} position: {not_applicable[position]}")
+    return positions
 
-    The server attacks round 1 of site ``site`` (an index) when that site holds
-    ``batch_size`` of its images: ``images / batch_size`` such messages are
-    attacked, each from a different batch. Options the attack does not take
-    are refused by name.
+
+def _positions_on(positions: list[Position] | None, applies: tuple[Position, ...], sites: int) -> list[Position]:
+    # Another site's seat needs another site; the default leaves it out of a one-site federation.
+    chosen = list(applies) if positions is None else positions
+    return [p for p in chosen if p is not Position.CLIENT or sites >= 2 or positions is not None]
+
+
+class InversionSpec(_Section):
+    """``[attacks] inversion = {...}``: gradient inversion from the server's and the other sites' seats.
+
+    The attacked site ``site`` (an index) holds ``batch_size`` of its images in
+    the probed round ``round``: ``images / batch_size`` such rounds are probed,
+    each with a different batch. From the ``server`` position the attack
+    inverts that site's message; from the ``client`` position, site
+    ``attacker_site`` (default: the next site) inverts the other sites'
+    aggregate, which it computes from the revealed aggregate and its own
+    message (under CKKS too). ``positions`` defaults to every position that
+    applies. Options the attack does not take are refused by name; those left
+    out take the attack's audit defaults (for Inverting Gradients, the
+    strongest setting measured to beat the prior: see
+    ``attacks.inversion.InvertingGradients.audit_defaults``).
     """
 
     method: Annotated[str, registered_in(INVERSION_ATTACKS)] = "inverting_gradients"
+    positions: list[Position] | None = Field(None, min_length=1)
     images: int = Field(8, ge=1, le=1024)
     batch_size: int = Field(1, ge=1, le=256)
     site: int = Field(0, ge=0)
+    attacker_site: int | None = Field(None, ge=0)
+    round: int = Field(1, ge=1)
     iterations: int | None = Field(None, ge=1, le=100_000)
     restarts: int | None = Field(None, ge=1, le=64)
     lr: float | None = Field(None, gt=0)
@@ -324,6 +356,24 @@ class InversionSpec(_Section):
     subspace: int | None = Field(None, ge=0)
     prior_weight: float | None = Field(None, ge=0)
     seed: int | None = Field(None, ge=0)
+
+    APPLIES: ClassVar[tuple[Position, ...]] = (Position.SERVER, Position.CLIENT)
+    NOT_APPLICABLE: ClassVar[dict[Position, str]] = {
+        Position.EXTERNAL: "the released model carries no update to invert",
+    }
+
+    @field_validator("positions")
+    @classmethod
+    def _positions_apply(cls, value: list[Position] | None) -> list[Position] | None:
+        return _applicable(value, "inversion", cls.NOT_APPLICABLE)
+
+    def positions_on(self, sites: int) -> list[Position]:
+        """The positions this attack runs from, on a federation of ``sites`` sites."""
+        return _positions_on(self.positions, self.APPLIES, sites)
+
+    def attacker_on(self, sites: int) -> int:
+        """The site whose seat the client-position attack takes."""
+        return self.attacker_site if self.attacker_site is not None else (self.site + 1) % sites
 
     @model_validator(mode="after")
     def _whole_batches(self) -> InversionSpec:
@@ -335,12 +385,16 @@ class InversionSpec(_Section):
         return self
 
     def _options(self) -> dict[str, Any]:
-        return self.model_dump(exclude={"method", "images", "batch_size", "site"}, exclude_none=True)
+        return self.model_dump(
+            exclude={"method", "positions", "images", "batch_size", "site", "attacker_site", "round"},
+            exclude_none=True,
+        )
 
     def attack(self, seed: int) -> Any:
-        """The attack with this section's options (its seed derived from the audit's unless set)."""
-        options = {"seed": seed, **self._options()}
-        return _construct(INVERSION_ATTACKS.get(self.method), **options)
+        """The attack with this section's options over its audit defaults (its seed derived from the audit's)."""
+        attack = INVERSION_ATTACKS.get(self.method)
+        options = {"seed": seed, **attack.audit_defaults, **self._options()}
+        return _construct(attack, **options)
 
 
 class MembershipSpec(_Section):
@@ -357,6 +411,8 @@ class MembershipSpec(_Section):
     """
 
     method: Annotated[str, registered_in(MEMBERSHIP_ATTACKS)] = "lira"
+    positions: list[Position] | None = Field(None, min_length=1)
+    attacker_site: int = Field(0, ge=0)
     shadow_models: int = Field(16, ge=2, le=256)
     online: bool | None = None
     per_example_variance: bool | None = None
@@ -366,6 +422,17 @@ class MembershipSpec(_Section):
     canaries: int = Field(0, ge=0, le=100_000)
     canary_guesses: int | None = Field(None, ge=2)
     confidence: float = Field(0.95, gt=0.5, lt=1)
+
+    APPLIES: ClassVar[tuple[Position, ...]] = (Position.EXTERNAL, Position.SERVER, Position.CLIENT)
+
+    @field_validator("positions")
+    @classmethod
+    def _positions_apply(cls, value: list[Position] | None) -> list[Position] | None:
+        return _applicable(value, "membership", {})
+
+    def positions_on(self, sites: int) -> list[Position]:
+        """The positions this attack runs from, on a federation of ``sites`` sites."""
+        return _positions_on(self.positions, self.APPLIES, sites)
 
     @model_validator(mode="after")
     def _options_fit(self) -> MembershipSpec:
@@ -474,10 +541,32 @@ class AuditSpec(_Section):
                     f"({self.data.sites})"
                 )
         inversion = self.attacks.inversion
-        if inversion is not None and inversion.site >= self.data.sites:
-            raise ValueError(
-                f"attacks.inversion.site ({inversion.site}) must be a site index below data.sites ({self.data.sites})"
-            )
+        sites = self.data.sites
+        if inversion is not None:
+            for field_name in ("site", "attacker_site"):
+                index = getattr(inversion, field_name)
+                if index is not None and index >= sites:
+                    raise ValueError(
+                        f"attacks.inversion.{field_name} ({index}) must be a site index below data.sites ({sites})"
+                    )
+            if inversion.round > self.federation.rounds:
+                raise ValueError(f"attacks.inversion.round ({inversion.round}) exceeds federation.rounds "
+                                 f"({self.federation.rounds})")
+            if Position.CLIENT in inversion.positions_on(sites):
+                if sites < 2:
+                    raise ValueError("attacks.inversion.positions: the client position needs another site "
+                                     "(data.sites >= 2)")
+                if inversion.attacker_on(sites) == inversion.site:
+                    raise ValueError(f"attacks.inversion.attacker_site ({inversion.site}) is the attacked site; "
+                                     "the client position is another site")
+        membership = self.attacks.membership
+        if membership is not None:
+            if membership.attacker_site >= sites:
+                raise ValueError(f"attacks.membership.attacker_site ({membership.attacker_site}) must be a site "
+                                 f"index below data.sites ({sites})")
+            if Position.CLIENT in membership.positions_on(sites) and sites < 2:
+                raise ValueError("attacks.membership.positions: the client position needs another site "
+                                 "(data.sites >= 2)")
         mechanism = self.attacks.mechanism
         if mechanism is not None and mechanism.site >= self.data.sites:
             raise ValueError(

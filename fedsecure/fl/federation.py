@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -18,13 +19,14 @@ from fedsecure.fl.round_loop import (
     federation_facts,
     message_on_cpu,
 )
-from fedsecure.fl.server import Evaluation, SiteUtility, pooled_evaluation
+from fedsecure.fl.server import Evaluation, SiteUtility, combine_round, pooled_evaluation
 from fedsecure.fl.site import SiteRunner, next_global
 from fedsecure.fl.state import ModelState
 from fedsecure.fl.strategies import STRATEGIES, Strategy
 from fedsecure.fl.trace import ClientRound, RoundRecord, Trace
 from fedsecure.fl.training import LocalTraining
-from fedsecure.fl.views import Recipe, ServerRound, ServerView, received_update
+from fedsecure.fl.views import ClientView, Recipe, RevealedRound, ServerRound, ServerView, received_update
+from fedsecure.secure.fixed_point import to_grid
 from fedsecure.secure.plain import PlainAggregation
 from fedsecure.secure.protocol import Aggregate, AggregationProtocol, ClientRole, Message, Roles
 
@@ -147,40 +149,73 @@ class Federation:
             protocol_parameters=self.protocol.describe(),
         )
 
-    def first_message(self, k: int) -> tuple[torch.Tensor, Message]:
-        """What the server receives from site ``k`` in round 1, without running the round.
-
-        The site trains from the initial global model with its privacy
-        mechanism and protects the update with the protocol, exactly as in
-        :meth:`run`; nothing else happens (no other site trains, no
-        aggregation, no privacy spent). This is the server's view that an
-        inversion audit attacks.
-
-        Returns:
-            The global model sent to the site (flat vector, on the CPU) and the site's message.
-        """
-        global_vector = self.state.get()
+    def _probe_start(self, start: torch.Tensor | None) -> torch.Tensor:
+        """The global state a probe round starts from: ``start`` (a kept round's), or the initial model's."""
+        global_vector = self.state.get() if start is None else start.to(self.device)
         self.strategy.start(global_vector)
-        message, _ = self.sites[k].message(global_vector, 1, self._setup().client)
-        return global_vector.detach().cpu(), message_on_cpu(message)
+        return global_vector
+
+    def server_probe_view(self, k: int, start: torch.Tensor | None = None, round_number: int = 1) -> ServerView:
+        """The server's view of one round in which site ``k``'s message is the only one, without running the round.
+
+        The site trains from ``start`` (the initial model when None) with its privacy mechanism
+        and protects the update with the protocol, exactly as in :meth:`run`; nothing else
+        happens (no other site trains, no aggregation, no privacy spent). This is what a
+        server-position inversion audit attacks.
+        """
+        global_vector = self._probe_start(start)
+        message, _ = self.sites[k].message(global_vector, round_number, self._setup().client)
+        name = self.sites[k].site.name
+        # The model sent holds the server's private entries, not the site's.
+        sent = self.state.model_with(global_vector.detach().cpu(), self.server_private)
+        return ServerView(
+            [ServerRound(round_number, sent, {name: received_update(name, message_on_cpu(message), self.state)})],
+            self.recipe,
+        )
+
+    def client_probe_view(self, observer: int, start: torch.Tensor | None = None, round_number: int = 1) -> ClientView:
+        """Site ``observer``'s view of one round in which every site takes part: what it sent and what it read.
+
+        Every site trains from ``start`` (the initial model when None) and sends through the
+        privacy mechanism and the protocol as in :meth:`run`; the server combines the messages
+        (with its central noise, if any) and the observer reveals the aggregate's sums, as a
+        site does. The observer's view holds its own message and the revealed sums, never
+        another site's message. No privacy is spent and no model moves.
+        """
+        global_vector = self._probe_start(start)
+        roles = self._setup()
+        messages, sent = [], None
+        for site in self.sites:
+            message, _ = site.message(global_vector, round_number, roles.client)
+            messages.append(message)
+            if site.index == observer:
+                sent = site.last_sent
+        assert sent is not None, f"no site {observer} in this federation"
+        aggregate, _ = combine_round(
+            roles.server, self.privacy, messages, length=self.state.numel, seed=self.seed, round_number=round_number,
+            device=self.device,
+        )
+        total, total_weight = roles.client.reveal_sum(aggregate)
+        own_weight = int(to_grid(np.array(self.sites[observer].weight / self._weight_unit())))
+        revealed = RevealedRound(round_number, sent.detach().cpu(), own_weight, total, total_weight, len(messages))
+        start_state = global_vector.detach().cpu().clone()
+        return ClientView(
+            self.sites[observer].site.name, [start_state], self.state.model_with(start_state, self.server_private),
+            [revealed], self.recipe, frozenset(self.strategy.private_names(self.model)),
+        )
 
     @property
     def recipe(self) -> Recipe:
         """The local training the server set for every site."""
         return Recipe(self.training, self.strategy.one_full_batch_step)
 
-    def first_round_view(self, k: int) -> ServerView:
-        """The server's view of round 1 when site ``k``'s message is the only one (see :meth:`first_message`)."""
-        global_vector, message = self.first_message(k)
-        name = self.sites[k].site.name
-        sent = self.state.model_with(global_vector, self.server_private)  # not the site's private entries
-        return ServerView([ServerRound(1, sent, {name: received_update(name, message, self.state)})], self.recipe)
-
-    def _setup(self) -> Roles:
+    def _weight_unit(self) -> float:
         # Weights are divided by the smallest site's weight, a number the sites agree on,
         # so normalized weights are >= 1 and small sites keep full fixed-point precision.
-        weight_unit = min(participant.weight for participant in [*self.sites, *self.canaries])
-        return self.protocol.setup(len(self.sites) + len(self.canaries), weight_unit=weight_unit)
+        return min(participant.weight for participant in [*self.sites, *self.canaries])
+
+    def _setup(self) -> Roles:
+        return self.protocol.setup(len(self.sites) + len(self.canaries), weight_unit=self._weight_unit())
 
     def evaluate(self, global_vector: torch.Tensor) -> Evaluation:
         """Utility of the global model (with each site's private state) on the test sets.

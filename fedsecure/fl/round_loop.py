@@ -23,7 +23,7 @@ from fedsecure.fl.trace import ClientRound, RoundRecord, Trace
 from fedsecure.fl.training import LocalTraining
 from fedsecure.secure.protocol import Aggregate, AggregationProtocol, Message, ServerRole
 
-KeepMessages = Literal["none", "first", "all"]
+KeepMessages = Literal["none", "first", "ends", "all"]
 
 
 @dataclass(frozen=True)
@@ -199,7 +199,9 @@ class RoundLoop:
             self.server, self.privacy, messages, length=self.length, seed=self.seed, round_number=round_number,
             device=self.device,
         )
-        keep = self.keep_messages == "all" or (self.keep_messages == "first" and round_number == 1)
+        keep = self.keep_messages == "all" or (
+            self.keep_messages in ("first", "ends") and round_number == 1
+        ) or (self.keep_messages == "ends" and round_number == self.rounds)
         record = RoundRecord(
             round=round_number,
             clients=[client for client, _ in answered],

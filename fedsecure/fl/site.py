@@ -55,6 +55,7 @@ class SiteRunner:
         self.test_tensors = site.test.tensors(device)
         self.private = {k: v.clone() for k, v in state.get_private().items()}
         self._trainer = privacy.site_trainer(index)
+        self.last_sent: torch.Tensor | None = None
 
     @property
     def weight(self) -> float:
@@ -74,6 +75,7 @@ class SiteRunner:
                 "lower the learning rate"
             )
         update = self.privacy.before_protect(update, torch_generator(self.seed, "dp-noise", self.index, round_number))
+        self.last_sent = update  # the site's own message before protection: its own to keep (a client-seat view)
         with protect_clock.measure():
             message = client.protect(update, self.weight)
         record = ClientRound(site=self.site.name, weight=self.weight, steps=steps, train_seconds=train_clock.seconds,

@@ -9,9 +9,11 @@ labels and other sites' secrets are not in any view.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -20,6 +22,7 @@ from fedsecure.fl.state import ModelState
 from fedsecure.fl.trace import Trace
 from fedsecure.fl.training import LocalTraining
 from fedsecure.positions import Position
+from fedsecure.secure.fixed_point import from_grid, to_grid, weighted_mean
 from fedsecure.secure.protocol import Message
 
 
@@ -51,6 +54,8 @@ class ReceivedUpdate:
     plaintext: bool
     parameters: dict[str, torch.Tensor] | None = field(repr=False)
     message: Message = field(repr=False)
+    shared: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+    """The update of every shared entry (parameters and floating-point buffers), by name; None for ciphertext."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +86,21 @@ class ServerView:
         """Whether any message the server kept is readable (False under secure aggregation)."""
         return any(update.plaintext for r in self.rounds for update in r.received.values())
 
+    def local_models(self) -> dict[str, tuple[int, nn.Module]]:
+        """Each site's latest local model the server can rebuild: the model it sent plus the site's update.
+
+        Returns site name -> (round, model), from the latest kept round with that site's plaintext
+        message and the sent model; sites it holds no such round of are absent (all under secure aggregation).
+        """
+        latest: dict[str, tuple[int, nn.Module]] = {}
+        for kept in sorted(self.rounds, key=lambda r: r.round):
+            if kept.sent_model is None:
+                continue
+            for site, update in kept.received.items():
+                if update.shared is not None:
+                    latest[site] = (kept.round, _moved(kept.sent_model, update.shared))
+        return latest
+
     def round(self, number: int) -> ServerRound:
         """The kept record of round ``number``."""
         for kept in self.rounds:
@@ -90,12 +110,85 @@ class ServerView:
 
 
 @dataclass(frozen=True)
+class RevealedRound:
+    """One round as a participating site holds it: what it sent, and the sums the protocol revealed to it.
+
+    Every site reads the aggregate (it needs the mean to move its model), and it knows its own
+    contribution, so it holds the other sites' sum: under CKKS as in the clear. With two sites
+    that sum is the other site's update.
+
+    Attributes:
+        round: the round number (1-based).
+        sent: the site's own message as it went into the protocol (its clipped and noised update: its own).
+        sent_weight: the site's weight on the protocol's fixed-point grid.
+        total: the revealed sum of ``weight * update`` over the senders, as grid integers.
+        total_weight: the revealed sum of the senders' weights, on the grid.
+        senders: how many messages the aggregate combines.
+    """
+
+    round: int
+    sent: torch.Tensor = field(repr=False)
+    sent_weight: int
+    total: np.ndarray = field(repr=False)
+    total_weight: int
+    senders: int
+
+    def others_mean(self) -> torch.Tensor | None:
+        """The weighted mean of the other senders' messages (None when this site sent alone).
+
+        Exact on the grid: the site's own grid contribution is the one the protocol summed.
+        """
+        rest = self.total_weight - self.sent_weight
+        if self.senders < 2 or rest <= 0:
+            return None
+        own = to_grid(self.sent.detach().cpu().double().numpy() * from_grid(np.array(self.sent_weight)))
+        return weighted_mean(self.total - own, rest)
+
+
+@dataclass(frozen=True)
 class ClientView:
-    """A participating site's view: the global state it received each round, and the released model."""
+    """A participating site's view: the global state it received each round, the released model, and its rounds.
+
+    Attributes:
+        site: the site whose seat this is.
+        global_states: the global state each kept round started from (flat vectors).
+        released_model: the final model.
+        revealed: the rounds whose aggregate the site recorded (what it sent, the sums it read); empty unless
+            recorded (:meth:`fedsecure.fl.federation.Federation.client_probe_view`).
+        recipe: the local training every site runs (the site runs it too).
+    """
 
     position: ClassVar[Position] = Position.CLIENT
+    site: str
     global_states: list[torch.Tensor] = field(repr=False)
     released_model: nn.Module = field(repr=False)
+    revealed: list[RevealedRound] = field(default_factory=list, repr=False)
+    recipe: Recipe | None = None
+    private_names: frozenset[str] = frozenset()
+
+    def others_update(self, round_number: int) -> dict[str, torch.Tensor] | None:
+        """The other senders' weighted mean update of round ``round_number``, by trainable parameter.
+
+        What this site computes from the sums it revealed and its own message (see
+        :class:`RevealedRound`); None when it sent alone or did not record that round.
+        """
+        kept = next((r for r in self.revealed if r.round == round_number), None)
+        others = kept.others_mean() if kept is not None else None
+        if others is None:
+            return None
+        state = ModelState(copy.deepcopy(self.released_model), private=self.private_names)
+        trainable = {name for name, _ in state.model.named_parameters()}
+        device = next(state.model.parameters()).device
+        shared = state.split(others[: state.numel].to(device))
+        return {name: value for name, value in shared.items() if name in trainable}
+
+    def model_at(self, index: int) -> nn.Module:
+        """The global model kept state ``index`` holds (with the released model's architecture and private entries)."""
+        model = copy.deepcopy(self.released_model)
+        ModelState(model, private=self.private_names).set(
+            self.global_states[index].to(next(model.parameters()).device)
+        )
+        return model
 
 
 @dataclass(frozen=True)
@@ -118,7 +211,19 @@ def received_update(site: str, message: Message, state: ModelState) -> ReceivedU
     device = next(iter(state.model.parameters())).device
     shared = state.split(message.payload[: state.numel].to(device))
     trainable = {name for name, _ in state.model.named_parameters()}
-    return ReceivedUpdate(site, True, {name: value for name, value in shared.items() if name in trainable}, message)
+    return ReceivedUpdate(
+        site, True, {name: value for name, value in shared.items() if name in trainable}, message, shared=shared
+    )
+
+
+def _moved(model: nn.Module, update: dict[str, torch.Tensor]) -> nn.Module:
+    """A copy of ``model`` with ``update`` added to the entries it names."""
+    moved = copy.deepcopy(model)
+    entries = moved.state_dict(keep_vars=True)
+    with torch.no_grad():
+        for name, delta in update.items():
+            entries[name].add_(delta.to(entries[name].device, entries[name].dtype))
+    return moved
 
 
 def server_view(
@@ -146,12 +251,46 @@ def server_view(
     return ServerView(rounds, recipe)
 
 
-def client_view(result: FederationResult) -> ClientView:
-    """A participating site's view: the global states of every kept round, and the released model."""
+def client_view(
+    result: FederationResult, site: str, recipe: Recipe | None = None, private_names: frozenset[str] = frozenset()
+) -> ClientView:
+    """Site ``site``'s view of a federation it took part in: the global states of every kept round, the released model.
+
+    Every site receives the same global states; what it sent and read of each aggregate is recorded
+    only by a probe (:meth:`fedsecure.fl.federation.Federation.client_probe_view`).
+
+    Args:
+        result: the federation's result.
+        site: the site whose seat this is.
+        recipe: the local training the sites run.
+        private_names: the model's entries that never leave a site (FedBN's normalization layers).
+    """
     states = [r.global_model for r in result.trace.rounds if r.global_model is not None]
-    return ClientView(states, result.released_model)
+    return ClientView(site, states, result.released_model, recipe=recipe, private_names=frozenset(private_names))
 
 
 def external_view(result: FederationResult) -> ExternalView:
     """What anyone given the released model sees."""
     return ExternalView(result.released_model)
+
+
+@dataclass(frozen=True)
+class SeatViews:
+    """The three seats' views of one federation (what the membership audit observes of it)."""
+
+    external: ExternalView
+    server: ServerView
+    client: ClientView
+
+
+def seat_views(
+    result: FederationResult, state: ModelState, recipe: Recipe, server_private: dict[str, torch.Tensor],
+    client_site: str,
+) -> SeatViews:
+    """Every seat's view of a federation's ``result`` (see :func:`server_view` for the arguments)."""
+    return SeatViews(
+        external=external_view(result),
+        server=server_view(result.trace, state, recipe, server_private),
+        client=client_view(result, client_site, recipe, frozenset(state.get_private())),
+    )
+

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, ClassVar
 
 from typing_extensions import Self
 
+from fedsecure.positions import Position
+
 if TYPE_CHECKING:
     from fedsecure.config.spec import ThresholdsSpec
     from fedsecure.report.scenario import ScenarioFinding
@@ -88,6 +90,8 @@ class AttackFinding(ABC):
     thresholds: ClassVar[tuple[str, ...]] = ()
     # Which kind of attack places the scenarios on the frontier's leakage axis: the lowest rank measured.
     frontier_rank: ClassVar[int] = 100
+    # The leakage-by-seat table's column for this kind (its worst finding at each seat, by frontier value).
+    seat_measure: ClassVar[str] = "worst attack success"
 
     @classmethod
     def json_variants(cls) -> Mapping[str, type[AttackFinding]]:
@@ -114,8 +118,16 @@ class AttackFinding(ABC):
 
     @property
     def where(self) -> str:
-        """The attack and its position, as the compliance section and the verdict name it."""
-        return f"{self.method} from the {self.position} position"
+        """The attack and its seat, as the compliance section and the verdict name it."""
+        return f"{self.method} from {self.seat_words} ({self.position} position)"
+
+    @property
+    def seat_words(self) -> str:
+        """The attacker's seat in words ("the aggregation server")."""
+        try:
+            return Position(self.position).in_words
+        except ValueError:  # a position this fedsecure does not know (a newer report)
+            return f"the {self.position} position"
 
     def headline(self) -> str:
         """The summary table's "attack success" for this attack."""

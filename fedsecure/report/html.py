@@ -22,6 +22,7 @@ from fedsecure.report.summary import (
     attack_tables,
     cost_rows,
     mechanism_table,
+    seat_table,
     summary_rows,
 )
 
@@ -84,8 +85,9 @@ def report_figures(report: Report, report_dir: Path) -> list[EmbeddedFigure]:
             found = path.is_file() and path.is_relative_to(report_dir.resolve())
             grid = path.read_bytes() if found else b""
             embedded.append(EmbeddedFigure(
-                id=f"fig-{attack.kind()}-{scenario.name}",
-                title=f"{image.title}: {scenario.name}",
+                # One grid per attack and seat: the file's name tells them apart ("inversion-plain-client").
+                id=f"fig-{Path(image.file).stem}",
+                title=f"{image.title}: {scenario.name}, {attack.seat_words}",
                 caption=image.caption if found else f"The grid's file {image.file} was not found beside report.json.",
                 data_uri=_data_uri(grid, "image/png") if found else None,
                 width=min(PIXEL_SCALE * _png_width(grid), MAX_GRID_WIDTH) if found else None,
@@ -115,6 +117,7 @@ def render_html(report: Report, report_dir: Path) -> str:
         cost_rows=cost_rows(report),
         attack_tables=attack_tables(report),
         mechanism=mechanism_table(report),
+        seats=seat_table(report),
         figures=report_figures(report, report_dir),
         scope=audit_scope(report),
         compliance=scenario_compliance(report),

@@ -40,6 +40,8 @@ class InversionFinding(AttackFinding):
     site: str | None = None
     images: int = 0
     batch_size: int = 0
+    round: int = 1
+    attacker_site: str | None = None
     psnr_median: float | None = None
     psnr_worst_case: float | None = None
     ssim_median: float | None = None
@@ -52,9 +54,11 @@ class InversionFinding(AttackFinding):
     seconds: float | None = None
     figure: str | None = None
     assumptions: list[str] = field(default_factory=list)
+    prior: str | None = None
 
     thresholds: ClassVar[tuple[str, ...]] = ("max_reconstruction_psnr", "max_reconstruction_psnr_gain")
     frontier_rank: ClassVar[int] = 1
+    seat_measure: ClassVar[str] = "inversion: worst gain over the prior"
 
     COLUMNS: ClassVar[tuple[str, ...]] = (
         "scenario", "attack", "position", "status", "median PSNR", "prior PSNR", "gain (dB)", "median SSIM",
@@ -68,8 +72,10 @@ class InversionFinding(AttackFinding):
     @override
     def leakage(self) -> str:
         labels = None if self.label_accuracy is None else 100 * self.label_accuracy
+        seat = f" (as {self.attacker_site}, from the other sites' aggregate)" if self.attacker_site else ""
         return (
-            f"Gradient inversion, {self.where}, on {self.images} images of {self.site}: median PSNR "
+            f"Gradient inversion, {self.where}{seat}, round {self.round}, on {self.images} images of {self.site}: "
+            "median PSNR "
             f"{number(self.psnr_median, 1)} dB against {number(self.prior_psnr_median, 1)} dB for the "
             f"attacker's prior image (gain {signed(self.psnr_gain_median)} dB); labels recovered "
             f"{number(labels, 0)}%."
@@ -104,10 +110,13 @@ class InversionFinding(AttackFinding):
         ran = next((finding for finding in found if finding.status == "ok"), None)
         if ran is None:
             return []
-        return [
-            f"Inversion was run on {ran.images} images of one site, {ran.batch_size} image(s) per update; "
-            "larger batches and more local steps make it harder, so the result holds for this setting."
+        lines = [
+            f"Inversion was run on {ran.images} images of one site, {ran.batch_size} image(s) per update, in round "
+            f"{ran.round}; larger batches and more local steps make it harder, so the result holds for this setting."
         ]
+        priors = sorted({finding.prior for finding in found if finding.status == "ok" and finding.prior})
+        lines += [f"The inversion's image prior: {prior}." for prior in priors]
+        return lines
 
     @override
     def judge(self, thresholds: ThresholdsSpec) -> list[Check]:

@@ -11,6 +11,7 @@ from fedsecure.report.summary import (
     attack_tables,
     cost_rows,
     mechanism_table,
+    seat_table,
     summary_rows,
 )
 
@@ -43,6 +44,10 @@ def render_markdown(report: Report) -> str:
     ]
     lines += ["", "Cost of training and protection (seconds summed over the run, bytes per round over all sites):", ""]
     lines += _table(COST_COLUMNS, cost_rows(report))
+    seats = seat_table(report)
+    if seats is not None:
+        lines += ["", f"## {seats.title}", "", seats.note, ""]
+        lines += _table(seats.columns, seats.rows)
     for attack_table in attack_tables(report):
         lines += ["", attack_table.caption, ""]
         lines += _table(attack_table.columns, attack_table.rows)

@@ -9,12 +9,19 @@ from typing import TYPE_CHECKING, ClassVar
 
 from typing_extensions import Self, override
 
+from fedsecure.positions import Position
 from fedsecure.report.attack_finding import AttackFinding, AttackTable, Check, RocCurve
 from fedsecure.report.formatting import number
 
 if TYPE_CHECKING:
     from fedsecure.config.spec import ThresholdsSpec
     from fedsecure.report.scenario import ScenarioFinding
+
+
+# fedsecure's default count of reference models. Carlini et al. 2022 (Fig. 9) show online LiRA's TPR at low FPR
+# still rising with the number of reference models and falling off steeply below a few dozen: with fewer than this,
+# the report says its rates understate a better-equipped attacker.
+ENOUGH_REFERENCES = 16
 
 
 @dataclass(frozen=True)
@@ -59,10 +66,13 @@ class MembershipFinding(AttackFinding):
     the leakage is the attack's ``advantage`` (TPR - FPR at the best
     threshold) and its rates; epsilon lower bounds come from the canary audit.
     ``most_exposed`` lists the members with the highest scores.
+    ``observed`` says what the attack scored with at its seat (the released
+    model; each site's local model; a site's trajectory of global models).
     ``shadow_models`` counts the reference models used;
     ``shadow_models_failed`` those whose training diverged and were left out.
     """
 
+    observed: str | None = None
     shadow_models: int = 0
     shadow_models_failed: int = 0
     members: int = 0
@@ -77,6 +87,7 @@ class MembershipFinding(AttackFinding):
 
     thresholds: ClassVar[tuple[str, ...]] = ("max_membership_tpr_at_0_1_fpr",)
     frontier_rank: ClassVar[int] = 0  # the membership TPR, where measured, is the frontier's leakage axis
+    seat_measure: ClassVar[str] = "membership: worst TPR at 1% FPR"
 
     COLUMNS: ClassVar[tuple[str, ...]] = (
         "scenario", "attack", "position", "status", "AUC", "TPR at 1% FPR", "TPR at 0.1% FPR", "advantage",
@@ -100,8 +111,9 @@ class MembershipFinding(AttackFinding):
             f", {100 * rate.tpr:.1f}% of members found at 1% false positives "
             f"(interval {100 * rate.low:.1f}-{100 * rate.high:.1f}%)"
         )
+        observed = f" scoring with {self.observed}" if self.observed else ""
         return (
-            f"Membership inference, {self.where}, on {self.members} members and {self.non_members} "
+            f"Membership inference, {self.where}{observed}, on {self.members} members and {self.non_members} "
             f"non-members: AUC {number(self.auc)}{detail}; advantage {number(self.advantage)} "
             "(membership of real training data is not randomised, so this bounds no epsilon)."
         )
@@ -119,9 +131,12 @@ class MembershipFinding(AttackFinding):
         confidence = number(rows[0][1].confidence, 2)  # one confidence per audit: the spec's
         return AttackTable(
             title="Membership inference",
-            caption="Membership inference on the released model (TPR at a fixed FPR, with its "
-                    f"{confidence} Clopper-Pearson interval):",
-            note=f"TPR at a fixed FPR with its {confidence} Clopper-Pearson interval.",
+            caption="Membership inference from each seat: the released model (external), each site's local model "
+                    "(server), a site's trajectory of global models (client); TPR at a fixed FPR, with its "
+                    f"{confidence} Clopper-Pearson interval:",
+            note="From each seat: the released model (external), each site's local model (server), a site's "
+                 f"trajectory of global models, targeting the other sites' patients (client). TPR at a fixed FPR "
+                 f"with its {confidence} Clopper-Pearson interval.",
             columns=cls.COLUMNS,
             rows=[finding.table_row(scenario) for scenario, finding in rows],
             numbers_from=4,
@@ -132,11 +147,21 @@ class MembershipFinding(AttackFinding):
     def limits(cls, found: Sequence[Self]) -> list[str]:
         if not any(finding.measured for finding in found):
             return ["Membership inference was not measured."]
-        positions = sorted({finding.position for finding in found})
-        lines = [
-            f"Membership was measured from the {', '.join(positions)} position only; the server and the sites see "
-            "every intermediate model, which may reveal more."
-        ]
+        measured = {finding.position for finding in found if finding.measured}
+        missing = [p for p in Position if p.value not in measured]
+        lines = []
+        if missing:
+            lines.append(
+                f"Membership was not measured from {', '.join(p.in_words for p in missing)}; "
+                "what those seats see may reveal more."
+            )
+        used = [f.shadow_models for f in found if f.status == "ok" and f.shadow_models]
+        if used and min(used) < ENOUGH_REFERENCES:
+            lines.append(
+                f"{min(used)} reference models: fewer than the {ENOUGH_REFERENCES} at which LiRA's rates at low "
+                "false-positive rates settle (Carlini et al. 2022); a better-equipped attacker may find more than "
+                "these rates show."
+            )
         for finding in found:
             unresolved = [level for level, rate in finding.tpr_at_fpr.items() if not rate.resolved]
             if finding.status == "ok" and unresolved:

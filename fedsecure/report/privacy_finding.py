@@ -143,6 +143,15 @@ class PrivacyFinding:
         text = f"unbounded{against}" if self.epsilon is None else f"{number(self.epsilon, 2)}{against}"
         return f"{text} (simulation: seeded noise)" if self.simulation else text
 
+    def epsilon_against(self, party: str) -> str:
+        """The formal epsilon against one party ("public", "server", "site"), as text."""
+        if not self.differentially_private:
+            return "none (no DP)"
+        guarantee = (self.epsilon_by_adversary or {}).get(party)
+        if guarantee is None:  # one guarantee for every party (e.g. sample-level DP)
+            return self.epsilon_text()
+        return "none: it sees the data before any noise" if guarantee.epsilon is None else number(guarantee.epsilon, 2)
+
     def empirical_text(self) -> str:
         """The empirical lower bound with the ceiling of the audit that produced it."""
         if self.empirical_epsilon_ceiling is None:

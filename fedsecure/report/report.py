@@ -13,7 +13,7 @@ from fedsecure.report.utility import Baselines
 
 # The JSON schema of report.json. A new minor version only adds fields (older reports still read, their new
 # fields at their defaults); a new major version changes what existing fields mean, and is refused.
-SCHEMA_VERSION = "1.5"
+SCHEMA_VERSION = "1.6"
 
 
 @dataclass(frozen=True)

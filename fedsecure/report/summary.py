@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from fedsecure.positions import Position
 from fedsecure.report.attack_finding import AttackFinding, AttackTable
 from fedsecure.report.attack_kinds import ATTACK_FINDINGS
 from fedsecure.report.formatting import bytes_text, number
@@ -69,6 +70,50 @@ def attack_tables(report: Report) -> list[AttackTable]:
         if rows:
             tables.append(kind.table(rows))
     return tables
+
+
+SEAT_TITLE = "Leakage by seat"
+
+
+def seat_table(report: Report) -> AttackTable | None:
+    """For each scenario and each seat an attack ran from: the formal epsilon against it, the worst leakage found.
+
+    One column per kind of attack in the report: the finding with the highest leakage (its frontier
+    value) at that seat, "no access" where the seat holds nothing that attack can use, "not measured"
+    where no such attack ran from it. None when no attack ran.
+    """
+    kinds = [kind for kind in ATTACK_FINDINGS.values() if any(type(a) is kind for s in report.scenarios
+                                                               for a in s.attacks)]
+    if not kinds:
+        return None
+    rows = []
+    for s in report.scenarios:
+        for position in Position:
+            here = [a for a in s.attacks if a.position == position.value]
+            if not here:
+                continue
+            rows.append((s.name, position.in_words, s.privacy.epsilon_against(position.party),
+                         *(_worst([a for a in here if type(a) is kind]) for kind in kinds)))
+    intro = (
+        "The worst leakage each attack found from each seat, beside the formal epsilon the accountant states "
+        "against that party. A seat that holds nothing an attack can use (the server under secure aggregation) "
+        "says no access."
+    )
+    return AttackTable(
+        title=SEAT_TITLE, caption=f"{SEAT_TITLE}: {intro}", note=intro,
+        columns=("scenario", "seat", "formal epsilon against it", *(kind.seat_measure for kind in kinds)),
+        rows=rows, numbers_from=2,
+    )
+
+
+def _worst(found: list[AttackFinding]) -> str:
+    ran = [a for a in found if a.status == "ok"]
+    if ran:
+        worst = max(ran, key=lambda a: (a.frontier_value() is not None, a.frontier_value() or 0.0))
+        return f"{worst.success()} ({worst.method})"
+    if any(a.status == "no_access" for a in found):
+        return "no access"
+    return "not run" if found else "not measured"
 
 
 MECHANISM_TITLE = "Does the privacy code do what it claims?"

@@ -29,7 +29,7 @@ from typing_extensions import override
 
 from fedsecure.errors import AggregationOverflowError, CKKSParametersError
 from fedsecure.secure.ckks_params import DEFAULT_PRESET, PRESETS, CKKSParameters
-from fedsecure.secure.fixed_point import from_grid, to_grid, weighted_mean
+from fedsecure.secure.fixed_point import from_grid, to_grid
 from fedsecure.secure.packing import pack, unpack
 from fedsecure.secure.protocol import PROTOCOLS, Aggregate, AggregationProtocol, ClientRole, Message, ServerRole
 
@@ -153,11 +153,11 @@ class CKKSClient(ClientRole):
         return self.reveal_with_weight(aggregate)[0]
 
     @override
-    def reveal_with_weight(self, aggregate: Aggregate) -> tuple[torch.Tensor, int]:
+    def reveal_sum(self, aggregate: Aggregate) -> tuple[np.ndarray, int]:
         chunks = [np.asarray(ts.ckks_vector_from(self._context, c).decrypt()) for c in aggregate.payload]
         values = to_grid(unpack(chunks, aggregate.length + 1))  # the update, then the weight
         # The weight total travels encrypted, as the last value: only the sites read it.
-        return weighted_mean(values[:-1], int(values[-1])), int(values[-1])
+        return values[:-1], int(values[-1])
 
 
 class CKKSServer(ServerRole):

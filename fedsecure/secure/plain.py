@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from typing_extensions import override
 
-from fedsecure.secure.fixed_point import to_grid, weighted_mean
+from fedsecure.secure.fixed_point import to_grid
 from fedsecure.secure.protocol import PROTOCOLS, Aggregate, AggregationProtocol, ClientRole, Message, ServerRole
 
 FLOAT32_BYTES = 4
@@ -58,8 +58,9 @@ class PlainClient(ClientRole):
         return self.reveal_with_weight(aggregate)[0]
 
     @override
-    def reveal_with_weight(self, aggregate: Aggregate) -> tuple[torch.Tensor, int]:
-        return weighted_mean(aggregate.payload, aggregate.weight), int(aggregate.weight)
+    def reveal_sum(self, aggregate: Aggregate) -> tuple[np.ndarray, int]:
+        assert isinstance(aggregate.payload, np.ndarray) and aggregate.weight is not None
+        return aggregate.payload, int(aggregate.weight)
 
 
 class PlainServer(ServerRole):

@@ -20,10 +20,12 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 
 from fedsecure.errors import NotSupportedError
 from fedsecure.registry import Registry
+from fedsecure.secure.fixed_point import weighted_mean
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,19 @@ class ClientRole(ABC):
         Raises:
             NotSupportedError: the protocol cannot tell the weight total.
         """
-        raise NotSupportedError(f"the {type(self).__name__} cannot tell the weight total of an aggregate")
+        total, weight = self.reveal_sum(aggregate)
+        return weighted_mean(total, weight), weight
+
+    def reveal_sum(self, aggregate: Aggregate) -> tuple[np.ndarray, int]:
+        """The exact sums the aggregate carries: ``sum(weight * update)`` and ``sum(weight)``, as grid integers.
+
+        This is what every site decrypts (or reads) before dividing; a site that subtracts its own
+        contribution holds the other sites' sum exactly (:class:`fedsecure.fl.views.ClientView`).
+
+        Raises:
+            NotSupportedError: the protocol does not reveal the sums.
+        """
+        raise NotSupportedError(f"the {type(self).__name__} cannot tell the sums of an aggregate")
 
 
 class ServerRole(ABC):

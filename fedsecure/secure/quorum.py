@@ -89,12 +89,12 @@ class QuorumCheckedClient(ClientRole):
         return self.reveal_with_weight(aggregate)[0]
 
     @override
-    def reveal_with_weight(self, aggregate: Aggregate) -> tuple[torch.Tensor, int]:
-        mean, total = self.client.reveal_with_weight(aggregate)
-        if total < self.minimum_weight:
+    def reveal_sum(self, aggregate: Aggregate) -> tuple[np.ndarray, int]:
+        total, weight = self.client.reveal_sum(aggregate)
+        if weight < self.minimum_weight:
             raise BelowQuorumError(
-                f"the server's aggregate carries a weight total of {float(from_grid(np.array(total))):.6g}, less than "
-                f"the {float(from_grid(np.array(self.minimum_weight))):.6g} of the {self.quorum} site(s) it must be "
-                "summed from; refusing to use it (it may be fewer sites' updates, or one site's)"
+                f"the server's aggregate carries a weight total of {float(from_grid(np.array(weight))):.6g}, less "
+                f"than the {float(from_grid(np.array(self.minimum_weight))):.6g} of the {self.quorum} site(s) it must "
+                "be summed from; refusing to use it (it may be fewer sites' updates, or one site's)"
             )
-        return mean, total
+        return total, weight

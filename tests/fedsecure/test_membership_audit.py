@@ -107,7 +107,17 @@ def test_lira_beats_the_loss_attack_on_a_memorizing_federation(pneumonia_path, t
         update={"scenario": spec.scenario[:1], "attacks": spec.attacks.model_copy(update={"membership": membership})}
     )
     report = run_audit(dataclasses.replace(loaded, spec=smaller), tmp_path, device="cpu")
-    lira, loss = report["scenarios"][0]["attacks"]
+    found = {(a["method"], a["position"]): a for a in report["scenarios"][0]["attacks"]}
+    assert set(found) == {(m, p) for m in ("lira", "loss") for p in ("external", "server", "client")}
+    lira, loss = found["lira", "external"], found["loss", "external"]
     assert lira["auc"] > loss["auc"]
     assert lira["tpr_at_fpr"]["0.01"]["tpr"] >= 2 * loss["tpr_at_fpr"]["0.01"]["tpr"]
+    # The server sees each site's model after local training: it leaks more than the averaged released model.
+    server = found["lira", "server"]
+    assert server["auc"] > lira["auc"]
+    assert server["tpr_at_fpr"]["0.01"]["tpr"] > lira["tpr_at_fpr"]["0.01"]["tpr"]
+    client = found["lira", "client"]  # another site targets the other three sites' patients only
+    assert client["members"] + client["non_members"] < lira["members"] + lira["non_members"]
+    for finding in found.values():
+        print(finding["method"], finding["position"], finding["auc"], finding["tpr_at_fpr"]["0.01"])
     assert report["scenarios"][0]["privacy"]["canary_audit"]["epsilon_lb"] > 0

@@ -41,11 +41,16 @@ def test_the_committed_report_round_trips(written):
 
 def test_each_attack_is_read_as_its_kind(written):
     plain, ckks = Report.from_json(written).scenarios[:2]
-    idlg, lira, loss = plain.attacks
+    idlg, idlg_client, lira, loss, *other_seats = plain.attacks
     assert isinstance(idlg, InversionFinding) and isinstance(lira, MembershipFinding)
     assert (idlg.kind(), lira.kind(), loss.method) == ("inversion", "membership", "loss")
+    assert (idlg.position, idlg_client.position, idlg_client.attacker_site) == ("server", "client", "site-1")
+    assert [(a.method, a.position) for a in other_seats] == [
+        ("lira", "server"), ("loss", "server"), ("lira", "client"), ("loss", "client")
+    ]
     assert isinstance(lira.tpr_at_fpr["0.01"], RateAtFpr) and lira.tpr_at_fpr["0.01"].resolved is False
     assert ckks.attacks[0].status == "no_access" and ckks.attacks[0].psnr_median is None  # None stays None
+    assert ckks.attacks[1].status == "ok" and ckks.attacks[1].psnr_gain_median > 10  # the other site, under CKKS
 
 
 def test_a_stage_round_trips_on_its_own(written):
@@ -72,8 +77,8 @@ def test_ints_stay_ints_and_floats_stay_floats(written):
     (lambda r: r.pop("baselines"), "report: missing field 'baselines'"),
     (lambda r: r["scenarios"][2]["privacy"].update(epsilon="8"),
      "report.scenarios[2].privacy.epsilon: expected a number, found the string '8'"),
-    (lambda r: r["scenarios"][0]["attacks"][1]["tpr_at_fpr"]["0.01"].update(resolved=1),
-     "report.scenarios[0].attacks[1].tpr_at_fpr.0.01.resolved: expected a boolean, found the number 1"),
+    (lambda r: r["scenarios"][0]["attacks"][2]["tpr_at_fpr"]["0.01"].update(resolved=1),
+     "report.scenarios[0].attacks[2].tpr_at_fpr.0.01.resolved: expected a boolean, found the number 1"),
     (lambda r: r["scenarios"][0]["attacks"][0].pop("attack"),
      "report.scenarios[0].attacks[0].attack: None is not one of"),
     (lambda r: r["scenarios"][0]["rounds"][0].update(bytes_up=1.5),
@@ -101,11 +106,11 @@ def test_another_minor_versions_fields_are_skipped_not_refused(written):
     # A 1.2 report carries membership's epsilon_lb (dropped in 1.3); a newer 1.x report may carry a field this
     # version does not know. Either still renders; only a report of this very version is refused for one.
     written["schema_version"] = "1.2"
-    written["scenarios"][0]["attacks"][1]["epsilon_lb"] = 0.4
+    written["scenarios"][0]["attacks"][2]["epsilon_lb"] = 0.4
     written["environment"]["gpu"] = "none"
     old = Report.from_json(written)
-    assert old.scenarios[0].attacks[1].auc == written["scenarios"][0]["attacks"][1]["auc"]
-    assert "epsilon_lb" not in old.to_json()["scenarios"][0]["attacks"][1]
+    assert old.scenarios[0].attacks[2].auc == written["scenarios"][0]["attacks"][2]["auc"]
+    assert "epsilon_lb" not in old.to_json()["scenarios"][0]["attacks"][2]
 
 
 def test_reading_and_rendering_a_report_loads_no_engine():

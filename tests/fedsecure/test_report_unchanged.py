@@ -1,7 +1,10 @@
-"""The restructure of issue 15 changed no number: the tiny audit's report equals the one committed from before it.
+"""The tiny audit's report equals the one committed: no change moves a number unannounced.
 
-``tests/fixtures/report-tiny.json`` was written by the code before the
-restructure (commit 8f8fea3) from ``tests/fixtures/report-tiny.toml``: plain,
+``tests/fixtures/report-tiny.json`` was first written by the code before the
+restructure of issue 15 (commit 8f8fea3), and rewritten when issue 18 added
+the attacks from every seat (its earlier findings compared equal, float for
+float; the new seats' findings and the verdicts they move were added), from
+``tests/fixtures/report-tiny.toml``: plain,
 CKKS, sample-level DP, client-level DP under CKKS, iDLG inversion and LiRA
 membership, every noise seeded so the run is reproducible. Timings and CKKS
 ciphertext sizes (TenSEAL's serialisation varies by a few bytes from run to
@@ -31,7 +34,7 @@ def comparable(value, key: str = ""):
     return value
 
 
-def test_the_tiny_audit_gives_the_report_it_gave_before_the_restructure(tmp_path):
+def test_the_tiny_audit_gives_the_committed_report(tmp_path):
     spec = parse_spec((FIXTURES / "report-tiny.toml").read_text(), origin="test")
     report = json.loads(json.dumps(run_audit(spec, tmp_path / "run", device="cpu")))
     before = json.loads((FIXTURES / "report-tiny.json").read_text())

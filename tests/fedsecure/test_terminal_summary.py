@@ -24,8 +24,8 @@ def test_every_scenario_has_its_row_with_utility_epsilon_leakage_and_verdict(tmp
         row = rows[scenario.name]
         assert scenario.verdict.text in row and f"{scenario.utility.auc:.3f}" in row
     # The seats that were attacked, each its own column; the worst attack of each kind from each.
-    assert seats(report) == ["server", "external"]
-    assert "worst leakage: server seat" in text and "worst leakage: external seat" in text
+    assert seats(report) == ["server", "client", "external"]
+    assert all(f"worst leakage: {seat} seat" in text for seat in ("server", "client", "external"))
     assert "idlg: +14.8 dB over prior" in rows["plain"] and "no access" in rows["ckks"]
     assert "8.00 (simulation: seeded noise)" in rows["sample-dp"]  # the fixture's noise is seeded
     assert (tmp_path / "run" / "report.html").resolve().as_uri() in text

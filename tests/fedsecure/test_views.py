@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from fedsecure.fl import FedAvg, FedBN, Federation, LocalTraining, ModelState
 from fedsecure.fl.privacy_hooks import PrivacyMechanism
+from fedsecure.fl.strategies import FedSGD
 from fedsecure.fl.views import client_view, external_view, server_view
 from fedsecure.positions import Position
 from fedsecure.secure import CKKSAggregation
@@ -45,13 +47,13 @@ def test_the_client_and_external_views_hold_the_released_model():
     result = fed.run()
     released = ModelState(external_view(result).released_model).get()
     assert external_view(result).position is Position.EXTERNAL and torch.equal(released, result.trace.final_global)
-    assert [s.numel() for s in client_view(result).global_states] == [released.numel()] * 2
+    assert [s.numel() for s in client_view(result, "site-0").global_states] == [released.numel()] * 2
 
 
 def test_fedbn_the_server_never_sees_a_sites_normalization_layers():
     fed = federation(FedBN())
     server_private = {k: v.clone() for k, v in fed.state.get_private().items()}
-    sent = fed.first_round_view(0).round(1).sent_model
+    sent = fed.server_probe_view(0).round(1).sent_model
     result = fed.run()
     for name, tensor in sent.state_dict().items():
         if name in server_private:
@@ -83,3 +85,62 @@ def test_a_round_that_sampled_nobody_says_so_and_keeps_the_model():
     assert first.clients == [] and torch.equal(first.global_model, initial)
     assert second.clients and torch.equal(second.global_model, initial)
     assert result.trace.events == ["round 1: no site was sampled; the global model stays as it was"]
+
+
+def three_site_federation(protocol=None, sizes=(6, 6, 6)) -> Federation:
+    settings = {"training": LocalTraining(batch_size=2, lr=0.1), "rounds": 2, "evaluate_every": 0}
+    return Federation(make_data(sizes, seed=2), model(), FedAvg(), protocol=protocol, **settings)
+
+
+def plaintext_messages(fed: Federation) -> list[torch.Tensor]:
+    """Every site's round-1 message as the plain protocol carries it (what the client view must not hold)."""
+    view = server_view(fed.run().trace, fed.state, fed.recipe, fed.server_private)
+    return [u.message.payload for u in view.round(1).received.values()]
+
+
+def test_a_client_view_holds_its_own_message_and_the_sums_never_another_sites_message():
+    fed = three_site_federation()
+    seat = fed.client_probe_view(0)
+    revealed = seat.revealed[0]
+    assert seat.position is Position.CLIENT and seat.site == "site-0" and revealed.senders == 3
+    others = plaintext_messages(three_site_federation())  # the same round, run again: the same messages
+    own, rest = others[0], others[1:]
+    assert torch.equal(revealed.sent, own)
+    # Nothing the view holds is another site's message: not its own, not the sums, not the others' mean.
+    held = [revealed.sent, torch.from_numpy(revealed.total).double(), revealed.others_mean(), *seat.global_states]
+    for tensor in held:
+        for message in rest:
+            assert tensor.numel() != message.numel() or not torch.allclose(tensor.double(), message.double(),
+                                                                            atol=1e-6)
+    # What it does hold: the other two sites' mean, exactly (equal weights).
+    assert torch.allclose(revealed.others_mean(), (rest[0] + rest[1]) / 2, atol=1e-7)
+
+
+@pytest.mark.parametrize("protocol", [None, CKKSAggregation()], ids=["plain", "ckks"])
+def test_with_two_sites_a_client_holds_the_other_sites_update_even_under_ckks(protocol):
+    fed = Federation(make_data((3, 9), seed=3), model(), FedSGD(), training=LocalTraining(lr=0.1), rounds=1,
+                     protocol=protocol, evaluate_every=0)
+    seat = fed.client_probe_view(1)
+    plain = Federation(make_data((3, 9), seed=3), model(), FedSGD(), training=LocalTraining(lr=0.1), rounds=1,
+                       evaluate_every=0)
+    victim = server_view(plain.run().trace, plain.state, plain.recipe, plain.server_private).round(1).received["site-0"]
+    recovered = seat.others_update(1)
+    assert set(recovered) == set(victim.parameters)
+    for name, value in recovered.items():  # unequal weights (3 and 9 images) and CKKS: still exact on the grid
+        assert torch.allclose(value, victim.parameters[name], atol=1e-6), name
+
+
+def test_the_server_rebuilds_each_sites_last_local_model_from_the_kept_rounds():
+    fed = federation(keep_messages="ends", rounds=3)
+    result = fed.run()
+    view = server_view(result.trace, fed.state, fed.recipe, fed.server_private)
+    assert [r.round for r in view.rounds] == [1, 3]
+    local = view.local_models()
+    assert set(local) == {"site-0", "site-1"} and {r for r, _ in local.values()} == {3}
+    start = result.trace.rounds[2].global_model
+    payload = result.trace.rounds[2].received["site-1"].payload
+    assert torch.allclose(ModelState(local["site-1"][1]).get(), start + payload, atol=1e-7)
+    # Under CKKS it rebuilds none.
+    encrypted = federation(keep_messages="ends", protocol=CKKSAggregation())
+    assert server_view(encrypted.run().trace, encrypted.state, encrypted.recipe,
+                       encrypted.server_private).local_models() == {}

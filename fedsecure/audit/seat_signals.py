@@ -1,0 +1,89 @@
+"""What each threat position observes of a federation, as logits on the membership candidates.
+
+The membership audit scores candidates from the models one seat holds:
+
+* ``external``: the released model;
+* ``server``: each site's latest local model it received in plaintext (the
+  model it sent plus the site's update); each candidate is scored by its own
+  site's model, the hospital the patient was seen at being known;
+* ``client``: the global models every site receives, at most
+  :data:`TRAJECTORY` of them evenly spaced over the rounds, the released model
+  last (a loss trajectory; the initial model is left out: it has seen no data).
+
+The same function reads the target federation and every reference federation,
+so the attacker's references and the target are observed alike. Signals are
+named logits: ``external``, ``server``, and ``client@<round>`` (the state
+after that round; the released model's is ``client@released``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from fedsecure.fl.evaluation import logits
+from fedsecure.fl.views import SeatViews
+from fedsecure.positions import Position
+
+TRAJECTORY = 8
+RELEASED = "released"
+
+
+def client_signal(round_name: str) -> str:
+    """The name of one client-seat signal (the global state after round ``round_name``, or "released")."""
+    return f"{Position.CLIENT.value}@{round_name}"
+
+
+def trajectory_rounds(states: int) -> list[int]:
+    """Which kept global states (indices; state i starts round i + 1) the client seat scores with.
+
+    State 0 is the initial model (no data seen); of the others at most ``TRAJECTORY - 1``, evenly
+    spaced and ending with the last; the released model is scored besides.
+    """
+    later = list(range(1, states))
+    if len(later) <= TRAJECTORY - 1:
+        return later
+    picks = np.linspace(0, len(later) - 1, TRAJECTORY - 1).round().astype(int)
+    return sorted({later[i] for i in picks})
+
+
+def seat_signals(
+    views: SeatViews, positions: list[Position], images: np.ndarray, sites: np.ndarray, site_names: list[str],
+    device: torch.device,
+) -> dict[str, torch.Tensor]:
+    """Logits (N, C) on the candidate ``images`` for every signal the ``positions`` observe.
+
+    Args:
+        views: the federation's views.
+        positions: the seats to observe from.
+        images: (N, C, H, W) candidates.
+        sites: (N,) each candidate's site index (into ``site_names``).
+        site_names: the federation's site names.
+        device: where the models run.
+
+    The server's signal is absent when it holds no site's plaintext update (secure aggregation);
+    a candidate of a site that sent none in the kept rounds is scored by the released model.
+    """
+    batch = torch.from_numpy(images).to(device)
+
+    def on(model: torch.nn.Module, chosen: np.ndarray | slice = slice(None)) -> torch.Tensor:
+        return logits(model.to(device), batch[chosen]).double().cpu()
+
+    released = on(views.external.released_model)
+    signals: dict[str, torch.Tensor] = {}
+    if Position.EXTERNAL in positions:
+        signals[Position.EXTERNAL.value] = released
+    if Position.SERVER in positions:
+        local = views.server.local_models()
+        if local:
+            scored = released.clone()
+            for k, name in enumerate(site_names):
+                mine = np.flatnonzero(sites == k)
+                if name in local and len(mine):
+                    scored[mine] = on(local[name][1], mine)
+            signals[Position.SERVER.value] = scored
+    if Position.CLIENT in positions:
+        for index in trajectory_rounds(len(views.client.global_states)):
+            signals[client_signal(str(index))] = on(views.client.model_at(index))  # the state after round ``index``
+        signals[client_signal(RELEASED)] = released
+    return signals

@@ -60,7 +60,7 @@ from attacks.membership import (
 )
 from attacks.membership.signals import loss
 from attacks.metrics import membership_scores
-from fedsecure.audit.seat_signals import RELEASED, client_signal, seat_signals
+from fedsecure.audit.seat_signals import RELEASED, client_signal, seat_signals, server_signal
 from fedsecure.config.spec import AuditSpec, MembershipSpec, ScenarioSpec
 from fedsecure.data.federated import FederatedData
 from fedsecure.data.splits import Split
@@ -240,20 +240,23 @@ def audit_membership(
 
 def _signal_names(position: Position, signals: dict[str, torch.Tensor]) -> list[str]:
     """The signals one seat observes (the client's trajectory in round order, the released model last)."""
-    if position is not Position.CLIENT:
+    if position is Position.EXTERNAL:
         return [position.value] if position.value in signals else []
-    rounds = sorted(int(n.split("@")[1]) for n in signals if n.startswith("client@") and not n.endswith(RELEASED))
-    names = [client_signal(str(r)) for r in rounds]
-    return names + ([client_signal(RELEASED)] if client_signal(RELEASED) in signals else [])
+    prefix = f"{position.value}@"
+    rounds = sorted(int(n[len(prefix):]) for n in signals if n.startswith(prefix) and not n.endswith(RELEASED))
+    named = client_signal if position is Position.CLIENT else server_signal
+    names = [named(str(r)) for r in rounds]
+    return names + ([named(RELEASED)] if named(RELEASED) in signals else [])
 
 
 def _observed_text(position: Position, names: list[str], attacker: str, data: FederatedData) -> str:
     """What the seat's attack scored with, in words."""
     if position is Position.EXTERNAL:
         return "the released model"
-    if position is Position.SERVER:
-        return "each site's latest local model (the model the server sent plus the site's update)"
     rounds = [n.split("@")[1] for n in names if not n.endswith(RELEASED)]
+    if position is Position.SERVER:
+        return (f"each site's local model of rounds {', '.join(rounds)} (the model the server sent plus the site's "
+                "update), scores summed over them")
     span = f"after rounds {', '.join(rounds)} and " if rounds else ""
     return (f"{attacker}'s seat: the global models {span}the released model, scores summed over them; "
             f"candidates of the other {len(data.sites) - 1} site(s)")

@@ -3,17 +3,18 @@
 The membership audit scores candidates from the models one seat holds:
 
 * ``external``: the released model;
-* ``server``: each site's latest local model it received in plaintext (the
-  model it sent plus the site's update); each candidate is scored by its own
-  site's model, the hospital the patient was seen at being known;
+* ``server``: each site's local model of every kept round (the first and the
+  last) it received in plaintext (the model it sent plus the site's update);
+  each candidate is scored by its own site's model, the hospital the patient
+  was seen at being known;
 * ``client``: the global models every site receives, at most
   :data:`TRAJECTORY` of them evenly spaced over the rounds, the released model
   last (a loss trajectory; the initial model is left out: it has seen no data).
 
 The same function reads the target federation and every reference federation,
 so the attacker's references and the target are observed alike. Signals are
-named logits: ``external``, ``server``, and ``client@<round>`` (the state
-after that round; the released model's is ``client@released``).
+named logits: ``external``, ``server@<round>``, and ``client@<round>`` (the
+state after that round; the released model's is ``client@released``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,11 @@ from fedsecure.positions import Position
 
 TRAJECTORY = 8
 RELEASED = "released"
+
+
+def server_signal(round_name: str) -> str:
+    """The name of one server-seat signal (the sites' local models of round ``round_name``)."""
+    return f"{Position.SERVER.value}@{round_name}"
 
 
 def client_signal(round_name: str) -> str:
@@ -61,8 +67,8 @@ def seat_signals(
         site_names: the federation's site names.
         device: where the models run.
 
-    The server's signal is absent when it holds no site's plaintext update (secure aggregation);
-    a candidate of a site that sent none in the kept rounds is scored by the released model.
+    The server's signals are absent when it holds no site's plaintext update (secure aggregation);
+    a candidate of a site that sent nothing in a kept round is scored there by the released model.
     """
     batch = torch.from_numpy(images).to(device)
 
@@ -74,14 +80,13 @@ def seat_signals(
     if Position.EXTERNAL in positions:
         signals[Position.EXTERNAL.value] = released
     if Position.SERVER in positions:
-        local = views.server.local_models()
-        if local:
+        for round_number, local in views.server.local_models().items():
             scored = released.clone()
             for k, name in enumerate(site_names):
                 mine = np.flatnonzero(sites == k)
                 if name in local and len(mine):
-                    scored[mine] = on(local[name][1], mine)
-            signals[Position.SERVER.value] = scored
+                    scored[mine] = on(local[name], mine)
+            signals[server_signal(str(round_number))] = scored
     if Position.CLIENT in positions:
         for index in trajectory_rounds(len(views.client.global_states)):
             signals[client_signal(str(index))] = on(views.client.model_at(index))  # the state after round ``index``

@@ -86,20 +86,21 @@ class ServerView:
         """Whether any message the server kept is readable (False under secure aggregation)."""
         return any(update.plaintext for r in self.rounds for update in r.received.values())
 
-    def local_models(self) -> dict[str, tuple[int, nn.Module]]:
-        """Each site's latest local model the server can rebuild: the model it sent plus the site's update.
+    def local_models(self) -> dict[int, dict[str, nn.Module]]:
+        """Each site's local model the server can rebuild, per kept round: the model it sent plus the site's update.
 
-        Returns site name -> (round, model), from the latest kept round with that site's plaintext
-        message and the sent model; sites it holds no such round of are absent (all under secure aggregation).
+        Returns round -> site name -> model, for the kept rounds with the sent model and some
+        plaintext message; empty under secure aggregation.
         """
-        latest: dict[str, tuple[int, nn.Module]] = {}
+        rebuilt: dict[int, dict[str, nn.Module]] = {}
         for kept in sorted(self.rounds, key=lambda r: r.round):
             if kept.sent_model is None:
                 continue
-            for site, update in kept.received.items():
-                if update.shared is not None:
-                    latest[site] = (kept.round, _moved(kept.sent_model, update.shared))
-        return latest
+            models = {site: _moved(kept.sent_model, update.shared)
+                      for site, update in kept.received.items() if update.shared is not None}
+            if models:
+                rebuilt[kept.round] = models
+        return rebuilt
 
     def round(self, number: int) -> ServerRound:
         """The kept record of round ``number``."""

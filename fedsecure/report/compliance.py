@@ -103,6 +103,8 @@ def _threat_model(scenario: ScenarioFinding) -> list[tuple[str, str]]:
         "part and the noise share they added themselves"
         + (" (the sites decrypt the encrypted sum together: they share the CKKS secret key)"
            if scenario.encrypted else "")
+        + "; a site that subtracts its own update from the aggregate holds the other sites' sum, and with two "
+        "sites the other site's update itself" + (", encryption notwithstanding" if scenario.encrypted else "")
     )
     return [
         ("aggregation server", server),

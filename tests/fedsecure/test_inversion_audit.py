@@ -11,6 +11,7 @@ import pytest
 
 from fedsecure.audit import load_spec, run_audit
 from fedsecure.config.spec import parse_spec
+from fedsecure.positions import Position
 from fedsecure.privacy import calibrate_noise
 from tests.fedsecure.tiny_specs import PLAIN_AND_CKKS, TINY_DATA, tiny_spec
 
@@ -54,10 +55,20 @@ def test_each_protocol_gives_the_server_its_own_view(tmp_path):
     # the same victims in every scenario: their prior scores agree image by image
     assert [p["prior_psnr"] for p in dp["per_image"]] == [p["prior_psnr"] for p in plain["per_image"]]
 
+    # The other site (two sites: it subtracts its own message from the aggregate) holds the update, CKKS or not.
+    plain_client, ckks_client, dp_client = (s["attacks"][1] for s in report["scenarios"])
+    for seat in (plain_client, ckks_client, dp_client):
+        assert seat["position"] == "client" and seat["attacker_site"] == "site-1" and seat["status"] == "ok"
+    assert ckks_client["psnr_gain_median"] > 10 and ckks_client["label_accuracy"] == 1.0
+    assert ckks_client["per_image"] == plain_client["per_image"]  # CKKS sums bit for bit what plain sums
+    print("client-dp, client seat:", dp_client["psnr_gain_median"])
+    assert dp_client["psnr_gain_median"] <= 1.0  # the victim's own noise share stays in what the other site holds
+
     verdicts = [s["verdict"] for s in report["scenarios"]]
-    assert [v["pass"] for v in verdicts] == [False, True, True]
+    assert [v["pass"] for v in verdicts] == [False, False, True]
     assert "exceeds max_reconstruction_psnr_gain" in " ".join(verdicts[0]["reasons"])
-    assert "no access" in " ".join(verdicts[1]["reasons"])
+    ckks_reasons = " ".join(verdicts[1]["reasons"])
+    assert "no access" in ckks_reasons and "another participating hospital (client position)" in ckks_reasons
     assert json.loads((tmp_path / "report.json").read_text()) == report
 
 
@@ -76,8 +87,8 @@ def test_a_raw_psnr_threshold_fails_only_a_reconstruction_that_beats_the_prior(t
 @pytest.mark.slow
 def test_lenet_fedsgd_batch_one_gives_chest_xrays_away_and_dp_stops_it(pneumonia_path, tmp_path):
     shipped = load_spec(REPO / "audits" / "inversion-lenet.toml", data_path=pneumonia_path)
-    # The shipped spec attacks 8 images; 4 here (CI time), the same setting otherwise.
-    inversion = shipped.spec.attacks.inversion.model_copy(update={"images": 4})
+    # The shipped spec attacks 8 images from every seat; 4 here from the server (CI time), the same setting otherwise.
+    inversion = shipped.spec.attacks.inversion.model_copy(update={"images": 4, "positions": [Position.SERVER]})
     spec = shipped.spec.model_copy(update={"attacks": shipped.spec.attacks.model_copy(update={"inversion": inversion})})
     with pytest.warns(UserWarning):
         report = run_audit(dataclasses.replace(shipped, spec=spec), tmp_path, device="cpu")
@@ -86,6 +97,25 @@ def test_lenet_fedsgd_batch_one_gives_chest_xrays_away_and_dp_stops_it(pneumonia
     assert plain["psnr_median"] >= 30.0 and plain["label_accuracy"] == 1.0
     assert ckks["status"] == "no_access"
     assert dp["psnr_gain_median"] <= 1.0  # epsilon 8, distributed noise: nothing over the prior
+
+
+@pytest.mark.slow
+def test_under_ckks_the_other_hospital_rebuilds_the_chest_xrays_the_server_cannot_see(pneumonia_path, tmp_path):
+    shipped = load_spec(REPO / "audits" / "inversion-client-seat.toml", data_path=pneumonia_path)
+    # The shipped spec attacks 8 images in plain and CKKS; 4 under CKKS here (CI time), the same setting otherwise.
+    inversion = shipped.spec.attacks.inversion.model_copy(update={"images": 4})
+    spec = shipped.spec.model_copy(update={
+        "scenario": shipped.spec.scenario[1:],
+        "attacks": shipped.spec.attacks.model_copy(update={"inversion": inversion}),
+    })
+    assert (spec.data.sites, spec.federation.strategy, spec.model.name, spec.scenario[0].protocol) == (
+        2, "fedsgd", "lenet-dlg", "ckks")
+    report = run_audit(dataclasses.replace(shipped, spec=spec), tmp_path, device="cpu")
+    server, client = report["scenarios"][0]["attacks"]
+    assert (server["position"], server["status"]) == ("server", "no_access")
+    assert client["position"] == "client" and client["batch_size"] == 1
+    assert client["psnr_gain_median"] > 10 and client["label_accuracy"] == 1.0
+    assert report["scenarios"][0]["verdict"]["pass"] is False
 
 
 FEDAVG = """

@@ -151,6 +151,24 @@ BAD_SPECS = [
     (MINIMAL + '[attacks]\ninversion = { steps = 10 }\n', "attacks.inversion.steps: unknown field"),
     (MINIMAL + '[attacks]\nspying = { method = "x" }\n', "attacks.spying: unknown field"),
     (MINIMAL + "[thresholds]\nmax_epsilon = 0\n", "thresholds.max_epsilon: Input should be greater than 0"),
+    # Positions that do not apply are refused by name.
+    (MINIMAL + '[attacks]\ninversion = { positions = ["external"] }\n',
+     "inversion cannot run from the external position: the released model carries no update to invert"),
+    (MINIMAL + '[attacks]\nmembership = { positions = ["janitor"] }\n',
+     "attacks.membership.positions[0]: Input should be 'external', 'server' or 'client'"),
+    (MINIMAL + '[attacks]\nmembership = { positions = ["server", "server"] }\n', "positions repeated: server"),
+    (MINIMAL + '[attacks]\nmembership = { positions = [] }\n', "attacks.membership.positions"),
+    (MINIMAL + '[data]\nsites = 1\n[attacks]\ninversion = { positions = ["client"] }\n',
+     "the client position needs another site (data.sites >= 2)"),
+    (MINIMAL + '[data]\nsites = 1\n[attacks]\nmembership = { positions = ["client"] }\n',
+     "the client position needs another site (data.sites >= 2)"),
+    (MINIMAL + '[attacks]\ninversion = { site = 1, attacker_site = 1 }\n',
+     "attacks.inversion.attacker_site (1) is the attacked site"),
+    (MINIMAL + '[attacks]\ninversion = { attacker_site = 9 }\n',
+     "attacks.inversion.attacker_site (9) must be a site index below data.sites (4)"),
+    (MINIMAL + '[attacks]\ninversion = { round = 99 }\n', "attacks.inversion.round (99) exceeds federation.rounds"),
+    (MINIMAL + '[attacks]\nmembership = { attacker_site = 4 }\n',
+     "attacks.membership.attacker_site (4) must be a site index below data.sites (4)"),
     ("name = [", "invalid TOML"),
     ("seed = -1\n" + MINIMAL, "seed: Input should be greater than or equal to 0"),
     (MINIMAL + "seed = 1\n", "scenario[0].seed: unknown field"),
@@ -202,3 +220,25 @@ def test_membership_options_reach_the_attack():
 def test_every_shipped_spec_is_valid():
     for path in sorted((REPO / "audits").glob("*.toml")):
         assert load_spec(path).spec.name, path
+
+
+def test_positions_default_to_every_seat_that_applies():
+    spec = parse_spec(MINIMAL + '[attacks]\ninversion = {}\nmembership = {}\n', "t").spec
+    assert [p.value for p in spec.attacks.inversion.positions_on(4)] == ["server", "client"]
+    assert [p.value for p in spec.attacks.membership.positions_on(4)] == ["external", "server", "client"]
+    assert [p.value for p in spec.attacks.membership.positions_on(1)] == ["external", "server"]  # no other site
+    assert spec.attacks.inversion.attacker_on(4) == 1
+    chosen = parse_spec(MINIMAL + '[attacks]\nmembership = { positions = ["client"] }\n', "t").spec
+    assert [p.value for p in chosen.attacks.membership.positions_on(4)] == ["client"]
+
+
+def test_inverting_gradients_gets_its_strong_setting_unless_the_spec_says_otherwise():
+    plain = parse_spec(MINIMAL + '[attacks]\ninversion = { method = "inverting_gradients" }\n', "t").spec
+    attack = plain.attacks.inversion.attack(seed=3)
+    strong = (attack.subspace, attack.init, attack.prior_weight, attack.restarts, attack.seed)
+    assert strong == (256, "prior", 1e-3, 2, 3)
+    said = parse_spec(MINIMAL + '[attacks]\ninversion = { method = "inverting_gradients", subspace = 0 }\n', "t").spec
+    assert said.attacks.inversion.attack(seed=3).subspace == 0
+    # DLG and iDLG keep their papers' settings.
+    idlg = parse_spec(MINIMAL + '[attacks]\ninversion = { method = "idlg" }\n', "t").spec.attacks.inversion.attack(0)
+    assert (idlg.subspace, idlg.init) == (0, "random")

@@ -92,6 +92,8 @@ class AttackFinding(ABC):
     frontier_rank: ClassVar[int] = 100
     # The leakage-by-seat table's column for this kind (its worst finding at each seat, by frontier value).
     seat_measure: ClassVar[str] = "worst attack success"
+    # The seats (position values) this kind of attack can run from; at the others it "does not apply".
+    applies_at: ClassVar[tuple[str, ...]] = ("external", "server", "client")
 
     @classmethod
     def json_variants(cls) -> Mapping[str, type[AttackFinding]]:

@@ -59,6 +59,7 @@ class InversionFinding(AttackFinding):
     thresholds: ClassVar[tuple[str, ...]] = ("max_reconstruction_psnr", "max_reconstruction_psnr_gain")
     frontier_rank: ClassVar[int] = 1
     seat_measure: ClassVar[str] = "inversion: worst gain over the prior"
+    applies_at: ClassVar[tuple[str, ...]] = ("server", "client")  # the released model carries no update
 
     COLUMNS: ClassVar[tuple[str, ...]] = (
         "scenario", "attack", "position", "status", "median PSNR", "prior PSNR", "gain (dB)", "median SSIM",

@@ -158,9 +158,9 @@ class MembershipFinding(AttackFinding):
         used = [f.shadow_models for f in found if f.status == "ok" and f.shadow_models]
         if used and min(used) < ENOUGH_REFERENCES:
             lines.append(
-                f"{min(used)} reference models: fewer than the {ENOUGH_REFERENCES} at which LiRA's rates at low "
-                "false-positive rates settle (Carlini et al. 2022); a better-equipped attacker may find more than "
-                "these rates show."
+                f"{min(used)} reference models, fewer than the default {ENOUGH_REFERENCES}: LiRA's rates at low "
+                "false-positive rates keep rising with more reference models (Carlini et al. 2022), so a "
+                "better-equipped attacker may find more than these rates show."
             )
         for finding in found:
             unresolved = [level for level, rate in finding.tpr_at_fpr.items() if not rate.resolved]

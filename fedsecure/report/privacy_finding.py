@@ -150,7 +150,10 @@ class PrivacyFinding:
         guarantee = (self.epsilon_by_adversary or {}).get(party)
         if guarantee is None:  # one guarantee for every party (e.g. sample-level DP)
             return self.epsilon_text()
-        return "none: it sees the data before any noise" if guarantee.epsilon is None else number(guarantee.epsilon, 2)
+        if guarantee.epsilon is None:
+            return "none: it sees the data before any noise"
+        text = number(guarantee.epsilon, 2)
+        return f"{text} (simulation: seeded noise)" if self.simulation else text
 
     def empirical_text(self) -> str:
         """The empirical lower bound with the ceiling of the audit that produced it."""

@@ -92,8 +92,11 @@ def seat_table(report: Report) -> AttackTable | None:
             here = [a for a in s.attacks if a.position == position.value]
             if not here:
                 continue
-            rows.append((s.name, position.in_words, s.privacy.epsilon_against(position.party),
-                         *(_worst([a for a in here if type(a) is kind]) for kind in kinds)))
+            rows.append((
+                s.name, position.in_words, s.privacy.epsilon_against(position.party),
+                *(_worst([a for a in here if type(a) is kind]) if position.value in kind.applies_at
+                  else "does not apply" for kind in kinds),
+            ))
     intro = (
         "The worst leakage each attack found from each seat, beside the formal epsilon the accountant states "
         "against that party. A seat that holds nothing an attack can use (the server under secure aggregation) "

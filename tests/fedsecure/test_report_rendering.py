@@ -19,6 +19,7 @@ from fedsecure.report.compliance import scenario_compliance
 from fedsecure.report.html import render_html
 from fedsecure.report.markdown import render_markdown
 from fedsecure.report.rendering import render_reports, rerender
+from fedsecure.report.summary import seat_table
 from fedsecure.report.verdict import judge
 from tests.browser import MISSING, browse, chromium
 
@@ -82,6 +83,21 @@ def test_html_holds_every_part_of_the_report(audited):
     assert "<script" not in page and not re.search(r'(src|href)="(?!data:)', page)
     report = json.loads((audited / "report.json").read_text())
     assert report["environment"]["spec_sha256"] in page and report["environment"]["data_sha256"] in page
+
+
+def test_leakage_by_seat_names_each_seat_its_epsilon_and_worst_finding(audited):
+    table = seat_table(fixture_report())
+    rows = {(row[0], row[1]): row[2:] for row in table.rows}
+    assert table.columns[3:] == ("inversion: worst gain over the prior", "membership: worst TPR at 1% FPR")
+    # Under CKKS the server holds ciphertexts; the other hospital, with two sites, holds the other's update.
+    assert rows["ckks", "the aggregation server"][1:] == ("no access", "no access")
+    assert rows["ckks", "another participating hospital"][1].endswith("dB over prior (idlg)")
+    assert rows["plain", "anyone given the final model"][1] == "does not apply"  # no update to invert
+    # The formal epsilon is the one against that party: client-level DP under CKKS shields the server, not a site.
+    assert rows["client-dp", "another participating hospital"][0] == "8.00 (simulation: seeded noise)"
+    assert rows["client-dp", "anyone given the final model"][0].startswith("5.16")
+    assert "## Leakage by seat" in (audited / "report.md").read_text()
+    assert '<section id="seats">' in (audited / "report.html").read_text()
 
 
 def test_compliance_says_who_sees_what_and_the_limits(tmp_path):

@@ -81,7 +81,8 @@ def audit_inversion(
         data: the federated data.
         build_federation: the scenario's federation on given data (same settings as its real run).
         out_dir: where the image grids go (``figures/inversion-<scenario>[-<position>].png``).
-        start: the real run's global state at the start of the probed round (None: the initial model).
+        start: the real run's global state at the start of the probed round (None: the initial model;
+            for a later round, the finding is skipped).
     """
     settings = spec.attacks.inversion
     assert settings is not None
@@ -96,6 +97,9 @@ def audit_inversion(
 
     if site.n_train < settings.images:
         reason = f"site {site.name} holds {site.n_train} training images, fewer than the {settings.images} to attack"
+        return [InversionFinding(status="skipped", reason=reason, **base(p)) for p in positions]
+    if settings.round > 1 and start is None:
+        reason = f"the run kept no global model of round {settings.round} (it stopped before, or kept none)"
         return [InversionFinding(status="skipped", reason=reason, **base(p)) for p in positions]
     chosen = numpy_rng(spec.seed, "inversion-victims").choice(site.n_train, settings.images, replace=False)
     batches = np.sort(chosen).reshape(-1, settings.batch_size)

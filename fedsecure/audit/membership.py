@@ -225,6 +225,13 @@ def audit_membership(
             if attack.needs_references:
                 assert references is not None
                 names = [n for n in names if n in references]
+            if not names:  # the references observed none of what the target's seat did (they all stopped early)
+                findings.append(MembershipFinding(
+                    method=MEMBERSHIP_ATTACKS.name_of(type(attack)), position=position, status="skipped",
+                    reason="no reference federation observed what this seat observed of the target",
+                    confidence=settings.confidence,
+                ))
+                continue
             chosen = pool.site != settings.attacker_site if position is Position.CLIENT else np.ones(len(pool), bool)
             findings.append(_finding(
                 attack, position, settings, references, reference_seconds, target_signals, names, labels, pool,

@@ -238,7 +238,8 @@ def _scenario_units(spec: AuditSpec) -> float:
     rounds = spec.federation.rounds
     units = rounds
     if spec.attacks.inversion is not None:
-        units += rounds  # the probes' training, plus the optimisation, is of the order of one federation
+        # Per seat, the probes' training plus the optimisation is of the order of one federation.
+        units += rounds * len(spec.attacks.inversion.positions_on(spec.data.sites))
     membership = spec.attacks.membership
     if membership is not None:
         units += rounds * (membership.shadow_models + (membership.canaries > 0))
@@ -304,11 +305,10 @@ def _run_scenario(
             advance()
     inversion = spec.attacks.inversion
     if inversion is not None:
-        with progress.task(f"scenario {scenario.name}: inversion attack", 1, units_per_step=rounds) as advance:
-            kept = [r.global_model for r in result.trace.rounds if r.round == inversion.round]
-            attacks.extend(audit_inversion(
-                spec, scenario, data, build_federation, out_dir, start=kept[0] if kept else None,
-            ))
+        seats = len(inversion.positions_on(spec.data.sites))
+        with progress.task(f"scenario {scenario.name}: inversion attack", 1, units_per_step=rounds * seats) as advance:
+            start = next((r.global_model for r in result.trace.rounds if r.round == inversion.round), None)
+            attacks.extend(audit_inversion(spec, scenario, data, build_federation, out_dir, start=start))
             advance()
     if spec.attacks.membership is not None:
         membership = spec.attacks.membership

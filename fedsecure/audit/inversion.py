@@ -80,7 +80,7 @@ def audit_inversion(
         scenario: the scenario whose client pipeline is probed.
         data: the federated data.
         build_federation: the scenario's federation on given data (same settings as its real run).
-        out_dir: where the image grids go (``figures/inversion-<scenario>[-<position>].png``).
+        out_dir: where the image grids go (``figures/inversion-<scenario>-<position>.png``).
         start: the real run's global state at the start of the probed round (None: the initial model;
             for a later round, the finding is skipped).
     """
@@ -133,7 +133,7 @@ def audit_inversion(
 
     findings = []
     for position in positions:
-        observations, truths, assumptions = [], [], _assumptions(position, settings, data, attacker)
+        observations, truths, assumptions = [], [], _assumptions(spec, scenario, position, settings, data, attacker)
         refused = None
         for batch in batches:
             seen, pinned = probe(position, batch)
@@ -153,10 +153,22 @@ def audit_inversion(
     return findings
 
 
-def _assumptions(position: Position, settings: InversionSpec, data: FederatedData, attacker: int) -> list[str]:
+def _assumptions(
+    spec: AuditSpec, scenario: ScenarioSpec, position: Position, settings: InversionSpec, data: FederatedData,
+    attacker: int,
+) -> list[str]:
+    probe = []
+    if scenario.dp is not None and scenario.dp.adaptive_quantile is not None and settings.round > 1:
+        probe.append(f"the probe clips at the mechanism's initial bound, not the bound adaptive clipping reached by "
+                     f"round {settings.round}")
     if position is Position.SERVER:
         return [f"the server knows the site's update came from {settings.batch_size} image(s), and its training "
-                "settings"]
+                "settings", *probe]
+    if spec.federation.clients_per_round is not None:
+        probe.append(
+            "every site takes part in the probed round; with clients_per_round sampling, a round with fewer sites "
+            "mixes fewer updates (with the attacker and the attacked site alone, the attacked update exactly)"
+        )
     others = len(data.sites) - 1
     mixed = "" if others == 1 else (
         f"; with {others} other sites that mean mixes their updates, and the attack inverts the mixture"
@@ -166,6 +178,7 @@ def _assumptions(position: Position, settings: InversionSpec, data: FederatedDat
         f"and its own message{mixed}",
         f"{data.sites[attacker].name} is granted that the attacked update came from {settings.batch_size} "
         "image(s), and knows the training settings (it runs them)",
+        *probe,
     ]
 
 
@@ -182,8 +195,7 @@ def _attack(
         score_reconstruction(r.images, r.labels, torch.from_numpy(t.images), torch.from_numpy(t.labels), prior)
         for r, t in zip(reconstructions, truths, strict=True)
     ]
-    suffix = "" if position is Position.SERVER else f"-{position.value}"
-    figure = _save_grid(out_dir, f"{scenario.name}{suffix}", truths, reconstructions, scores, prior)
+    figure = _save_grid(out_dir, f"{scenario.name}-{position.value}", truths, reconstructions, scores, prior)
     merged = ReconstructionScores.concatenate(scores)
     return InversionFinding(
         status="ok",

@@ -60,7 +60,7 @@ from attacks.membership import (
 )
 from attacks.membership.signals import loss
 from attacks.metrics import membership_scores
-from fedsecure.audit.seat_signals import RELEASED, client_signal, seat_signals, server_signal
+from fedsecure.audit.seat_signals import RELEASED, TRAJECTORY, client_signal, seat_signals, server_signal
 from fedsecure.config.spec import AuditSpec, MembershipSpec, ScenarioSpec
 from fedsecure.data.federated import FederatedData
 from fedsecure.data.splits import Split
@@ -178,9 +178,12 @@ def audit_membership(
     labels = torch.from_numpy(pool.labels)
     asked = settings.positions_on(len(data.sites))
     target_signals = seat_signals(target, asked, pool.images, pool.site, pool.site_names, device)
-    blind = [p for p in asked if not _signal_names(p, target_signals)]  # e.g. the server under CKKS
-    observed = [p for p in asked if p not in blind]
+    observed = asked
     attacker = pool.site_names[settings.attacker_site]
+    server_note = "" if target.server.local_models() else (
+        " only: under secure aggregation the server sees no site's update and no intermediate model"
+        if not target.server.sees_plaintext else " only: no global model was kept to rebuild the sites' models from"
+    )
 
     def train_and_observe(chosen: np.ndarray) -> dict[str, torch.Tensor] | None:
         seed = derive_seed(spec.seed, "reference", scenario.name, hashlib.sha256(chosen.tobytes()).hexdigest())
@@ -205,7 +208,7 @@ def audit_membership(
         recipe = spec.model_dump_json(include={"seed", "data", "model", "federation"})
         seats = ",".join(p.value for p in observed)
         key = hashlib.sha256(
-            f"{recipe}|{scenario.model_dump_json()}|{data.sha256()}|{seats}|{attacker}".encode()
+            f"{recipe}|{scenario.model_dump_json()}|{data.sha256()}|{seats}|{TRAJECTORY}".encode()
         ).hexdigest()
         members = balanced_memberships(
             len(pool), settings.shadow_models, numpy_rng(spec.seed, "references", scenario.name)
@@ -218,9 +221,6 @@ def audit_membership(
     findings = []
     for position in asked:
         for attack in attacks:
-            if position in blind:
-                findings.append(_no_access(attack, position, settings))
-                continue
             names = _signal_names(position, target_signals)
             if attack.needs_references:
                 assert references is not None
@@ -235,7 +235,8 @@ def audit_membership(
             chosen = pool.site != settings.attacker_site if position is Position.CLIENT else np.ones(len(pool), bool)
             findings.append(_finding(
                 attack, position, settings, references, reference_seconds, target_signals, names, labels, pool,
-                chosen, _observed_text(position, names, attacker, data),
+                chosen, _observed_text(position, names, attacker, data) + (
+                    server_note if position is Position.SERVER else ""),
             ))
     canary = None
     if settings.canaries:
@@ -262,19 +263,13 @@ def _observed_text(position: Position, names: list[str], attacker: str, data: Fe
         return "the released model"
     rounds = [n.split("@")[1] for n in names if not n.endswith(RELEASED)]
     if position is Position.SERVER:
+        if not rounds:
+            return "the released model"
         return (f"each site's local model of rounds {', '.join(rounds)} (the model the server sent plus the site's "
-                "update), scores summed over them")
+                "update) and the released model, scores summed over them")
     span = f"after rounds {', '.join(rounds)} and " if rounds else ""
     return (f"{attacker}'s seat: the global models {span}the released model, scores summed over them; "
             f"candidates of the other {len(data.sites) - 1} site(s)")
-
-
-def _no_access(attack: MembershipAttack, position: Position, settings: MembershipSpec) -> MembershipFinding:
-    return MembershipFinding(
-        method=MEMBERSHIP_ATTACKS.name_of(type(attack)), position=position, status="no_access",
-        reason="the server holds only ciphertexts of the sites' updates (secure aggregation): no site's local model",
-        confidence=settings.confidence,
-    )
 
 
 def canary_delta(scenario: ScenarioSpec) -> float:

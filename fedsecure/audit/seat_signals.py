@@ -4,9 +4,10 @@ The membership audit scores candidates from the models one seat holds:
 
 * ``external``: the released model;
 * ``server``: each site's local model of every kept round (the first and the
-  last) it received in plaintext (the model it sent plus the site's update);
-  each candidate is scored by its own site's model, the hospital the patient
-  was seen at being known;
+  last) it received in plaintext (the model it sent plus the site's update),
+  each candidate scored by its own site's model, the hospital the patient was
+  seen at being known; and the released model, which it receives whatever
+  the protocol (under secure aggregation, all it holds);
 * ``client``: the global models every site receives, at most
   :data:`TRAJECTORY` of them evenly spaced over the rounds, the released model
   last (a loss trajectory; the initial model is left out: it has seen no data).
@@ -14,7 +15,8 @@ The membership audit scores candidates from the models one seat holds:
 The same function reads the target federation and every reference federation,
 so the attacker's references and the target are observed alike. Signals are
 named logits: ``external``, ``server@<round>``, and ``client@<round>`` (the
-state after that round; the released model's is ``client@released``).
+state after that round); the released model's are ``server@released`` and
+``client@released``.
 """
 
 from __future__ import annotations
@@ -67,8 +69,8 @@ def seat_signals(
         site_names: the federation's site names.
         device: where the models run.
 
-    The server's signals are absent when it holds no site's plaintext update (secure aggregation);
-    a candidate of a site that sent nothing in a kept round is scored there by the released model.
+    The server's local-model signals are absent when it holds no site's plaintext update (secure
+    aggregation); a candidate of a site that sent nothing in a kept round is scored there by the released model.
     """
     batch = torch.from_numpy(images).to(device)
 
@@ -87,6 +89,7 @@ def seat_signals(
                 if name in local and len(mine):
                     scored[mine] = on(local[name], mine)
             signals[server_signal(str(round_number))] = scored
+        signals[server_signal(RELEASED)] = released  # the server receives the final model, whatever the protocol
     if Position.CLIENT in positions:
         for index in trajectory_rounds(len(views.client.global_states)):
             signals[client_signal(str(index))] = on(views.client.model_at(index))  # the state after round ``index``

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -26,7 +25,6 @@ from fedsecure.fl.strategies import STRATEGIES, Strategy
 from fedsecure.fl.trace import ClientRound, RoundRecord, Trace
 from fedsecure.fl.training import LocalTraining
 from fedsecure.fl.views import ClientView, Recipe, RevealedRound, ServerRound, ServerView, received_update
-from fedsecure.secure.fixed_point import to_grid
 from fedsecure.secure.plain import PlainAggregation
 from fedsecure.secure.protocol import Aggregate, AggregationProtocol, ClientRole, Message, Roles
 
@@ -196,7 +194,7 @@ class Federation:
             device=self.device,
         )
         total, total_weight = roles.client.reveal_sum(aggregate)
-        own_weight = int(to_grid(np.array(self.sites[observer].weight / self._weight_unit())))
+        own_weight = self.sites[observer].weight / self._weight_unit()
         revealed = RevealedRound(round_number, sent.detach().cpu(), own_weight, total, total_weight, len(messages))
         start_state = global_vector.detach().cpu().clone()
         return ClientView(

@@ -22,7 +22,7 @@ from fedsecure.fl.state import ModelState
 from fedsecure.fl.trace import Trace
 from fedsecure.fl.training import LocalTraining
 from fedsecure.positions import Position
-from fedsecure.secure.fixed_point import from_grid, to_grid, weighted_mean
+from fedsecure.secure.fixed_point import to_grid, weighted_mean
 from fedsecure.secure.protocol import Message
 
 
@@ -64,7 +64,8 @@ class ServerRound:
 
     Attributes:
         round: the round number (1-based).
-        sent_model: the model the server sent the sites, with that round's global state (None when not kept).
+        sent_model: the model the server sent the sites, with that round's global state (None when not kept,
+            and under secure aggregation, where the server never holds it).
         received: each participating site's message, by site name.
     """
 
@@ -121,7 +122,7 @@ class RevealedRound:
     Attributes:
         round: the round number (1-based).
         sent: the site's own message as it went into the protocol (its clipped and noised update: its own).
-        sent_weight: the site's weight on the protocol's fixed-point grid.
+        sent_weight: the site's weight as it went into the protocol (divided by the agreed weight unit).
         total: the revealed sum of ``weight * update`` over the senders, as grid integers.
         total_weight: the revealed sum of the senders' weights, on the grid.
         senders: how many messages the aggregate combines.
@@ -129,7 +130,7 @@ class RevealedRound:
 
     round: int
     sent: torch.Tensor = field(repr=False)
-    sent_weight: int
+    sent_weight: float
     total: np.ndarray = field(repr=False)
     total_weight: int
     senders: int
@@ -139,10 +140,11 @@ class RevealedRound:
 
         Exact on the grid: the site's own grid contribution is the one the protocol summed.
         """
-        rest = self.total_weight - self.sent_weight
+        # The site's own grid values, computed as every protocol computes them (float32 update times the weight).
+        own = to_grid(self.sent.detach().cpu().float().double().numpy() * self.sent_weight)
+        rest = self.total_weight - int(to_grid(np.array(self.sent_weight)))
         if self.senders < 2 or rest <= 0:
             return None
-        own = to_grid(self.sent.detach().cpu().double().numpy() * from_grid(np.array(self.sent_weight)))
         return weighted_mean(self.total - own, rest)
 
 
@@ -239,16 +241,21 @@ def server_view(
         server_private: the server's own values of the private entries (FedBN's normalization
             layers never leave a site, so the models it sent carry these).
     """
-    rounds = [
-        ServerRound(
+    rounds = []
+    for record in trace.rounds:
+        if not record.received:
+            continue
+        # Under secure aggregation the sites apply the decrypted aggregate themselves: the server never holds
+        # the global model of a round (the trace keeps it for the auditor, not for the server).
+        readable = any(message.plaintext for message in record.received.values())
+        rounds.append(ServerRound(
             round=record.round,
             sent_model=(
-                state.model_with(record.global_model, server_private) if record.global_model is not None else None
+                state.model_with(record.global_model, server_private)
+                if record.global_model is not None and readable else None
             ),
             received={site: received_update(site, message, state) for site, message in record.received.items()},
-        )
-        for record in trace.rounds if record.received
-    ]
+        ))
     return ServerView(rounds, recipe)
 
 

@@ -82,7 +82,8 @@ def _threat_model(scenario: ScenarioFinding) -> list[tuple[str, str]]:
     if scenario.encrypted:
         server = (
             "receives only CKKS ciphertexts of the sites' updates, holds no decryption key, and adds them without "
-            "reading them; it learns which sites took part and the size of their messages"
+            "reading them; it learns which sites took part and the size of their messages, and receives the final "
+            "model"
         )
     elif client_dp is not None and client_dp.get("placement") == "central":
         server = (
@@ -101,7 +102,8 @@ def _threat_model(scenario: ScenarioFinding) -> list[tuple[str, str]]:
     sites = (
         "receive the global model every round, computed from all participating sites' updates, and know who took "
         "part and the noise share they added themselves"
-        + (" (the sites decrypt the encrypted sum together: they share the CKKS secret key)"
+        + (" (the sites decrypt the encrypted sum together: they share the CKKS secret key, so a site that obtained "
+           "another site's ciphertext could read it: the sites must not collude with the server)"
            if scenario.encrypted else "")
         + "; a site that subtracts its own update from the aggregate holds the other sites' sum, and with two "
         "sites the other site's update itself" + (", encryption notwithstanding" if scenario.encrypted else "")

@@ -155,6 +155,19 @@ class MembershipFinding(AttackFinding):
                 f"Membership was not measured from {', '.join(p.in_words for p in missing)}; "
                 "what those seats see may reveal more."
             )
+        ran = {finding.position for finding in found if finding.status == "ok"}
+        if Position.SERVER.value in ran:
+            lines.append(
+                "The server's seat used each site's local models of the first and last rounds (the rounds whose "
+                "messages are kept) and the released model; it also sees the other rounds' messages, and in the "
+                "clear every global model, so it may learn more."
+            )
+        if Position.CLIENT.value in ran:
+            lines.append(
+                "The other hospital's seat used the rounds' global models; a site that also subtracts its own "
+                "update from each aggregate holds more (with two sites, the other site's local model each round, "
+                "under secure aggregation too), which this audit did not measure."
+            )
         used = [f.shadow_models for f in found if f.status == "ok" and f.shadow_models]
         if used and min(used) < ENOUGH_REFERENCES:
             lines.append(

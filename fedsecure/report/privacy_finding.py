@@ -148,11 +148,11 @@ class PrivacyFinding:
         if not self.differentially_private:
             return "none (no DP)"
         guarantee = (self.epsilon_by_adversary or {}).get(party)
-        if guarantee is None:  # one guarantee for every party (e.g. sample-level DP)
-            return self.epsilon_text()
-        if guarantee.epsilon is None:
+        if guarantee is not None and guarantee.epsilon is None:
             return "none: it sees the data before any noise"
-        text = number(guarantee.epsilon, 2)
+        # Without a guarantee per party, the one guarantee holds against every party alike (sample-level DP).
+        epsilon = guarantee.epsilon if guarantee is not None else self.epsilon
+        text = "unbounded" if epsilon is None else number(epsilon, 2)
         return f"{text} (simulation: seeded noise)" if self.simulation else text
 
     def empirical_text(self) -> str:

@@ -99,8 +99,9 @@ def seat_table(report: Report) -> AttackTable | None:
             ))
     intro = (
         "The worst leakage each attack found from each seat, beside the formal epsilon the accountant states "
-        "against that party. A seat that holds nothing an attack can use (the server under secure aggregation) "
-        "says no access."
+        "against that party (what each party's epsilon assumes is in the compliance section). A seat that holds "
+        "nothing an attack can use (the server's inversion under secure aggregation) says no access; an attack "
+        "that cannot run from a seat says does not apply."
     )
     return AttackTable(
         title=SEAT_TITLE, caption=f"{SEAT_TITLE}: {intro}", note=intro,

@@ -32,7 +32,15 @@ def _numeric_delta(epsilon, mean0, std0, mean1, std1):
         return max(0.0, norm.pdf(x, mean1, std1) - math.exp(epsilon) * norm.pdf(x, mean0, std0))
     low = min(mean0 - 15 * std0, mean1 - 15 * std1)
     high = max(mean0 + 15 * std0, mean1 + 15 * std1)
-    points = np.linspace(low, high, 41)
+    # The integrand has kinks where p1 = e^eps p0 (log p1 - log p0 - eps = a x^2 + b x + c = 0): integrate between
+    # them, so the quadrature's error stays far below the tolerance.
+    a = 1 / (2 * std0**2) - 1 / (2 * std1**2)
+    b = mean1 / std1**2 - mean0 / std0**2
+    c = mean0**2 / (2 * std0**2) - mean1**2 / (2 * std1**2) + math.log(std0 / std1) - epsilon
+    kinks = [r.real for r in np.roots([a, b, c]) if abs(r.imag) < 1e-12] if abs(a) > 1e-12 else (
+        [-c / b] if abs(b) > 1e-12 else []
+    )
+    points = np.unique(np.concatenate([np.linspace(low, high, 41), [k for k in kinks if low < k < high]]))
     return sum(integrate.quad(excess, a, b, limit=200)[0] for a, b in zip(points[:-1], points[1:], strict=True))
 
 

@@ -29,7 +29,7 @@ from tests.browser import MISSING, browse, chromium
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 FIGURES = {
     "fig-frontier", "fig-utility-rounds", "fig-roc", "fig-epsilon-rounds",
-    "fig-inversion-plain", "fig-inversion-sample-dp",
+    "fig-inversion-plain-server", "fig-inversion-sample-dp-server",
     # The other site's seat inverts in every scenario, CKKS included: with two sites it holds the other's update.
     "fig-inversion-plain-client", "fig-inversion-ckks-client", "fig-inversion-sample-dp-client",
     "fig-inversion-client-dp-client",
@@ -90,7 +90,7 @@ def test_leakage_by_seat_names_each_seat_its_epsilon_and_worst_finding(audited):
     rows = {(row[0], row[1]): row[2:] for row in table.rows}
     assert table.columns[3:] == ("inversion: worst gain over the prior", "membership: worst TPR at 1% FPR")
     # Under CKKS the server holds ciphertexts; the other hospital, with two sites, holds the other's update.
-    assert rows["ckks", "the aggregation server"][1:] == ("no access", "no access")
+    assert rows["ckks", "the aggregation server"][1] == "no access"  # no update to invert; it gets the final model
     assert rows["ckks", "another participating hospital"][1].endswith("dB over prior (idlg)")
     assert rows["plain", "anyone given the final model"][1] == "does not apply"  # no update to invert
     # The formal epsilon is the one against that party: client-level DP under CKKS shields the server, not a site.
@@ -266,7 +266,7 @@ def test_html_report_renders_in_headless_chromium(audited, tmp_path):
 
 def test_a_report_cannot_embed_files_from_outside_its_directory(audited, tmp_path):
     outside = tmp_path / "secret.png"
-    outside.write_bytes((audited / "figures" / "inversion-plain.png").read_bytes())
+    outside.write_bytes((audited / "figures" / "inversion-plain-server.png").read_bytes())
     report = json.loads((audited / "report.json").read_text())
     report["scenarios"][0]["attacks"][0]["figure"] = str(Path("..") / ".." / outside)
     page = render_html(Report.from_json(report), audited)

@@ -28,7 +28,7 @@ from fedsecure.fl.evaluation import logits
 from fedsecure.fl.views import SeatViews
 from fedsecure.positions import Position
 
-TRAJECTORY = 8
+TRAJECTORY = 4
 RELEASED = "released"
 
 

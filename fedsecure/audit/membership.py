@@ -178,7 +178,6 @@ def audit_membership(
     labels = torch.from_numpy(pool.labels)
     asked = settings.positions_on(len(data.sites))
     target_signals = seat_signals(target, asked, pool.images, pool.site, pool.site_names, device)
-    observed = asked
     attacker = pool.site_names[settings.attacker_site]
     server_note = "" if target.server.local_models() else (
         " only: under secure aggregation the server sees no site's update and no intermediate model"
@@ -189,24 +188,24 @@ def audit_membership(
         seed = derive_seed(spec.seed, "reference", scenario.name, hashlib.sha256(chosen.tobytes()).hexdigest())
         federation, result = _replica(
             build_federation, pool.federated(data, chosen), seed,
-            keep_messages="ends" if Position.SERVER in observed else "none",
-            keep_global_models=Position.SERVER in observed or Position.CLIENT in observed,
+            keep_messages="ends" if Position.SERVER in asked else "none",
+            keep_global_models=Position.SERVER in asked or Position.CLIENT in asked,
         )
         if result is None:
             return None
         views = seat_views(result, federation.state, federation.recipe, federation.server_private, attacker)
-        return seat_signals(views, observed, pool.images, pool.site, pool.site_names, federation.device)
+        return seat_signals(views, asked, pool.images, pool.site, pool.site_names, federation.device)
 
     attacks: list[MembershipAttack] = [settings.attack()]
     if settings.method != BASELINE:
         attacks.append(MEMBERSHIP_ATTACKS.get(BASELINE)())
     references: dict[str, ReferenceOutputs] | None = None
     reference_seconds = 0.0
-    if any(a.needs_references for a in attacks) and observed:
+    if any(a.needs_references for a in attacks):
         started = time.perf_counter()
         # What a reference model depends on: the training recipe and data, this scenario (not the others), the seats.
         recipe = spec.model_dump_json(include={"seed", "data", "model", "federation"})
-        seats = ",".join(p.value for p in observed)
+        seats = ",".join(p.value for p in asked)
         key = hashlib.sha256(
             f"{recipe}|{scenario.model_dump_json()}|{data.sha256()}|{seats}|{TRAJECTORY}".encode()
         ).hexdigest()

@@ -68,7 +68,9 @@ def test_membership_findings_reach_the_report(tmp_path, monkeypatch):
     replicas = seeds[1:6] + seeds[7:]
     assert 0 not in replicas and len(set(replicas)) == len(replicas)
     for scenario in report["scenarios"]:
-        lira, loss = scenario["attacks"]
+        found = {(a["method"], a["position"]): a for a in scenario["attacks"]}
+        assert list(found) == [(m, p) for p in ("external", "server", "client") for m in ("lira", "loss")]
+        lira, loss = found["lira", "external"], found["loss", "external"]
         assert (lira["method"], loss["method"]) == ("lira", "loss")  # the loss attack is the reference point
         assert lira["position"] == "external" and lira["status"] == "ok"
         assert (lira["members"], lira["non_members"]) == (60, 80)  # training vs held-out test + validation
@@ -89,11 +91,20 @@ def test_membership_findings_reach_the_report(tmp_path, monkeypatch):
         # 80 non-members cannot resolve 0.1%: the threshold cannot be shown to hold
         assert scenario["verdict"]["pass"] is False
         assert "cannot resolve a false-positive rate of 0.1%" in " ".join(scenario["verdict"]["reasons"])
+        # Under CKKS the server holds no site's update: its seat scores the released model it receives, and says so.
+        server, client = found["lira", "server"], found["lira", "client"]
+        if scenario["protocol"] == "ckks":
+            assert server["observed"].startswith("the released model only: under secure aggregation")
+            assert server["auc"] == lira["auc"]
+        else:
+            assert server["observed"].startswith("each site's local model of rounds 1, 2")
+        # Another site (site-0 by default) targets the other site's 30 members and 40 held-out images only.
+        assert (client["members"], client["non_members"]) == (30, 40) and "site-0's seat" in client["observed"]
     markdown = (tmp_path / "report.md").read_text()
     assert "client-dp: the empirical audit (20 canaries, 4 guesses) could show at most epsilon" in markdown
     cached = sorted(p.name for p in (tmp_path / "cache" / "membership-plain").iterdir())
     assert cached == [f"reference-{k:03d}.npz" for k in range(4)]
-    assert "Membership inference on the released model" in (tmp_path / "report.md").read_text()
+    assert "Membership inference from each seat" in (tmp_path / "report.md").read_text()
     assert json.loads((tmp_path / "report.json").read_text()) == report
 
 

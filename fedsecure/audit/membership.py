@@ -179,16 +179,18 @@ def audit_membership(
     asked = settings.positions_on(len(data.sites))
     target_signals = seat_signals(target, asked, pool.images, pool.site, pool.site_names, device)
     attacker = pool.site_names[settings.attacker_site]
-    server_note = "" if target.server.local_models() else (
-        " only: under secure aggregation the server sees no site's update and no intermediate model"
-        if not target.server.sees_plaintext else " only: no global model was kept to rebuild the sites' models from"
+    # Why the server may hold the released model only: secure aggregation, or no global model kept to rebuild from.
+    server_rebuilds = bool(target.server.local_models())
+    server_blind = (
+        "under secure aggregation the server sees no site's update and no intermediate model"
+        if not target.server.sees_plaintext else "no global model was kept to rebuild the sites' models from"
     )
 
     def train_and_observe(chosen: np.ndarray) -> dict[str, torch.Tensor] | None:
         seed = derive_seed(spec.seed, "reference", scenario.name, hashlib.sha256(chosen.tobytes()).hexdigest())
         federation, result = _replica(
             build_federation, pool.federated(data, chosen), seed,
-            keep_messages="ends" if Position.SERVER in asked else "none",
+            keep_messages="ends" if Position.SERVER in asked and server_rebuilds else "none",
             keep_global_models=Position.SERVER in asked or Position.CLIENT in asked,
         )
         if result is None:
@@ -234,8 +236,7 @@ def audit_membership(
             chosen = pool.site != settings.attacker_site if position is Position.CLIENT else np.ones(len(pool), bool)
             findings.append(_finding(
                 attack, position, settings, references, reference_seconds, target_signals, names, labels, pool,
-                chosen, _observed_text(position, names, attacker, data) + (
-                    server_note if position is Position.SERVER else ""),
+                chosen, _observed_text(position, names, attacker, data, server_blind),
             ))
     canary = None
     if settings.canaries:
@@ -256,19 +257,21 @@ def _signal_names(position: Position, signals: dict[str, torch.Tensor]) -> list[
     return names + ([named(RELEASED)] if named(RELEASED) in signals else [])
 
 
-def _observed_text(position: Position, names: list[str], attacker: str, data: FederatedData) -> str:
-    """What the seat's attack scored with, in words."""
+def _observed_text(position: Position, names: list[str], attacker: str, data: FederatedData, server_blind: str) -> str:
+    """What the seat's attack scored with, in words; where it holds the released model only, why."""
     if position is Position.EXTERNAL:
         return "the released model"
     rounds = [n.split("@")[1] for n in names if not n.endswith(RELEASED)]
     if position is Position.SERVER:
         if not rounds:
-            return "the released model"
+            return f"the released model only: {server_blind}"
         return (f"each site's local model of rounds {', '.join(rounds)} (the model the server sent plus the site's "
                 "update) and the released model, scores summed over them")
-    span = f"after rounds {', '.join(rounds)} and " if rounds else ""
-    return (f"{attacker}'s seat: the global models {span}the released model, scores summed over them; "
-            f"candidates of the other {len(data.sites) - 1} site(s)")
+    others = f"candidates of the other {len(data.sites) - 1} site(s)"
+    if not rounds:
+        return f"{attacker}'s seat: the released model only (no global model was kept); {others}"
+    return (f"{attacker}'s seat: the global models after rounds {', '.join(rounds)} and the released model, scores "
+            f"summed over them; {others}")
 
 
 def canary_delta(scenario: ScenarioSpec) -> float:

@@ -164,8 +164,9 @@ class Federation:
         global_vector = self._probe_start(start)
         message, _ = self.sites[k].message(global_vector, round_number, self._setup().client)
         name = self.sites[k].site.name
-        # The model sent holds the server's private entries, not the site's.
-        sent = self.state.model_with(global_vector.detach().cpu(), self.server_private)
+        # The model sent holds the server's private entries, not the site's; under secure aggregation the server
+        # never holds it (the sites apply the decrypted aggregate themselves), as in server_view.
+        sent = self.state.model_with(global_vector.detach().cpu(), self.server_private) if message.plaintext else None
         return ServerView(
             [ServerRound(round_number, sent, {name: received_update(name, message_on_cpu(message), self.state)})],
             self.recipe,

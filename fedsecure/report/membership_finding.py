@@ -131,12 +131,14 @@ class MembershipFinding(AttackFinding):
         confidence = number(rows[0][1].confidence, 2)  # one confidence per audit: the spec's
         return AttackTable(
             title="Membership inference",
-            caption="Membership inference from each seat: the released model (external), each site's local model "
-                    "(server), a site's trajectory of global models (client); TPR at a fixed FPR, with its "
+            caption="Membership inference from each seat: the released model (external), each site's local models "
+                    "and the released model (server; under secure aggregation the released model only), a site's "
+                    "trajectory of global models (client); TPR at a fixed FPR, with its "
                     f"{confidence} Clopper-Pearson interval:",
-            note="From each seat: the released model (external), each site's local model (server), a site's "
-                 f"trajectory of global models, targeting the other sites' patients (client). TPR at a fixed FPR "
-                 f"with its {confidence} Clopper-Pearson interval.",
+            note="From each seat: the released model (external), each site's local models and the released model "
+                 "(server; under secure aggregation the released model only), a site's trajectory of global models, "
+                 f"targeting the other sites' patients (client). TPR at a fixed FPR with its {confidence} "
+                 "Clopper-Pearson interval.",
             columns=cls.COLUMNS,
             rows=[finding.table_row(scenario) for scenario, finding in rows],
             numbers_from=4,
@@ -155,18 +157,19 @@ class MembershipFinding(AttackFinding):
                 f"Membership was not measured from {', '.join(p.in_words for p in missing)}; "
                 "what those seats see may reveal more."
             )
-        ran = {finding.position for finding in found if finding.status == "ok"}
-        if Position.SERVER.value in ran:
+        # What each seat's attack left out, from what it says it scored with.
+        observed = {finding.position: finding.observed or "" for finding in found if finding.status == "ok"}
+        if "local model" in observed.get(Position.SERVER.value, ""):
             lines.append(
                 "The server's seat used each site's local models of the first and last rounds (the rounds whose "
-                "messages are kept) and the released model; it also sees the other rounds' messages, and in the "
-                "clear every global model, so it may learn more."
+                "messages are kept) and the released model; it also sees the other rounds' messages and every "
+                "global model, so it may learn more."
             )
-        if Position.CLIENT.value in ran:
+        if "global models" in observed.get(Position.CLIENT.value, ""):
             lines.append(
-                "The other hospital's seat used the rounds' global models; a site that also subtracts its own "
-                "update from each aggregate holds more (with two sites, the other site's local model each round, "
-                "under secure aggregation too), which this audit did not measure."
+                "The other hospital's seat used a few rounds' global models and the released model; a site that "
+                "also subtracts its own update from each aggregate holds more (with two sites, the other site's "
+                "local model each round, under secure aggregation too), which this audit did not measure."
             )
         used = [f.shadow_models for f in found if f.status == "ok" and f.shadow_models]
         if used and min(used) < ENOUGH_REFERENCES:

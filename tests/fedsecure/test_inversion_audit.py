@@ -139,7 +139,8 @@ dp = { level = "sample", epsilon = 8.0, delta = 1e-3, clip = 1.0, secure_rng = t
 [attacks]
 # Pixel space (the paper's setting): on this LeNet and 40 public images the audit defaults' principal subspace,
 # tuned on the default CNN, stays far weaker (+2.8 dB measured, against more than 10 here).
-inversion = { method = "fedavg_update", images = 2, batch_size = 1, iterations = 200, restarts = 1, lr = 0.1, tv = 1e-4, init = "random", subspace = 0, prior_weight = 0 }
+inversion = { method = "fedavg_update", images = 2, batch_size = 1, iterations = 200, restarts = 1, lr = 0.1, \
+tv = 1e-4, init = "random", subspace = 0, prior_weight = 0 }
 """
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -11,6 +12,7 @@ from fedsecure.fl.strategies import FedSGD
 from fedsecure.fl.views import client_view, external_view, server_view
 from fedsecure.positions import Position
 from fedsecure.secure import CKKSAggregation
+from fedsecure.secure.fixed_point import to_grid, weighted_mean
 from tests.fedsecure.test_strategies import make_data, model
 
 
@@ -40,6 +42,9 @@ def test_under_ckks_the_server_view_holds_ciphertexts_only():
     view = server_view(fed.run().trace, fed.state, fed.recipe, fed.server_private)
     assert not view.sees_plaintext
     assert all(u.parameters is None for r in view.rounds for u in r.received.values())
+    # The sites apply the decrypted aggregate themselves: the server never holds a round's global model.
+    assert all(r.sent_model is None for r in view.rounds)
+    assert fed.server_probe_view(0).round(1).sent_model is None
 
 
 def test_the_client_and_external_views_hold_the_released_model():
@@ -144,3 +149,16 @@ def test_the_server_rebuilds_each_sites_last_local_model_from_the_kept_rounds():
     encrypted = federation(keep_messages="ends", protocol=CKKSAggregation())
     assert server_view(encrypted.run().trace, encrypted.state, encrypted.recipe,
                        encrypted.server_private).local_models() == {}
+
+
+def test_the_other_sites_mean_is_the_protocols_own_grid_sum_exactly():
+    # Weights 3, 7 and 9 images over the unit 3: the observer's 7/3 is not on the grid, and the others' sum is
+    # still exactly what the protocol summed for them, less nothing.
+    sizes = (3, 7, 9)
+    seat = three_site_federation(sizes=sizes).client_probe_view(1).revealed[0]
+    fed = three_site_federation(sizes=sizes)
+    received = server_view(fed.run().trace, fed.state, fed.recipe, fed.server_private).round(1).received
+    others = [received["site-0"].message, received["site-2"].message]
+    total = sum(to_grid(m.payload.double().numpy() * m.weight) for m in others)
+    weight = sum(int(to_grid(np.array(m.weight))) for m in others)
+    assert torch.equal(seat.others_mean(), weighted_mean(total, weight))

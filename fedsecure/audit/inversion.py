@@ -102,7 +102,10 @@ def audit_inversion(
         reason = f"the run kept no global model of round {settings.round} (it stopped before, or kept none)"
         return [InversionFinding(status="skipped", reason=reason, **base(p)) for p in positions]
     chosen = numpy_rng(spec.seed, "inversion-victims").choice(site.n_train, settings.images, replace=False)
-    batches = np.sort(chosen).reshape(-1, settings.batch_size)
+    victims = [
+        Split(images=site.train.images[batch], labels=site.train.labels[batch])
+        for batch in np.sort(chosen).reshape(-1, settings.batch_size)
+    ]
 
     def probe_privacy() -> tuple[PrivacyMechanism | None, str | None]:
         if scenario.dp is None:
@@ -112,8 +115,7 @@ def audit_inversion(
             site.n_train, scenario.local_training(spec.federation), spec.federation.rounds
         )
 
-    def probe(position: Position, batch: np.ndarray) -> tuple[Probe, str | None]:
-        victim = Split(images=site.train.images[batch], labels=site.train.labels[batch])
+    def probe(position: Position, victim: Split) -> tuple[Probe, str | None]:
         probed = replace(data, sites=[replace(s, train=victim) if s is site else s for s in data.sites])
         privacy, pinned = probe_privacy()
         federation = build_federation(probed, privacy=privacy)
@@ -135,15 +137,15 @@ def audit_inversion(
     for position in positions:
         observations, truths, assumptions = [], [], _assumptions(spec, scenario, position, settings, data, attacker)
         refused = None
-        for batch in batches:
-            seen, pinned = probe(position, batch)
+        for victim in victims:
+            seen, pinned = probe(position, victim)
             if isinstance(seen, str):
                 refused = seen
                 break
             model, update, recipe = seen
             observation, replay_note = _observation(model, update, recipe, settings, data)
             observations.append(observation)
-            truths.append(Split(images=site.train.images[batch], labels=site.train.labels[batch]))
+            truths.append(victim)
             assumptions += [note for note in (replay_note, pinned) if note and note not in assumptions]
         if refused is not None:
             findings.append(InversionFinding(status="no_access", reason=refused, **base(position)))

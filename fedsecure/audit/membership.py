@@ -180,7 +180,7 @@ def audit_membership(
     target_signals = seat_signals(target, asked, pool.images, pool.site, pool.site_names, device)
     attacker = pool.site_names[settings.attacker_site]
     # Why the server may hold the released model only: secure aggregation, or no global model kept to rebuild from.
-    server_rebuilds = bool(target.server.local_models())
+    server_rebuilds = any(not n.endswith(RELEASED) for n in _signal_names(Position.SERVER, target_signals))
     server_blind = (
         "under secure aggregation the server sees no site's update and no intermediate model"
         if not target.server.sees_plaintext else "no global model was kept to rebuild the sites' models from"

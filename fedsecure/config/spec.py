@@ -540,38 +540,27 @@ class AuditSpec(_Section):
                     f"scenario[{i}] {scenario.name!r}: dp.min_sites ({min_sites}) exceeds data.sites "
                     f"({self.data.sites})"
                 )
-        inversion = self.attacks.inversion
         sites = self.data.sites
+        attacks = {name: getattr(self.attacks, name) for name in ("inversion", "membership", "mechanism")}
+        for name, field_name in (("inversion", "site"), ("inversion", "attacker_site"),
+                                 ("membership", "attacker_site"), ("mechanism", "site")):
+            index = getattr(attacks[name], field_name, None)
+            if index is not None and index >= sites:
+                raise ValueError(
+                    f"attacks.{name}.{field_name} ({index}) must be a site index below data.sites ({sites})"
+                )
+        for name in ("inversion", "membership"):
+            if attacks[name] is not None and Position.CLIENT in attacks[name].positions_on(sites) and sites < 2:
+                raise ValueError(f"attacks.{name}.positions: the client position needs another site (data.sites >= 2)")
+        inversion = self.attacks.inversion
         if inversion is not None:
-            for field_name in ("site", "attacker_site"):
-                index = getattr(inversion, field_name)
-                if index is not None and index >= sites:
-                    raise ValueError(
-                        f"attacks.inversion.{field_name} ({index}) must be a site index below data.sites ({sites})"
-                    )
             if inversion.round > self.federation.rounds:
                 raise ValueError(f"attacks.inversion.round ({inversion.round}) exceeds federation.rounds "
                                  f"({self.federation.rounds})")
-            if Position.CLIENT in inversion.positions_on(sites):
-                if sites < 2:
-                    raise ValueError("attacks.inversion.positions: the client position needs another site "
-                                     "(data.sites >= 2)")
-                if inversion.attacker_on(sites) == inversion.site:
-                    raise ValueError(f"attacks.inversion.attacker_site ({inversion.site}) is the attacked site; "
-                                     "the client position is another site")
-        membership = self.attacks.membership
-        if membership is not None:
-            if membership.attacker_site >= sites:
-                raise ValueError(f"attacks.membership.attacker_site ({membership.attacker_site}) must be a site "
-                                 f"index below data.sites ({sites})")
-            if Position.CLIENT in membership.positions_on(sites) and sites < 2:
-                raise ValueError("attacks.membership.positions: the client position needs another site "
-                                 "(data.sites >= 2)")
+            if Position.CLIENT in inversion.positions_on(sites) and inversion.attacker_on(sites) == inversion.site:
+                raise ValueError(f"attacks.inversion.attacker_site ({inversion.site}) is the attacked site; "
+                                 "the client position is another site")
         mechanism = self.attacks.mechanism
-        if mechanism is not None and mechanism.site >= self.data.sites:
-            raise ValueError(
-                f"attacks.mechanism.site ({mechanism.site}) must be a site index below data.sites ({self.data.sites})"
-            )
         if mechanism is not None and mechanism.canary_clients and not any(
             s.dp is not None and s.dp.level == "client" for s in self.scenario
         ):

@@ -24,7 +24,7 @@ from fedsecure.fl.state import ModelState
 from fedsecure.fl.strategies import STRATEGIES, Strategy
 from fedsecure.fl.trace import ClientRound, RoundRecord, Trace
 from fedsecure.fl.training import LocalTraining
-from fedsecure.fl.views import ClientView, Recipe, RevealedRound, ServerRound, ServerView, received_update
+from fedsecure.fl.views import ClientView, Recipe, RevealedRound, ServerView, server_round
 from fedsecure.secure.plain import PlainAggregation
 from fedsecure.secure.protocol import Aggregate, AggregationProtocol, ClientRole, Message, Roles
 
@@ -163,12 +163,9 @@ class Federation:
         """
         global_vector = self._probe_start(start)
         message, _ = self.sites[k].message(global_vector, round_number, self._setup().client)
-        name = self.sites[k].site.name
-        # The model sent holds the server's private entries, not the site's; under secure aggregation the server
-        # never holds it (the sites apply the decrypted aggregate themselves), as in server_view.
-        sent = self.state.model_with(global_vector.detach().cpu(), self.server_private) if message.plaintext else None
+        received = {self.sites[k].site.name: message_on_cpu(message)}
         return ServerView(
-            [ServerRound(round_number, sent, {name: received_update(name, message_on_cpu(message), self.state)})],
+            [server_round(round_number, global_vector.detach().cpu(), received, self.state, self.server_private)],
             self.recipe,
         )
 

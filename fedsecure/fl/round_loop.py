@@ -199,9 +199,8 @@ class RoundLoop:
             self.server, self.privacy, messages, length=self.length, seed=self.seed, round_number=round_number,
             device=self.device,
         )
-        keep = self.keep_messages == "all" or (
-            self.keep_messages in ("first", "ends") and round_number == 1
-        ) or (self.keep_messages == "ends" and round_number == self.rounds)
+        first, last = round_number == 1, round_number == self.rounds
+        keep = {"none": False, "first": first, "ends": first or last, "all": True}[self.keep_messages]
         record = RoundRecord(
             round=round_number,
             clients=[client for client, _ in answered],

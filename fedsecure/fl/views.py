@@ -179,11 +179,7 @@ class ClientView:
         others = kept.others_mean() if kept is not None else None
         if others is None:
             return None
-        state = ModelState(copy.deepcopy(self.released_model), private=self.private_names)
-        trainable = {name for name, _ in state.model.named_parameters()}
-        device = next(state.model.parameters()).device
-        shared = state.split(others[: state.numel].to(device))
-        return {name: value for name, value in shared.items() if name in trainable}
+        return _trainable(ModelState(self.released_model, private=self.private_names), others)[0]
 
     def model_at(self, index: int) -> nn.Module:
         """The global model kept state ``index`` holds (with the released model's architecture and private entries)."""
@@ -211,12 +207,19 @@ def received_update(site: str, message: Message, state: ModelState) -> ReceivedU
     if not message.plaintext:
         return ReceivedUpdate(site, False, None, message)
     assert isinstance(message.payload, torch.Tensor)
+    parameters, shared = _trainable(state, message.payload)
+    return ReceivedUpdate(site, True, parameters, message, shared=shared)
+
+
+def _trainable(state: ModelState, payload: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """A flat update (payload) cut into the state's entries: (trainable parameters only, every shared entry).
+
+    Values past the state's length (adaptive clipping's count) are not entries and are dropped.
+    """
     device = next(iter(state.model.parameters())).device
-    shared = state.split(message.payload[: state.numel].to(device))
+    shared = state.split(payload[: state.numel].to(device))
     trainable = {name for name, _ in state.model.named_parameters()}
-    return ReceivedUpdate(
-        site, True, {name: value for name, value in shared.items() if name in trainable}, message, shared=shared
-    )
+    return {name: value for name, value in shared.items() if name in trainable}, shared
 
 
 def _moved(model: nn.Module, update: dict[str, torch.Tensor]) -> nn.Module:
@@ -241,22 +244,29 @@ def server_view(
         server_private: the server's own values of the private entries (FedBN's normalization
             layers never leave a site, so the models it sent carry these).
     """
-    rounds = []
-    for record in trace.rounds:
-        if not record.received:
-            continue
-        # Under secure aggregation the sites apply the decrypted aggregate themselves: the server never holds
-        # the global model of a round (the trace keeps it for the auditor, not for the server).
-        readable = any(message.plaintext for message in record.received.values())
-        rounds.append(ServerRound(
-            round=record.round,
-            sent_model=(
-                state.model_with(record.global_model, server_private)
-                if record.global_model is not None and readable else None
-            ),
-            received={site: received_update(site, message, state) for site, message in record.received.items()},
-        ))
+    rounds = [
+        server_round(record.round, record.global_model, record.received, state, server_private)
+        for record in trace.rounds if record.received
+    ]
     return ServerView(rounds, recipe)
+
+
+def server_round(
+    number: int, global_state: torch.Tensor | None, received: dict[str, Message], state: ModelState,
+    server_private: dict[str, torch.Tensor],
+) -> ServerRound:
+    """What the server holds of one round: the model it sent (None when not kept) and each message as it arrived.
+
+    Under secure aggregation the sites apply the decrypted aggregate themselves: the server never
+    holds that round's global model (a trace keeps it for the auditor, not for the server). The
+    model sent carries the server's own private entries, not a site's.
+    """
+    readable = any(message.plaintext for message in received.values())
+    return ServerRound(
+        round=number,
+        sent_model=state.model_with(global_state, server_private) if global_state is not None and readable else None,
+        received={site: received_update(site, message, state) for site, message in received.items()},
+    )
 
 
 def client_view(

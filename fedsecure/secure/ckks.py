@@ -149,10 +149,6 @@ class CKKSClient(ClientRole):
         )
 
     @override
-    def reveal(self, aggregate: Aggregate) -> torch.Tensor:
-        return self.reveal_with_weight(aggregate)[0]
-
-    @override
     def reveal_sum(self, aggregate: Aggregate) -> tuple[np.ndarray, int]:
         chunks = [np.asarray(ts.ckks_vector_from(self._context, c).decrypt()) for c in aggregate.payload]
         values = to_grid(unpack(chunks, aggregate.length + 1))  # the update, then the weight

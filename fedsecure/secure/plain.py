@@ -54,10 +54,6 @@ class PlainClient(ClientRole):
         )
 
     @override
-    def reveal(self, aggregate: Aggregate) -> torch.Tensor:
-        return self.reveal_with_weight(aggregate)[0]
-
-    @override
     def reveal_sum(self, aggregate: Aggregate) -> tuple[np.ndarray, int]:
         assert isinstance(aggregate.payload, np.ndarray) and aggregate.weight is not None
         return aggregate.payload, int(aggregate.weight)

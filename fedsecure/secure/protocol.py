@@ -66,9 +66,9 @@ class ClientRole(ABC):
     def protect(self, update: torch.Tensor, weight: float) -> Message:
         """The message that carries ``weight * update`` and ``weight``."""
 
-    @abstractmethod
     def reveal(self, aggregate: Aggregate) -> torch.Tensor:
         """The weighted mean update, ``sum(weight * update) / sum(weight)``, on the CPU."""
+        return self.reveal_with_weight(aggregate)[0]
 
     def reveal_with_weight(self, aggregate: Aggregate) -> tuple[torch.Tensor, int]:
         """What :meth:`reveal` gives, and the weight total it divided by.
@@ -77,23 +77,17 @@ class ClientRole(ABC):
         fixed-point grid (an integer multiple of ``2**-FRACTION_BITS``, see
         :mod:`fedsecure.secure.fixed_point`): exact, so a site can compare it with the
         total a quorum of sites would carry (:mod:`fedsecure.secure.quorum`).
-
-        Raises:
-            NotSupportedError: the protocol cannot tell the weight total.
         """
         total, weight = self.reveal_sum(aggregate)
         return weighted_mean(total, weight), weight
 
+    @abstractmethod
     def reveal_sum(self, aggregate: Aggregate) -> tuple[np.ndarray, int]:
         """The exact sums the aggregate carries: ``sum(weight * update)`` and ``sum(weight)``, as grid integers.
 
         This is what every site decrypts (or reads) before dividing; a site that subtracts its own
         contribution holds the other sites' sum exactly (:class:`fedsecure.fl.views.ClientView`).
-
-        Raises:
-            NotSupportedError: the protocol does not reveal the sums.
         """
-        raise NotSupportedError(f"the {type(self).__name__} cannot tell the sums of an aggregate")
 
 
 class ServerRole(ABC):

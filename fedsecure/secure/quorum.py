@@ -80,16 +80,13 @@ class QuorumCheckedClient(ClientRole):
     def protect(self, update: torch.Tensor, weight: float) -> Message:
         return self.client.protect(update, weight)
 
-    def reveal(self, aggregate: Aggregate) -> torch.Tensor:
-        """The weighted mean update, as the wrapped role reveals it.
-
-        Raises:
-            BelowQuorumError: the aggregate's weight total is below the quorum's.
-        """
-        return self.reveal_with_weight(aggregate)[0]
-
     @override
     def reveal_sum(self, aggregate: Aggregate) -> tuple[np.ndarray, int]:
+        """The wrapped role's sums.
+
+        Raises:
+            BelowQuorumError: the aggregate's weight total is below the quorum's (so :meth:`reveal` raises too).
+        """
         total, weight = self.client.reveal_sum(aggregate)
         if weight < self.minimum_weight:
             raise BelowQuorumError(

@@ -57,7 +57,7 @@ def best_match(candidates: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
 
 def _window(images: torch.Tensor) -> int:
     # MONAI's default 11-pixel window, shrunk (odd) for images smaller than it.
-    side = min(images.shape[-2:])
+    side = min(images.shape[2:])
     return min(11, side if side % 2 else side - 1)
 
 
@@ -65,15 +65,15 @@ def image_scores(reconstructed: torch.Tensor, truth: torch.Tensor, data_range: f
     """Per-image MSE, PSNR (dB) and SSIM of aligned pairs (no matching).
 
     Args:
-        reconstructed: (N, C, H, W), compared pairwise with ``truth``.
-        truth: (N, C, H, W).
+        reconstructed: (N, C, H, W) images or (N, C, D, H, W) volumes, compared pairwise with ``truth``.
+        truth: the same shape.
         data_range: the images' value range (max - min).
 
     Returns:
         ``{"mse", "psnr", "ssim"}``, each a float tensor of N values.
     """
     pred, target = reconstructed.detach().float().cpu(), truth.detach().float().cpu()
-    ssim = SSIMMetric(spatial_dims=2, data_range=data_range, win_size=_window(target), reduction="none")
+    ssim = SSIMMetric(spatial_dims=target.dim() - 2, data_range=data_range, win_size=_window(target), reduction="none")
     return {
         "mse": _flat(MSEMetric(reduction="none")(pred, target)),
         "psnr": _flat(PSNRMetric(max_val=data_range, reduction="none")(pred, target)),

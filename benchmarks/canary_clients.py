@@ -28,7 +28,6 @@ import torch
 
 from fedsecure.audit.canary_clients import audit_canary_clients
 from fedsecure.config.spec import parse_spec
-from fedsecure.data.federated import federate
 from fedsecure.fl.federation import Federation
 from fedsecure.models import build_model
 
@@ -56,7 +55,7 @@ def run(seed: int, sites: int, canaries: int, private: bool) -> dict[str, Any]:
     """One federation with canary clients; the estimate, its interval and the accountant's epsilon."""
     spec = parse_spec(SPEC.format(seed=seed, sites=sites, dp=DP if private else ""), "benchmark").spec
     scenario = spec.scenario[0]
-    data = federate(spec.data.source_instance(spec.seed), spec.data.sites, spec.data.partitioner(), spec.seed)
+    data = spec.data.federated(spec.seed)
     make_model = partial(build_model, spec.model.name, data.in_channels, data.n_classes, data.image_size, spec.seed)
 
     def build(on, **overrides):

@@ -26,7 +26,6 @@ import numpy as np
 import torch
 
 from fedsecure.config.spec import load_spec
-from fedsecure.data.federated import federate
 from fedsecure.data.site_files import write_site_files
 from fedsecure.fl.federation import Federation
 from fedsecure.flower.keys import write_site_secret
@@ -62,7 +61,7 @@ def main() -> None:
         spec = loaded.spec
         sites = write_site_files(spec, root / "sites")
         write_site_secret(loaded, "ckks", root / "ckks.key")
-        data = federate(spec.data.source_instance(spec.seed), spec.data.sites, spec.data.partitioner(), spec.seed)
+        data = spec.data.federated(spec.seed)
 
         # In-process first, alone: the SuperNodes' start-up would otherwise compete for the two cores.
         in_process = {}

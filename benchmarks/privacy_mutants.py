@@ -41,7 +41,7 @@ from opacus.optimizers.optimizer import DPOptimizer, _check_processed_flag, _mar
 
 from fedsecure.audit.mechanism import audit_mechanism
 from fedsecure.config.spec import AuditSpec, MechanismSpec, ScenarioSpec, load_spec
-from fedsecure.data.federated import FederatedData, federate
+from fedsecure.data.federated import FederatedData
 from fedsecure.privacy import client_level, sample_level
 from fedsecure.privacy.client_level import ClientLevelDP
 from fedsecure.privacy.sample_level import SampleLevelDP
@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     spec = load_spec().spec
-    data = federate(spec.data.source_instance(spec.seed), spec.data.sites, spec.data.partitioner(), spec.seed)
+    data = spec.data.federated(spec.seed)
     found = scenarios(spec)
     mutants = []
     for name, scenario, mutant in MUTANTS:

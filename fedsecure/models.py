@@ -1,16 +1,19 @@
-"""Model registry: small CNNs and MONAI networks, chosen by name.
+"""Model registry: small CNNs and MONAI networks, chosen by name, for 2D images and 3D volumes.
 
 Every builder takes MONAI's argument names (``in_channels``, ``out_channels``)
-plus the input ``image_size``, so a spec's ``model.name`` is all that changes.
+plus the input ``image_size``, (H, W) or (D, H, W): the data decide the spatial
+dimensions, so a spec's ``model.name`` is all that changes between images and
+volumes. A network built for one dimensionality only refuses the other in one
+line (:class:`~fedsecure.errors.NotSupportedError`).
 
 Normalization layers matter twice in federated medical imaging:
 
 * **FedBN** (Li et al. 2021) keeps each site's normalization layers local, to
   absorb scanner shift; :func:`normalization_state_names` lists what stays home.
 * **DP-SGD** cannot use BatchNorm: its statistics mix samples in a batch, so a
-  per-sample gradient is undefined. :func:`make_dp_compatible` swaps BatchNorm
-  for GroupNorm with Opacus's ``ModuleValidator`` and says so loudly. The default
-  ``cnn`` uses GroupNorm from the start and needs no fix.
+  per-sample gradient is undefined. Every registered network uses GroupNorm (or
+  instance norm) from the start; :func:`make_dp_compatible` swaps BatchNorm for
+  GroupNorm in any other model with Opacus's ``ModuleValidator`` and says so loudly.
 """
 
 from __future__ import annotations
@@ -19,26 +22,32 @@ import warnings
 from collections.abc import Callable
 
 import torch
-from monai.networks.nets import Classifier, DenseNet121
+from monai.networks.layers import Conv, Pool
+from monai.networks.nets import Classifier, DenseNet121, resnet10
 from torch import nn
 
 from fedsecure.errors import NotSupportedError
 from fedsecure.registry import Registry
 from fedsecure.seeding import derive_seed
 
-ModelBuilder = Callable[[int, int, tuple[int, int]], nn.Module]
+ModelBuilder = Callable[[int, int, tuple[int, ...]], nn.Module]
 MODELS: Registry[ModelBuilder] = Registry("model")
 
 NORMALIZATION_LAYERS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 
+# GroupNorm for MONAI's networks (their channel counts are multiples of 8): DP-SGD compatible as built.
+GROUP_NORM = ("group", {"num_groups": 8})
+
 
 class GroupNormCNN(nn.Module):
-    """A small 2D CNN with GroupNorm: three conv blocks, global pooling, a linear head.
+    """A small CNN with GroupNorm: three conv blocks, global pooling, a linear head; 2D or 3D.
 
     GroupNorm normalizes within a sample, so the network is DP-SGD compatible
-    and its behaviour does not depend on the batch composition.
+    and its behaviour does not depend on the batch composition. About 24k
+    parameters in 2D, 70k in 3D.
 
     Args:
+        spatial_dims: 2 for images, 3 for volumes.
         in_channels: image channels.
         out_channels: number of classes.
         channels: feature maps of the three conv blocks.
@@ -47,20 +56,23 @@ class GroupNormCNN(nn.Module):
 
     def __init__(
         self,
+        spatial_dims: int = 2,
         in_channels: int = 1,
         out_channels: int = 2,
         channels: tuple[int, int, int] = (16, 32, 64),
         groups: int = 4,
     ) -> None:
         super().__init__()
+        conv, max_pool = Conv[Conv.CONV, spatial_dims], Pool[Pool.MAX, spatial_dims]
+        global_pool = Pool[Pool.ADAPTIVEAVG, spatial_dims]
         blocks: list[nn.Module] = []
         previous = in_channels
         for i, width in enumerate(channels):
             blocks += [
-                nn.Conv2d(previous, width, kernel_size=3, padding=1),
+                conv(previous, width, kernel_size=3, padding=1),
                 nn.GroupNorm(groups, width),
                 nn.ReLU(),
-                nn.MaxPool2d(2) if i < len(channels) - 1 else nn.AdaptiveAvgPool2d(1),
+                max_pool(2) if i < len(channels) - 1 else global_pool(1),
             ]
             previous = width
         self.features = nn.Sequential(*blocks)
@@ -72,10 +84,10 @@ class GroupNormCNN(nn.Module):
 
 
 class ResizeInput(nn.Module):
-    """Bilinear upsampling in front of a network that needs larger inputs.
+    """Linear upsampling in front of a network that needs larger inputs (2D or 3D).
 
     MONAI's DenseNet121 halves the resolution five times and fails below 32 px;
-    MedMNIST images are 28 px.
+    MedMNIST images and volumes are 28 px.
     """
 
     def __init__(self, network: nn.Module, size: int) -> None:
@@ -84,16 +96,33 @@ class ResizeInput(nn.Module):
         self.network = network
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The wrapped network's output on ``x`` resized to at least ``size``."""
-        if min(x.shape[-2:]) < self.size:
-            x = nn.functional.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        """The wrapped network's output on ``x`` resized to at least ``size`` along every axis."""
+        spatial = x.shape[2:]
+        if min(spatial) < self.size:
+            mode = "bilinear" if len(spatial) == 2 else "trilinear"
+            target = tuple(max(side, self.size) for side in spatial)
+            x = nn.functional.interpolate(x, size=target, mode=mode, align_corners=False)
         return self.network(x)
 
 
+def _spatial_dims(name: str, image_size: tuple[int, ...], supported: tuple[int, ...] = (2, 3)) -> int:
+    """The spatial dimensions of ``image_size``, refused in one line when model ``name`` does not take them."""
+    dims = len(image_size)
+    if dims not in supported:
+        kind = {2: "2D images", 3: "3D volumes"}.get(dims, f"{dims}-dimensional data")
+        takes = " or ".join(f"{d}D" for d in supported)
+        fits = [other for other in MODELS.names() if other != name and other not in _TWO_D_ONLY]
+        raise NotSupportedError(
+            f"model {name!r} takes {takes} input but the data are {kind} of size {'x'.join(map(str, image_size))}; "
+            f"choose one of: {', '.join(fits)}"
+        )
+    return dims
+
+
 @MODELS.register("cnn")
-def cnn(in_channels: int, out_channels: int, image_size: tuple[int, int]) -> nn.Module:
-    """The default: :class:`GroupNormCNN` (about 24k parameters, DP-compatible)."""
-    return GroupNormCNN(in_channels=in_channels, out_channels=out_channels)
+def cnn(in_channels: int, out_channels: int, image_size: tuple[int, ...]) -> nn.Module:
+    """The default, for images and volumes: :class:`GroupNormCNN` (about 24k parameters in 2D, 70k in 3D)."""
+    return GroupNormCNN(_spatial_dims("cnn", image_size), in_channels=in_channels, out_channels=out_channels)
 
 
 class LeNetDLG(nn.Module):
@@ -103,7 +132,7 @@ class LeNetDLG(nn.Module):
     and no pooling. Smooth activations and no pooling make its gradients
     nearly invertible, so it is the standard yardstick of gradient-inversion
     attacks, not a network to train for accuracy. Weights and biases are drawn
-    from U(-0.5, 0.5) as in the DLG paper's code.
+    from U(-0.5, 0.5) as in the DLG paper's code. 2D only, as published.
 
     Args:
         in_channels: image channels.
@@ -135,38 +164,61 @@ class LeNetDLG(nn.Module):
 
 
 @MODELS.register("lenet-dlg")
-def lenet_dlg(in_channels: int, out_channels: int, image_size: tuple[int, int]) -> nn.Module:
-    """:class:`LeNetDLG`, the gradient-inversion yardstick (about 8k parameters at 28 px)."""
-    return LeNetDLG(in_channels=in_channels, out_channels=out_channels, image_size=image_size)
+def lenet_dlg(in_channels: int, out_channels: int, image_size: tuple[int, ...]) -> nn.Module:
+    """:class:`LeNetDLG`, the gradient-inversion yardstick (about 8k parameters at 28 px; 2D only)."""
+    _spatial_dims("lenet-dlg", image_size, supported=(2,))
+    return LeNetDLG(in_channels=in_channels, out_channels=out_channels, image_size=(image_size[0], image_size[1]))
+
+
+_TWO_D_ONLY = ("lenet-dlg",)
 
 
 @MODELS.register("classifier")
-def classifier(in_channels: int, out_channels: int, image_size: tuple[int, int]) -> nn.Module:
+def classifier(in_channels: int, out_channels: int, image_size: tuple[int, ...]) -> nn.Module:
     """MONAI's ``Classifier``: three residual units (16, 32, 64 maps, stride 2, instance norm), a linear head.
 
     About 97k parameters at 28 px, most of them in the head over the flattened
     feature map, so it can memorize a small training set: the model to audit
     membership leakage on (the default ``cnn`` pools globally and generalizes).
     """
+    _spatial_dims("classifier", image_size)
     return Classifier(
         in_shape=(in_channels, *image_size), classes=out_channels, channels=(16, 32, 64), strides=(2, 2, 2)
     )
 
 
 @MODELS.register("densenet121")
-def densenet121(in_channels: int, out_channels: int, image_size: tuple[int, int]) -> nn.Module:
-    """MONAI's 2D DenseNet121 (about 7M parameters, BatchNorm), randomly initialised."""
-    network = DenseNet121(spatial_dims=2, in_channels=in_channels, out_channels=out_channels)
+def densenet121(in_channels: int, out_channels: int, image_size: tuple[int, ...]) -> nn.Module:
+    """MONAI's DenseNet121 with GroupNorm (about 7M parameters in 2D, 11M in 3D), randomly initialised."""
+    network = DenseNet121(
+        spatial_dims=_spatial_dims("densenet121", image_size), in_channels=in_channels, out_channels=out_channels,
+        norm=GROUP_NORM,
+    )
     return ResizeInput(network, 32) if min(image_size) < 32 else network
 
 
+@MODELS.register("resnet")
+def resnet(in_channels: int, out_channels: int, image_size: tuple[int, ...]) -> nn.Module:
+    """MONAI's ResNet-10 (Med3D's depth) with GroupNorm, randomly initialised (about 5M parameters in 2D, 14M in 3D)."""
+    from opacus.validators import ModuleValidator
+
+    network = resnet10(
+        spatial_dims=_spatial_dims("resnet", image_size), n_input_channels=in_channels, num_classes=out_channels,
+        norm=GROUP_NORM,
+    )
+    # MONAI 1.6's ResNet applies ``norm`` to its stem only (``_make_layer`` is not passed it): the residual
+    # blocks still get BatchNorm, which Opacus's own fix turns into GroupNorm.
+    return ModuleValidator.fix(network)
+
+
 def build_model(
-    name: str, in_channels: int, out_channels: int, image_size: tuple[int, int], seed: int = 0
+    name: str, in_channels: int, out_channels: int, image_size: tuple[int, ...], seed: int = 0
 ) -> nn.Module:
-    """Build registered model ``name`` with weights initialised from ``seed``.
+    """Build registered model ``name`` for images of ``image_size`` with weights initialised from ``seed``.
 
     Raises:
         UnknownNameError: ``name`` is not registered.
+        NotSupportedError: the model does not take data of that many spatial dimensions.
     """
     builder = MODELS.get(name)
     with torch.random.fork_rng(devices=[]):

@@ -50,8 +50,8 @@ class PrincipalSpace:
     """Search the leading principal subspace of public images.
 
     Attributes:
-        mean: (C, H, W) mean public image.
-        basis: (k, C*H*W) principal directions, each scaled by its standard deviation.
+        mean: (C, H, W) or (C, D, H, W) mean public image.
+        basis: (k, C*H*W) or (k, C*D*H*W) principal directions, each scaled by its standard deviation.
     """
 
     mean: torch.Tensor
@@ -59,7 +59,7 @@ class PrincipalSpace:
 
     @classmethod
     def fit(cls, public_images: torch.Tensor, components: int) -> PrincipalSpace:
-        """The ``components`` leading directions of ``public_images`` (N, C, H, W)."""
+        """The ``components`` leading directions of ``public_images`` (N, C, H, W) or (N, C, D, H, W)."""
         flat = public_images.detach().double().cpu().flatten(1)
         mean = flat.mean(0)
         _, singular, directions = torch.linalg.svd(flat - mean, full_matrices=False)
@@ -69,7 +69,8 @@ class PrincipalSpace:
 
     def initial(self, shape: tuple[int, ...], generator: torch.Generator, start: torch.Tensor | None) -> torch.Tensor:
         """Coefficients (*batch, k) from N(0, 1) (a random plausible image), or near 0 (the mean) given a start."""
-        coefficients = torch.randn((*shape[:-3], len(self.basis)), generator=generator)
+        batch = shape[: len(shape) - self.mean.dim()]  # the image's own axes are (C, H, W) or (C, D, H, W)
+        coefficients = torch.randn((*batch, len(self.basis)), generator=generator)
         return coefficients if start is None else 0.1 * coefficients
 
     def penalty(self, latent: torch.Tensor) -> torch.Tensor:

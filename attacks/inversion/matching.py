@@ -47,10 +47,15 @@ Objective = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def total_variation(images: torch.Tensor) -> torch.Tensor:
-    """Mean absolute difference of neighbouring pixels, per candidate: (K, B, C, H, W) -> (K,)."""
-    vertical = (images[..., 1:, :] - images[..., :-1, :]).abs().flatten(1).mean(1)
-    horizontal = (images[..., :, 1:] - images[..., :, :-1]).abs().flatten(1).mean(1)
-    return vertical + horizontal
+    """Mean absolute difference of neighbouring pixels (voxels), summed over the spatial axes, per candidate.
+
+    (K, B, C, H, W) or (K, B, C, D, H, W) -> (K,).
+    """
+    spatial = images.dim() - 3
+    total = images.new_zeros(images.shape[0])
+    for axis in range(images.dim() - spatial, images.dim()):
+        total = total + images.diff(dim=axis).abs().flatten(1).mean(1)
+    return total
 
 
 def l2_distance(replayed: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:

@@ -63,7 +63,7 @@ class Observation:
         update: parameter name -> the site's change to that parameter (local
             minus received). Parameters missing from it were not shared.
         n_images: how many images the update came from.
-        image_shape: (channels, height, width) of one image.
+        image_shape: (channels, height, width) of one image, (channels, depth, height, width) of a volume.
         n_classes: number of classes of the model's output.
         training: the site's local training, as far as the attacker knows it.
         value_range: the images' (min, max) values.
@@ -72,7 +72,7 @@ class Observation:
     model: nn.Module
     update: dict[str, torch.Tensor]
     n_images: int
-    image_shape: tuple[int, int, int]
+    image_shape: tuple[int, ...]
     n_classes: int
     training: LocalSteps = LocalSteps()
     value_range: tuple[float, float] = (0.0, 1.0)
@@ -100,7 +100,7 @@ class Observation:
         model: nn.Module,
         gradient: dict[str, torch.Tensor],
         n_images: int,
-        image_shape: tuple[int, int, int],
+        image_shape: tuple[int, ...],
         n_classes: int,
         value_range: tuple[float, float] = (0.0, 1.0),
     ) -> Observation:

@@ -54,7 +54,7 @@ from fedsecure.fl.views import Recipe
 from fedsecure.positions import Position
 from fedsecure.report.findings import ImageScores, InversionFinding
 from fedsecure.report.output import write_atomic
-from fedsecure.report.png import encode_gray, image_grid
+from fedsecure.report.png import as_picture, encode_gray, image_grid
 from fedsecure.seeding import derive_seed, numpy_rng
 
 FIGURES = "figures"
@@ -241,13 +241,16 @@ def _observation(
 
 
 def _save_grid(out_dir: Path, scenario: str, truths: list[Split], reconstructions, scores, prior: torch.Tensor) -> str:
-    """Three rows (true images, their matched reconstructions, the prior image); the first channel."""
+    """Three rows (true images, their matched reconstructions, the prior image); the first channel.
+
+    A volume shows as its three orthogonal central slices.
+    """
     true_row, reconstructed_row = [], []
     for truth, reconstruction, score in zip(truths, reconstructions, scores, strict=True):
         for i, match in enumerate(score.order):
-            true_row.append(truth.images[i, 0])
-            reconstructed_row.append(reconstruction.images[match, 0].numpy())
-    prior_row = [prior[0].numpy()] * len(true_row)
+            true_row.append(as_picture(truth.images[i, 0]))
+            reconstructed_row.append(as_picture(reconstruction.images[match, 0].numpy()))
+    prior_row = [as_picture(prior[0].numpy())] * len(true_row)
     relative = f"{FIGURES}/inversion-{scenario}.png"
     write_atomic(out_dir / relative, encode_gray(image_grid([true_row, reconstructed_row, prior_row])))
     return relative

@@ -25,7 +25,7 @@ from fedsecure.audit.run_directory import RunDirectory, RunIdentity
 from fedsecure.config.parts import build_parts_on
 from fedsecure.config.quick import quick_spec
 from fedsecure.config.spec import AuditSpec, LoadedSpec, ScenarioSpec
-from fedsecure.data.federated import FederatedData, federate
+from fedsecure.data.federated import FederatedData
 from fedsecure.devices import resolve_device
 from fedsecure.errors import OutputError, ReportFormatError, SpecError
 from fedsecure.fl.baselines import baseline_training, train_centralized, train_local_only
@@ -136,7 +136,7 @@ def run_audit(
     started = time.perf_counter()
 
     with progress.task("preparing data", 1, units_per_step=0) as advance:
-        data = federate(spec.data.source_instance(spec.seed), spec.data.sites, spec.data.partitioner(), spec.seed)
+        data = spec.data.federated(spec.seed)
         advance()
     make_model = partial(build_model, spec.model.name, data.in_channels, data.n_classes, data.image_size, spec.seed)
     _check_dp_scenarios(spec, scenarios, data, torch_device)

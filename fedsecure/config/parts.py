@@ -23,8 +23,24 @@ from fedsecure.fl.training import LocalTraining
 from fedsecure.models import build_model
 from fedsecure.secure.protocol import AggregationProtocol
 
-SHAPE_KEYS = ("in_channels", "n_classes", "height", "width")
-"""The model's input and output shape, as the server tells the sites (the sites' data decide it)."""
+SHAPE_KEYS = ("in_channels", "n_classes", "depth", "height", "width")
+"""The model's input and output shape, as the server tells the sites (the sites' data decide it).
+
+``depth`` is 0 for 2D images: every value stays an integer on the wire.
+"""
+
+
+def model_shape(in_channels: int, n_classes: int, image_size: tuple[int, ...]) -> dict[str, int]:
+    """``SHAPE_KEYS`` to their values for images of ``image_size`` ((H, W) or (D, H, W))."""
+    *depth, height, width = (int(side) for side in image_size)
+    return {"in_channels": int(in_channels), "n_classes": int(n_classes), "depth": depth[0] if depth else 0,
+            "height": height, "width": width}
+
+
+def image_size_of(shape: dict[str, int]) -> tuple[int, ...]:
+    """The spatial size a :func:`model_shape` describes: (H, W), or (D, H, W) when ``depth`` is set."""
+    plane = (int(shape["height"]), int(shape["width"]))
+    return (int(shape["depth"]), *plane) if int(shape.get("depth", 0)) else plane
 
 
 @dataclass
@@ -50,8 +66,8 @@ def build_parts(
         site_sizes: every site's training images, in site order.
         device: where the model lives.
     """
-    model = build_model(spec.model.name, int(shape["in_channels"]), int(shape["n_classes"]),
-                        (int(shape["height"]), int(shape["width"])), spec.seed)
+    model = build_model(spec.model.name, int(shape["in_channels"]), int(shape["n_classes"]), image_size_of(shape),
+                        spec.seed)
     privacy = scenario.dp.mechanism() if scenario.dp is not None else PrivacyMechanism()
     model = privacy.prepare_model(model).to(device)
     strategy = spec.federation.strategy_instance()
@@ -66,10 +82,7 @@ def build_parts(
     return ScenarioParts(ModelState(model, private=private), strategy, privacy, protocol, training)
 
 
-
-
 def build_parts_on(spec: AuditSpec, scenario: ScenarioSpec, data: FederatedData, device: torch.device) -> ScenarioParts:
     """:func:`build_parts` for a federation whose sites' data is at hand (the audit's: shape and sizes read off it)."""
-    height, width = data.image_size
-    shape = {"in_channels": data.in_channels, "n_classes": data.n_classes, "height": height, "width": width}
+    shape = model_shape(data.in_channels, data.n_classes, data.image_size)
     return build_parts(spec, scenario, shape, [site.n_train for site in data.sites], device)

@@ -18,7 +18,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from attacks.inversion import INVERSION_ATTACKS
 from attacks.membership import MEMBERSHIP_ATTACKS
-from fedsecure.data.federated import DATA_SOURCES, TrainSubset
+from fedsecure.data.federated import DATA_SOURCES, FederatedData, TrainSubset, federate, federate_site_files
+from fedsecure.data.files import DatalistSplitter, SiteDatalist, SiteDatalists
+from fedsecure.data.image_files import Preprocessing, default_cache_dir
 from fedsecure.data.partition import PARTITIONERS
 from fedsecure.errors import SpecError
 from fedsecure.fl.strategies import STRATEGIES
@@ -87,8 +89,29 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class SiteSpec(_Section):
+    """``[[data.site]]``: one hospital of a ``files`` source, with its own datalist."""
+
+    name: SafeName
+    datalist: Path
+
+
+# The [data] fields that describe image files; they apply to source "files" only.
+FILE_OPTIONS = (
+    "datalist", "site", "orientation", "spacing", "size", "size_mode", "window", "percentiles",
+    "val_fraction", "test_fraction", "cache", "cache_dir",
+)
+
+
 class DataSpec(_Section):
-    """``[data]``: where the images come from and how they are split across sites."""
+    """``[data]``: where the images come from and how they are split across sites.
+
+    ``source = "files"`` reads a hospital's own files through MONAI: either one
+    datalist per site (``[[data.site]]``, each site one hospital) or one
+    ``datalist`` federated by ``partition`` like a MedMNIST file; with the
+    declared preprocessing (``orientation``, ``spacing``, intensity ``window`` or
+    ``percentiles``, ``size`` by ``size_mode``), cached in ``cache_dir``.
+    """
 
     source: Annotated[str, registered_in(DATA_SOURCES)] = "synthetic"
     path: Path | None = None
@@ -100,7 +123,31 @@ class DataSpec(_Section):
     val_samples: int = Field(200, ge=0, le=1_000_000)
     test_samples: int = Field(400, ge=2, le=1_000_000)
     image_size: int = Field(28, ge=16, le=512)
+    spatial_dims: Literal[2, 3] = 2
     train_subset: int | None = Field(None, ge=2)
+    datalist: Path | None = None
+    site: list[SiteSpec] | None = Field(None, min_length=1, max_length=1000)
+    orientation: str | None = Field(None, pattern=r"^[LRAPSI]{2,3}$")
+    spacing: list[Annotated[float, Field(gt=0)]] | None = Field(None, min_length=2, max_length=3)
+    size: list[Annotated[int, Field(ge=4, le=1024)]] | None = Field(None, min_length=2, max_length=3)
+    size_mode: Literal["crop_pad", "resize"] = "crop_pad"
+    window: tuple[float, float] | None = None
+    percentiles: tuple[float, float] = (0.5, 99.5)
+    val_fraction: float = Field(0.1, ge=0, lt=1)
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    cache: bool = True
+    cache_dir: Path | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sites_from_site_list(cls, raw: Any) -> Any:
+        # Per-site datalists fix the number of sites; `sites` may repeat it but not contradict it.
+        if isinstance(raw, dict) and isinstance(raw.get("site"), list):
+            given = raw.get("sites")
+            if given is not None and given != len(raw["site"]):
+                raise ValueError(f"sites = {given} but {len(raw['site'])} [[data.site]] entries are listed")
+            raw = {**raw, "sites": len(raw["site"])}
+        return raw
 
     @model_validator(mode="after")
     def _source_fields(self) -> DataSpec:
@@ -108,25 +155,84 @@ class DataSpec(_Section):
             raise ValueError("source 'medmnist' needs path = the .npz file")
         if self.source == "synthetic" and self.path is not None:
             raise ValueError("source 'synthetic' generates its images and takes no path")
+        if self.source == "files" and self.path is not None:
+            raise ValueError("source 'files' reads datalist or [[data.site]] datalists, not path")
         if self.source == "synthetic" and self.train_samples < self.sites * self.min_site_samples:
             raise ValueError(
                 f"train_samples {self.train_samples} cannot give {self.sites} sites "
                 f"{self.min_site_samples} samples each"
             )
+        if self.spatial_dims != 2 and self.source != "synthetic" and "spatial_dims" in self.model_fields_set:
+            raise ValueError("spatial_dims applies to source 'synthetic' only (files decide their own)")
+        stray = [name for name in FILE_OPTIONS if name in self.model_fields_set]
+        if self.source != "files" and stray:
+            raise ValueError(f"{', '.join(stray)}: image-file options apply to source 'files' only")
+        if self.source == "files":
+            self._check_files()
         return self
+
+    def _check_files(self) -> None:
+        if (self.datalist is None) == (self.site is None):
+            raise ValueError("source 'files' needs either datalist = one datalist, or [[data.site]] entries (one each)")
+        if self.site is not None:
+            if "partition" in self.model_fields_set:
+                raise ValueError("partition does not apply to [[data.site]]: each site's datalist is its split")
+            if self.train_subset is not None:
+                raise ValueError("train_subset applies to one pooled dataset, not to [[data.site]] datalists")
+            names = [site.name for site in self.site]
+            repeated = sorted({n for n in names if names.count(n) > 1})
+            if repeated:
+                raise ValueError(f"[[data.site]] names repeat: {', '.join(repeated)}")
+        if self.window is not None and not self.window[0] < self.window[1]:
+            raise ValueError(f"window {list(self.window)}: the lower bound must be below the upper")
+        low, high = self.percentiles
+        if not 0 <= low < high <= 100:
+            raise ValueError(f"percentiles {[low, high]}: need 0 <= lower < upper <= 100")
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ValueError("val_fraction + test_fraction must leave images to train on (< 1)")
+        lengths = {name: len(value) for name in ("spacing", "size") if (value := getattr(self, name)) is not None}
+        if len(set(lengths.values())) > 1:
+            raise ValueError(f"spacing and size give different numbers of axes ({lengths})")
 
     def partitioner(self) -> Any:
         """The partitioner instance, with the options its class takes."""
         return _construct(PARTITIONERS.get(self.partition), alpha=self.alpha, min_size=self.min_site_samples)
 
     def source_instance(self, seed: int) -> Any:
-        """The data source this section describes (cut to ``train_subset`` training images if set)."""
+        """The pooled data source this section describes (cut to ``train_subset`` training images if set).
+
+        Raises:
+            SpecError: the data come as per-site datalists (see :meth:`federated`), not as one pool.
+        """
+        if self.site is not None:
+            raise SpecError("[[data.site]] datalists are already split by site; they have no pooled source")
         source = _construct(
             DATA_SOURCES.get(self.source), path=self.path, seed=seed, n_sites=self.sites,
             train_samples=self.train_samples, val_samples=self.val_samples,
-            test_samples=self.test_samples, image_size=self.image_size,
+            test_samples=self.test_samples, image_size=self.image_size, spatial_dims=self.spatial_dims,
+            datalist=self.datalist, **self._file_loading(seed),
         )
         return source if self.train_subset is None else TrainSubset(source, self.train_subset, seed)
+
+    def federated(self, seed: int) -> FederatedData:
+        """The sites' data: each site's own datalist, or the pooled source split by the partitioner.
+
+        Raises:
+            DataError: a data file, datalist or image is missing or malformed (one line naming it).
+        """
+        if self.site is not None:
+            sites = tuple(SiteDatalist(name=s.name, datalist=s.datalist) for s in self.site)
+            return federate_site_files(SiteDatalists(sites, **self._file_loading(seed)))
+        return federate(self.source_instance(seed), self.sites, self.partitioner(), seed)
+
+    def _file_loading(self, seed: int) -> dict[str, Any]:
+        preprocessing = Preprocessing(
+            orientation=self.orientation, spacing=tuple(self.spacing) if self.spacing else None, window=self.window,
+            percentiles=self.percentiles, size=tuple(self.size) if self.size else None, size_mode=self.size_mode,
+        )
+        splitter = DatalistSplitter(val_fraction=self.val_fraction, test_fraction=self.test_fraction, seed=seed)
+        cache_dir = (self.cache_dir or default_cache_dir()) if self.cache else None
+        return {"preprocessing": preprocessing, "splitter": splitter, "cache_dir": cache_dir}
 
 
 class ModelSpec(_Section):
@@ -604,14 +710,30 @@ def parse_spec(text: str, origin: str, base_dir: Path | None = None, data_path: 
         raw.setdefault("data", {})
         if isinstance(raw["data"], dict):
             raw["data"]["path"] = str(data_path)
-    elif base_dir is not None and isinstance(raw.get("data"), dict) and isinstance(raw["data"].get("path"), str):
-        path = Path(raw["data"]["path"]).expanduser()
-        raw["data"]["path"] = str(path if path.is_absolute() else base_dir / path)
+    if base_dir is not None and isinstance(raw.get("data"), dict):
+        _resolve_data_paths(raw["data"], base_dir, skip_path=data_path is not None)
     try:
         spec = AuditSpec.model_validate(raw)
     except ValidationError as exc:
         raise SpecError(f"{origin}: {format_validation_error(exc)}") from None
     return LoadedSpec(spec=spec, text=text, origin=origin)
+
+
+def _resolve_data_paths(data: dict[str, Any], base_dir: Path, skip_path: bool) -> None:
+    """Relative file names in ``[data]`` resolve against the spec's folder (``--data`` is used as given)."""
+
+    def resolve(value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        path = Path(value).expanduser()
+        return str(path if path.is_absolute() else base_dir / path)
+
+    for key in ("datalist", "cache_dir") + (() if skip_path else ("path",)):
+        if key in data:
+            data[key] = resolve(data[key])
+    for site in data.get("site") or []:
+        if isinstance(site, dict) and "datalist" in site:
+            site["datalist"] = resolve(site["datalist"])
 
 
 def load_spec(path: Path | None = None, data_path: Path | None = None) -> LoadedSpec:

@@ -10,9 +10,10 @@ from typing import Protocol
 
 import numpy as np
 
+from fedsecure.data.files import PooledDatalist, SiteDatalists
 from fedsecure.data.medmnist import load_medmnist
 from fedsecure.data.partition import split_like
-from fedsecure.data.splits import ImageSplits, Split
+from fedsecure.data.splits import ImageSplits, Split, n_classes_of
 from fedsecure.data.synthetic import AcquisitionShift, SyntheticPhantoms
 from fedsecure.errors import DataError
 from fedsecure.registry import Registry
@@ -69,7 +70,12 @@ class FederatedData:
     sites: list[SiteData]
     n_classes: int
     in_channels: int
-    image_size: tuple[int, int]
+    image_size: tuple[int, ...]
+
+    @property
+    def spatial_dims(self) -> int:
+        """2 for images, 3 for volumes."""
+        return len(self.image_size)
 
     @property
     def test(self) -> Split:
@@ -129,6 +135,24 @@ def federate(source: DataSource, n_sites: int, partitioner: Partitioner, seed: i
     )
 
 
+def federate_site_files(source: SiteDatalists) -> FederatedData:
+    """Sites that are hospitals already: each site's data is its own datalist's, split as the datalist says.
+
+    Raises:
+        DataError: a datalist or image is missing or malformed, a site has no training images,
+            the sites' images differ in shape, or the labels hold one class.
+    """
+    sites = [
+        SiteData(name=name, train=splits["train"], test=splits["test"], val=splits["val"])
+        for name, splits in source.site_splits()
+    ]
+    labels = [split.labels for site in sites for split in (site.train, site.test, site.val) if split is not None]
+    n_classes = n_classes_of(labels, source.describe())
+    first = sites[0].train.images
+    return FederatedData(sites=sites, n_classes=n_classes, in_channels=int(first.shape[1]),
+                         image_size=tuple(int(side) for side in first.shape[2:]))
+
+
 DATA_SOURCES: Registry[type] = Registry("data source")
 
 
@@ -153,6 +177,7 @@ class MedMNISTFile:
 
 
 DATA_SOURCES.register("synthetic")(SyntheticPhantoms)
+DATA_SOURCES.register("files")(PooledDatalist)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Loading MedMNIST-format ``.npz`` files, safely.
 
 The MedMNIST v2 layout holds ``{train,val,test}_images`` (uint8, (N, H, W) for
-grayscale or (N, H, W, 3) for RGB) and ``{train,val,test}_labels`` ((N, 1) or
+grayscale, (N, H, W, 3) for RGB, (N, D, H, W) for the 3D collection) and ``{train,val,test}_labels`` ((N, 1) or
 (N,), integer). Files are opened with ``allow_pickle=False``: an ``.npz`` can
 carry pickled object arrays, and unpickling input runs arbitrary code.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fedsecure.data.splits import ImageSplits, Split
+from fedsecure.data.splits import ImageSplits, Split, n_classes_of
 from fedsecure.errors import DataError
 
 SPLITS = ("train", "val", "test")
@@ -30,7 +30,8 @@ def load_medmnist(path: str | Path, min_classes: int = 2) -> ImageSplits:
             whole dataset needs two; one site's share of it may hold one.
 
     Returns:
-        The splits as float32 (N, C, H, W) images in [0, 1] and int64 labels.
+        The splits as float32 (N, C, H, W) images or (N, C, D, H, W) volumes in
+        [0, 1], and int64 labels.
 
     Raises:
         DataError: the file is missing or unreadable, lacks a required array,
@@ -73,9 +74,7 @@ def load_medmnist(path: str | Path, min_classes: int = 2) -> ImageSplits:
         empty = splits["train"].images[:0]
         splits["val"] = Split(empty, np.zeros(0, dtype=np.int64))
 
-    n_classes = int(max(s.labels.max(initial=0) for s in splits.values())) + 1
-    if n_classes < min_classes:
-        raise DataError(f"{path}: labels hold a single class; a classification audit needs at least two")
+    n_classes = n_classes_of([s.labels for s in splits.values()], str(path), min_classes)
     return ImageSplits(train=splits["train"], val=splits["val"], test=splits["test"], n_classes=n_classes)
 
 
@@ -92,12 +91,17 @@ def _images(path: Path, split: str, images: np.ndarray) -> np.ndarray:
     key = f"{split}_images"
     if images.dtype != np.uint8:
         raise DataError(f"{path}: {key} has dtype {images.dtype}; MedMNIST images are uint8")
+    # A trailing axis of 1 or 3 is colour (MedMNIST stores channels last); any other 4-axis array is a volume.
     if images.ndim == 3:
         images = images[:, None]
-    elif images.ndim == 4 and images.shape[-1] in (1, 3):
+    elif images.ndim in (4, 5) and images.shape[-1] in (1, 3):
         images = np.moveaxis(images, -1, 1)
+    elif images.ndim == 4:
+        images = images[:, None]
     else:
-        raise DataError(f"{path}: {key} has shape {images.shape}; expected (N, H, W) or (N, H, W, 3)")
+        raise DataError(
+            f"{path}: {key} has shape {images.shape}; expected (N, H, W), (N, H, W, 3) or (N, D, H, W)"
+        )
     return np.ascontiguousarray(images, dtype=np.float32) / np.float32(255.0)
 
 

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 
-from fedsecure.data.federated import federate
 from fedsecure.data.splits import Split
 from fedsecure.errors import OutputError
 
@@ -23,7 +22,7 @@ def write_site_files(spec, out_dir: Path) -> list[Path]:
     out_dir = Path(out_dir)
     if out_dir.exists():
         raise OutputError(f"{out_dir} exists; choose a new directory (nothing was overwritten)")
-    data = federate(spec.data.source_instance(spec.seed), spec.data.sites, spec.data.partitioner(), spec.seed)
+    data = spec.data.federated(spec.seed)
     out_dir.mkdir(parents=True)
     paths = []
     for k, site in enumerate(data.sites):

@@ -7,13 +7,16 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from fedsecure.errors import DataError
+
 
 @dataclass(frozen=True)
 class Split:
     """Images and integer class labels of one split.
 
     Attributes:
-        images: float32 array (N, C, H, W) with intensities in [0, 1].
+        images: float32 array (N, C, H, W) for images or (N, C, D, H, W) for
+            volumes, with intensities in [0, 1].
         labels: int64 array (N,) with values in ``range(n_classes)``.
     """
 
@@ -21,8 +24,8 @@ class Split:
     labels: np.ndarray
 
     def __post_init__(self) -> None:
-        if self.images.ndim != 4:
-            raise ValueError(f"images must be (N, C, H, W), got shape {self.images.shape}")
+        if self.images.ndim not in (4, 5):
+            raise ValueError(f"images must be (N, C, H, W) or (N, C, D, H, W), got shape {self.images.shape}")
         if len(self.images) != len(self.labels):
             raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels")
 
@@ -64,6 +67,18 @@ class ImageSplits:
         return int(self.train.images.shape[1])
 
     @property
-    def image_size(self) -> tuple[int, int]:
-        """Spatial size (H, W)."""
-        return tuple(self.train.images.shape[2:])  # type: ignore[return-value]
+    def image_size(self) -> tuple[int, ...]:
+        """Spatial size: (H, W) of images, (D, H, W) of volumes."""
+        return tuple(int(side) for side in self.train.images.shape[2:])
+
+
+def n_classes_of(labels: list[np.ndarray], where: str, min_classes: int = 2) -> int:
+    """The number of classes ``labels`` reach (the largest label + 1).
+
+    Raises:
+        DataError: fewer than ``min_classes``; a whole dataset needs two (``where`` names it).
+    """
+    n_classes = int(max(int(part.max(initial=0)) for part in labels)) + 1
+    if n_classes < min_classes:
+        raise DataError(f"{where}: labels hold a single class; a classification audit needs at least two")
+    return n_classes

@@ -1,7 +1,8 @@
 """Synthetic multi-site phantoms: the embedded default, generated from the seed.
 
-Each image is MONAI's synthetic "anatomy" (random discs, ``create_test_image_2d``).
-Half the images carry a *lesion*: one small disc brighter than any tissue, so
+Each image is MONAI's synthetic "anatomy" (random discs, ``create_test_image_2d``;
+random spheres in volumes, ``create_test_image_3d``).
+Half the images carry a *lesion*: one small disc (sphere) brighter than any tissue, so
 the label is a property of the image content, not of the site. Each site then
 images its patients through its own scanner: a contrast curve (gamma), a
 smooth multiplicative bias field and Gaussian noise, drawn once per site from
@@ -68,7 +69,8 @@ class SyntheticPhantoms:
         train_samples: pooled training images (split across sites later).
         val_samples: pooled validation images.
         test_samples: pooled test images.
-        image_size: height and width in pixels.
+        image_size: side in pixels (voxels): height and width, and depth for volumes.
+        spatial_dims: 2 for images, 3 for volumes.
     """
 
     seed: int = 0
@@ -77,6 +79,7 @@ class SyntheticPhantoms:
     val_samples: int = 200
     test_samples: int = 400
     image_size: int = 28
+    spatial_dims: int = 2
 
     def load(self) -> ImageSplits:
         """The clean (scanner-free) pooled splits, 1 channel, 2 classes."""
@@ -89,7 +92,8 @@ class SyntheticPhantoms:
 
     def describe(self) -> str:
         """What is generated, for messages."""
-        return f"synthetic phantoms (seed {self.seed}, {self.train_samples} training images)"
+        kind = "volumes" if self.spatial_dims == 3 else "images"
+        return f"synthetic phantoms (seed {self.seed}, {self.train_samples} training {kind})"
 
     def acquisition(self, site: int) -> AcquisitionShift:
         """Site ``site``'s scanner."""
@@ -102,23 +106,24 @@ class SyntheticPhantoms:
         )
 
     def _phantoms(self, n: int, stream: str) -> Split:
-        from monai.data.synthetic import create_test_image_2d
+        from monai.data.synthetic import create_test_image_2d, create_test_image_3d
 
         rng = numpy_rng(self.seed, "synthetic", stream)
         # MONAI's generator takes the legacy RandomState; seed it from our stream.
         legacy = np.random.RandomState(int(rng.integers(2**32)))
-        size = self.image_size
+        size, dims = self.image_size, self.spatial_dims
+        create = create_test_image_3d if dims == 3 else create_test_image_2d
         labels = rng.permutation(np.arange(n) % 2).astype(np.int64)
-        images = np.empty((n, 1, size, size), dtype=np.float32)
+        images = np.empty((n, 1, *(size,) * dims), dtype=np.float32)
         for i, label in enumerate(labels):
-            tissue, _ = create_test_image_2d(
-                size, size, num_objs=int(legacy.randint(4, 9)), rad_max=max(3, size // 5),
+            tissue, _ = create(
+                *(size,) * dims, num_objs=int(legacy.randint(4, 9)), rad_max=max(3, size // 5),
                 rad_min=2, num_seg_classes=1, random_state=legacy,
             )
             image = 0.5 * tissue
             if label == 1:
-                _, lesion = create_test_image_2d(
-                    size, size, num_objs=1, rad_max=5, rad_min=3, num_seg_classes=1, random_state=legacy
+                _, lesion = create(
+                    *(size,) * dims, num_objs=1, rad_max=5, rad_min=3, num_seg_classes=1, random_state=legacy
                 )
                 # A small dense focus, brighter than any tissue (<= 0.5) wherever it lands.
                 image = np.where(lesion > 0, legacy.uniform(0.8, 1.0), image)

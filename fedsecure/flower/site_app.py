@@ -56,7 +56,7 @@ import torch
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
-from fedsecure.config.parts import SHAPE_KEYS, build_parts
+from fedsecure.config.parts import SHAPE_KEYS, build_parts, model_shape
 from fedsecure.config.spec import AuditSpec, parse_spec
 from fedsecure.data.federated import SiteData
 from fedsecure.data.medmnist import load_medmnist
@@ -178,10 +178,9 @@ def answer_setup(
     material = protocol.server_material(secret) if secret else b""
     state.config_records[STATE] = ConfigRecord({"spec": spec_text, "scenario": scenario.name, "applied": 0})
     image = data.train.images
+    shape = model_shape(image.shape[1], int(max(data.train.labels.max(), data.test.labels.max())) + 1, image.shape[2:])
     return ConfigRecord({
-        "n_train": data.n_train, "claimed": claimed, "in_channels": int(image.shape[1]),
-        "n_classes": int(max(data.train.labels.max(), data.test.labels.max())) + 1,
-        "height": int(image.shape[2]), "width": int(image.shape[3]), "material": material,
+        "n_train": data.n_train, "claimed": claimed, **shape, "material": material,
         # Which key the site holds, for the server to check the sites agree (a hash reveals nothing of it).
         "key_id": hashlib.sha256(secret).hexdigest(),
     })

@@ -30,6 +30,28 @@ def encode_gray(image: np.ndarray) -> bytes:
     return _SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(rows, 9)) + _chunk(b"IEND", b"")
 
 
+def as_picture(image: np.ndarray, gap: int = 1) -> np.ndarray:
+    """An (H, W) picture of one channel: the image itself, or a volume's three orthogonal central slices.
+
+    A (D, H, W) volume shows as its axial (middle of D), coronal (middle of H)
+    and sagittal (middle of W) slices side by side, on white, each padded at
+    the bottom to the tallest.
+    """
+    if image.ndim == 2:
+        return image
+    if image.ndim != 3:
+        raise ValueError(f"expected an (H, W) image or a (D, H, W) volume, got shape {image.shape}")
+    depth, height, width = image.shape
+    slices = [image[depth // 2], image[:, height // 2, :], image[:, :, width // 2]]
+    tallest = max(s.shape[0] for s in slices)
+    panel = np.ones((tallest, sum(s.shape[1] for s in slices) + gap * (len(slices) - 1)), dtype=np.float32)
+    left = 0
+    for piece in slices:
+        panel[: piece.shape[0], left : left + piece.shape[1]] = piece
+        left += piece.shape[1] + gap
+    return panel
+
+
 def image_grid(rows: list[list[np.ndarray]], scale: int = 3, gap: int = 2) -> np.ndarray:
     """Tile (H, W) images into one picture: ``rows[r][c]``, each upscaled ``scale`` times, on white."""
     height, width = rows[0][0].shape

@@ -38,7 +38,6 @@ except ImportError:
     pytest.skip("the Flower extra is not installed (pip install 'fedsecure[flower]')", allow_module_level=True)
 
 from fedsecure.config.spec import LoadedSpec, load_spec
-from fedsecure.data.federated import federate
 from fedsecure.data.site_files import write_site_files
 from fedsecure.fl.evaluation import SCORE_BINS
 from fedsecure.fl.federation import Federation
@@ -137,7 +136,7 @@ def _kill_after_round_one(deployment: LoopbackDeployment, progress: Path) -> Non
 def _in_process_final_model(loaded, scenario_name: str) -> np.ndarray:
     spec = loaded.spec
     scenario = next(s for s in spec.scenario if s.name == scenario_name)
-    data = federate(spec.data.source_instance(spec.seed), spec.data.sites, spec.data.partitioner(), spec.seed)
+    data = spec.data.federated(spec.seed)
     model = build_model(spec.model.name, data.in_channels, data.n_classes, data.image_size, spec.seed)
     federation = Federation(data, model, spec.federation.strategy_instance(), rounds=spec.federation.rounds,
                             training=scenario.local_training(spec.federation), protocol=scenario.protocol_instance(),

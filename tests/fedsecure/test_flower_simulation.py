@@ -107,7 +107,6 @@ def test_a_site_answers_the_setup_without_revealing_its_key_and_refuses_a_spec_i
     import tenseal as ts
     from flwr.app import RecordDict
 
-    from fedsecure.data.federated import federate
     from fedsecure.errors import FedsecureError
     from fedsecure.flower.site_app import LocalSite, answer_setup
     from fedsecure.secure.ckks import CKKSAggregation
@@ -115,7 +114,7 @@ def test_a_site_answers_the_setup_without_revealing_its_key_and_refuses_a_spec_i
     text = tiny_spec("pinned", 0, TINY_FEDAVG, PLAIN_AND_CKKS)
     loaded = parse_spec(text, "<test>")
     spec = loaded.spec
-    data = federate(spec.data.source_instance(spec.seed), spec.data.sites, spec.data.partitioner(), spec.seed)
+    data = spec.data.federated(spec.seed)
     secret = CKKSAggregation().site_secret()
     local = LocalSite(data=lambda k: data.sites[k], secret=lambda: secret)
     node_config = {"site": 1, "spec-sha256": loaded.sha256}

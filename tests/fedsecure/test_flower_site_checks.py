@@ -15,7 +15,6 @@ import pytest
 import torch
 
 from fedsecure.config.spec import parse_spec
-from fedsecure.data.federated import federate
 from tests.fedsecure.tiny_specs import PLAIN_AND_CKKS, TINY_FEDAVG, tiny_spec
 
 try:
@@ -45,7 +44,7 @@ SPEC = parse_spec(TEXT, "<test>").spec  # 2 sites
 
 @pytest.fixture(scope="module")
 def data():
-    return federate(SPEC.data.source_instance(SPEC.seed), SPEC.data.sites, SPEC.data.partitioner(), SPEC.seed)
+    return SPEC.data.federated(SPEC.seed)
 
 
 def _facts(data, **changes) -> dict:
@@ -53,7 +52,7 @@ def _facts(data, **changes) -> dict:
     facts = {
         "round": 1, "site": 0, "n_sites": len(sizes), "site_sizes": sizes, "weight_unit": float(min(sizes)),
         "pending": [0], "in_channels": data.in_channels, "n_classes": data.n_classes,
-        "height": data.image_size[0], "width": data.image_size[1],
+        "depth": 0, "height": data.image_size[0], "width": data.image_size[1],
     }
     return {**facts, **changes}
 

@@ -30,7 +30,7 @@ import torch
 from fedsecure.audit.canary_clients import audit_canary_clients
 from fedsecure.audit.mechanism import audit_mechanism
 from fedsecure.config.spec import AuditSpec, MechanismSpec, ThresholdsSpec, parse_spec
-from fedsecure.data.federated import FederatedData, federate
+from fedsecure.data.federated import FederatedData
 from fedsecure.errors import SpecError
 from fedsecure.fl import Federation, LocalTraining
 from fedsecure.fl.privacy_hooks import FederationFacts
@@ -107,7 +107,7 @@ def spec() -> AuditSpec:
 
 @pytest.fixture(scope="module")
 def data(spec) -> FederatedData:
-    return federate(spec.data.source_instance(spec.seed), spec.data.sites, spec.data.partitioner(), spec.seed)
+    return spec.data.federated(spec.seed)
 
 
 def with_mechanism(spec: AuditSpec, **options) -> AuditSpec:

@@ -1,0 +1,154 @@
+"""Reading a site's datalist: which image files it holds, their class and (optionally) their split.
+
+Two formats, as hospitals and MONAI keep them:
+
+* **Decathlon JSON** (``dataset.json``): the ``training`` list of
+  ``{"image": ..., "label": ...}`` items, read with MONAI's
+  ``load_decathlon_datalist``; a ``validation`` list, if present, is the
+  validation split. A top-level ``labels`` mapping names the classes.
+* **CSV** with a header: columns ``image`` and ``label``, and optionally ``split``.
+
+``image`` is a file (NIfTI, PNG, a single DICOM file) or a folder holding one
+DICOM series, relative to the datalist's folder. ``label`` is an integer class.
+``split`` is ``train``, ``val`` or ``test``; items without one are split by
+the data source (seeded, stratified). Every problem raises a
+:class:`~fedsecure.errors.DataError` that names the site, the file and the problem.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from fedsecure.errors import DataError
+
+SPLIT_NAMES = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class DatalistEntry:
+    """One image of a datalist.
+
+    Attributes:
+        image: the image file or DICOM folder (absolute).
+        label: its class.
+        split: ``train``, ``val`` or ``test``, or None when the datalist does not say.
+        row: where it is in the datalist, for messages (e.g. ``training[3]`` or ``line 5``).
+    """
+
+    image: Path
+    label: int
+    split: str | None
+    row: str
+
+
+def read_datalist(path: Path, site: str) -> list[DatalistEntry]:
+    """The entries of a Decathlon JSON (``.json``) or CSV (``.csv``) datalist.
+
+    Raises:
+        DataError: the datalist is missing, unreadable or malformed, names a missing
+            image, or gives a label that is not a class or a split that is not one
+            of ``train``, ``val``, ``test``.
+    """
+    path = Path(path)
+    where = f"site {site!r}: {path}"
+    if not path.is_file():
+        raise DataError(f"{where}: no such datalist")
+    readers = {".json": _decathlon_rows, ".csv": _csv_rows}
+    reader = readers.get(path.suffix.lower())
+    if reader is None:
+        raise DataError(f"{where}: a datalist is a Decathlon .json or a .csv file, not {path.suffix or 'no suffix'!r}")
+    rows, class_names = reader(path, where)
+    if not rows:
+        raise DataError(f"{where}: the datalist lists no images")
+    entries = [_entry(path, where, row, fields, class_names) for row, fields in rows]
+    seen: dict[Path, str] = {}
+    for entry in entries:
+        if entry.image in seen:
+            raise DataError(f"{where}: {entry.row} lists {entry.image} again (also at {seen[entry.image]})")
+        seen[entry.image] = entry.row
+    return entries
+
+
+Rows = list[tuple[str, dict[str, object]]]
+
+
+def _decathlon_rows(path: Path, where: str) -> tuple[Rows, set[str] | None]:
+    from monai.data import load_decathlon_datalist
+
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{where}: not a readable JSON datalist ({exc})") from None
+    if not isinstance(document, dict) or not isinstance(document.get("training"), list):
+        raise DataError(f"{where}: a Decathlon datalist needs a 'training' list of {{image, label}} items")
+    rows: Rows = []
+    for key, split in (("training", None), ("validation", "val")):
+        if key not in document:
+            continue
+        # MONAI's reader resolves paths; labels are classes here, so they are left as they are.
+        try:
+            items = load_decathlon_datalist(path, is_segmentation=False, data_list_key=key, base_dir=path.parent)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise DataError(f"{where}: malformed {key!r} list ({exc})") from None
+        for i, item in enumerate(items):
+            if not isinstance(item, dict):
+                raise DataError(f"{where}: {key}[{i}] is not an {{image, label}} item")
+            rows.append((f"{key}[{i}]", {**item, "split": item.get("split", split)}))
+    names = document.get("labels")
+    class_names = {str(k) for k in names} if isinstance(names, dict) else None
+    return rows, class_names
+
+
+def _csv_rows(path: Path, where: str) -> tuple[Rows, None]:
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            header = [name.strip() for name in reader.fieldnames or []]
+            missing = [column for column in ("image", "label") if column not in header]
+            if missing:
+                raise DataError(
+                    f"{where}: the CSV header lacks column(s) {', '.join(missing)} "
+                    f"(found: {', '.join(header) or 'none'}; expected image,label[,split])"
+                )
+            rows: Rows = []
+            for record in reader:
+                fields = {str(k).strip(): (v.strip() if isinstance(v, str) else v) for k, v in record.items()}
+                rows.append((f"line {reader.line_num}", fields))
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{where}: not a readable CSV datalist ({exc})") from None
+    except csv.Error as exc:
+        raise DataError(f"{where}: not a readable CSV datalist ({exc})") from None
+    return rows, None
+
+
+def _entry(path: Path, where: str, row: str, fields: dict[str, object], class_names: set[str] | None) -> DatalistEntry:
+    image_field = fields.get("image")
+    if not isinstance(image_field, (str, Path)) or not str(image_field):
+        raise DataError(f"{where}: {row} has no image")
+    image = Path(image_field)
+    image = image if image.is_absolute() else (path.parent / image)
+    image = Path(*image.parts).resolve()
+    if not image.exists():
+        raise DataError(f"{where}: {row} names {image}, which does not exist")
+    label = _label(fields.get("label"), f"{where}: {row} ({image.name})", class_names)
+    split = fields.get("split") or None
+    if split is not None and split not in SPLIT_NAMES:
+        raise DataError(f"{where}: {row} ({image.name}) has split {split!r}; expected one of {', '.join(SPLIT_NAMES)}")
+    return DatalistEntry(image=image, label=label, split=split if split is None else str(split), row=row)
+
+
+def _label(value: object, where: str, class_names: set[str] | None) -> int:
+    text = str(value).strip() if value is not None else ""
+    if isinstance(value, bool) or not text.lstrip("-").isdigit():
+        hint = "; segmentation masks are not classes" if text.endswith((".nii", ".nii.gz", ".png", ".dcm")) else ""
+        raise DataError(f"{where}: label {text or 'missing'!r} is not a class (an integer 0, 1, ...){hint}")
+    label = int(text)
+    if label < 0:
+        raise DataError(f"{where}: label {label} is negative; classes are 0, 1, ...")
+    if class_names is not None and str(label) not in class_names:
+        known = ", ".join(sorted(class_names))
+        raise DataError(f"{where}: label {label} is not one of the datalist's classes ({known})")
+    return label

@@ -1,0 +1,142 @@
+"""A hospital's own image files as a data source: per-site datalists, or one datalist to partition.
+
+Two shapes of the same source (``source = "files"``):
+
+* :class:`SiteDatalists`: one datalist per site (``[[data.site]]``). Each site
+  is a hospital, so there is nothing to partition; a site's images are its own.
+* :class:`PooledDatalist`: one datalist (``data.datalist``) for a dataset not
+  yet split by site; it is federated like a MedMNIST file, by the spec's partitioner.
+
+In both, an image's split comes from the datalist's ``split`` column, or, for
+images without one, from a seeded split stratified by class
+(``val_fraction``, ``test_fraction``). Images load through MONAI with the
+declared :class:`~fedsecure.data.image_files.Preprocessing`, cached.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from fedsecure.data.datalist import SPLIT_NAMES, DatalistEntry, read_datalist
+from fedsecure.data.image_files import Preprocessing, load_images
+from fedsecure.data.partition import split_like
+from fedsecure.data.splits import ImageSplits, Split, n_classes_of
+from fedsecure.errors import DataError
+from fedsecure.seeding import numpy_rng
+
+
+@dataclass(frozen=True)
+class SiteDatalist:
+    """One hospital: its name and its datalist (Decathlon ``.json`` or ``.csv``)."""
+
+    name: str
+    datalist: Path
+
+
+@dataclass(frozen=True)
+class DatalistSplitter:
+    """How images without a ``split`` in their datalist are divided (per class, seeded)."""
+
+    val_fraction: float = 0.1
+    test_fraction: float = 0.2
+    seed: int = 0
+
+    def assign(self, entries: Sequence[DatalistEntry], stream: str) -> dict[str, list[DatalistEntry]]:
+        """The entries by split: the datalist's own, then the unsplit ones stratified by class."""
+        by_split = {name: [e for e in entries if e.split == name] for name in SPLIT_NAMES}
+        unsplit = [e for e in entries if e.split is None]
+        if unsplit:
+            labels = np.array([e.label for e in unsplit])
+            shares = np.array([1.0 - self.val_fraction - self.test_fraction, self.val_fraction, self.test_fraction])
+            # One row per split, the same share for every class: split_like cuts each class in these proportions.
+            weights = np.repeat(shares[:, None], labels.max() + 1, axis=1)
+            parts = split_like(labels, weights, numpy_rng(self.seed, "datalist-split", stream))
+            for name, part in zip(SPLIT_NAMES, parts, strict=True):
+                by_split[name] += [unsplit[i] for i in part]
+        return by_split
+
+
+def _splits_of(
+    entries: Sequence[DatalistEntry], splitter: DatalistSplitter, preprocessing: Preprocessing,
+    cache_dir: Path | None, site: str, datalist: Path,
+) -> dict[str, Split]:
+    by_split = splitter.assign(entries, site)
+    if not by_split["train"]:
+        raise DataError(f"site {site!r}: {datalist}: no training images (every image is in val or test)")
+    order = [e for name in SPLIT_NAMES for e in by_split[name]]
+    images = load_images([e.image for e in order], preprocessing, cache_dir, site)
+    labels = np.array([e.label for e in order], dtype=np.int64)
+    splits, start = {}, 0
+    for name in SPLIT_NAMES:
+        stop = start + len(by_split[name])
+        splits[name] = Split(images[start:stop], labels[start:stop])
+        start = stop
+    return splits
+
+
+def _check_same_kind(sites: list[tuple[str, dict[str, Split]]]) -> None:
+    """Every site's images must share dimensionality, channels and size: one model trains on them all."""
+    first_name, first = sites[0]
+    shape = first["train"].images.shape[1:]
+    for name, splits in sites[1:]:
+        other = splits["train"].images.shape[1:]
+        if other != shape:
+            raise DataError(
+                f"site {name!r}: images of shape {'x'.join(map(str, other))} (channels first), but site "
+                f"{first_name!r} has {'x'.join(map(str, shape))}; set data.size so every site brings its images "
+                "to one size"
+            )
+
+
+@dataclass(frozen=True)
+class SiteDatalists:
+    """Per-site datalists: each site one hospital's files (the natural split; no partitioner)."""
+
+    sites: tuple[SiteDatalist, ...]
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    splitter: DatalistSplitter = field(default_factory=DatalistSplitter)
+    cache_dir: Path | None = None
+
+    def site_splits(self) -> list[tuple[str, dict[str, Split]]]:
+        """Every site's train, val and test splits, in site order (decoded or read from the cache)."""
+        sites = []
+        for site in self.sites:
+            entries = read_datalist(site.datalist, site.name)
+            sites.append((site.name, _splits_of(
+                entries, self.splitter, self.preprocessing, self.cache_dir, site.name, site.datalist
+            )))
+        _check_same_kind(sites)
+        return sites
+
+    def describe(self) -> str:
+        """The sites' datalists, for messages."""
+        return ", ".join(f"{s.name} ({s.datalist})" for s in self.sites)
+
+
+@dataclass(frozen=True)
+class PooledDatalist:
+    """One datalist for a dataset not yet split by site: federated by the spec's partitioner."""
+
+    datalist: Path
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    splitter: DatalistSplitter = field(default_factory=DatalistSplitter)
+    cache_dir: Path | None = None
+
+    def load(self) -> ImageSplits:
+        """The pooled splits (decoded or read from the cache)."""
+        entries = read_datalist(self.datalist, "pooled")
+        splits = _splits_of(entries, self.splitter, self.preprocessing, self.cache_dir, "pooled", self.datalist)
+        n_classes = n_classes_of([s.labels for s in splits.values()], str(self.datalist))
+        return ImageSplits(train=splits["train"], val=splits["val"], test=splits["test"], n_classes=n_classes)
+
+    def acquisition(self, site: int) -> None:
+        """Real data: no simulated scanner."""
+        return None
+
+    def describe(self) -> str:
+        """The datalist's path."""
+        return str(self.datalist)

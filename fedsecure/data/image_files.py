@@ -1,0 +1,213 @@
+"""Loading image files through MONAI: NIfTI, DICOM series and PNG, preprocessed as the spec declares, cached.
+
+MONAI's ``LoadImage`` picks the reader from the file (nibabel for NIfTI,
+pydicom for a DICOM file or a folder holding one series, PIL for PNG). The
+declared preprocessing (orientation, spacing, intensity scaling, size) follows
+in that order, and the result is cached with MONAI's ``PersistentDataset``: a
+second audit reads the cache instead of decoding again. The cache key is the
+file's content (SHA-256) and the preprocessing, so an edited file or a changed
+spec is decoded afresh; the cache is read with ``torch.load(weights_only=True)``,
+never unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedsecure.errors import DataError
+
+SIZE_MODES = ("crop_pad", "resize")
+
+# MONAI registers every reader, GPU ones too; its nvImageCodec DICOM plugin warns on each read where CUDA's
+# decoder is absent, and the plain pydicom decoders it falls back to are the ones meant here.
+_GPU_DECODER_NOTICE = "NvImgCodecPydicomReader"
+logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """What every image goes through after decoding, in this order.
+
+    Attributes:
+        orientation: axis codes to reorient volumes to (e.g. ``"RAS"``), or None to keep the file's.
+        spacing: voxel spacing in mm to resample to (one value per axis), or None to keep the file's.
+        window: intensities mapped linearly onto [0, 1] and clipped (e.g. a CT window, or (0, 255)
+            for 8-bit files), or None for ``percentiles``.
+        percentiles: per-image lower and upper percentiles mapped onto [0, 1] (clipped) when no window is set.
+        size: spatial size every image is brought to, or None when the files share one already.
+        size_mode: ``crop_pad`` (centred, zero padding: keeps the voxel size) or ``resize`` (linear).
+    """
+
+    orientation: str | None = None
+    spacing: tuple[float, ...] | None = None
+    window: tuple[float, float] | None = None
+    percentiles: tuple[float, float] = (0.5, 99.5)
+    size: tuple[int, ...] | None = None
+    size_mode: str = "crop_pad"
+
+    def describe(self) -> str:
+        """A canonical text of the settings (part of the cache key)."""
+        return repr(self)
+
+    def transforms(self) -> Any:
+        """The MONAI dictionary transforms, on key ``image``."""
+        from monai.transforms import (
+            Compose,
+            EnsureTyped,
+            LoadImaged,
+            Orientationd,
+            Resized,
+            ResizeWithPadOrCropd,
+            ScaleIntensityRanged,
+            ScaleIntensityRangePercentilesd,
+            Spacingd,
+        )
+
+        steps: list = [LoadImaged(keys="image", ensure_channel_first=True, image_only=True)]
+        if self.orientation is not None:
+            steps.append(Orientationd(keys="image", axcodes=self.orientation))
+        if self.spacing is not None:
+            steps.append(Spacingd(keys="image", pixdim=self.spacing, mode="bilinear"))
+        if self.window is not None:
+            low, high = self.window
+            steps.append(ScaleIntensityRanged(keys="image", a_min=low, a_max=high, b_min=0.0, b_max=1.0, clip=True))
+        else:
+            low, high = self.percentiles
+            steps.append(ScaleIntensityRangePercentilesd(
+                keys="image", lower=low, upper=high, b_min=0.0, b_max=1.0, clip=True
+            ))
+        if self.size is not None:
+            resize = {"crop_pad": ResizeWithPadOrCropd, "resize": Resized}[self.size_mode]
+            steps.append(resize(keys="image", spatial_size=self.size))
+        steps.append(EnsureTyped(keys="image", data_type="numpy", dtype=np.float32, track_meta=False))
+        return Compose(steps)
+
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/fedsecure/images`` (``~/.cache/fedsecure/images`` by default)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fedsecure" / "images"
+
+
+def load_images(
+    paths: Sequence[Path], preprocessing: Preprocessing, cache_dir: Path | None, site: str
+) -> np.ndarray:
+    """The images at ``paths`` as one float32 array (N, C, H, W) or (N, C, D, H, W), in [0, 1].
+
+    Args:
+        paths: image files, or folders holding one DICOM series each.
+        preprocessing: what every image goes through.
+        cache_dir: where decoded images are kept between audits, or None not to cache.
+        site: the site's name, for messages.
+
+    Raises:
+        DataError: a file is not a readable image, a DICOM folder holds several series,
+            or the images differ in dimensionality, channels or (without ``size``) in size.
+            The message names the site and the file.
+    """
+    items = [{"image": str(path), "key": _content_key(path, preprocessing, site)} for path in paths]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_GPU_DECODER_NOTICE)
+        return _decode(items, paths, preprocessing, cache_dir, site)
+
+
+def _decode(
+    items: list[dict[str, str]], paths: Sequence[Path], preprocessing: Preprocessing, cache_dir: Path | None, site: str
+) -> np.ndarray:
+    from monai.data import Dataset, PersistentDataset
+    from monai.data.utils import json_hashing
+
+    transform = preprocessing.transforms()
+    if cache_dir is not None:
+        try:
+            Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DataError(f"cannot create the image cache {cache_dir} ({exc.strerror})") from None
+        dataset = PersistentDataset(items, transform, cache_dir=cache_dir, hash_func=json_hashing, weights_only=True)
+    else:
+        dataset = Dataset(items, transform)
+    arrays: list[np.ndarray] = []
+    for i, path in enumerate(paths):
+        try:
+            image = np.asarray(dataset[i]["image"], dtype=np.float32)
+        except Exception as exc:  # MONAI wraps reader errors in RuntimeError; any reader failure is bad input
+            raise DataError(f"site {site!r}: {path}: not a readable image ({_reason(exc)})") from None
+        _check_like(image, arrays[0] if arrays else None, path, paths[0], site, preprocessing)
+        arrays.append(image)
+    return np.stack(arrays)
+
+
+def _content_key(path: Path, preprocessing: Preprocessing, site: str) -> str:
+    """SHA-256 of the file (or the DICOM folder's files) and the preprocessing: the cache entry's identity."""
+    digest = hashlib.sha256(preprocessing.describe().encode())
+    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+    if path.is_dir():
+        _check_one_series(path, files, site)
+    for file in files:
+        digest.update(file.name.encode())
+        with file.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_one_series(folder: Path, files: list[Path], site: str) -> None:
+    """A DICOM folder must hold one series: several would be stacked into one nonsense volume."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    if not files:
+        raise DataError(f"site {site!r}: {folder}: an empty folder, not a DICOM series")
+    series = set()
+    for file in files:
+        try:
+            header = pydicom.dcmread(file, stop_before_pixels=True)
+        except (InvalidDicomError, OSError) as exc:
+            raise DataError(f"site {site!r}: {folder}: {file.name} is not a DICOM file ({exc})") from None
+        series.add(str(getattr(header, "SeriesInstanceUID", "")))
+    if len(series) > 1:
+        raise DataError(
+            f"site {site!r}: {folder}: the folder holds {len(series)} DICOM series; give each series its own folder"
+        )
+
+
+def _check_like(
+    image: np.ndarray, first: np.ndarray | None, path: Path, first_path: Path, site: str, preprocessing: Preprocessing
+) -> None:
+    if image.ndim not in (3, 4):
+        raise DataError(
+            f"site {site!r}: {path}: decoded to shape {image.shape[1:]}; expected a 2D image or a 3D volume"
+        )
+    if first is None:
+        return
+    if image.ndim != first.ndim:
+        raise DataError(
+            f"site {site!r}: {path}: a {image.ndim - 1}D image among {first.ndim - 1}D ones ({first_path.name}); "
+            "a federation trains on one dimensionality"
+        )
+    if image.shape[0] != first.shape[0]:
+        raise DataError(
+            f"site {site!r}: {path}: {image.shape[0]} channel(s), but {first_path.name} has {first.shape[0]}"
+        )
+    if image.shape[1:] != first.shape[1:]:
+        hint = "" if preprocessing.size is None else " after preprocessing"
+        raise DataError(
+            f"site {site!r}: {path}: size {'x'.join(map(str, image.shape[1:]))}{hint}, but {first_path.name} is "
+            f"{'x'.join(map(str, first.shape[1:]))}; set data.size (and data.size_mode) to bring them to one size"
+        )
+
+
+def _reason(exc: BaseException) -> str:
+    """The innermost message of a MONAI transform error (which wraps the reader's)."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    text = " ".join(str(exc).split())
+    return text[:200] + ("..." if len(text) > 200 else "") or type(exc).__name__

@@ -167,12 +167,18 @@ def keygen(
 @app.command()
 def sites(
     spec: Annotated[Path, typer.Argument(help="Audit spec (TOML).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for site-K.npz (must not exist).")],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Directory for site-K.npz and site-K/ NIfTI folders (must not exist).")
+    ],
     data: Annotated[
         Path | None, typer.Option("--data", help="Use this MedMNIST .npz instead of the spec's data.path.")
     ] = None,
 ) -> None:
-    """Split the spec's data into one MedMNIST-format file per site, as the spec federates it (to try a deployment)."""
+    """Split the spec's data into the files each site would hold, as the spec federates it (to try a deployment).
+
+    Per site: a MedMNIST-format site-K.npz, and a site-K/ folder of NIfTI files with a
+    Decathlon dataset.json and a datalist.csv (single-channel data).
+    """
     from fedsecure.config.spec import load_spec
     from fedsecure.data.site_files import write_site_files
 

@@ -44,7 +44,7 @@ class GroupNormCNN(nn.Module):
 
     GroupNorm normalizes within a sample, so the network is DP-SGD compatible
     and its behaviour does not depend on the batch composition. About 24k
-    parameters in 2D, 70k in 3D.
+    parameters in 2D with the default channels.
 
     Args:
         spatial_dims: 2 for images, 3 for volumes.
@@ -121,8 +121,15 @@ def _spatial_dims(name: str, image_size: tuple[int, ...], supported: tuple[int, 
 
 @MODELS.register("cnn")
 def cnn(in_channels: int, out_channels: int, image_size: tuple[int, ...]) -> nn.Module:
-    """The default, for images and volumes: :class:`GroupNormCNN` (about 24k parameters in 2D, 70k in 3D)."""
-    return GroupNormCNN(_spatial_dims("cnn", image_size), in_channels=in_channels, out_channels=out_channels)
+    """The default, for images and volumes: :class:`GroupNormCNN` (about 24k parameters in 2D, 18k in 3D).
+
+    Volumes get half the feature maps (8, 16, 32): a 3D convolution costs about 3x the
+    work per output of a 2D one at every one of D times as many positions, and on a
+    CPU the full width doubles a round's time.
+    """
+    dims = _spatial_dims("cnn", image_size)
+    channels = (16, 32, 64) if dims == 2 else (8, 16, 32)
+    return GroupNormCNN(dims, in_channels=in_channels, out_channels=out_channels, channels=channels)
 
 
 class LeNetDLG(nn.Module):

@@ -18,6 +18,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("FEDSECURE_SHARED", REPO.parent / "shared")) / "data"
 PNEUMONIA = SHARED_DATA / "pneumoniamnist.npz"
+ADRENAL3D = SHARED_DATA / "adrenalmnist3d.npz"
 
 
 @pytest.fixture(autouse=True)
@@ -55,6 +56,13 @@ def pneumonia_path() -> Path:
     return PNEUMONIA
 
 
+@pytest.fixture
+def adrenal3d_path() -> Path:
+    if not ADRENAL3D.is_file():
+        pytest.skip(f"shared data not found at {ADRENAL3D}")
+    return ADRENAL3D
+
+
 def write_medmnist(path: Path, n=(12, 4, 6), size=8, rgb=False, label_shape="column", n_classes=2, **overrides) -> Path:
     """Write a small MedMNIST-format file; ``overrides`` replace or (with None) drop arrays."""
     rng = np.random.default_rng(0)
@@ -77,7 +85,7 @@ def write_medmnist(path: Path, n=(12, 4, 6), size=8, rgb=False, label_shape="col
 # as it frees up, so longest-first keeps the two workers' loads even (the suite's 10-minute budget).
 SLOW_FILES_LONGEST_FIRST = (
     "test_flower_deployment.py", "test_audit_pneumonia.py", "test_membership_audit.py",
-    "test_flower_simulation.py", "test_inversion_audit.py",
+    "test_flower_simulation.py", "test_inversion_audit.py", "test_volumes.py",
 )
 
 

@@ -139,6 +139,7 @@ def run_audit(
         data = spec.data.federated(spec.seed)
         advance()
     make_model = partial(build_model, spec.model.name, data.in_channels, data.n_classes, data.image_size, spec.seed)
+    make_model()  # a model that does not take the data's dimensionality is refused before anything is written
     _check_dp_scenarios(spec, scenarios, data, torch_device)
     prepare_seconds = time.perf_counter() - started
     run.begin()

@@ -18,7 +18,14 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from attacks.inversion import INVERSION_ATTACKS
 from attacks.membership import MEMBERSHIP_ATTACKS
-from fedsecure.data.federated import DATA_SOURCES, FederatedData, TrainSubset, federate, federate_site_files
+from fedsecure.data.federated import (
+    DATA_SOURCES,
+    FederatedData,
+    SiteData,
+    TrainSubset,
+    federate,
+    federate_site_files,
+)
 from fedsecure.data.files import DatalistSplitter, SiteDatalist, SiteDatalists
 from fedsecure.data.image_files import Preprocessing, default_cache_dir
 from fedsecure.data.partition import PARTITIONERS
@@ -224,6 +231,15 @@ class DataSpec(_Section):
             sites = tuple(SiteDatalist(name=s.name, datalist=s.datalist) for s in self.site)
             return federate_site_files(SiteDatalists(sites, **self._file_loading(seed)))
         return federate(self.source_instance(seed), self.sites, self.partitioner(), seed)
+
+    def site_data(self, name: str, datalist: Path, seed: int) -> SiteData:
+        """One hospital's data from its own datalist, with this section's preprocessing (a Flower SuperNode's).
+
+        Raises:
+            DataError: the datalist or an image is missing or malformed, or the site has no training images.
+        """
+        ((_, splits),) = SiteDatalists((SiteDatalist(name, datalist),), **self._file_loading(seed)).site_splits()
+        return SiteData(name=name, train=splits["train"], test=splits["test"], val=splits["val"])
 
     def _file_loading(self, seed: int) -> dict[str, Any]:
         preprocessing = Preprocessing(

@@ -1,23 +1,42 @@
-"""One MedMNIST-format file per site, as a spec federates its data (what each hospital would hold)."""
+"""The files each hospital would hold, as a spec federates its data: a MedMNIST ``.npz`` and a NIfTI folder per site.
+
+For every site ``K`` of the spec's federation, :func:`write_site_files` writes
+
+* ``site-K.npz``: the site's train, val and test splits in the MedMNIST layout;
+* ``site-K/``: one NIfTI file per image (``images/<split>-<n>.nii.gz``, float32,
+  identity affine) with two datalists that list the same images: ``dataset.json``
+  (Decathlon) and ``datalist.csv`` (``image,label,split``).
+
+Either is a SuperNode's ``data-path``; the datalists are what a ``source = "files"``
+spec reads (with ``window = [0, 1]``: the files hold the intensities as trained on).
+"""
 
 from __future__ import annotations
 
+import csv
+import json
 from pathlib import Path
 
 import numpy as np
 
+from fedsecure.data.federated import SiteData
 from fedsecure.data.splits import Split
 from fedsecure.errors import OutputError
 
 
 def write_site_files(spec, out_dir: Path) -> list[Path]:
-    """Write ``site-K.npz`` (train, val, test splits) for every site of ``spec`` (an ``AuditSpec``).
+    """Write ``site-K.npz`` and the ``site-K/`` NIfTI folder for every site of ``spec`` (an ``AuditSpec``).
 
-    Images are stored as MedMNIST stores them, uint8: exact for MedMNIST
-    sources; synthetic images are rounded to 8 bits.
+    The ``.npz`` stores images as MedMNIST stores them, uint8: exact for MedMNIST
+    sources; synthetic images are rounded to 8 bits. The NIfTI files hold the
+    float32 images exactly. Multi-channel (RGB) images get the ``.npz`` only.
+
+    Returns:
+        The paths written: each site's ``.npz`` and, for single-channel data, its two datalists.
 
     Raises:
         OutputError: ``out_dir`` exists (nothing is overwritten).
+        DataError: the spec's data cannot be read.
     """
     out_dir = Path(out_dir)
     if out_dir.exists():
@@ -27,16 +46,52 @@ def write_site_files(spec, out_dir: Path) -> list[Path]:
     paths = []
     for k, site in enumerate(data.sites):
         arrays = {}
-        for name, split in (("train", site.train), ("val", site.val), ("test", site.test)):
-            if split is not None and len(split):
-                arrays.update(_medmnist_arrays(name, split))
+        for name, split in _splits(site):
+            arrays.update(_medmnist_arrays(name, split))
         path = out_dir / f"site-{k}.npz"
         np.savez_compressed(path, **arrays)
         paths.append(path)
+        if data.in_channels == 1:
+            paths += write_nifti_site(site, out_dir / f"site-{k}")
     return paths
+
+
+def write_nifti_site(site: SiteData, folder: Path) -> list[Path]:
+    """One NIfTI file per image of ``site`` under ``folder/images``, listed by ``dataset.json`` and ``datalist.csv``.
+
+    Returns:
+        The two datalists.
+    """
+    import nibabel as nib
+
+    (folder / "images").mkdir(parents=True)
+    rows = []
+    for name, split in _splits(site):
+        for i, (image, label) in enumerate(zip(split.images, split.labels, strict=True)):
+            relative = f"images/{name}-{i:05d}.nii.gz"
+            nib.save(nib.Nifti1Image(np.asarray(image[0], dtype=np.float32), affine=np.eye(4)), folder / relative)
+            rows.append({"image": relative, "label": int(label), "split": name})
+    decathlon = {
+        "name": site.name, "description": "written by fedsecure sites",
+        "tensorImageSize": f"{site.train.images.ndim - 2}D",
+        "labels": {str(c): f"class {c}" for c in sorted({row["label"] for row in rows})},
+        "numTraining": len(rows), "training": [{**row, "image": f"./{row['image']}"} for row in rows],
+    }
+    json_path, csv_path = folder / "dataset.json", folder / "datalist.csv"
+    json_path.write_text(json.dumps(decathlon, indent=1))
+    with csv_path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["image", "label", "split"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return [json_path, csv_path]
+
+
+def _splits(site: SiteData) -> list[tuple[str, Split]]:
+    return [(name, split) for name, split in (("train", site.train), ("val", site.val), ("test", site.test))
+            if split is not None and len(split)]
 
 
 def _medmnist_arrays(name: str, split: Split) -> dict[str, np.ndarray]:
     images = np.clip(np.rint(split.images * 255.0), 0, 255).astype(np.uint8)
-    images = images[:, 0] if images.shape[1] == 1 else np.moveaxis(images, 1, -1)  # (N, H, W) or (N, H, W, 3)
+    images = images[:, 0] if images.shape[1] == 1 else np.moveaxis(images, 1, -1)  # (N, [D,] H, W) or (N, H, W, 3)
     return {f"{name}_images": images, f"{name}_labels": split.labels.reshape(-1, 1).astype(np.int64)}

@@ -46,7 +46,7 @@ def run_in_simulation(
     protocol = scenario.protocol_instance()
     secret = protocol.site_secret()
     sites = data.sites
-    client_app = make_client_app(LocalSite(data=lambda k: sites[k], secret=lambda: secret))
+    client_app = make_client_app(LocalSite(data=lambda k, spec: sites[k], secret=lambda: secret))
     outcome: dict[str, object] = {}
     server_app = ServerApp()
 

@@ -81,18 +81,25 @@ class ServerClaimError(FedsecureError):
 class LocalSite:
     """Where a site's data and key come from: its node config, or (in simulation) the caller."""
 
-    data: Callable[[int], SiteData]
+    data: Callable[[int, AuditSpec], SiteData]
     secret: Callable[[], bytes]
 
 
 def from_node_config(node_config: dict) -> LocalSite:
-    """A deployed SuperNode's data and key, from ``--node-config``."""
+    """A deployed SuperNode's data and key, from ``--node-config``.
 
-    def data(index: int) -> SiteData:
+    ``data-path`` is a MedMNIST-format ``.npz`` or a datalist (Decathlon ``.json`` or
+    ``.csv``) of the hospital's own files, loaded with the spec's preprocessing.
+    """
+
+    def data(index: int, spec: AuditSpec) -> SiteData:
         if "data-path" not in node_config:
             raise FedsecureError('this SuperNode has no data: start it with --node-config \'data-path="SITE.npz"\'')
+        path = Path(str(node_config["data-path"]))
+        if path.suffix.lower() in (".json", ".csv"):
+            return spec.data.site_data(f"site-{index}", path, spec.seed)
         # One hospital's data may hold a single class (a non-iid split); the federation has the others.
-        splits = load_medmnist(Path(str(node_config["data-path"])), min_classes=1)
+        splits = load_medmnist(path, min_classes=1)
         return SiteData(name=f"site-{index}", train=splits.train, test=splits.test, val=splits.val)
 
     def secret() -> bytes:
@@ -172,7 +179,7 @@ def answer_setup(
             f"this SuperNode is site {claimed} but the spec has {loaded.spec.data.sites} sites "
             "(numbered from 0); refusing"
         )
-    data = local.data(max(claimed, 0))
+    data = local.data(max(claimed, 0), loaded.spec)
     protocol = scenario.protocol_instance()
     secret = local.secret() if protocol.name != "plain" else b""
     material = protocol.server_material(secret) if secret else b""
@@ -252,7 +259,7 @@ class _Site:
         self.context, self.message = context, message
         claimed = claimed_index(context.node_config)
         index = int(facts["site"])
-        data = local.data(claimed if claimed >= 0 else index)
+        data = local.data(claimed if claimed >= 0 else index, spec)
         # Before anything is calibrated from them: the facts the noise depends on.
         check_round_facts(spec, facts, data.n_train, claimed)
         n_sites, site_sizes = spec.data.sites, [int(n) for n in facts["site_sizes"]]

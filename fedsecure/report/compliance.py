@@ -8,6 +8,7 @@ claims nothing the audit did not measure or the mathematics does not give.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,16 +33,37 @@ class ScenarioCompliance:
     limits: list[str]
 
 
+def _file_name(path: str | None) -> str:
+    return str(path).rsplit("/", 1)[-1]
+
+
+def _files_words(data: dict[str, Any], sha256: str) -> str:
+    lists = [f"{site['name']} ({_file_name(site['datalist'])})" for site in data.get("site") or []]
+    held = f"the datalists {', '.join(lists)}" if lists else f"the datalist {_file_name(data.get('datalist'))}"
+    size = f", brought to {'x'.join(map(str, data['size']))} by {data['size_mode']}" if data.get("size") else ""
+    scaling = f"window {data['window']}" if data.get("window") else f"percentiles {data['percentiles']}"
+    return f"image files listed by {held} (intensities by {scaling}{size}; decoded images' sha256 {sha256})"
+
+
+# What the audit ran on, by data source (the spec's `data.source`).
+_SOURCE_WORDS: dict[str, Callable[[dict[str, Any], str], str]] = {
+    "synthetic": lambda data, sha256: (
+        f"synthetic phantom {'volumes' if data.get('spatial_dims') == 3 else 'images'} generated from the seed"
+    ),
+    "medmnist": lambda data, sha256: f"the MedMNIST-format file {_file_name(data['path'])} (sha256 {sha256})",
+    "files": _files_words,
+}
+
+
 def audit_scope(report: Report) -> list[str]:
     """What was audited, on what, by which software: the statements that head the section."""
     spec, env = report.spec, report.environment
     data = spec["data"]
-    source = "synthetic phantom images generated from the seed" if data["source"] == "synthetic" else (
-        f"the MedMNIST-format file {data['path'].rsplit('/', 1)[-1]} (sha256 {env.data_sha256})"
-    )
+    source = _SOURCE_WORDS[data["source"]](data, env.data_sha256)
+    split = "each a hospital's own datalist" if data.get("site") else f"{data['partition']} partition"
     lines = [
         f"Audit {spec['name']!r}: {len(report.scenarios)} scenario(s) of {spec['federation']['strategy']} over "
-        f"{data['sites']} sites ({data['partition']} partition), model {spec['model']['name']}, "
+        f"{data['sites']} sites ({split}), model {spec['model']['name']}, "
         f"{spec['federation']['rounds']} rounds, seed {env.seed}, on {source}.",
         f"Spec sha256 {env.spec_sha256}; fedsecure {env.fedsecure}, torch {env.torch}, device {env.device}.",
     ]

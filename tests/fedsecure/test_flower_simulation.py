@@ -116,7 +116,7 @@ def test_a_site_answers_the_setup_without_revealing_its_key_and_refuses_a_spec_i
     spec = loaded.spec
     data = spec.data.federated(spec.seed)
     secret = CKKSAggregation().site_secret()
-    local = LocalSite(data=lambda k: data.sites[k], secret=lambda: secret)
+    local = LocalSite(data=lambda k, spec: data.sites[k], secret=lambda: secret)
     node_config = {"site": 1, "spec-sha256": loaded.sha256}
 
     answer = answer_setup(text, "ckks", node_config, local, RecordDict())

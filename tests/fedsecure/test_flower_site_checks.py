@@ -65,7 +65,7 @@ def _message(kind: str, content: RecordDict, node: int = 7) -> Message:
 
 def _site_zero(data):
     """Site 0's ClientApp, set up for the plain scenario; with its context."""
-    app = make_client_app(LocalSite(data=lambda k: data.sites[k], secret=lambda: b""))
+    app = make_client_app(LocalSite(data=lambda k, spec: data.sites[k], secret=lambda: b""))
     context = Context(run_id=1, node_id=7, node_config={"site": 0}, state=RecordDict(), run_config={})
     app(_message("query", RecordDict({"setup": ConfigRecord({"spec": TEXT, "scenario": "plain"})})), context)
     return app, context
@@ -97,7 +97,7 @@ def test_round_facts_that_contradict_the_spec_or_the_site_are_refused(data, chan
 
 
 def test_a_site_numbered_beyond_the_spec_refuses_the_setup(data):
-    local = LocalSite(data=lambda k: data.sites[k], secret=lambda: b"")
+    local = LocalSite(data=lambda k, spec: data.sites[k], secret=lambda: b"")
     with pytest.raises(ServerClaimError, match="site 2 but the spec has 2 sites"):
         answer_setup(TEXT, "plain", {"site": 2}, local, RecordDict())
 

@@ -47,7 +47,8 @@ def test_val_split_is_optional(tmp_path):
         ({"train_images": np.zeros((12, 8, 8), np.float32)}, "dtype float32; MedMNIST images are uint8"),
         ({"train_labels": np.zeros((12, 1), np.float64)}, "expected integer class labels"),
         ({"train_labels": np.zeros((12, 3), np.int64)}, "multi-label tasks are not supported"),
-        ({"train_images": np.zeros((12, 8), np.uint8)}, "expected (N, H, W) or (N, H, W, 3)"),
+        ({"train_images": np.zeros((12, 8), np.uint8)}, "expected (N, H, W), (N, H, W, 3) or (N, D, H, W)"),
+        ({"train_images": np.zeros((12, 4, 4, 4, 4, 4), np.uint8)}, "has shape (12, 4, 4, 4, 4, 4); expected"),
         ({"test_images": np.zeros((6, 9, 9), np.uint8)}, "different image shapes"),
         ({"train_labels": -np.ones((12, 1), np.int64)}, "negative class labels"),
     ],
@@ -89,3 +90,12 @@ def test_single_class_file_is_refused(tmp_path):
     path = write_medmnist(tmp_path / "one.npz", n_classes=1)
     with pytest.raises(DataError, match="single class"):
         load_medmnist(path)
+
+
+def test_3d_medmnist_volumes_load_channels_first(tmp_path):
+    volumes = np.random.default_rng(0).integers(0, 256, size=(12, 5, 6, 7), dtype=np.uint8)
+    path = write_medmnist(tmp_path / "v.npz", train_images=volumes, val_images=None, val_labels=None,
+                          test_images=volumes[:6])
+    splits = load_medmnist(path)
+    assert splits.train.images.shape == (12, 1, 5, 6, 7) and splits.image_size == (5, 6, 7)
+    np.testing.assert_array_equal(splits.train.images[3, 0], volumes[3] / np.float32(255))

@@ -83,8 +83,24 @@ def test_spec_hash_is_of_the_text():
     assert a.sha256 != b.sha256 and len(a.sha256) == 64
 
 
+FILES = MINIMAL + '[data]\nsource = "files"\n'
+TWO_SITES = '[[data.site]]\nname = "a"\ndatalist = "a.csv"\n[[data.site]]\nname = "b"\ndatalist = "b.csv"\n'
+
 BAD_SPECS = [
     ("", "name: Field required"),
+    (FILES, "source 'files' needs either datalist = one datalist, or [[data.site]] entries"),
+    (FILES + 'datalist = "x.csv"\n' + TWO_SITES, "source 'files' needs either datalist"),
+    (MINIMAL + '[data]\nsource = "medmnist"\npath = "x.npz"\nwindow = [0, 1]\n',
+     "window: image-file options apply to source 'files' only"),
+    (FILES + "sites = 3\n" + TWO_SITES, "sites = 3 but 2 [[data.site]] entries are listed"),
+    (FILES + 'partition = "dirichlet"\n' + TWO_SITES, "partition does not apply to [[data.site]]"),
+    (FILES + TWO_SITES.replace('"b"', '"a"'), "[[data.site]] names repeat: a"),
+    (FILES + 'datalist = "x.csv"\nwindow = [1, 0]\n', "window [1.0, 0.0]: the lower bound must be below the upper"),
+    (FILES + 'datalist = "x.csv"\nval_fraction = 0.5\ntest_fraction = 0.5\n', "must leave images to train on"),
+    (FILES + 'datalist = "x.csv"\nspacing = [1, 1, 1]\nsize = [8, 8]\n', "spacing and size give different numbers"),
+    (FILES + 'datalist = "x.csv"\norientation = "XYZ"\n', "data.orientation: String should match pattern"),
+    (MINIMAL + '[data]\nsource = "medmnist"\npath = "x.npz"\nspatial_dims = 3\n',
+     "spatial_dims applies to source 'synthetic' only"),
     ('name = "t"\n[data]\nsites = 3\n[[scenario]]\nname = "d"\nprotocol = "ckks"\n'
      'dp = { level = "client", epsilon = 8.0, delta = 1e-5, placement = "distributed", min_sites = 4 }\n',
      "scenario[0] 'd': dp.min_sites (4) exceeds data.sites (3)"),

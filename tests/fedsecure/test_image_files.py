@@ -1,0 +1,205 @@
+"""A hospital's own files: datalists, MONAI's readers (NIfTI, DICOM, PNG), preprocessing, the cache, bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fedsecure.config.spec import parse_spec
+from fedsecure.data.datalist import read_datalist
+from fedsecure.data.federated import SiteData
+from fedsecure.data.image_files import Preprocessing, load_images
+from fedsecure.data.site_files import write_nifti_site
+from fedsecure.data.splits import Split
+from tests.fedsecure.test_bad_input import assert_one_line_error, run_cli
+
+pydicom_data = pytest.importorskip("pydicom.data")
+DICOM_FILES = Path(pydicom_data.get_testdata_file("CT_small.dcm")).parent
+MR_SERIES = DICOM_FILES / "dicomdirtests" / "98892003" / "MR700"  # seven slices of one MR series
+CT_SERIES = DICOM_FILES / "dicomdirtests" / "77654033" / "CT2"  # four slices of one CT series
+
+
+def _volumes(n: int, size: int = 8, seed: int = 0) -> Split:
+    rng = np.random.default_rng(seed)
+    images = rng.random((n, 1, size, size, size), dtype=np.float32)
+    return Split(images, np.arange(n) % 2)
+
+
+@pytest.fixture
+def hospital(tmp_path) -> Path:
+    """A site folder as `fedsecure sites` writes it: NIfTI volumes, dataset.json and datalist.csv."""
+    site = SiteData(name="a", train=_volumes(6), test=_volumes(2, seed=1), val=_volumes(2, seed=2))
+    folder = tmp_path / "hospital-a"
+    write_nifti_site(site, folder)
+    return folder
+
+
+def _files_spec(tmp_path: Path, data: str) -> Path:
+    spec = tmp_path / "files.toml"
+    spec.write_text(
+        'name = "files"\n[data]\nsource = "files"\nwindow = [0, 1]\ncache = false\n' + data
+        + '\n[federation]\nrounds = 1\n[[scenario]]\nname = "plain"\nprotocol = "plain"\n'
+    )
+    return spec
+
+
+def test_both_datalists_give_the_written_volumes_exactly(hospital):
+    loaded = []
+    for datalist in ("dataset.json", "datalist.csv"):
+        spec = parse_spec(
+            f'name = "x"\n[data]\nsource = "files"\nwindow = [0, 1]\ncache = false\n'
+            f'[[data.site]]\nname = "a"\ndatalist = "{hospital / datalist}"\n'
+            f'[[data.site]]\nname = "b"\ndatalist = "{hospital / datalist}"\n[[scenario]]\nname = "p"\n', "t"
+        ).spec
+        loaded.append(spec.data.federated(0))
+    for data in loaded:
+        assert data.spatial_dims == 3 and data.image_size == (8, 8, 8) and [s.name for s in data.sites] == ["a", "b"]
+        np.testing.assert_array_equal(data.sites[0].train.images, _volumes(6).images)
+        np.testing.assert_array_equal(data.sites[0].test.labels, _volumes(2, seed=1).labels)
+    assert loaded[0].sha256() == loaded[1].sha256()
+
+
+def test_images_without_a_split_are_split_by_class_with_the_seed(tmp_path, hospital):
+    lines = ["image,label"] + [f"{p},{i % 2}" for i, p in enumerate(sorted((hospital / "images").glob("*.nii.gz")))]
+    (tmp_path / "unsplit.csv").write_text("\n".join(lines) + "\n")
+    spec = _files_spec(tmp_path, f'val_fraction = 0.2\ntest_fraction = 0.2\ndatalist = "{tmp_path / "unsplit.csv"}"'
+                       '\nsites = 1\nmin_site_samples = 1')
+    first, again = (parse_spec(spec.read_text(), "t").spec.data.federated(0) for _ in range(2))
+    site = first.sites[0]
+    assert (len(site.train), len(site.val), len(site.test)) == (6, 2, 2)
+    assert sorted(site.test.labels.tolist()) == [0, 1] and sorted(site.val.labels.tolist()) == [0, 1]
+    np.testing.assert_array_equal(site.train.images, again.sites[0].train.images)
+
+
+def test_the_cache_gives_the_decoded_images_back_and_follows_the_file(tmp_path, hospital):
+    paths = sorted((hospital / "images").glob("train-*.nii.gz"))
+    cache = tmp_path / "cache"
+    decoded = load_images(paths, Preprocessing(window=(0, 1)), cache, "a")
+    assert len(list(cache.iterdir())) == len(paths)
+    np.testing.assert_array_equal(load_images(paths, Preprocessing(window=(0, 1)), cache, "a"), decoded)
+    shutil.copy(paths[1], paths[0])  # an edited file is decoded afresh, never served from the cache
+    np.testing.assert_array_equal(load_images(paths, Preprocessing(window=(0, 1)), cache, "a")[0], decoded[1])
+    assert len(list(cache.iterdir())) == len(paths) + 1
+
+
+def test_preprocessing_brings_mixed_sizes_to_one(tmp_path):
+    import nibabel as nib
+
+    paths = []
+    for i, shape in enumerate([(10, 12, 9), (7, 8, 8)]):
+        paths.append(tmp_path / f"v{i}.nii.gz")
+        nib.save(nib.Nifti1Image(np.full(shape, 100.0 * (i + 1), np.float32), np.eye(4)), paths[-1])
+    for mode in ("crop_pad", "resize"):
+        images = load_images(paths, Preprocessing(window=(0, 200), size=(8, 8, 8), size_mode=mode), None, "a")
+        assert images.shape == (2, 1, 8, 8, 8)
+        assert images[1].max() == 1.0 and images[0].max() == pytest.approx(0.5)
+
+
+def test_dicom_files_and_series_folders_load_through_monai():
+    ct = load_images([DICOM_FILES / "CT_small.dcm"], Preprocessing(window=(-1000, 400)), None, "a")
+    assert ct.shape == (1, 1, 128, 128) and 0 <= ct.min() < ct.max() <= 1
+    mr = load_images([DICOM_FILES / "MR_small.dcm"], Preprocessing(), None, "a")
+    assert mr.shape == (1, 1, 64, 64)
+    series = load_images([MR_SERIES], Preprocessing(), None, "a")
+    assert series.shape == (1, 1, 16, 16, 7)
+    two = load_images([MR_SERIES, CT_SERIES], Preprocessing(size=(16, 16, 8)), None, "a")
+    assert two.shape == (2, 1, 16, 16, 8)
+
+
+def test_png_images_load_with_the_pil_reader(tmp_path):
+    from PIL import Image
+
+    paths = []
+    for i in range(2):
+        paths.append(tmp_path / f"x{i}.png")
+        Image.fromarray(np.full((12, 10), 60 * (i + 1), np.uint8)).save(paths[-1])
+    images = load_images(paths, Preprocessing(window=(0, 255)), None, "a")
+    assert images.shape[:2] == (2, 1) and sorted(images.shape[2:]) == [10, 12]
+    assert images[1].max() == pytest.approx(120 / 255)
+
+
+def test_a_datalist_entry_names_its_row(tmp_path, hospital):
+    entries = read_datalist(hospital / "dataset.json", "a")
+    assert entries[0].row == "training[0]" and entries[0].split == "train" and entries[0].image.is_absolute()
+    assert read_datalist(hospital / "datalist.csv", "a")[0].row == "line 2"
+
+
+def _bad_cases(tmp_path: Path, hospital: Path) -> list[tuple[str, str]]:
+    """(spec [data] lines, expected message) for malformed datalists and files."""
+    images = sorted((hospital / "images").glob("train-*.nii.gz"))
+    good = hospital / "datalist.csv"
+
+    def csv(name: str, *rows: str, header: str = "image,label,split") -> Path:
+        path = tmp_path / name
+        path.write_text("\n".join([header, *rows]) + "\n")
+        return path
+
+    def sites(first: Path, second: Path = good) -> str:
+        return f'[[data.site]]\nname = "a"\ndatalist = "{first}"\n[[data.site]]\nname = "b"\ndatalist = "{second}"'
+
+    text_file = tmp_path / "notes.nii.gz"
+    text_file.write_text("not an image")
+    two_series = tmp_path / "two-series"
+    two_series.mkdir()
+    shutil.copy(DICOM_FILES / "CT_small.dcm", two_series / "1.dcm")
+    shutil.copy(DICOM_FILES / "MR_small.dcm", two_series / "2.dcm")
+    flat = tmp_path / "flat.nii.gz"
+    import nibabel as nib
+
+    nib.save(nib.Nifti1Image(np.zeros((8, 8), np.float32), np.eye(4)), flat)
+    bigger = tmp_path / "bigger.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((9, 8, 8), np.float32), np.eye(4)), bigger)
+    (tmp_path / "broken.json").write_text("{ not json")
+    (tmp_path / "no-training.json").write_text('{"name": "x", "validation": []}')
+    (tmp_path / "classes.json").write_text(json.dumps(
+        {"labels": {"0": "normal", "1": "hyperplasia"}, "training": [{"image": str(images[0]), "label": 2}]}
+    ))
+    (tmp_path / "list.txt").write_text("image,label\n")
+    return [
+        (sites(tmp_path / "absent.csv"), "site 'a': " + str(tmp_path / "absent.csv") + ": no such datalist"),
+        (sites(csv("missing.csv", f"{tmp_path / 'gone.nii.gz'},0,train")), "gone.nii.gz, which does not exist"),
+        (sites(csv("text.csv", f"{text_file},0,train", f"{images[1]},1,train")), "notes.nii.gz: not a readable image"),
+        (sites(csv("word.csv", f"{images[0]},abc,train")), "label 'abc' is not a class"),
+        (sites(csv("mask.csv", f"{images[0]},labelsTr/x.nii.gz,train")), "segmentation masks are not classes"),
+        (sites(csv("negative.csv", f"{images[0]},-1,train")), "label -1 is negative"),
+        (sites(tmp_path / "classes.json"), "label 2 is not one of the datalist's classes (0, 1)"),
+        (sites(csv("sizes.csv", f"{images[0]},0,train", f"{bigger},1,train")),
+         "size 9x8x8, but train-00000.nii.gz is 8x8x8; set data.size"),
+        (sites(csv("dims.csv", f"{images[0]},0,train", f"{flat},1,train")), "a 2D image among 3D ones"),
+        (sites(csv("no-train.csv", f"{images[0]},0,test", f"{images[1]},1,val")), "no training images"),
+        (sites(csv("series.csv", f"{two_series},0,train")), "the folder holds 2 DICOM series"),
+        (sites(csv("header.csv", f"{images[0]}", header="image")), "the CSV header lacks column(s) label"),
+        (sites(csv("split.csv", f"{images[0]},0,holdout")), "has split 'holdout'; expected one of train, val, test"),
+        (sites(tmp_path / "broken.json"), "not a readable JSON datalist"),
+        (sites(tmp_path / "no-training.json"), "needs a 'training' list"),
+        (sites(csv("twice.csv", f"{images[0]},0,train", f"{images[0]},0,train")), "lists " + str(images[0]) + " again"),
+        (sites(tmp_path / "list.txt"), "a datalist is a Decathlon .json or a .csv file, not '.txt'"),
+        (sites(csv("flat.csv", f"{flat},0,train")), "site 'b': images of shape 1x8x8x8 (channels first), but site 'a'"),
+    ]
+
+
+def test_at_least_twelve_malformed_datalists_and_files_are_one_line_and_exit_2(tmp_path, hospital, capsys):
+    cases = _bad_cases(tmp_path, hospital)
+    assert len(cases) >= 12
+    for i, (data, message) in enumerate(cases):
+        spec = _files_spec(tmp_path, data)
+        out = tmp_path / f"out-{i}"
+        code, stdout, stderr = run_cli(["audit", spec, "--out", out], capsys)
+        assert_one_line_error(code, stdout, stderr, message)
+        assert not (out / "report.json").exists()
+
+
+def test_a_supernode_reads_its_datalist_with_the_specs_preprocessing(tmp_path, hospital):
+    from fedsecure.flower.site_app import from_node_config
+
+    spec = parse_spec(
+        f'name = "x"\n[data]\nsource = "files"\nwindow = [0, 1]\ncache = false\n'
+        f'datalist = "{hospital / "datalist.csv"}"\nsites = 1\n[[scenario]]\nname = "p"\n', "t"
+    ).spec
+    site = from_node_config({"data-path": str(hospital / "dataset.json")}).data(3, spec)
+    assert site.name == "site-3" and len(site.train) == 6 and len(site.val) == 2 and len(site.test) == 2
+    np.testing.assert_array_equal(site.train.images, _volumes(6).images)

@@ -143,5 +143,6 @@ def test_a_site_whose_own_data_hold_one_class_takes_part(tmp_path):
     path = write_medmnist(tmp_path / "site.npz", **zeros)
     with pytest.raises(DataError, match="single class"):
         load_medmnist(path)
-    site = from_node_config({"data-path": str(path)}).data(3)
+    spec = parse_spec('name = "s"\n[[scenario]]\nname = "p"\n', "t").spec
+    site = from_node_config({"data-path": str(path)}).data(3, spec)
     assert site.name == "site-3" and site.n_train == 12 and set(site.train.labels) == {0}

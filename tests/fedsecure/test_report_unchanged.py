@@ -3,7 +3,8 @@
 ``tests/fixtures/report-tiny.json`` was first written by the code before the
 restructure of issue 15 (commit 8f8fea3), and rewritten when issue 18 added
 the attacks from every seat (its earlier findings compared equal, float for
-float; the new seats' findings and the verdicts they move were added), from
+float; the new seats' findings and the verdicts they move were added); issue
+19 added the image-file options to its ``spec`` section and nothing else, from
 ``tests/fixtures/report-tiny.toml``: plain,
 CKKS, sample-level DP, client-level DP under CKKS, iDLG inversion and LiRA
 membership, every noise seeded so the run is reproducible. Timings and CKKS

@@ -79,6 +79,7 @@ def decoding(n_files: int) -> dict:
             paths.append(Path(folder) / f"v{i}.nii.gz")
             nib.save(nib.Nifti1Image(rng.random((64, 64, 64), dtype=np.float32), np.eye(4)), paths[-1])
         preprocessing = Preprocessing(size=(64, 64, 64))
+        load_images(paths[:2], preprocessing, None, "bench")  # warm-up: imports and readers, for neither side
         timings = {}
         for name, cache in (("no_cache", None), ("cold_cache", Path(folder) / "cache"),
                             ("warm_cache", Path(folder) / "cache")):

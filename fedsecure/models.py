@@ -233,6 +233,25 @@ def build_model(
         return builder(in_channels, out_channels, image_size)
 
 
+def check_model_takes(model: nn.Module, in_channels: int, image_size: tuple[int, ...]) -> None:
+    """Run ``model`` once on a blank image of ``image_size``: a network that cannot take it is refused now.
+
+    Raises:
+        NotSupportedError: the forward pass fails (a side too small for the network's poolings, say),
+            before any training.
+    """
+    blank = torch.zeros((1, in_channels, *image_size), device=next(model.parameters()).device)
+    try:
+        with torch.no_grad():
+            model.eval()(blank)
+    except RuntimeError as exc:
+        size = "x".join(map(str, image_size))
+        raise NotSupportedError(
+            f"model {type(model).__name__} cannot take images of size {size} ({' '.join(str(exc).split())[:160]}); "
+            "bring the images to a larger size (data.size)"
+        ) from None
+
+
 def make_dp_compatible(model: nn.Module) -> nn.Module:
     """Return ``model`` fixed for DP-SGD with Opacus's ModuleValidator.
 

@@ -33,7 +33,7 @@ from fedsecure.fl.federation import Federation
 from fedsecure.fl.round_loop import FederationResult
 from fedsecure.fl.state import ModelState
 from fedsecure.fl.views import Recipe, SeatViews, seat_views
-from fedsecure.models import build_model
+from fedsecure.models import build_model, check_model_takes
 from fedsecure.report.findings import (
     SCHEMA_VERSION,
     AttackFinding,
@@ -139,7 +139,7 @@ def run_audit(
         data = spec.data.federated(spec.seed)
         advance()
     make_model = partial(build_model, spec.model.name, data.in_channels, data.n_classes, data.image_size, spec.seed)
-    make_model()  # a model that does not take the data's dimensionality is refused before anything is written
+    check_model_takes(make_model(), data.in_channels, data.image_size)  # before anything is written
     _check_dp_scenarios(spec, scenarios, data, torch_device)
     prepare_seconds = time.perf_counter() - started
     run.begin()

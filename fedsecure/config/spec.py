@@ -103,6 +103,9 @@ class SiteSpec(_Section):
     datalist: Path
 
 
+# Synthetic volumes are held in memory as float32: 128^3 is 8 MiB each.
+MAX_SYNTHETIC_VOLUME_SIDE = 128
+
 # The [data] fields that describe image files; they apply to source "files" only.
 FILE_OPTIONS = (
     "datalist", "site", "orientation", "spacing", "size", "size_mode", "window", "percentiles",
@@ -171,6 +174,11 @@ class DataSpec(_Section):
             )
         if self.spatial_dims != 2 and self.source != "synthetic" and "spatial_dims" in self.model_fields_set:
             raise ValueError("spatial_dims applies to source 'synthetic' only (files decide their own)")
+        if self.spatial_dims == 3 and self.image_size > MAX_SYNTHETIC_VOLUME_SIDE:
+            raise ValueError(
+                f"image_size {self.image_size} for synthetic volumes: at most {MAX_SYNTHETIC_VOLUME_SIDE} "
+                "(every volume is generated in memory)"
+            )
         stray = [name for name in FILE_OPTIONS if name in self.model_fields_set]
         if self.source != "files" and stray:
             raise ValueError(f"{', '.join(stray)}: image-file options apply to source 'files' only")
@@ -190,6 +198,15 @@ class DataSpec(_Section):
             repeated = sorted({n for n in names if names.count(n) > 1})
             if repeated:
                 raise ValueError(f"[[data.site]] names repeat: {', '.join(repeated)}")
+        if self.window is not None and "percentiles" in self.model_fields_set:
+            raise ValueError("window and percentiles are two ways to scale intensities; set one")
+        if self.orientation is not None:
+            axes = [next((k for k, pair in enumerate(("LR", "AP", "SI")) if letter in pair), -1)
+                    for letter in self.orientation]
+            if len(set(axes)) != len(axes):
+                raise ValueError(
+                    f"orientation {self.orientation!r} names an axis twice; one letter each of L/R, A/P (and S/I)"
+                )
         if self.window is not None and not self.window[0] < self.window[1]:
             raise ValueError(f"window {list(self.window)}: the lower bound must be below the upper")
         low, high = self.percentiles
@@ -232,13 +249,20 @@ class DataSpec(_Section):
             return federate_site_files(SiteDatalists(sites, **self._file_loading(seed)))
         return federate(self.source_instance(seed), self.sites, self.partitioner(), seed)
 
-    def site_data(self, name: str, datalist: Path, seed: int) -> SiteData:
+    def site_data(self, name: str, datalist: Path, seed: int, cache_dir: Path | None) -> SiteData:
         """One hospital's data from its own datalist, with this section's preprocessing (a Flower SuperNode's).
+
+        Args:
+            name: the site's name (it seeds the split of images the datalist leaves unsplit).
+            datalist: the site's datalist.
+            seed: the audit's seed.
+            cache_dir: where the site caches decoded images, or None not to (the site's choice, not the spec's).
 
         Raises:
             DataError: the datalist or an image is missing or malformed, or the site has no training images.
         """
-        ((_, splits),) = SiteDatalists((SiteDatalist(name, datalist),), **self._file_loading(seed)).site_splits()
+        loading = {**self._file_loading(seed), "cache_dir": cache_dir}
+        ((_, splits),) = SiteDatalists((SiteDatalist(name, datalist),), **loading).site_splits()
         return SiteData(name=name, train=splits["train"], test=splits["test"], val=splits["val"])
 
     def _file_loading(self, seed: int) -> dict[str, Any]:
@@ -765,7 +789,7 @@ def load_spec(path: Path | None = None, data_path: Path | None = None) -> Loaded
         raise SpecError(f"{path}: is a directory, not a spec file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(f"{path}: cannot read spec ({exc})") from None
-    return parse_spec(text, str(path), base_dir=path.parent, data_path=data_path)
+    return parse_spec(text, str(path), base_dir=path.parent.resolve(), data_path=data_path)
 
 
 def format_validation_error(exc: ValidationError) -> str:

@@ -2,10 +2,10 @@
 
 Two formats, as hospitals and MONAI keep them:
 
-* **Decathlon JSON** (``dataset.json``): the ``training`` list of
-  ``{"image": ..., "label": ...}`` items, read with MONAI's
-  ``load_decathlon_datalist``; a ``validation`` list, if present, is the
-  validation split. A top-level ``labels`` mapping names the classes.
+* **Decathlon JSON** (``dataset.json``, the layout MONAI's
+  ``load_decathlon_datalist`` reads): the ``training`` list of
+  ``{"image": ..., "label": ...}`` items; a ``validation`` list, if present, is
+  the validation split. A top-level ``labels`` mapping names the classes.
 * **CSV** with a header: columns ``image`` and ``label``, and optionally ``split``.
 
 ``image`` is a file (NIfTI, PNG, a single DICOM file) or a folder holding one
@@ -52,7 +52,8 @@ def read_datalist(path: Path, site: str) -> list[DatalistEntry]:
             image, or gives a label that is not a class or a split that is not one
             of ``train``, ``val``, ``test``.
     """
-    path = Path(path)
+    # Absolute from the start: image paths resolve against the datalist's own folder, wherever we run.
+    path = Path(path).expanduser().resolve()
     where = f"site {site!r}: {path}"
     if not path.is_file():
         raise DataError(f"{where}: no such datalist")
@@ -60,7 +61,10 @@ def read_datalist(path: Path, site: str) -> list[DatalistEntry]:
     reader = readers.get(path.suffix.lower())
     if reader is None:
         raise DataError(f"{where}: a datalist is a Decathlon .json or a .csv file, not {path.suffix or 'no suffix'!r}")
-    rows, class_names = reader(path, where)
+    try:
+        rows, class_names = reader(path, where)
+    except OSError as exc:
+        raise DataError(f"{where}: cannot read the datalist ({exc.strerror or exc})") from None
     if not rows:
         raise DataError(f"{where}: the datalist lists no images")
     entries = [_entry(path, where, row, fields, class_names) for row, fields in rows]
@@ -76,23 +80,19 @@ Rows = list[tuple[str, dict[str, object]]]
 
 
 def _decathlon_rows(path: Path, where: str) -> tuple[Rows, set[str] | None]:
-    from monai.data import load_decathlon_datalist
-
+    # The Decathlon layout MONAI's load_decathlon_datalist reads; parsed here because MONAI turns every
+    # value that names an existing file into a path (a "split": "train" beside a train/ folder, a label "1").
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
+        document = json.loads(path.read_text(encoding="utf-8-sig"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DataError(f"{where}: not a readable JSON datalist ({exc})") from None
     if not isinstance(document, dict) or not isinstance(document.get("training"), list):
         raise DataError(f"{where}: a Decathlon datalist needs a 'training' list of {{image, label}} items")
     rows: Rows = []
     for key, split in (("training", None), ("validation", "val")):
-        if key not in document:
-            continue
-        # MONAI's reader resolves paths; labels are classes here, so they are left as they are.
-        try:
-            items = load_decathlon_datalist(path, is_segmentation=False, data_list_key=key, base_dir=path.parent)
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise DataError(f"{where}: malformed {key!r} list ({exc})") from None
+        items = document.get(key, [])
+        if not isinstance(items, list):
+            raise DataError(f"{where}: {key!r} is not a list of {{image, label}} items")
         for i, item in enumerate(items):
             if not isinstance(item, dict):
                 raise DataError(f"{where}: {key}[{i}] is not an {{image, label}} item")
@@ -104,7 +104,8 @@ def _decathlon_rows(path: Path, where: str) -> tuple[Rows, set[str] | None]:
 
 def _csv_rows(path: Path, where: str) -> tuple[Rows, None]:
     try:
-        with path.open(newline="", encoding="utf-8") as handle:
+        # utf-8-sig: a spreadsheet's CSV export starts with a byte-order mark.
+        with path.open(newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
             header = [name.strip() for name in reader.fieldnames or []]
             missing = [column for column in ("image", "label") if column not in header]
@@ -128,9 +129,8 @@ def _entry(path: Path, where: str, row: str, fields: dict[str, object], class_na
     image_field = fields.get("image")
     if not isinstance(image_field, (str, Path)) or not str(image_field):
         raise DataError(f"{where}: {row} has no image")
-    image = Path(image_field)
-    image = image if image.is_absolute() else (path.parent / image)
-    image = Path(*image.parts).resolve()
+    image = Path(image_field).expanduser()
+    image = (image if image.is_absolute() else path.parent / image).resolve()
     if not image.exists():
         raise DataError(f"{where}: {row} names {image}, which does not exist")
     label = _label(fields.get("label"), f"{where}: {row} ({image.name})", class_names)

@@ -92,6 +92,19 @@ def _check_same_kind(sites: list[tuple[str, dict[str, Split]]]) -> None:
             )
 
 
+def _check_disjoint(sites: Sequence[SiteDatalist]) -> None:
+    """No image may belong to two hospitals: one site's training image would be another's test image."""
+    owner: dict[Path, str] = {}
+    for site in sites:
+        for entry in read_datalist(site.datalist, site.name):
+            if owner.get(entry.image, site.name) != site.name:
+                raise DataError(
+                    f"site {site.name!r}: {site.datalist}: {entry.row} lists {entry.image}, which site "
+                    f"{owner[entry.image]!r} lists too; a patient's image belongs to one hospital"
+                )
+            owner[entry.image] = site.name
+
+
 @dataclass(frozen=True)
 class SiteDatalists:
     """Per-site datalists: each site one hospital's files (the natural split; no partitioner)."""
@@ -103,6 +116,7 @@ class SiteDatalists:
 
     def site_splits(self) -> list[tuple[str, dict[str, Split]]]:
         """Every site's train, val and test splits, in site order (decoded or read from the cache)."""
+        _check_disjoint(self.sites)
         sites = []
         for site in self.sites:
             entries = read_datalist(site.datalist, site.name)

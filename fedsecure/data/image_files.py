@@ -63,7 +63,6 @@ class Preprocessing:
         from monai.transforms import (
             Compose,
             EnsureTyped,
-            LoadImaged,
             Orientationd,
             Resized,
             ResizeWithPadOrCropd,
@@ -72,9 +71,9 @@ class Preprocessing:
             Spacingd,
         )
 
-        steps: list = [LoadImaged(keys="image", ensure_channel_first=True, image_only=True)]
+        steps: list = [self.loader()]
         if self.orientation is not None:
-            steps.append(Orientationd(keys="image", axcodes=self.orientation))
+            steps.append(Orientationd(keys="image", axcodes=self.orientation, labels=RAS_LABELS))
         if self.spacing is not None:
             steps.append(Spacingd(keys="image", pixdim=self.spacing, mode="bilinear"))
         if self.window is not None:
@@ -90,6 +89,17 @@ class Preprocessing:
             steps.append(resize(keys="image", spatial_size=self.size))
         steps.append(EnsureTyped(keys="image", data_type="numpy", dtype=np.float32, track_meta=False))
         return Compose(steps)
+
+    @staticmethod
+    def loader() -> Any:
+        """MONAI's ``LoadImaged`` with the readers named, tried first, so an installed ITK never changes them."""
+        from monai.data import NibabelReader, PILReader, PydicomReader
+        from monai.transforms import LoadImaged
+
+        # LoadImage tries the readers it was given last-first, before its defaults.
+        return LoadImaged(
+            keys="image", ensure_channel_first=True, image_only=True, reader=[PILReader, PydicomReader, NibabelReader]
+        )
 
 
 def default_cache_dir() -> Path:
@@ -128,7 +138,8 @@ def _decode(
     transform = preprocessing.transforms()
     if cache_dir is not None:
         try:
-            Path(cache_dir).mkdir(parents=True, exist_ok=True)
+            # Decoded patient images: readable by their owner only.
+            Path(cache_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
             raise DataError(f"cannot create the image cache {cache_dir} ({exc.strerror})") from None
         dataset = PersistentDataset(items, transform, cache_dir=cache_dir, hash_func=json_hashing, weights_only=True)
@@ -138,45 +149,83 @@ def _decode(
     for i, path in enumerate(paths):
         try:
             image = np.asarray(dataset[i]["image"], dtype=np.float32)
-        except Exception as exc:  # MONAI wraps reader errors in RuntimeError; any reader failure is bad input
-            raise DataError(f"site {site!r}: {path}: not a readable image ({_reason(exc)})") from None
+        except Exception as exc:  # MONAI wraps reader and transform errors in RuntimeError
+            raise _load_error(path, site, exc) from None
         _check_like(image, arrays[0] if arrays else None, path, paths[0], site, preprocessing)
         arrays.append(image)
     return np.stack(arrays)
 
 
+# The RAS axis labels NIfTI and MONAI use, named so that MONAI's changing default does not apply.
+RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
+# File kinds the named readers decode (a DICOM file may have any name: its header says what it is).
+IMAGE_SUFFIXES = (".nii", ".nii.gz", ".dcm", ".png", ".jpg", ".jpeg")
+# Bumped whenever the decoded array for the same file and preprocessing would change.
+CACHE_FORMAT = 1
+
+
 def _content_key(path: Path, preprocessing: Preprocessing, site: str) -> str:
-    """SHA-256 of the file (or the DICOM folder's files) and the preprocessing: the cache entry's identity."""
-    digest = hashlib.sha256(preprocessing.describe().encode())
-    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
-    if path.is_dir():
-        _check_one_series(path, files, site)
-    for file in files:
-        digest.update(file.name.encode())
-        with file.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
+    """The cache entry's identity: the file's SHA-256, the preprocessing and the decoders' versions.
+
+    A DICOM folder hashes its series' files; a new reader version may decode the same file differently.
+    """
+    import monai
+    import nibabel
+    import pydicom
+
+    versions = f"{CACHE_FORMAT} monai {monai.__version__} nibabel {nibabel.__version__} pydicom {pydicom.__version__}"
+    digest = hashlib.sha256(f"{versions} {preprocessing.describe()}".encode())
+    try:
+        files = _series_files(path, site) if path.is_dir() else [_image_file(path, site)]
+        for file in files:
+            digest.update(file.name.encode())
+            with file.open("rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+    except OSError as exc:
+        raise DataError(f"site {site!r}: {path}: cannot read ({exc.strerror or exc})") from None
     return digest.hexdigest()
 
 
-def _check_one_series(folder: Path, files: list[Path], site: str) -> None:
-    """A DICOM folder must hold one series: several would be stacked into one nonsense volume."""
+def _image_file(path: Path, site: str) -> Path:
+    from pydicom.misc import is_dicom
+
+    if not path.name.lower().endswith(IMAGE_SUFFIXES) and not is_dicom(path):
+        raise DataError(
+            f"site {site!r}: {path}: not a NIfTI, DICOM or PNG/JPEG image (by its name and header)"
+        )
+    return path
+
+
+def _series_files(folder: Path, site: str) -> list[Path]:
+    """The DICOM images of a folder, which must hold one series: several would be stacked into one nonsense volume.
+
+    Hidden files, non-DICOM files and DICOM files without a series (a DICOMDIR) are skipped, as MONAI's reader does.
+    """
     import pydicom
     from pydicom.errors import InvalidDicomError
+    from pydicom.misc import is_dicom
 
-    if not files:
-        raise DataError(f"site {site!r}: {folder}: an empty folder, not a DICOM series")
-    series = set()
-    for file in files:
+    images, series = [], set()
+    for file in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
+        if not is_dicom(file):
+            continue
         try:
             header = pydicom.dcmread(file, stop_before_pixels=True)
-        except (InvalidDicomError, OSError) as exc:
-            raise DataError(f"site {site!r}: {folder}: {file.name} is not a DICOM file ({exc})") from None
-        series.add(str(getattr(header, "SeriesInstanceUID", "")))
+        except (InvalidDicomError, OSError, ValueError) as exc:
+            raise DataError(f"site {site!r}: {folder}: {file.name} is not a readable DICOM file ({exc})") from None
+        uid = getattr(header, "SeriesInstanceUID", None)
+        if uid is None:
+            continue
+        series.add(str(uid))
+        images.append(file)
+    if not images:
+        raise DataError(f"site {site!r}: {folder}: the folder holds no DICOM images")
     if len(series) > 1:
         raise DataError(
             f"site {site!r}: {folder}: the folder holds {len(series)} DICOM series; give each series its own folder"
         )
+    return images
 
 
 def _check_like(
@@ -203,6 +252,19 @@ def _check_like(
             f"site {site!r}: {path}: size {'x'.join(map(str, image.shape[1:]))}{hint}, but {first_path.name} is "
             f"{'x'.join(map(str, first.shape[1:]))}; set data.size (and data.size_mode) to bring them to one size"
         )
+
+
+def _load_error(path: Path, site: str, exc: BaseException) -> DataError:
+    """What failed: the file (no reader decodes it) or the declared preprocessing on a decodable file."""
+    try:
+        decoded = Preprocessing.loader()({"image": str(path)})["image"]
+    except Exception:  # the file itself is the problem
+        return DataError(f"site {site!r}: {path}: not a readable image ({_reason(exc)})")
+    shape = "x".join(map(str, decoded.shape[1:]))
+    return DataError(
+        f"site {site!r}: {path}: decodes to a {decoded.ndim - 1}D image of size {shape}, but the preprocessing "
+        f"failed on it ({_reason(exc)}); check data.size, data.spacing and data.orientation against it"
+    )
 
 
 def _reason(exc: BaseException) -> str:

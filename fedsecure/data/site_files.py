@@ -42,6 +42,9 @@ def write_site_files(spec, out_dir: Path) -> list[Path]:
     if out_dir.exists():
         raise OutputError(f"{out_dir} exists; choose a new directory (nothing was overwritten)")
     data = spec.data.federated(spec.seed)
+    if data.in_channels not in (1, 3):
+        # MedMNIST files hold grayscale or RGB; any other channel count would read back as a volume.
+        raise OutputError(f"the data have {data.in_channels} channels; MedMNIST-format files hold 1 or 3")
     out_dir.mkdir(parents=True)
     paths = []
     for k, site in enumerate(data.sites):

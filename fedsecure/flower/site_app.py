@@ -59,6 +59,7 @@ from flwr.clientapp import ClientApp
 from fedsecure.config.parts import SHAPE_KEYS, build_parts, model_shape
 from fedsecure.config.spec import AuditSpec, parse_spec
 from fedsecure.data.federated import SiteData
+from fedsecure.data.image_files import default_cache_dir
 from fedsecure.data.medmnist import load_medmnist
 from fedsecure.devices import resolve_device
 from fedsecure.errors import FedsecureError
@@ -89,7 +90,8 @@ def from_node_config(node_config: dict) -> LocalSite:
     """A deployed SuperNode's data and key, from ``--node-config``.
 
     ``data-path`` is a MedMNIST-format ``.npz`` or a datalist (Decathlon ``.json`` or
-    ``.csv``) of the hospital's own files, loaded with the spec's preprocessing.
+    ``.csv``) of the hospital's own files, loaded with the spec's preprocessing and cached
+    in ``cache-dir`` (default: the user's cache folder).
     """
 
     def data(index: int, spec: AuditSpec) -> SiteData:
@@ -97,7 +99,20 @@ def from_node_config(node_config: dict) -> LocalSite:
             raise FedsecureError('this SuperNode has no data: start it with --node-config \'data-path="SITE.npz"\'')
         path = Path(str(node_config["data-path"]))
         if path.suffix.lower() in (".json", ".csv"):
-            return spec.data.site_data(f"site-{index}", path, spec.seed)
+            if spec.data.source != "files":
+                # Only a files spec says how the images are preprocessed; any other default would train on
+                # intensities the audit never saw.
+                raise FedsecureError(
+                    f"data-path {path} is a datalist but the spec's data.source is {spec.data.source!r}: "
+                    "use a spec with source = \"files\" (its window/percentiles, size, ... preprocess the files)"
+                )
+            # The audit's name for the site, so a datalist without splits is split as the audit split it.
+            listed = spec.data.site or []
+            name = listed[index].name if index < len(listed) else f"site-{index}"
+            # The cache holds decoded patient images: where it lives is the hospital's choice (node config), never
+            # the server's (the spec comes from the server).
+            cache = Path(str(node_config["cache-dir"])) if "cache-dir" in node_config else default_cache_dir()
+            return spec.data.site_data(name, path, spec.seed, cache_dir=cache)
         # One hospital's data may hold a single class (a non-iid split); the federation has the others.
         splits = load_medmnist(path, min_classes=1)
         return SiteData(name=f"site-{index}", train=splits.train, test=splits.test, val=splits.val)
@@ -185,7 +200,8 @@ def answer_setup(
     material = protocol.server_material(secret) if secret else b""
     state.config_records[STATE] = ConfigRecord({"spec": spec_text, "scenario": scenario.name, "applied": 0})
     image = data.train.images
-    shape = model_shape(image.shape[1], int(max(data.train.labels.max(), data.test.labels.max())) + 1, image.shape[2:])
+    n_classes = int(max(data.train.labels.max(), data.test.labels.max(initial=0))) + 1
+    shape = model_shape(image.shape[1], n_classes, image.shape[2:])
     return ConfigRecord({
         "n_train": data.n_train, "claimed": claimed, **shape, "material": material,
         # Which key the site holds, for the server to check the sites agree (a hash reveals nothing of it).

@@ -59,7 +59,8 @@ def audit_scope(report: Report) -> list[str]:
     """What was audited, on what, by which software: the statements that head the section."""
     spec, env = report.spec, report.environment
     data = spec["data"]
-    source = _SOURCE_WORDS[data["source"]](data, env.data_sha256)
+    describe = _SOURCE_WORDS.get(data["source"], lambda data, sha256: f"{data['source']} data (sha256 {sha256})")
+    source = describe(data, env.data_sha256)
     split = "each a hospital's own datalist" if data.get("site") else f"{data['partition']} partition"
     lines = [
         f"Audit {spec['name']!r}: {len(report.scenarios)} scenario(s) of {spec['federation']['strategy']} over "

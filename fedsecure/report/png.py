@@ -33,9 +33,10 @@ def encode_gray(image: np.ndarray) -> bytes:
 def as_picture(image: np.ndarray, gap: int = 1) -> np.ndarray:
     """An (H, W) picture of one channel: the image itself, or a volume's three orthogonal central slices.
 
-    A (D, H, W) volume shows as its axial (middle of D), coronal (middle of H)
-    and sagittal (middle of W) slices side by side, on white, each padded at
-    the bottom to the tallest.
+    A volume shows as its central slices across its first, second and third
+    axes side by side, on white, each padded at the bottom to the tallest.
+    Which anatomical planes they are depends on the array's axis order (MedMNIST
+    3D stores (D, H, W); MONAI reads NIfTI and DICOM in the files' (x, y, z)).
     """
     if image.ndim == 2:
         return image

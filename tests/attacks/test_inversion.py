@@ -169,3 +169,25 @@ def test_a_subspace_search_needs_public_images():
     observation = observe(linear_model(), torch.rand((1, *SHAPE)), torch.tensor([0]), None)
     with pytest.raises(ValueError, match="public images"):
         InvertingGradients(iterations=1, subspace=4).reconstruct(observation)
+
+
+def test_total_variation_of_volumes_sums_the_three_spatial_axes():
+    from attacks.inversion.matching import total_variation
+
+    volumes = torch.zeros(2, 1, 1, 3, 4, 5)  # (K, B, C, D, H, W)
+    volumes[0, 0, 0, 1] = 1.0  # one bright slice across D: only D's differences see it
+    # Two of D's 2 x 4 x 5 = 40 neighbour pairs differ by 1 per pixel of the slice: 2 * 20 / 40.
+    assert total_variation(volumes).tolist() == [1.0, 0.0]
+    images = torch.zeros(1, 1, 1, 4, 4)
+    images[..., 1, :] = 1.0
+    assert total_variation(images).tolist() == pytest.approx([2 * 4 / 12])  # rows only: 8 of the 12 vertical pairs
+
+
+def test_the_principal_subspace_of_volumes_starts_one_coefficient_vector_per_candidate():
+    from attacks.inversion.image_space import PrincipalSpace
+
+    public = torch.rand(10, 1, 3, 4, 5)
+    space = PrincipalSpace.fit(public, components=4)
+    latent = space.initial((6, 2, 1, 3, 4, 5), torch.Generator().manual_seed(0), None)
+    assert latent.shape == (6, 2, 4) and space.decode(latent).shape == (6, 2, 1, 3, 4, 5)
+    torch.testing.assert_close(space.decode(torch.zeros(1, 4)), public.mean(0, keepdim=True))

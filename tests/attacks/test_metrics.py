@@ -59,3 +59,11 @@ def test_concatenated_scores_keep_each_batch_matched_within_itself():
     assert both.psnr_median == 20.0
     assert both.psnr_gain_median == pytest.approx(2.0)  # gains 2, 11, -7
     assert both.psnr_worst_case == 30.0
+
+
+def test_volumes_are_scored_with_3d_ssim():
+    truth = torch.rand(2, 1, 8, 8, 8)
+    same = image_scores(truth, truth)
+    assert same["ssim"].tolist() == pytest.approx([1.0, 1.0]) and same["mse"].tolist() == [0.0, 0.0]
+    noisy = image_scores((truth + 0.2 * torch.rand_like(truth)).clamp(0, 1), truth)
+    assert noisy["ssim"].shape == (2,) and (noisy["ssim"] < 1).all() and (noisy["psnr"] > 0).all()

@@ -7,9 +7,10 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pydicom.data
 import pytest
 
-from fedsecure.config.spec import parse_spec
+from fedsecure.config.spec import load_spec, parse_spec
 from fedsecure.data.datalist import read_datalist
 from fedsecure.data.federated import SiteData
 from fedsecure.data.image_files import Preprocessing, load_images
@@ -17,8 +18,7 @@ from fedsecure.data.site_files import write_nifti_site
 from fedsecure.data.splits import Split
 from tests.fedsecure.test_bad_input import assert_one_line_error, run_cli
 
-pydicom_data = pytest.importorskip("pydicom.data")
-DICOM_FILES = Path(pydicom_data.get_testdata_file("CT_small.dcm")).parent
+DICOM_FILES = Path(pydicom.data.get_testdata_file("CT_small.dcm")).parent
 MR_SERIES = DICOM_FILES / "dicomdirtests" / "98892003" / "MR700"  # seven slices of one MR series
 CT_SERIES = DICOM_FILES / "dicomdirtests" / "77654033" / "CT2"  # four slices of one CT series
 
@@ -38,6 +38,14 @@ def hospital(tmp_path) -> Path:
     return folder
 
 
+@pytest.fixture
+def hospital_b(tmp_path) -> Path:
+    """A second hospital's folder, other patients."""
+    site = SiteData(name="b", train=_volumes(6, seed=3), test=_volumes(2, seed=4), val=_volumes(2, seed=5))
+    write_nifti_site(site, tmp_path / "hospital-b")
+    return tmp_path / "hospital-b"
+
+
 def _files_spec(tmp_path: Path, data: str) -> Path:
     spec = tmp_path / "files.toml"
     spec.write_text(
@@ -47,19 +55,20 @@ def _files_spec(tmp_path: Path, data: str) -> Path:
     return spec
 
 
-def test_both_datalists_give_the_written_volumes_exactly(hospital):
+def test_both_datalists_give_the_written_volumes_exactly(hospital, hospital_b):
     loaded = []
     for datalist in ("dataset.json", "datalist.csv"):
         spec = parse_spec(
             f'name = "x"\n[data]\nsource = "files"\nwindow = [0, 1]\ncache = false\n'
             f'[[data.site]]\nname = "a"\ndatalist = "{hospital / datalist}"\n'
-            f'[[data.site]]\nname = "b"\ndatalist = "{hospital / datalist}"\n[[scenario]]\nname = "p"\n', "t"
+            f'[[data.site]]\nname = "b"\ndatalist = "{hospital_b / datalist}"\n[[scenario]]\nname = "p"\n', "t"
         ).spec
         loaded.append(spec.data.federated(0))
     for data in loaded:
         assert data.spatial_dims == 3 and data.image_size == (8, 8, 8) and [s.name for s in data.sites] == ["a", "b"]
         np.testing.assert_array_equal(data.sites[0].train.images, _volumes(6).images)
         np.testing.assert_array_equal(data.sites[0].test.labels, _volumes(2, seed=1).labels)
+        np.testing.assert_array_equal(data.sites[1].val.images, _volumes(2, seed=5).images)
     assert loaded[0].sha256() == loaded[1].sha256()
 
 
@@ -128,10 +137,9 @@ def test_a_datalist_entry_names_its_row(tmp_path, hospital):
     assert read_datalist(hospital / "datalist.csv", "a")[0].row == "line 2"
 
 
-def _bad_cases(tmp_path: Path, hospital: Path) -> list[tuple[str, str]]:
-    """(spec [data] lines, expected message) for malformed datalists and files."""
+def _bad_cases(tmp_path: Path, hospital: Path, good: Path) -> list[tuple[str, str]]:
+    """(spec [data] lines, expected message) for malformed datalists and files; ``good`` is the other site's."""
     images = sorted((hospital / "images").glob("train-*.nii.gz"))
-    good = hospital / "datalist.csv"
 
     def csv(name: str, *rows: str, header: str = "image,label,split") -> Path:
         path = tmp_path / name
@@ -178,12 +186,19 @@ def _bad_cases(tmp_path: Path, hospital: Path) -> list[tuple[str, str]]:
         (sites(tmp_path / "no-training.json"), "needs a 'training' list"),
         (sites(csv("twice.csv", f"{images[0]},0,train", f"{images[0]},0,train")), "lists " + str(images[0]) + " again"),
         (sites(tmp_path / "list.txt"), "a datalist is a Decathlon .json or a .csv file, not '.txt'"),
+        (sites(csv("txt.csv", f"{tmp_path / 'list.txt'},0,train")), "not a NIfTI, DICOM or PNG/JPEG image"),
+        ("size = [8, 8]\n" + sites(csv("wrong-size.csv", f"{images[0]},0,train", f"{images[1]},1,train")),
+         "decodes to a 3D image of size 8x8x8, but the preprocessing failed on it"),
+        (sites(csv("shared.csv", f"{images[0]},0,train", f"{images[1]},1,train"), hospital / "datalist.csv"),
+         "which site 'a' lists too; a patient's image belongs to one hospital"),
+        (sites(csv("no-test-a.csv", f"{images[0]},0,train", f"{images[1]},1,val"),
+               csv("no-test-b.csv", f"{images[2]},0,train", f"{images[3]},1,train")), "no site has test images"),
         (sites(csv("flat.csv", f"{flat},0,train")), "site 'b': images of shape 1x8x8x8 (channels first), but site 'a'"),
     ]
 
 
-def test_at_least_twelve_malformed_datalists_and_files_are_one_line_and_exit_2(tmp_path, hospital, capsys):
-    cases = _bad_cases(tmp_path, hospital)
+def test_at_least_twelve_malformed_datalists_and_files_are_one_line_and_exit_2(tmp_path, hospital, hospital_b, capsys):
+    cases = _bad_cases(tmp_path, hospital, hospital_b / "datalist.csv")
     assert len(cases) >= 12
     for i, (data, message) in enumerate(cases):
         spec = _files_spec(tmp_path, data)
@@ -203,3 +218,79 @@ def test_a_supernode_reads_its_datalist_with_the_specs_preprocessing(tmp_path, h
     site = from_node_config({"data-path": str(hospital / "dataset.json")}).data(3, spec)
     assert site.name == "site-3" and len(site.train) == 6 and len(site.val) == 2 and len(site.test) == 2
     np.testing.assert_array_equal(site.train.images, _volumes(6).images)
+
+
+def test_a_supernode_refuses_a_datalist_when_the_spec_does_not_say_how_to_preprocess_it(hospital):
+    from fedsecure.errors import FedsecureError
+    from fedsecure.flower.site_app import from_node_config
+
+    spec = parse_spec('name = "x"\n[[scenario]]\nname = "p"\n', "t").spec
+    with pytest.raises(FedsecureError, match="is a datalist but the spec's data.source is 'synthetic'"):
+        from_node_config({"data-path": str(hospital / "dataset.json")}).data(0, spec)
+
+
+def test_relative_paths_resolve_against_the_spec_and_the_datalist(tmp_path, hospital, hospital_b, monkeypatch):
+    # A Decathlon item named "split": "train" beside a train/ folder stays a split, not a path.
+    (hospital / "train").mkdir()
+    spec = hospital.parent / "specs" / "files.toml"
+    spec.parent.mkdir()
+    spec.write_text(
+        'name = "rel"\n[data]\nsource = "files"\nwindow = [0, 1]\ncache = false\n'
+        '[[data.site]]\nname = "a"\ndatalist = "../hospital-a/dataset.json"\n'
+        '[[data.site]]\nname = "b"\ndatalist = "../hospital-b/datalist.csv"\n[[scenario]]\nname = "p"\n'
+    )
+    monkeypatch.chdir(hospital.parent)
+    data = load_spec(Path("specs/files.toml")).spec.data.federated(0)
+    assert [len(site.train) for site in data.sites] == [6, 6]
+
+
+def test_a_spreadsheet_csv_with_a_byte_order_mark_reads(tmp_path, hospital):
+    text = (hospital / "datalist.csv").read_text()
+    (hospital / "bom.csv").write_text("\ufeff" + text, encoding="utf-8")
+    assert len(read_datalist(hospital / "bom.csv", "a")) == 10
+
+
+def test_a_dicom_folder_skips_hidden_and_non_image_files(tmp_path):
+    folder = tmp_path / "series"
+    shutil.copytree(MR_SERIES, folder)
+    (folder / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (folder / "notes.txt").write_text("scanner log")
+    assert load_images([folder], Preprocessing(), None, "a").shape == (1, 1, 16, 16, 7)
+
+
+def test_a_volume_too_small_for_the_model_is_one_line_before_training(tmp_path, capsys):
+    import nibabel as nib
+
+    rows = ["image,label,split"]
+    for i in range(4):
+        nib.save(nib.Nifti1Image(np.full((8, 8, 1), i, np.float32), np.eye(4)), tmp_path / f"s{i}.nii.gz")
+        rows.append(f"s{i}.nii.gz,{i % 2},{'test' if i == 3 else 'train'}")
+    (tmp_path / "slices.csv").write_text("\n".join(rows) + "\n")
+    spec = _files_spec(tmp_path, f'datalist = "{tmp_path / "slices.csv"}"\nsites = 1\nmin_site_samples = 1')
+    code, stdout, stderr = run_cli(["audit", spec, "--out", tmp_path / "out"], capsys)
+    assert_one_line_error(code, stdout, stderr, "cannot take images of size 8x8x1")
+    assert not (tmp_path / "out" / "stages").exists()
+
+
+def test_a_supernode_names_its_site_as_the_audit_does_and_caches_where_the_hospital_says(
+    tmp_path, hospital, hospital_b
+):
+    from fedsecure.flower.site_app import from_node_config
+
+    images = sorted((hospital_b / "images").glob("*.nii.gz"))
+    lines = ["image,label"] + [f"{p},{i % 2}" for i, p in enumerate(images)]
+    (tmp_path / "unsplit.csv").write_text("\n".join(lines) + "\n")
+    spec = parse_spec(
+        f'name = "x"\n[data]\nsource = "files"\nwindow = [0, 1]\ncache_dir = "{tmp_path / "server-chosen"}"\n'
+        f'[[data.site]]\nname = "first"\ndatalist = "{hospital / "datalist.csv"}"\n'
+        f'[[data.site]]\nname = "hospital-b"\ndatalist = "{tmp_path / "unsplit.csv"}"\n[[scenario]]\nname = "p"\n', "t"
+    ).spec
+    audit_site = spec.data.federated(spec.seed).sites[1]  # the audit caches where its spec says
+    audit_cached = sorted((tmp_path / "server-chosen").iterdir())
+    node = {"data-path": str(tmp_path / "unsplit.csv"), "cache-dir": str(tmp_path / "hospital-cache")}
+    site = from_node_config(node).data(1, spec)
+    assert site.name == "hospital-b"
+    np.testing.assert_array_equal(site.test.images, audit_site.test.images)
+    assert len(list((tmp_path / "hospital-cache").iterdir())) == len(images)
+    assert sorted((tmp_path / "server-chosen").iterdir()) == audit_cached
+    assert oct((tmp_path / "hospital-cache").stat().st_mode & 0o777) == oct(0o700)

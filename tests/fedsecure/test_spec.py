@@ -99,6 +99,9 @@ BAD_SPECS = [
     (FILES + 'datalist = "x.csv"\nval_fraction = 0.5\ntest_fraction = 0.5\n', "must leave images to train on"),
     (FILES + 'datalist = "x.csv"\nspacing = [1, 1, 1]\nsize = [8, 8]\n', "spacing and size give different numbers"),
     (FILES + 'datalist = "x.csv"\norientation = "XYZ"\n', "data.orientation: String should match pattern"),
+    (FILES + 'datalist = "x.csv"\nwindow = [0, 1]\npercentiles = [1, 99]\n', "window and percentiles are two ways"),
+    (FILES + 'datalist = "x.csv"\norientation = "LLS"\n', "orientation 'LLS' names an axis twice"),
+    (MINIMAL + '[data]\nspatial_dims = 3\nimage_size = 256\n', "image_size 256 for synthetic volumes: at most 128"),
     (MINIMAL + '[data]\nsource = "medmnist"\npath = "x.npz"\nspatial_dims = 3\n',
      "spatial_dims applies to source 'synthetic' only"),
     ('name = "t"\n[data]\nsites = 3\n[[scenario]]\nname = "d"\nprotocol = "ckks"\n'

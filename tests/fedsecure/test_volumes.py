@@ -10,6 +10,7 @@ from fedsecure.cli import main
 from fedsecure.config.spec import parse_spec
 from fedsecure.data.medmnist import load_medmnist
 from fedsecure.report.png import as_picture
+from tests.conftest import write_medmnist
 from tests.fedsecure.test_bad_input import assert_one_line_error, run_cli
 
 
@@ -42,10 +43,13 @@ def test_a_volume_shows_as_three_orthogonal_slices():
     assert picture[4:, 9:17].min() == 1.0  # padding below the shorter slice is white
 
 
-def test_a_2d_model_on_volumes_is_one_line_before_training(adrenal3d_path, tmp_path, capsys):
+def test_a_2d_model_on_volumes_is_one_line_before_training(tmp_path, capsys):
+    volumes = np.random.default_rng(0).integers(0, 256, size=(24, 6, 6, 6), dtype=np.uint8)
+    path = write_medmnist(tmp_path / "v.npz", train_images=volumes, val_images=None, val_labels=None,
+                          test_images=volumes[:6], train_labels=(np.arange(24) % 2)[:, None])
     spec = tmp_path / "s.toml"
     spec.write_text(
-        f'name = "v"\n[data]\nsource = "medmnist"\npath = "{adrenal3d_path}"\nsites = 2\n[model]\nname = "lenet-dlg"\n'
+        f'name = "v"\n[data]\nsource = "medmnist"\npath = "{path}"\nsites = 2\n[model]\nname = "lenet-dlg"\n'
         '[[scenario]]\nname = "p"\n'
     )
     code, stdout, stderr = run_cli(["audit", spec, "--out", tmp_path / "out"], capsys)

@@ -183,7 +183,8 @@ def sites(
     from fedsecure.data.site_files import write_site_files
 
     for path in write_site_files(load_spec(spec, data_path=data).spec, out):
-        typer.echo(f"wrote {path}")
+        folder = path.with_suffix("")
+        typer.echo(f"wrote {path}" + (f" and {folder}/ (dataset.json, datalist.csv)" if folder.is_dir() else ""))
 
 
 @app.command()

@@ -32,7 +32,7 @@ def write_site_files(spec, out_dir: Path) -> list[Path]:
     float32 images exactly. Multi-channel (RGB) images get the ``.npz`` only.
 
     Returns:
-        The paths written: each site's ``.npz`` and, for single-channel data, its two datalists.
+        Each site's ``.npz``, in site order (its NIfTI folder, when written, is beside it: ``site-K/``).
 
     Raises:
         OutputError: ``out_dir`` exists (nothing is overwritten).
@@ -55,7 +55,7 @@ def write_site_files(spec, out_dir: Path) -> list[Path]:
         np.savez_compressed(path, **arrays)
         paths.append(path)
         if data.in_channels == 1:
-            paths += write_nifti_site(site, out_dir / f"site-{k}")
+            write_nifti_site(site, out_dir / f"site-{k}")
     return paths
 
 

@@ -240,15 +240,18 @@ def check_model_takes(model: nn.Module, in_channels: int, image_size: tuple[int,
         NotSupportedError: the forward pass fails (a side too small for the network's poolings, say),
             before any training.
     """
-    blank = torch.zeros((1, in_channels, *image_size), device=next(model.parameters()).device)
+    first = next(model.parameters(), None)
+    blank = torch.zeros((1, in_channels, *image_size), device=first.device if first is not None else "cpu")
     try:
         with torch.no_grad():
             model.eval()(blank)
     except RuntimeError as exc:
         size = "x".join(map(str, image_size))
+        reason = " ".join(str(exc).split())[:160]
+        hint = "; bring the images to a larger size (data.size)" if "too small" in reason.lower() else ""
         raise NotSupportedError(
-            f"model {type(model).__name__} cannot take images of size {size} ({' '.join(str(exc).split())[:160]}); "
-            "bring the images to a larger size (data.size)"
+            f"model {type(model).__name__} cannot take images of {in_channels} channel(s) and size {size} "
+            f"({reason}){hint}"
         ) from None
 
 

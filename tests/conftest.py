@@ -22,6 +22,12 @@ ADRENAL3D = SHARED_DATA / "adrenalmnist3d.npz"
 
 
 @pytest.fixture(autouse=True)
+def _private_image_cache(tmp_path_factory, monkeypatch):
+    # Decoded images go to a test folder, never the user's (or CI's) real cache.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
+
+
+@pytest.fixture(autouse=True)
 def _deterministic_threads():
     # Thread count changes float summation order; tests compare runs bit for bit.
     threads = torch.get_num_threads()

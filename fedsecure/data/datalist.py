@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,9 +71,10 @@ def read_datalist(path: Path, site: str) -> list[DatalistEntry]:
     entries = [_entry(path, where, row, fields, class_names) for row, fields in rows]
     seen: dict[Path, str] = {}
     for entry in entries:
-        if entry.image in seen:
-            raise DataError(f"{where}: {entry.row} lists {entry.image} again (also at {seen[entry.image]})")
-        seen[entry.image] = entry.row
+        real = entry.image.resolve()
+        if real in seen:
+            raise DataError(f"{where}: {entry.row} lists {entry.image} again (also at {seen[real]})")
+        seen[real] = entry.row
     return entries
 
 
@@ -130,7 +132,8 @@ def _entry(path: Path, where: str, row: str, fields: dict[str, object], class_na
     if not isinstance(image_field, (str, Path)) or not str(image_field):
         raise DataError(f"{where}: {row} has no image")
     image = Path(image_field).expanduser()
-    image = (image if image.is_absolute() else path.parent / image).resolve()
+    # Absolute but not resolved: a link keeps its own name, whose suffix tells the reader what the file is.
+    image = Path(os.path.abspath(image if image.is_absolute() else path.parent / image))
     if not image.exists():
         raise DataError(f"{where}: {row} names {image}, which does not exist")
     label = _label(fields.get("label"), f"{where}: {row} ({image.name})", class_names)

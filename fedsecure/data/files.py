@@ -67,6 +67,9 @@ def _splits_of(
     by_split = splitter.assign(entries, site)
     if not by_split["train"]:
         raise DataError(f"site {site!r}: {datalist}: no training images (every image is in val or test)")
+    if not by_split["test"]:
+        # Every site measures the model on its own test share; raise test_fraction or mark test rows.
+        raise DataError(f"site {site!r}: {datalist}: no test images (mark some split = test, or raise test_fraction)")
     order = [e for name in SPLIT_NAMES for e in by_split[name]]
     images = load_images([e.image for e in order], preprocessing, cache_dir, site)
     labels = np.array([e.label for e in order], dtype=np.int64)
@@ -97,12 +100,13 @@ def _check_disjoint(sites: Sequence[SiteDatalist]) -> None:
     owner: dict[Path, str] = {}
     for site in sites:
         for entry in read_datalist(site.datalist, site.name):
-            if owner.get(entry.image, site.name) != site.name:
+            real = entry.image.resolve()  # the same file under two names (a link) is the same patient
+            if owner.get(real, site.name) != site.name:
                 raise DataError(
                     f"site {site.name!r}: {site.datalist}: {entry.row} lists {entry.image}, which site "
-                    f"{owner[entry.image]!r} lists too; a patient's image belongs to one hospital"
+                    f"{owner[real]!r} lists too; a patient's image belongs to one hospital"
                 )
-            owner[entry.image] = site.name
+            owner[real] = site.name
 
 
 @dataclass(frozen=True)

@@ -129,6 +129,22 @@ def load_images(
         return _decode(items, paths, preprocessing, cache_dir, site)
 
 
+def _private_folder(folder: Path) -> None:
+    """Create ``folder`` readable by its owner only (it holds decoded patient images), or make it so.
+
+    Raises:
+        DataError: it exists, others may read it, and it belongs to someone else.
+    """
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    status = folder.stat()
+    if status.st_mode & 0o077:
+        if status.st_uid != os.getuid():
+            raise DataError(
+                f"the image cache {folder} is readable by others and not ours to restrict; choose another cache_dir"
+            )
+        folder.chmod(0o700)
+
+
 def _decode(
     items: list[dict[str, str]], paths: Sequence[Path], preprocessing: Preprocessing, cache_dir: Path | None, site: str
 ) -> np.ndarray:
@@ -138,8 +154,7 @@ def _decode(
     transform = preprocessing.transforms()
     if cache_dir is not None:
         try:
-            # Decoded patient images: readable by their owner only.
-            Path(cache_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
+            _private_folder(Path(cache_dir))
         except OSError as exc:
             raise DataError(f"cannot create the image cache {cache_dir} ({exc.strerror})") from None
         dataset = PersistentDataset(items, transform, cache_dir=cache_dir, hash_func=json_hashing, weights_only=True)
@@ -150,7 +165,7 @@ def _decode(
         try:
             image = np.asarray(dataset[i]["image"], dtype=np.float32)
         except Exception as exc:  # MONAI wraps reader and transform errors in RuntimeError
-            raise _load_error(path, site, exc) from None
+            raise _load_error(path, site, exc, preprocessing) from None
         _check_like(image, arrays[0] if arrays else None, path, paths[0], site, preprocessing)
         arrays.append(image)
     return np.stack(arrays)
@@ -159,7 +174,7 @@ def _decode(
 # The RAS axis labels NIfTI and MONAI use, named so that MONAI's changing default does not apply.
 RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
 # File kinds the named readers decode (a DICOM file may have any name: its header says what it is).
-IMAGE_SUFFIXES = (".nii", ".nii.gz", ".dcm", ".png", ".jpg", ".jpeg")
+IMAGE_SUFFIXES = (".nii", ".nii.gz", ".dcm", ".png", ".jpg", ".jpeg", ".bmp")
 # Bumped whenever the decoded array for the same file and preprocessing would change.
 CACHE_FORMAT = 1
 
@@ -171,9 +186,14 @@ def _content_key(path: Path, preprocessing: Preprocessing, site: str) -> str:
     """
     import monai
     import nibabel
+    import PIL
     import pydicom
+    import torch
 
-    versions = f"{CACHE_FORMAT} monai {monai.__version__} nibabel {nibabel.__version__} pydicom {pydicom.__version__}"
+    versions = (
+        f"{CACHE_FORMAT} monai {monai.__version__} nibabel {nibabel.__version__} pydicom {pydicom.__version__} "
+        f"pillow {PIL.__version__} torch {torch.__version__}"  # torch resamples (spacing, resize)
+    )
     digest = hashlib.sha256(f"{versions} {preprocessing.describe()}".encode())
     try:
         files = _series_files(path, site) if path.is_dir() else [_image_file(path, site)]
@@ -192,7 +212,7 @@ def _image_file(path: Path, site: str) -> Path:
 
     if not path.name.lower().endswith(IMAGE_SUFFIXES) and not is_dicom(path):
         raise DataError(
-            f"site {site!r}: {path}: not a NIfTI, DICOM or PNG/JPEG image (by its name and header)"
+            f"site {site!r}: {path}: not a NIfTI, DICOM or PNG/JPEG/BMP image (by its name and header)"
         )
     return path
 
@@ -200,19 +220,26 @@ def _image_file(path: Path, site: str) -> Path:
 def _series_files(folder: Path, site: str) -> list[Path]:
     """The DICOM images of a folder, which must hold one series: several would be stacked into one nonsense volume.
 
-    Hidden files, non-DICOM files and DICOM files without a series (a DICOMDIR) are skipped, as MONAI's reader does.
+    MONAI's reader reads every file the folder's ``*`` matches, so what it cannot read is refused
+    here first: subfolders, and a folder name that is itself a glob pattern. Files that are not
+    DICOM, and DICOM files without a series (a DICOMDIR), count for no series.
     """
     import pydicom
-    from pydicom.errors import InvalidDicomError
     from pydicom.misc import is_dicom
 
+    if any(char in folder.name for char in "*?["):
+        raise DataError(f"site {site!r}: {folder}: rename the folder; '*', '?' and '[' read as a file pattern")
+    entries = sorted(folder.iterdir())
+    inner = [p.name for p in entries if p.is_dir()]
+    if inner:
+        raise DataError(f"site {site!r}: {folder}: holds folder(s) {', '.join(inner[:3])}; a series folder holds files")
     images, series = [], set()
-    for file in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
+    for file in (p for p in entries if not p.name.startswith(".")):
         if not is_dicom(file):
             continue
         try:
             header = pydicom.dcmread(file, stop_before_pixels=True)
-        except (InvalidDicomError, OSError, ValueError) as exc:
+        except Exception as exc:  # pydicom raises many kinds on a damaged header; all mean a bad file
             raise DataError(f"site {site!r}: {folder}: {file.name} is not a readable DICOM file ({exc})") from None
         uid = getattr(header, "SeriesInstanceUID", None)
         if uid is None:
@@ -254,17 +281,37 @@ def _check_like(
         )
 
 
-def _load_error(path: Path, site: str, exc: BaseException) -> DataError:
-    """What failed: the file (no reader decodes it) or the declared preprocessing on a decodable file."""
+def _load_error(path: Path, site: str, exc: BaseException, preprocessing: Preprocessing) -> DataError:
+    """What failed: the file (its reader's own error), the declared preprocessing, or the cache entry."""
     try:
         decoded = Preprocessing.loader()({"image": str(path)})["image"]
-    except Exception:  # the file itself is the problem
-        return DataError(f"site {site!r}: {path}: not a readable image ({_reason(exc)})")
+    except Exception:  # the file itself is the problem: ask the reader its suffix names, for its reason
+        return DataError(f"site {site!r}: {path}: not a readable image ({_reader_reason(path, exc)})")
     shape = "x".join(map(str, decoded.shape[1:]))
-    return DataError(
-        f"site {site!r}: {path}: decodes to a {decoded.ndim - 1}D image of size {shape}, but the preprocessing "
-        f"failed on it ({_reason(exc)}); check data.size, data.spacing and data.orientation against it"
+    try:
+        preprocessing.transforms()({"image": str(path)})
+    except Exception as failure:
+        return DataError(
+            f"site {site!r}: {path}: decodes to a {decoded.ndim - 1}D image of size {shape}, but the preprocessing "
+            f"failed on it ({_reason(failure)}); check data.size, data.spacing and data.orientation against it"
+        )
+    return DataError(f"site {site!r}: {path}: its entry in the image cache is unreadable ({_reason(exc)}); "
+                     "delete the cache folder (cache_dir) or set cache = false")
+
+
+def _reader_reason(path: Path, exc: BaseException) -> str:
+    """The matching reader's own error (MONAI's loader, trying them all, says only that none fit)."""
+    from monai.data import NibabelReader, PILReader, PydicomReader
+
+    name = path.name.lower()
+    reader = NibabelReader() if name.endswith((".nii", ".nii.gz")) else (
+        PILReader() if name.endswith((".png", ".jpg", ".jpeg", ".bmp")) else PydicomReader()
     )
+    try:
+        reader.get_data(reader.read(str(path)))
+    except Exception as failure:
+        return _reason(failure)
+    return _reason(exc)
 
 
 def _reason(exc: BaseException) -> str:

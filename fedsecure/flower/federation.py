@@ -35,7 +35,7 @@ import torch
 from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
-from fedsecure.config.parts import build_parts
+from fedsecure.config.parts import build_parts, image_size_of
 from fedsecure.config.spec import LoadedSpec, ScenarioSpec
 from fedsecure.errors import FedsecureError, NotSupportedError
 from fedsecure.fl.evaluation import ScoreHistograms, auc_error_bound
@@ -44,6 +44,7 @@ from fedsecure.fl.server import Evaluation, pooled_evaluation_from_histograms
 from fedsecure.fl.strategies import STRATEGIES
 from fedsecure.fl.trace import ClientRound, RoundRecord, Trace
 from fedsecure.flower import wire
+from fedsecure.models import check_model_takes
 from fedsecure.secure.protocol import Aggregate
 from fedsecure.secure.protocol import Message as SiteMessage
 
@@ -137,6 +138,8 @@ class FlowerFederation:
             raise FedsecureError("the sites hold different CKKS keys; every site needs the same ckks-secret file")
         material = bytes(sites[0][1]["material"])
         parts = build_parts(spec, self.scenario, self.shape, self.site_sizes, self.device)
+        # The sites' images must fit the model before any site trains (too small a volume fails every site).
+        check_model_takes(parts.state.model, self.shape["in_channels"], image_size_of(self.shape))
         self.privacy, strategy, protocol, state = parts.privacy, parts.strategy, parts.protocol, parts.state
         server = protocol.server_role(material)
         self.weight_unit = min(self.privacy.site_weight(n) for n in self.site_sizes)

@@ -91,7 +91,7 @@ def from_node_config(node_config: dict) -> LocalSite:
 
     ``data-path`` is a MedMNIST-format ``.npz`` or a datalist (Decathlon ``.json`` or
     ``.csv``) of the hospital's own files, loaded with the spec's preprocessing and cached
-    in ``cache-dir`` (default: the user's cache folder).
+    in ``cache-dir`` (default: the user's cache folder; ``""`` for no cache).
     """
 
     def data(index: int, spec: AuditSpec) -> SiteData:
@@ -106,12 +106,20 @@ def from_node_config(node_config: dict) -> LocalSite:
                     f"data-path {path} is a datalist but the spec's data.source is {spec.data.source!r}: "
                     "use a spec with source = \"files\" (its window/percentiles, size, ... preprocess the files)"
                 )
-            # The audit's name for the site, so a datalist without splits is split as the audit split it.
+            # The audit's name for the site, so a datalist without splits is split as the audit split it. The
+            # name seeds that split: the site says which it is, never the server.
             listed = spec.data.site or []
-            name = listed[index].name if index < len(listed) else f"site-{index}"
-            # The cache holds decoded patient images: where it lives is the hospital's choice (node config), never
-            # the server's (the spec comes from the server).
-            cache = Path(str(node_config["cache-dir"])) if "cache-dir" in node_config else default_cache_dir()
+            if listed and not 0 <= claimed_index(node_config) < len(listed):
+                raise FedsecureError(
+                    f"the spec lists {len(listed)} hospitals ([[data.site]]): start this SuperNode with "
+                    "--node-config 'site=K' (K its index from 0) so that it, not the server, says which it is"
+                )
+            name = listed[index].name if listed else f"site-{index}"
+            # The cache holds decoded patient images: where it lives, and whether there is one, is the hospital's
+            # choice (node config `cache-dir`; "" for none); the spec, which comes from the server, may only turn
+            # it off.
+            chosen = str(node_config.get("cache-dir", default_cache_dir()))
+            cache = Path(chosen) if chosen and spec.data.cache else None
             return spec.data.site_data(name, path, spec.seed, cache_dir=cache)
         # One hospital's data may hold a single class (a non-iid split); the federation has the others.
         splits = load_medmnist(path, min_classes=1)

@@ -141,9 +141,12 @@ def _bad_cases(tmp_path: Path, hospital: Path, good: Path) -> list[tuple[str, st
     """(spec [data] lines, expected message) for malformed datalists and files; ``good`` is the other site's."""
     images = sorted((hospital / "images").glob("train-*.nii.gz"))
 
-    def csv(name: str, *rows: str, header: str = "image,label,split") -> Path:
+    test_image = sorted((hospital / "images").glob("test-*.nii.gz"))[0]
+
+    def csv(name: str, *rows: str, header: str = "image,label,split", test: bool = True) -> Path:
+        # Each bad site also holds a good test image unless the case is about its test split.
         path = tmp_path / name
-        path.write_text("\n".join([header, *rows]) + "\n")
+        path.write_text("\n".join([header, *rows, *([f"{test_image},1,test"] if test else [])]) + "\n")
         return path
 
     def sites(first: Path, second: Path = good) -> str:
@@ -151,6 +154,9 @@ def _bad_cases(tmp_path: Path, hospital: Path, good: Path) -> list[tuple[str, st
 
     text_file = tmp_path / "notes.nii.gz"
     text_file.write_text("not an image")
+    nested = tmp_path / "nested-series"
+    shutil.copytree(MR_SERIES, nested)
+    (nested / "inner").mkdir()
     two_series = tmp_path / "two-series"
     two_series.mkdir()
     shutil.copy(DICOM_FILES / "CT_small.dcm", two_series / "1.dcm")
@@ -159,6 +165,8 @@ def _bad_cases(tmp_path: Path, hospital: Path, good: Path) -> list[tuple[str, st
     import nibabel as nib
 
     nib.save(nib.Nifti1Image(np.zeros((8, 8), np.float32), np.eye(4)), flat)
+    flat_test = tmp_path / "flat-test.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((8, 8), np.float32), np.eye(4)), flat_test)
     bigger = tmp_path / "bigger.nii.gz"
     nib.save(nib.Nifti1Image(np.zeros((9, 8, 8), np.float32), np.eye(4)), bigger)
     (tmp_path / "broken.json").write_text("{ not json")
@@ -170,7 +178,8 @@ def _bad_cases(tmp_path: Path, hospital: Path, good: Path) -> list[tuple[str, st
     return [
         (sites(tmp_path / "absent.csv"), "site 'a': " + str(tmp_path / "absent.csv") + ": no such datalist"),
         (sites(csv("missing.csv", f"{tmp_path / 'gone.nii.gz'},0,train")), "gone.nii.gz, which does not exist"),
-        (sites(csv("text.csv", f"{text_file},0,train", f"{images[1]},1,train")), "notes.nii.gz: not a readable image"),
+        (sites(csv("text.csv", f"{text_file},0,train", f"{images[1]},1,train")),
+         "notes.nii.gz: not a readable image (File"),  # nibabel's own reason, not MONAI's "no suitable reader"
         (sites(csv("word.csv", f"{images[0]},abc,train")), "label 'abc' is not a class"),
         (sites(csv("mask.csv", f"{images[0]},labelsTr/x.nii.gz,train")), "segmentation masks are not classes"),
         (sites(csv("negative.csv", f"{images[0]},-1,train")), "label -1 is negative"),
@@ -186,14 +195,16 @@ def _bad_cases(tmp_path: Path, hospital: Path, good: Path) -> list[tuple[str, st
         (sites(tmp_path / "no-training.json"), "needs a 'training' list"),
         (sites(csv("twice.csv", f"{images[0]},0,train", f"{images[0]},0,train")), "lists " + str(images[0]) + " again"),
         (sites(tmp_path / "list.txt"), "a datalist is a Decathlon .json or a .csv file, not '.txt'"),
-        (sites(csv("txt.csv", f"{tmp_path / 'list.txt'},0,train")), "not a NIfTI, DICOM or PNG/JPEG image"),
+        (sites(csv("txt.csv", f"{tmp_path / 'list.txt'},0,train")), "not a NIfTI, DICOM or PNG/JPEG/BMP image"),
         ("size = [8, 8]\n" + sites(csv("wrong-size.csv", f"{images[0]},0,train", f"{images[1]},1,train")),
          "decodes to a 3D image of size 8x8x8, but the preprocessing failed on it"),
         (sites(csv("shared.csv", f"{images[0]},0,train", f"{images[1]},1,train"), hospital / "datalist.csv"),
          "which site 'a' lists too; a patient's image belongs to one hospital"),
-        (sites(csv("no-test-a.csv", f"{images[0]},0,train", f"{images[1]},1,val"),
-               csv("no-test-b.csv", f"{images[2]},0,train", f"{images[3]},1,train")), "no site has test images"),
-        (sites(csv("flat.csv", f"{flat},0,train")), "site 'b': images of shape 1x8x8x8 (channels first), but site 'a'"),
+        (sites(csv("no-test-a.csv", f"{images[0]},0,train", f"{images[1]},1,val", test=False)),
+         "no-test-a.csv: no test images (mark some split = test, or raise test_fraction)"),
+        (sites(csv("nested.csv", f"{nested},0,train")), "holds folder(s) inner; a series folder holds files"),
+        (sites(csv("flat.csv", f"{flat},0,train", f"{flat_test},1,test", test=False)),
+         "site 'b': images of shape 1x8x8x8 (channels first), but site 'a'"),
     ]
 
 
@@ -268,13 +279,14 @@ def test_a_volume_too_small_for_the_model_is_one_line_before_training(tmp_path, 
     (tmp_path / "slices.csv").write_text("\n".join(rows) + "\n")
     spec = _files_spec(tmp_path, f'datalist = "{tmp_path / "slices.csv"}"\nsites = 1\nmin_site_samples = 1')
     code, stdout, stderr = run_cli(["audit", spec, "--out", tmp_path / "out"], capsys)
-    assert_one_line_error(code, stdout, stderr, "cannot take images of size 8x8x1")
+    assert_one_line_error(code, stdout, stderr, "cannot take images of 1 channel(s) and size 8x8x1")
     assert not (tmp_path / "out" / "stages").exists()
 
 
 def test_a_supernode_names_its_site_as_the_audit_does_and_caches_where_the_hospital_says(
     tmp_path, hospital, hospital_b
 ):
+    from fedsecure.errors import FedsecureError
     from fedsecure.flower.site_app import from_node_config
 
     images = sorted((hospital_b / "images").glob("*.nii.gz"))
@@ -288,9 +300,22 @@ def test_a_supernode_names_its_site_as_the_audit_does_and_caches_where_the_hospi
     audit_site = spec.data.federated(spec.seed).sites[1]  # the audit caches where its spec says
     audit_cached = sorted((tmp_path / "server-chosen").iterdir())
     node = {"data-path": str(tmp_path / "unsplit.csv"), "cache-dir": str(tmp_path / "hospital-cache")}
-    site = from_node_config(node).data(1, spec)
+    with pytest.raises(FedsecureError, match="start this SuperNode with --node-config 'site=K'"):
+        from_node_config(node).data(1, spec)  # the split's seed is the site's name: the site must say which it is
+    site = from_node_config({**node, "site": 1}).data(1, spec)
     assert site.name == "hospital-b"
     np.testing.assert_array_equal(site.test.images, audit_site.test.images)
     assert len(list((tmp_path / "hospital-cache").iterdir())) == len(images)
     assert sorted((tmp_path / "server-chosen").iterdir()) == audit_cached
     assert oct((tmp_path / "hospital-cache").stat().st_mode & 0o777) == oct(0o700)
+    uncached = from_node_config({**node, "site": 1, "cache-dir": ""}).data(1, spec)  # the hospital turns it off
+    np.testing.assert_array_equal(uncached.test.images, site.test.images)
+    assert len(list((tmp_path / "hospital-cache").iterdir())) == len(images)
+
+
+def test_an_existing_cache_folder_others_can_read_is_made_owner_only(tmp_path, hospital):
+    cache = tmp_path / "shared-cache"
+    cache.mkdir(mode=0o755)
+    cache.chmod(0o755)
+    load_images(sorted((hospital / "images").glob("train-*.nii.gz"))[:1], Preprocessing(window=(0, 1)), cache, "a")
+    assert oct(cache.stat().st_mode & 0o777) == oct(0o700)

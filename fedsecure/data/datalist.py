@@ -23,6 +23,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from fedsecure.data.image_files import IMAGE_SUFFIXES
 from fedsecure.errors import DataError
 
 SPLIT_NAMES = ("train", "val", "test")
@@ -146,7 +147,7 @@ def _entry(path: Path, where: str, row: str, fields: dict[str, object], class_na
 def _label(value: object, where: str, class_names: set[str] | None) -> int:
     text = str(value).strip() if value is not None else ""
     if isinstance(value, bool) or not text.lstrip("-").isdigit():
-        hint = "; segmentation masks are not classes" if text.endswith((".nii", ".nii.gz", ".png", ".dcm")) else ""
+        hint = "; segmentation masks are not classes" if text.lower().endswith(IMAGE_SUFFIXES) else ""
         raise DataError(f"{where}: label {text or 'missing'!r} is not a class (an integer 0, 1, ...){hint}")
     label = int(text)
     if label < 0:

@@ -95,11 +95,11 @@ def _check_same_kind(sites: list[tuple[str, dict[str, Split]]]) -> None:
             )
 
 
-def _check_disjoint(sites: Sequence[SiteDatalist]) -> None:
+def _check_disjoint(sites: Sequence[SiteDatalist], entries: Sequence[list[DatalistEntry]]) -> None:
     """No image may belong to two hospitals: one site's training image would be another's test image."""
     owner: dict[Path, str] = {}
-    for site in sites:
-        for entry in read_datalist(site.datalist, site.name):
+    for site, listed in zip(sites, entries, strict=True):
+        for entry in listed:
             real = entry.image.resolve()  # the same file under two names (a link) is the same patient
             if owner.get(real, site.name) != site.name:
                 raise DataError(
@@ -120,12 +120,12 @@ class SiteDatalists:
 
     def site_splits(self) -> list[tuple[str, dict[str, Split]]]:
         """Every site's train, val and test splits, in site order (decoded or read from the cache)."""
-        _check_disjoint(self.sites)
+        entries = [read_datalist(site.datalist, site.name) for site in self.sites]
+        _check_disjoint(self.sites, entries)  # before any image is decoded
         sites = []
-        for site in self.sites:
-            entries = read_datalist(site.datalist, site.name)
+        for site, listed in zip(self.sites, entries, strict=True):
             sites.append((site.name, _splits_of(
-                entries, self.splitter, self.preprocessing, self.cache_dir, site.name, site.datalist
+                listed, self.splitter, self.preprocessing, self.cache_dir, site.name, site.datalist
             )))
         _check_same_kind(sites)
         return sites

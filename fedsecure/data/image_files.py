@@ -12,6 +12,7 @@ never unpickled.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -24,8 +25,6 @@ from typing import Any
 import numpy as np
 
 from fedsecure.errors import DataError
-
-SIZE_MODES = ("crop_pad", "resize")
 
 # MONAI registers every reader, GPU ones too; its nvImageCodec DICOM plugin warns on each read where CUDA's
 # decoder is absent, and the plain pydicom decoders it falls back to are the ones meant here.
@@ -174,7 +173,9 @@ def _decode(
 # The RAS axis labels NIfTI and MONAI use, named so that MONAI's changing default does not apply.
 RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
 # File kinds the named readers decode (a DICOM file may have any name: its header says what it is).
-IMAGE_SUFFIXES = (".nii", ".nii.gz", ".dcm", ".png", ".jpg", ".jpeg", ".bmp")
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+IMAGE_SUFFIXES = (*NIFTI_SUFFIXES, ".dcm", *PICTURE_SUFFIXES)
 # Bumped whenever the decoded array for the same file and preprocessing would change.
 CACHE_FORMAT = 1
 
@@ -184,17 +185,7 @@ def _content_key(path: Path, preprocessing: Preprocessing, site: str) -> str:
 
     A DICOM folder hashes its series' files; a new reader version may decode the same file differently.
     """
-    import monai
-    import nibabel
-    import PIL
-    import pydicom
-    import torch
-
-    versions = (
-        f"{CACHE_FORMAT} monai {monai.__version__} nibabel {nibabel.__version__} pydicom {pydicom.__version__} "
-        f"pillow {PIL.__version__} torch {torch.__version__}"  # torch resamples (spacing, resize)
-    )
-    digest = hashlib.sha256(f"{versions} {preprocessing.describe()}".encode())
+    digest = hashlib.sha256(f"{_decoder_versions()} {preprocessing.describe()}".encode())
     try:
         files = _series_files(path, site) if path.is_dir() else [_image_file(path, site)]
         for file in files:
@@ -205,6 +196,21 @@ def _content_key(path: Path, preprocessing: Preprocessing, site: str) -> str:
     except OSError as exc:
         raise DataError(f"site {site!r}: {path}: cannot read ({exc.strerror or exc})") from None
     return digest.hexdigest()
+
+
+@functools.cache
+def _decoder_versions() -> str:
+    """The cache format and the versions of everything that decodes or resamples (torch: spacing, resize)."""
+    import monai
+    import nibabel
+    import PIL
+    import pydicom
+    import torch
+
+    return (
+        f"{CACHE_FORMAT} monai {monai.__version__} nibabel {nibabel.__version__} pydicom {pydicom.__version__} "
+        f"pillow {PIL.__version__} torch {torch.__version__}"
+    )
 
 
 def _image_file(path: Path, site: str) -> Path:
@@ -304,8 +310,8 @@ def _reader_reason(path: Path, exc: BaseException) -> str:
     from monai.data import NibabelReader, PILReader, PydicomReader
 
     name = path.name.lower()
-    reader = NibabelReader() if name.endswith((".nii", ".nii.gz")) else (
-        PILReader() if name.endswith((".png", ".jpg", ".jpeg", ".bmp")) else PydicomReader()
+    reader = NibabelReader() if name.endswith(NIFTI_SUFFIXES) else (
+        PILReader() if name.endswith(PICTURE_SUFFIXES) else PydicomReader()
     )
     try:
         reader.get_data(reader.read(str(path)))

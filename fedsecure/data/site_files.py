@@ -59,12 +59,8 @@ def write_site_files(spec, out_dir: Path) -> list[Path]:
     return paths
 
 
-def write_nifti_site(site: SiteData, folder: Path) -> list[Path]:
-    """One NIfTI file per image of ``site`` under ``folder/images``, listed by ``dataset.json`` and ``datalist.csv``.
-
-    Returns:
-        The two datalists.
-    """
+def write_nifti_site(site: SiteData, folder: Path) -> None:
+    """One NIfTI file per image of ``site`` under ``folder/images``, listed by ``dataset.json`` and ``datalist.csv``."""
     import nibabel as nib
 
     (folder / "images").mkdir(parents=True)
@@ -80,13 +76,11 @@ def write_nifti_site(site: SiteData, folder: Path) -> list[Path]:
         "labels": {str(c): f"class {c}" for c in sorted({row["label"] for row in rows})},
         "numTraining": len(rows), "training": [{**row, "image": f"./{row['image']}"} for row in rows],
     }
-    json_path, csv_path = folder / "dataset.json", folder / "datalist.csv"
-    json_path.write_text(json.dumps(decathlon, indent=1))
-    with csv_path.open("w", newline="") as handle:
+    (folder / "dataset.json").write_text(json.dumps(decathlon, indent=1))
+    with (folder / "datalist.csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=["image", "label", "split"])
         writer.writeheader()
         writer.writerows(rows)
-    return [json_path, csv_path]
 
 
 def _splits(site: SiteData) -> list[tuple[str, Split]]:

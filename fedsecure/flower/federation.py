@@ -127,13 +127,14 @@ class FlowerFederation:
         self.site_sizes = [int(info["n_train"]) for _, info in sites]
         self.names = [f"site-{k}" for k in range(self.n_sites)]
         self.shape = {key: max(int(info[key]) for _, info in sites) for key in ("in_channels", "n_classes")}
-        spatial = {tuple(int(info.get(key, 0)) for key in ("depth", "height", "width")) for _, info in sites}
+        axes = ("depth", "height", "width")
+        spatial = {tuple(int(info.get(key, 0)) for key in axes) for _, info in sites}
         if len(spatial) != 1:
             raise FedsecureError(
                 f"the sites' images differ in size ({', '.join(sorted(map(str, spatial)))}); "
                 "every site needs the spec's preprocessing to one size"
             )
-        self.shape.update({key: int(sites[0][1].get(key, 0)) for key in ("depth", "height", "width")})
+        self.shape.update(zip(axes, spatial.pop(), strict=True))
         if len({str(info["key_id"]) for _, info in sites}) != 1:
             raise FedsecureError("the sites hold different CKKS keys; every site needs the same ckks-secret file")
         material = bytes(sites[0][1]["material"])

@@ -200,9 +200,9 @@ def score_reconstruction(
 
     Args:
         reconstructed: (N, C, H, W) reconstructions, in any order.
-        reconstructed_labels: (N,) recovered labels.
+        reconstructed_labels: (N,) recovered labels, or (N, *spatial) recovered masks.
         truth: (N, C, H, W) the images the site trained on.
-        true_labels: (N,) their labels.
+        true_labels: (N,) their labels, or (N, *spatial) their masks.
         prior: (C, H, W) the attacker's best guess before the attack (e.g. the
             mean of public images).
         data_range: the images' value range.
@@ -218,7 +218,11 @@ def score_reconstruction(
         prior_psnr=prior_scores["psnr"].tolist(),
         prior_ssim=prior_scores["ssim"].tolist(),
         prior_mse=prior_scores["mse"].tolist(),
-        label_accuracy=label_accuracy(reconstructed_labels, true_labels),
+        label_accuracy=(
+            label_accuracy(reconstructed_labels, true_labels) if true_labels.dim() == 1
+            # Masks: the fraction of pixels whose class the matched reconstruction recovered.
+            else float((reconstructed_labels.cpu()[order] == true_labels.cpu()).double().mean())
+        ),
         order=order.tolist(),
     )
 

@@ -60,7 +60,7 @@ def run(seed: int, sites: int, canaries: int, private: bool) -> dict[str, Any]:
 
     def build(on, **overrides):
         settings = dict(
-            training=scenario.local_training(spec.federation), rounds=spec.federation.rounds,
+            training=scenario.local_training(spec.federation, spec.data.task), rounds=spec.federation.rounds,
             protocol=scenario.protocol_instance(), seed=spec.seed, device=torch.device("cpu"),
             privacy=scenario.dp.mechanism() if scenario.dp is not None else None,
         )

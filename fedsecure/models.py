@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 import torch
 from monai.networks.layers import Conv, Pool
-from monai.networks.nets import Classifier, DenseNet121, resnet10
+from monai.networks.nets import Classifier, DenseNet121, SegResNet, UNet, resnet10
 from torch import nn
 
 from fedsecure.errors import NotSupportedError
@@ -105,6 +105,29 @@ class ResizeInput(nn.Module):
         return self.network(x)
 
 
+class PadToMultiple(nn.Module):
+    """Pads the input's sides up to a multiple of ``multiple`` (zeros, after the end), crops the output back.
+
+    An encoder-decoder with k stride-2 levels needs sides divisible by 2^k to give an output
+    of the input's size; padding keeps every voxel and costs nothing where the sides fit.
+    """
+
+    def __init__(self, network: nn.Module, multiple: int) -> None:
+        super().__init__()
+        self.network = network
+        self.multiple = multiple
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The network's per-pixel output at the input's size."""
+        spatial = x.shape[2:]
+        extra = [(-side) % self.multiple for side in spatial]
+        if not any(extra):
+            return self.network(x)
+        padding = [amount for pad in reversed(extra) for amount in (0, pad)]
+        out = self.network(nn.functional.pad(x, padding))
+        return out[(slice(None), slice(None), *(slice(0, side) for side in spatial))]
+
+
 def _spatial_dims(name: str, image_size: tuple[int, ...], supported: tuple[int, ...] = (2, 3)) -> int:
     """The spatial dimensions of ``image_size``, refused in one line when model ``name`` does not take them."""
     dims = len(image_size)
@@ -179,6 +202,9 @@ def lenet_dlg(in_channels: int, out_channels: int, image_size: tuple[int, ...]) 
 
 _TWO_D_ONLY = ("lenet-dlg",)
 
+#: The networks that give a class map per pixel (``data.task = "segmentation"``); the others classify.
+SEGMENTATION_MODELS = ("unet", "segresnet")
+
 
 @MODELS.register("classifier")
 def classifier(in_channels: int, out_channels: int, image_size: tuple[int, ...]) -> nn.Module:
@@ -218,6 +244,34 @@ def resnet(in_channels: int, out_channels: int, image_size: tuple[int, ...]) -> 
     return ModuleValidator.fix(network)
 
 
+@MODELS.register("unet")
+def unet(in_channels: int, out_channels: int, image_size: tuple[int, ...]) -> nn.Module:
+    """MONAI's ``UNet`` for segmentation, GroupNorm, three stride-2 levels (inputs padded to multiples of 8).
+
+    Feature maps (16, 32, 64, 128) in 2D (about 0.16M parameters), (8, 16, 32, 64) in 3D (about
+    0.12M: a volume's full-resolution maps dominate both the time and DP-SGD's per-sample
+    gradients). No residual units: with them MONAI normalizes the last up-convolution's
+    ``out_channels`` maps, which GroupNorm(8) cannot take for 2 or 3 classes.
+    """
+    dims = _spatial_dims("unet", image_size)
+    channels = (16, 32, 64, 128) if dims == 2 else (8, 16, 32, 64)
+    network = UNet(
+        spatial_dims=dims, in_channels=in_channels, out_channels=out_channels, channels=channels,
+        strides=(2, 2, 2), num_res_units=0, norm=GROUP_NORM,
+    )
+    return PadToMultiple(network, 8)
+
+
+@MODELS.register("segresnet")
+def segresnet(in_channels: int, out_channels: int, image_size: tuple[int, ...]) -> nn.Module:
+    """MONAI's ``SegResNet`` (Myronenko 2018) with GroupNorm, 8 initial filters (inputs padded to multiples of 8)."""
+    network = SegResNet(
+        spatial_dims=_spatial_dims("segresnet", image_size), init_filters=8, in_channels=in_channels,
+        out_channels=out_channels, norm=GROUP_NORM,
+    )
+    return PadToMultiple(network, 8)
+
+
 def build_model(
     name: str, in_channels: int, out_channels: int, image_size: tuple[int, ...], seed: int = 0
 ) -> nn.Module:
@@ -233,8 +287,11 @@ def build_model(
         return builder(in_channels, out_channels, image_size)
 
 
-def check_model_takes(model: nn.Module, in_channels: int, image_size: tuple[int, ...]) -> None:
+def check_model_takes(model: nn.Module, in_channels: int, image_size: tuple[int, ...]) -> tuple[int, ...]:
     """Run ``model`` once on a blank image of ``image_size``: a network that cannot take it is refused now.
+
+    Returns:
+        The shape of its output on one image, (1, classes) or (1, classes, *spatial), for the task to check.
 
     Raises:
         NotSupportedError: the forward pass fails (a side too small for the network's poolings, say),
@@ -242,9 +299,10 @@ def check_model_takes(model: nn.Module, in_channels: int, image_size: tuple[int,
     """
     first = next(model.parameters(), None)
     blank = torch.zeros((1, in_channels, *image_size), device=first.device if first is not None else "cpu")
+    was_training = model.training
     try:
         with torch.no_grad():
-            model.eval()(blank)
+            return tuple(model.eval()(blank).shape)
     except RuntimeError as exc:
         size = "x".join(map(str, image_size))
         reason = " ".join(str(exc).split())[:160]
@@ -253,6 +311,8 @@ def check_model_takes(model: nn.Module, in_channels: int, image_size: tuple[int,
             f"model {type(model).__name__} cannot take images of {in_channels} channel(s) and size {size} "
             f"({reason}){hint}"
         ) from None
+    finally:
+        model.train(was_training)
 
 
 def make_dp_compatible(model: nn.Module) -> nn.Module:

@@ -9,7 +9,8 @@ An attack is a choice of
   distance (Geiping et al. 2020, insensitive to the update's scale);
 * an image prior: total variation, weighted;
 * labels: optimized jointly as soft labels (DLG) or recovered analytically
-  first (:mod:`attacks.inversion.labels`);
+  first (:mod:`attacks.inversion.labels`); a mask (a dense loss) is always
+  optimized jointly, one soft label per pixel, since no analytic recovery exists;
 * the optimizer: L-BFGS (DLG) or Adam on signed gradients with a box
   constraint (Geiping et al.).
 
@@ -136,7 +137,7 @@ class GradientMatching(InversionAttack):
         started = time.perf_counter()
         first = observations[0]
         names = sorted(first.update)
-        replay = LocalTrainingReplay(first.model, names)
+        replay = LocalTrainingReplay(first.model, names, first.loss)
         device = next(first.model.parameters()).device
         n_obs, n_restarts, n_images = len(observations), self.restarts, first.n_images
         candidates = n_obs * n_restarts
@@ -157,8 +158,10 @@ class GradientMatching(InversionAttack):
         shape = (candidates, n_images, *first.image_shape)
         start = public_images.float().mean(0).cpu() if self.init == "prior" and public_images is not None else None
         latent = space.initial(shape, generator, start).to(device)
-        if self.labels == "joint":
-            labels = torch.randn((candidates, n_images, first.n_classes), generator=generator).to(device)
+        joint = self.labels == "joint" or bool(first.label_shape)  # no analytic recovery of a mask exists
+        if joint:
+            labels = torch.randn((candidates, n_images, first.n_classes, *first.label_shape), generator=generator)
+            labels = labels.to(device)
         else:
             recovered = torch.stack([recover_labels(o, public_images) for o in observations])
             labels = torch.nn.functional.one_hot(recovered, first.n_classes).float().repeat_interleave(n_restarts, 0)
@@ -173,7 +176,7 @@ class GradientMatching(InversionAttack):
 
         def objective(chosen: slice, latent: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
             images = space.decode(latent)
-            soft_labels = torch.softmax(labels, -1) if self.labels == "joint" else labels
+            soft_labels = torch.softmax(labels, 2) if joint else labels  # classes: dim 2 of (K, N, C, ...)
             selected = {n: v[chosen] for n, v in params.items()}
             loss = distance(flatten(batched(selected, images, soft_labels), names), observed[chosen])
             if self.tv:
@@ -187,15 +190,17 @@ class GradientMatching(InversionAttack):
             # batched candidates would slow each other down: one candidate at a time.
             for k in range(candidates):
                 chosen = slice(k, k + 1)
-                latent[chosen], labels[chosen] = self._lbfgs(partial(objective, chosen), latent[chosen], labels[chosen])
+                latent[chosen], labels[chosen] = self._lbfgs(
+                    partial(objective, chosen), latent[chosen], labels[chosen], joint
+                )
         else:
-            latent, labels = self._adam(partial(objective, slice(None)), latent, labels, space)
+            latent, labels = self._adam(partial(objective, slice(None)), latent, labels, space, joint)
 
         with torch.no_grad():
             final = objective(slice(None), latent, labels).reshape(n_obs, n_restarts)
             best = torch.nan_to_num(final, nan=float("inf")).argmin(1)
             chosen_images = space.decode(latent).reshape(n_obs, n_restarts, n_images, *first.image_shape)
-            chosen_labels = labels.argmax(-1).reshape(n_obs, n_restarts, n_images)
+            chosen_labels = labels.argmax(2).reshape(n_obs, n_restarts, n_images, *first.label_shape)
         seconds = time.perf_counter() - started
         return [
             Reconstruction(
@@ -234,18 +239,19 @@ class GradientMatching(InversionAttack):
         space = PrincipalSpace.fit(public_images, self.subspace)
         return PrincipalSpace(mean=space.mean.to(device), basis=space.basis.to(device))
 
-    def _variables(self, latent: torch.Tensor, labels: torch.Tensor) -> list[torch.Tensor]:
+    def _variables(self, latent: torch.Tensor, labels: torch.Tensor, joint: bool) -> list[torch.Tensor]:
         latent.requires_grad_(True)
-        if self.labels == "joint":
+        if joint:
             labels.requires_grad_(True)
             return [latent, labels]
         return [latent]
 
     def _adam(
-        self, objective: Objective, images: torch.Tensor, labels: torch.Tensor, space: PixelSpace | PrincipalSpace
+        self, objective: Objective, images: torch.Tensor, labels: torch.Tensor, space: PixelSpace | PrincipalSpace,
+        joint: bool,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         images, labels = images.clone(), labels.clone()
-        variables = self._variables(images, labels)
+        variables = self._variables(images, labels, joint)
         optimizer = torch.optim.Adam(variables, lr=self.lr)
         # Geiping et al.'s schedule: divide the step by 10 at 3/8, 5/8 and 7/8 of the run.
         milestones = [int(self.iterations * f) for f in (3 / 8, 5 / 8, 7 / 8)]
@@ -264,10 +270,10 @@ class GradientMatching(InversionAttack):
         return images.detach(), labels.detach()
 
     def _lbfgs(
-        self, objective: Objective, images: torch.Tensor, labels: torch.Tensor
+        self, objective: Objective, images: torch.Tensor, labels: torch.Tensor, joint: bool
     ) -> tuple[torch.Tensor, torch.Tensor]:
         images, labels = images.clone(), labels.clone()
-        variables = self._variables(images, labels)
+        variables = self._variables(images, labels, joint)
         optimizer = torch.optim.LBFGS(
             variables, lr=self.lr, max_iter=self.iterations, history_size=100,
             tolerance_grad=1e-12, tolerance_change=1e-14, line_search_fn="strong_wolfe",
@@ -289,7 +295,7 @@ def _groups(observations: Sequence[Observation]) -> list[list[int]]:
     for index, o in enumerate(observations):
         parameters = dict(o.model.named_parameters())
         key = (
-            type(o.model), o.n_images, o.image_shape, o.n_classes, o.training, o.value_range,
+            type(o.model), o.n_images, o.image_shape, o.n_classes, o.training, o.value_range, o.loss,
             tuple((n, tuple(parameters[n].shape)) for n in sorted(o.update)),
         )
         groups.setdefault(key, []).append(index)

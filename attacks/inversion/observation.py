@@ -67,6 +67,9 @@ class Observation:
         n_classes: number of classes of the model's output.
         training: the site's local training, as far as the attacker knows it.
         value_range: the images' (min, max) values.
+        loss: the site's training loss, by name in :data:`attacks.inversion.replay.LOSSES`:
+            ``cross_entropy`` (a class per image) or ``dice_cross_entropy`` (a mask per
+            image: MONAI's DiceCE, as fedsecure's segmentation task trains).
     """
 
     model: nn.Module
@@ -76,8 +79,13 @@ class Observation:
     n_classes: int
     training: LocalSteps = LocalSteps()
     value_range: tuple[float, float] = (0.0, 1.0)
+    loss: str = "cross_entropy"
 
     def __post_init__(self) -> None:
+        from attacks.inversion.replay import LOSSES
+
+        if self.loss not in LOSSES:
+            raise ValueError(f"unknown loss {self.loss!r}; choose one of: {', '.join(LOSSES)}")
         if self.n_images < 1:
             raise ValueError(f"n_images must be >= 1, got {self.n_images}")
         parameters = dict(self.model.named_parameters())
@@ -109,6 +117,11 @@ class Observation:
             model=model, update={name: -g for name, g in gradient.items()}, n_images=n_images,
             image_shape=image_shape, n_classes=n_classes, training=LocalSteps(lr=1.0), value_range=value_range,
         )
+
+    @property
+    def label_shape(self) -> tuple[int, ...]:
+        """The spatial shape of one label: () for a class, the image's for a mask (a dense loss)."""
+        return tuple(self.image_shape[1:]) if self.loss == "dice_cross_entropy" else ()
 
     @property
     def local_steps(self) -> int:

@@ -24,8 +24,29 @@ Tensors = dict[str, torch.Tensor]
 
 
 def soft_cross_entropy(logits: torch.Tensor, soft_labels: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy against label distributions (one-hot labels give ``F.cross_entropy``)."""
-    return -(soft_labels * F.log_softmax(logits, dim=-1)).sum(-1).mean()
+    """Mean cross-entropy against label distributions (one-hot labels give ``F.cross_entropy``).
+
+    Classes are dim 1: (N, C) per image, or (N, C, *spatial) per pixel (the mean over pixels too).
+    """
+    return -(soft_labels * F.log_softmax(logits, dim=1)).sum(1).mean()
+
+
+def soft_dice_cross_entropy(logits: torch.Tensor, soft_labels: torch.Tensor) -> torch.Tensor:
+    """MONAI's ``DiceCELoss(to_onehot_y=True, softmax=True)`` against per-pixel label distributions.
+
+    Dice per (image, class) on the softmax, smoothing 1e-5, averaged, plus the mean
+    cross-entropy; one-hot labels give MONAI's value (a test checks it).
+    """
+    probabilities = torch.softmax(logits, dim=1)
+    spatial = tuple(range(2, logits.dim()))
+    intersection = (probabilities * soft_labels).sum(spatial)
+    denominator = probabilities.sum(spatial) + soft_labels.sum(spatial)
+    dice = 1.0 - (2.0 * intersection + 1e-5) / (denominator + 1e-5)
+    return dice.mean() + soft_cross_entropy(logits, soft_labels)
+
+
+#: The training losses a replay knows, by :attr:`Observation.loss` name.
+LOSSES = {"cross_entropy": soft_cross_entropy, "dice_cross_entropy": soft_dice_cross_entropy}
 
 
 class LocalTrainingReplay:
@@ -36,10 +57,12 @@ class LocalTrainingReplay:
             it use batch statistics (training mode) without tracking running
             statistics, as ``torch.func`` requires.
         names: the parameters that were shared (those the update holds).
+        loss: the site's training loss (a name in :data:`LOSSES`).
     """
 
-    def __init__(self, model: nn.Module, names: list[str]) -> None:
+    def __init__(self, model: nn.Module, names: list[str], loss: str = "cross_entropy") -> None:
         self.model = replace_all_batch_norm_modules_(copy.deepcopy(model)).train()
+        self.loss_function = LOSSES[loss]
         parameters = dict(self.model.named_parameters())
         self.names = list(names)
         # Parameters not in the update were not shared; they take part in the forward pass, frozen.
@@ -47,9 +70,9 @@ class LocalTrainingReplay:
         self.frozen.update({n: b.detach() for n, b in self.model.named_buffers()})
 
     def loss(self, params: Tensors, images: torch.Tensor, soft_labels: torch.Tensor) -> torch.Tensor:
-        """Mean cross-entropy of the model with ``params`` on one batch."""
+        """The site's mean loss of the model with ``params`` on one batch."""
         logits = functional_call(self.model, {**self.frozen, **params}, (images,))
-        return soft_cross_entropy(logits, soft_labels)
+        return self.loss_function(logits, soft_labels)
 
     def gradient(self, params: Tensors, images: torch.Tensor, soft_labels: torch.Tensor) -> Tensors:
         """Gradient of the mean loss over ``images`` with respect to ``params`` (differentiable in images)."""

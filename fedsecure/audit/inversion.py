@@ -50,6 +50,7 @@ from fedsecure.data.federated import FederatedData
 from fedsecure.data.splits import Split
 from fedsecure.fl.federation import Federation
 from fedsecure.fl.privacy_hooks import PrivacyMechanism
+from fedsecure.fl.task import TASKS
 from fedsecure.fl.views import Recipe
 from fedsecure.positions import Position
 from fedsecure.report.findings import ImageScores, InversionFinding
@@ -112,7 +113,7 @@ def audit_inversion(
             return None, None
         mechanism = scenario.dp.mechanism()
         return mechanism, mechanism.pin_noise_to_site(
-            site.n_train, scenario.local_training(spec.federation), spec.federation.rounds
+            site.n_train, scenario.local_training(spec.federation, spec.data.task), spec.federation.rounds
         )
 
     def probe(position: Position, victim: Split) -> tuple[Probe, str | None]:
@@ -197,6 +198,11 @@ def _attack(
         score_reconstruction(r.images, r.labels, torch.from_numpy(t.images), torch.from_numpy(t.labels), prior)
         for r, t in zip(reconstructions, truths, strict=True)
     ]
+    task = TASKS.get(spec.data.task)
+    recovered = [r.labels[s.order] for r, s in zip(reconstructions, scores, strict=True)]
+    mask_dice = task.recovered_label_score(
+        torch.cat(recovered), torch.from_numpy(np.concatenate([t.labels for t in truths])), data.n_classes
+    )
     figure = _save_grid(out_dir, f"{scenario.name}-{position.value}", truths, reconstructions, scores, prior)
     merged = ReconstructionScores.concatenate(scores)
     return InversionFinding(
@@ -205,6 +211,7 @@ def _attack(
         psnr_worst_case=merged.psnr_worst_case,
         ssim_median=merged.ssim_median,
         label_accuracy=merged.label_accuracy,
+        mask_dice=mask_dice,
         prior_psnr_median=merged.prior_psnr_median,
         prior_ssim_median=merged.prior_ssim_median,
         psnr_gain_median=merged.psnr_gain_median,
@@ -236,6 +243,7 @@ def _observation(
     observation = Observation(
         model=copy.deepcopy(model), update=update, n_images=settings.batch_size,
         image_shape=(data.in_channels, *data.image_size), n_classes=data.n_classes, training=steps,
+        loss=training.objective.replay_loss,
     )
     return observation, note
 

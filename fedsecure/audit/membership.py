@@ -65,9 +65,9 @@ from fedsecure.config.spec import AuditSpec, MembershipSpec, ScenarioSpec
 from fedsecure.data.federated import FederatedData
 from fedsecure.data.splits import Split
 from fedsecure.errors import TrainingDivergedError
-from fedsecure.fl.evaluation import logits
 from fedsecure.fl.federation import Federation
 from fedsecure.fl.round_loop import FederationResult
+from fedsecure.fl.task import TASKS, Task
 from fedsecure.fl.views import SeatViews, external_view, seat_views
 from fedsecure.positions import Position
 from fedsecure.report.findings import CanaryAuditFinding, ExposedMember, MembershipFinding, RateAtFpr
@@ -105,16 +105,19 @@ class CandidatePool:
         return replace(data, sites=sites)
 
 
-def logits_of(model: nn.Module, images: np.ndarray, device: torch.device) -> torch.Tensor:
-    """The model's logits on the NumPy ``images`` (see :func:`fedsecure.fl.evaluation.logits`), float64 on the CPU.
+def logits_of(
+    model: nn.Module, images: np.ndarray, labels: np.ndarray, task: Task, device: torch.device
+) -> torch.Tensor:
+    """The model's per-sample logits on NumPy (images, labels) (:meth:`Task.sample_logits`), float64 on the CPU.
 
     The model moves to ``device`` (a released model may come from the Flower server's CPU).
     """
-    return logits(model.to(device), torch.from_numpy(images).to(device)).double().cpu()
+    return task.sample_logits(model.to(device), torch.from_numpy(images).to(device), torch.from_numpy(labels))
 
 
 def _replica_logits(
-    build_federation: BuildFederation, data: FederatedData, images: np.ndarray, seed: int
+    build_federation: BuildFederation, data: FederatedData, images: np.ndarray, labels: np.ndarray, task: Task,
+    seed: int,
 ) -> torch.Tensor | None:
     """Train the scenario's pipeline on ``data`` (the auditor's replica); its released model's logits on ``images``.
 
@@ -123,7 +126,7 @@ def _replica_logits(
     federation, result = _replica(build_federation, data, seed, keep_messages="none", keep_global_models=False)
     if result is None:
         return None
-    return logits_of(external_view(result).released_model, images, federation.device)
+    return logits_of(external_view(result).released_model, images, labels, task, federation.device)
 
 
 def _replica(
@@ -175,9 +178,10 @@ def audit_membership(
     settings = spec.attacks.membership
     assert settings is not None
     pool = CandidatePool(data)
-    labels = torch.from_numpy(pool.labels)
+    task = TASKS.get(spec.data.task)
+    labels = torch.from_numpy(task.attack_labels(pool.labels))
     asked = settings.positions_on(len(data.sites))
-    target_signals = seat_signals(target, asked, pool.images, pool.site, pool.site_names, device)
+    target_signals = seat_signals(target, asked, pool.images, pool.site, pool.site_names, device, pool.labels, task)
     attacker = pool.site_names[settings.attacker_site]
     # Why the server may hold the released model only: secure aggregation, or no global model kept to rebuild from.
     server_rebuilds = any(not n.endswith(RELEASED) for n in _signal_names(Position.SERVER, target_signals))
@@ -196,7 +200,9 @@ def audit_membership(
         if result is None:
             return None
         views = seat_views(result, federation.state, federation.recipe, federation.server_private, attacker)
-        return seat_signals(views, asked, pool.images, pool.site, pool.site_names, federation.device)
+        return seat_signals(
+            views, asked, pool.images, pool.site, pool.site_names, federation.device, pool.labels, task
+        )
 
     attacks: list[MembershipAttack] = [settings.attack()]
     if settings.method != BASELINE:
@@ -343,7 +349,8 @@ def _canary_audit(spec: AuditSpec, scenario: ScenarioSpec, data: FederatedData, 
     chosen = [pairs[j] for j in rng.choice(len(pairs), m, replace=False)]
     images = np.stack([held_out[k].images[i] for k, i in chosen])
     true_labels = np.array([held_out[k].labels[i] for k, i in chosen])
-    flipped = (true_labels + 1 + rng.integers(0, data.n_classes - 1, m)) % data.n_classes
+    task = TASKS.get(spec.data.task)
+    flipped = task.mislabel(true_labels, data.n_classes, rng)
     included = rng.random(m) < 0.5
     sites = []
     for k, site in enumerate(data.sites):
@@ -354,11 +361,12 @@ def _canary_audit(spec: AuditSpec, scenario: ScenarioSpec, data: FederatedData, 
         )
         sites.append(replace(site, train=train))
     logits = _replica_logits(
-        build_federation, replace(data, sites=sites), images, derive_seed(spec.seed, "canary-run", scenario.name)
+        build_federation, replace(data, sites=sites), images, flipped, task,
+        derive_seed(spec.seed, "canary-run", scenario.name),
     )
     if logits is None:
         return None  # the canary run diverged: no bound from it, and the finding stays absent
-    scores = -loss(logits, torch.from_numpy(flipped))
+    scores = -loss(logits, torch.from_numpy(task.attack_labels(flipped)))
     guesses = settings.canary_guesses or max(2, m // 5)
     audit = one_run_audit(scores.numpy(), included, guesses, delta, settings.confidence)
     return CanaryAuditFinding(**dataclasses.asdict(audit))

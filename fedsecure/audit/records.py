@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from fedsecure.fl.baselines import CentralizedResult, LocalOnlyResult
+from fedsecure.fl.evaluation import Utility
 from fedsecure.fl.privacy_hooks import PartyGuarantee
 from fedsecure.fl.server import SiteUtility as EngineSiteUtility
 from fedsecure.report.findings import (
@@ -19,14 +20,29 @@ from fedsecure.report.findings import (
     PartyGuaranteeFinding,
     SiteModelUtility,
     SiteUtility,
+    UtilityFinding,
 )
 
 
 def site_utilities(per_site: Sequence[EngineSiteUtility]) -> list[SiteUtility]:
     """Each site's utility, as the report records it."""
     return [
-        SiteUtility(site=u.site, n_train=u.n_train, auc=u.auc, accuracy=u.accuracy, n_test=u.n_test) for u in per_site
+        SiteUtility(site=u.site, n_train=u.n_train, auc=u.auc, accuracy=u.accuracy, n_test=u.n_test, dice=u.dice,
+                    dice_per_class=_listed(u.dice_per_class), hd95=u.hd95)
+        for u in per_site
     ]
+
+
+def utility_finding(pooled: Utility, per_site: Sequence[EngineSiteUtility]) -> UtilityFinding:
+    """A model's utility on the whole test set and each site's, as the report records it."""
+    return UtilityFinding(
+        pooled.auc, pooled.accuracy, site_utilities(per_site), dice=pooled.dice,
+        dice_per_class=_listed(pooled.dice_per_class), hd95=pooled.hd95, hd95_missing=pooled.hd95_missing,
+    )
+
+
+def _listed(values: Sequence[float | None] | None) -> list[float | None] | None:
+    return None if values is None else list(values)
 
 
 def party_guarantees(by_adversary: Sequence[PartyGuarantee]) -> dict[str, PartyGuaranteeFinding]:
@@ -46,11 +62,14 @@ def baselines(centralized: CentralizedResult, local_only: LocalOnlyResult) -> Ba
         centralized=CentralizedFinding(
             auc=centralized.utility.auc, accuracy=centralized.utility.accuracy,
             per_site=site_utilities(centralized.per_site), train_seconds=centralized.train_seconds,
+            dice=centralized.utility.dice, dice_per_class=_listed(centralized.utility.dice_per_class),
+            hd95=centralized.utility.hd95, hd95_missing=centralized.utility.hd95_missing,
         ),
         local_only=LocalOnlyFinding(
             auc=local_only.auc, accuracy=local_only.accuracy, per_site=site_utilities(local_only.per_site),
+            dice=local_only.dice,
             per_site_on_test=[
-                SiteModelUtility(site=s.site, auc=u.auc, accuracy=u.accuracy)
+                SiteModelUtility(site=s.site, auc=u.auc, accuracy=u.accuracy, dice=u.dice)
                 for s, u in zip(local_only.per_site, local_only.per_site_on_test, strict=True)
             ],
             train_seconds=local_only.train_seconds,

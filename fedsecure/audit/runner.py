@@ -32,6 +32,7 @@ from fedsecure.fl.baselines import baseline_training, train_centralized, train_l
 from fedsecure.fl.federation import Federation
 from fedsecure.fl.round_loop import FederationResult
 from fedsecure.fl.state import ModelState
+from fedsecure.fl.task import TASKS
 from fedsecure.fl.views import Recipe, SeatViews, seat_views
 from fedsecure.models import build_model, check_model_takes
 from fedsecure.report.findings import (
@@ -45,7 +46,6 @@ from fedsecure.report.findings import (
     Report,
     RoundFinding,
     ScenarioFinding,
-    UtilityFinding,
     from_json,
     to_json,
 )
@@ -139,7 +139,11 @@ def run_audit(
         data = spec.data.federated(spec.seed)
         advance()
     make_model = partial(build_model, spec.model.name, data.in_channels, data.n_classes, data.image_size, spec.seed)
-    check_model_takes(make_model(), data.in_channels, data.image_size)  # before anything is written
+    task = TASKS.get(spec.data.task)
+    task.check_outputs(  # before anything is written
+        check_model_takes(make_model(), data.in_channels, data.image_size), data.n_classes, data.image_size,
+        spec.model.name,
+    )
     _check_dp_scenarios(spec, scenarios, data, torch_device)
     prepare_seconds = time.perf_counter() - started
     run.begin()
@@ -174,6 +178,7 @@ def run_audit(
         scenarios=findings,
         # Compute time of the whole audit, summed over its stages (also across a resume).
         wall_seconds=prepare_seconds + baselines.train_seconds + sum(f.wall_seconds for f in findings),
+        metric=task.metric,
     )
     written = report.to_json()
     write_json(out_dir / REPORT_JSON, written)
@@ -256,7 +261,7 @@ def _run_baselines(
     device: torch.device,
     progress: AuditProgress,
 ) -> Baselines:
-    budget = baseline_training(spec.federation.local_training(), spec.federation.rounds)
+    budget = baseline_training(spec.federation.local_training(spec.data.task), spec.federation.rounds)
     rounds = spec.federation.rounds
     with progress.task("baseline: centralized", 1, units_per_step=rounds) as advance:
         centralized = train_centralized(data, make_model, budget, spec.seed, device)
@@ -279,7 +284,7 @@ def _run_scenario(
 ) -> ScenarioFinding:
     def build_federation(on: FederatedData, **overrides: Any) -> Federation:
         settings = dict(
-            training=scenario.local_training(spec.federation),
+            training=scenario.local_training(spec.federation, spec.data.task),
             rounds=spec.federation.rounds,
             protocol=scenario.protocol_instance(),
             clients_per_round=spec.federation.clients_per_round,
@@ -337,7 +342,7 @@ def _seats(
     model = copy.deepcopy(result.released_model)
     strategy = spec.federation.strategy_instance()
     state = ModelState(model, private=strategy.private_names(model))
-    recipe = Recipe(scenario.local_training(spec.federation), strategy.one_full_batch_step)
+    recipe = Recipe(scenario.local_training(spec.federation, spec.data.task), strategy.one_full_batch_step)
     return seat_views(result, state, recipe, state.get_private(), data.sites[attacker_site].name)
 
 
@@ -353,10 +358,7 @@ def scenario_finding(
         protocol=scenario.protocol,
         dp=scenario.dp.model_dump(mode="json") if scenario.dp is not None else None,
         strategy=spec.federation.strategy,
-        utility=UtilityFinding(
-            result.evaluation.global_.auc, result.evaluation.global_.accuracy,
-            records.site_utilities(result.evaluation.per_site),
-        ),
+        utility=records.utility_finding(result.evaluation.global_, result.evaluation.per_site),
         privacy=privacy,
         cost=_cost(result, wall_seconds),
         protocol_parameters=result.protocol_parameters,
@@ -421,6 +423,7 @@ def _rounds(result: FederationResult) -> list[RoundFinding]:
             epsilon=r.epsilon,
             auc=r.utility.auc if r.utility else None,
             accuracy=r.utility.accuracy if r.utility else None,
+            dice=r.utility.dice if r.utility else None,
             train_seconds=r.train_seconds,
             protect_seconds=r.protect_seconds,
             bytes_up=r.bytes_up,

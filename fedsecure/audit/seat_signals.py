@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from fedsecure.fl.evaluation import logits
+from fedsecure.fl.task import Task
 from fedsecure.fl.views import SeatViews
 from fedsecure.positions import Position
 
@@ -57,9 +57,9 @@ def trajectory_rounds(states: int) -> list[int]:
 
 def seat_signals(
     views: SeatViews, positions: list[Position], images: np.ndarray, sites: np.ndarray, site_names: list[str],
-    device: torch.device,
+    device: torch.device, labels: np.ndarray, task: Task,
 ) -> dict[str, torch.Tensor]:
-    """Logits (N, C) on the candidate ``images`` for every signal the ``positions`` observe.
+    """Per-sample logits (N, C) on the candidates for every signal the ``positions`` observe.
 
     Args:
         views: the federation's views.
@@ -68,14 +68,16 @@ def seat_signals(
         sites: (N,) each candidate's site index (into ``site_names``).
         site_names: the federation's site names.
         device: where the models run.
+        labels: the candidates' labels (classes or masks).
+        task: what the labels are; it reads a dense output as per-sample logits (:meth:`Task.sample_logits`).
 
     The server's local-model signals are absent when it holds no site's plaintext update (secure
     aggregation); a candidate of a site that sent nothing in a kept round is scored there by the released model.
     """
-    batch = torch.from_numpy(images).to(device)
+    batch, truth = torch.from_numpy(images).to(device), torch.from_numpy(labels)
 
     def on(model: torch.nn.Module, chosen: np.ndarray | slice = slice(None)) -> torch.Tensor:
-        return logits(model.to(device), batch[chosen]).double().cpu()
+        return task.sample_logits(model.to(device), batch[chosen], truth[chosen])
 
     released = on(views.external.released_model)
     signals: dict[str, torch.Tensor] = {}

@@ -72,7 +72,7 @@ def build_parts(
     model = privacy.prepare_model(model).to(device)
     strategy = spec.federation.strategy_instance()
     protocol = scenario.protocol_instance()
-    training = scenario.local_training(spec.federation)
+    training = scenario.local_training(spec.federation, spec.data.task)
     private = strategy.private_names(model)
     privacy.calibrate(federation_facts(
         site_sizes=site_sizes, rounds=spec.federation.rounds, training=training,

@@ -31,6 +31,7 @@ from fedsecure.data.image_files import Preprocessing, default_cache_dir
 from fedsecure.data.partition import PARTITIONERS
 from fedsecure.errors import SpecError
 from fedsecure.fl.strategies import STRATEGIES
+from fedsecure.fl.task import TASKS
 from fedsecure.fl.training import OPTIMIZERS, LocalTraining
 from fedsecure.models import MODELS
 from fedsecure.positions import Position
@@ -121,9 +122,13 @@ class DataSpec(_Section):
     ``datalist`` federated by ``partition`` like a MedMNIST file; with the
     declared preprocessing (``orientation``, ``spacing``, intensity ``window`` or
     ``percentiles``, ``size`` by ``size_mode``), cached in ``cache_dir``.
+
+    ``task = "segmentation"``: labels are masks (``*_masks`` arrays of a MedMNIST-style
+    file, mask files in a datalist's ``label``, or the synthetic phantoms' masks).
     """
 
     source: Annotated[str, registered_in(DATA_SOURCES)] = "synthetic"
+    task: Annotated[str, registered_in(TASKS)] = "classification"
     path: Path | None = None
     sites: int = Field(4, ge=1, le=1000)
     partition: Annotated[str, registered_in(PARTITIONERS)] = "iid"
@@ -234,7 +239,7 @@ class DataSpec(_Section):
             DATA_SOURCES.get(self.source), path=self.path, seed=seed, n_sites=self.sites,
             train_samples=self.train_samples, val_samples=self.val_samples,
             test_samples=self.test_samples, image_size=self.image_size, spatial_dims=self.spatial_dims,
-            datalist=self.datalist, **self._file_loading(seed),
+            datalist=self.datalist, **self._masks(), **self._file_loading(seed),
         )
         return source if self.train_subset is None else TrainSubset(source, self.train_subset, seed)
 
@@ -246,7 +251,7 @@ class DataSpec(_Section):
         """
         if self.site is not None:
             sites = tuple(SiteDatalist(name=s.name, datalist=s.datalist) for s in self.site)
-            return federate_site_files(SiteDatalists(sites, **self._file_loading(seed)))
+            return federate_site_files(SiteDatalists(sites, **self._file_loading(seed), **self._masks()))
         return federate(self.source_instance(seed), self.sites, self.partitioner(), seed)
 
     def site_data(self, name: str, datalist: Path, seed: int, cache_dir: Path | None) -> SiteData:
@@ -262,7 +267,7 @@ class DataSpec(_Section):
             DataError: the datalist or an image is missing or malformed, or the site has no training images.
         """
         loading = {**self._file_loading(seed), "cache_dir": cache_dir}
-        ((_, splits),) = SiteDatalists((SiteDatalist(name, datalist),), **loading).site_splits()
+        ((_, splits),) = SiteDatalists((SiteDatalist(name, datalist),), **loading, **self._masks()).site_splits()
         return SiteData(name=name, train=splits["train"], test=splits["test"], val=splits["val"])
 
     def _file_loading(self, seed: int) -> dict[str, Any]:
@@ -273,6 +278,9 @@ class DataSpec(_Section):
         splitter = DatalistSplitter(val_fraction=self.val_fraction, test_fraction=self.test_fraction, seed=seed)
         cache_dir = (self.cache_dir or default_cache_dir()) if self.cache else None
         return {"preprocessing": preprocessing, "splitter": splitter, "cache_dir": cache_dir}
+
+    def _masks(self) -> dict[str, bool]:
+        return {"masks": TASKS.get(self.task).masks}
 
 
 class ModelSpec(_Section):
@@ -310,11 +318,11 @@ class FederationSpec(_Section):
         """A fresh strategy object with this section's options."""
         return _construct(STRATEGIES.get(self.strategy), **{name: getattr(self, name) for name in STRATEGY_OPTIONS})
 
-    def local_training(self) -> LocalTraining:
-        """The sites' local training settings."""
+    def local_training(self, task: str) -> LocalTraining:
+        """The sites' local training settings, on the loss of ``task`` (the data's)."""
         return LocalTraining(
             epochs=self.local_epochs, batch_size=self.batch_size, lr=self.lr,
-            optimizer=self.optimizer, momentum=self.momentum, weight_decay=self.weight_decay,
+            optimizer=self.optimizer, momentum=self.momentum, weight_decay=self.weight_decay, task=task,
         )
 
 
@@ -378,9 +386,9 @@ class ScenarioSpec(_Section):
     dp: DPSpec | None = None
     training: TrainingOverride | None = None
 
-    def local_training(self, federation: FederationSpec) -> LocalTraining:
-        """The federation's local training with this scenario's overrides."""
-        base = federation.local_training()
+    def local_training(self, federation: FederationSpec, task: str) -> LocalTraining:
+        """The federation's local training (on ``task``'s loss) with this scenario's overrides."""
+        base = federation.local_training(task)
         if self.training is None:
             return base
         overrides = self.training.model_dump(exclude_none=True)

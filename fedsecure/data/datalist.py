@@ -9,7 +9,8 @@ Two formats, as hospitals and MONAI keep them:
 * **CSV** with a header: columns ``image`` and ``label``, and optionally ``split``.
 
 ``image`` is a file (NIfTI, PNG, a single DICOM file) or a folder holding one
-DICOM series, relative to the datalist's folder. ``label`` is an integer class.
+DICOM series, relative to the datalist's folder. ``label`` is an integer class, or,
+for segmentation, the image's mask file (same size and grid; 0 is the background).
 ``split`` is ``train``, ``val`` or ``test``; items without one are split by
 the data source (seeded, stratified). Every problem raises a
 :class:`~fedsecure.errors.DataError` that names the site, the file and the problem.
@@ -35,19 +36,23 @@ class DatalistEntry:
 
     Attributes:
         image: the image file or DICOM folder (absolute).
-        label: its class.
+        label: its class (0 for every image of a segmentation datalist).
         split: ``train``, ``val`` or ``test``, or None when the datalist does not say.
         row: where it is in the datalist, for messages (e.g. ``training[3]`` or ``line 5``).
+        mask: its mask file (absolute) in a segmentation datalist, else None.
     """
 
     image: Path
     label: int
     split: str | None
     row: str
+    mask: Path | None = None
 
 
-def read_datalist(path: Path, site: str) -> list[DatalistEntry]:
+def read_datalist(path: Path, site: str, masks: bool = False) -> list[DatalistEntry]:
     """The entries of a Decathlon JSON (``.json``) or CSV (``.csv``) datalist.
+
+    ``masks``: the ``label`` of each entry is its mask file (segmentation), not a class.
 
     Raises:
         DataError: the datalist is missing, unreadable or malformed, names a missing
@@ -69,7 +74,7 @@ def read_datalist(path: Path, site: str) -> list[DatalistEntry]:
         raise DataError(f"{where}: cannot read the datalist ({exc.strerror or exc})") from None
     if not rows:
         raise DataError(f"{where}: the datalist lists no images")
-    entries = [_entry(path, where, row, fields, class_names) for row, fields in rows]
+    entries = [_entry(path, where, row, fields, class_names, masks) for row, fields in rows]
     seen: dict[Path, str] = {}
     for entry in entries:
         real = entry.image.resolve()
@@ -128,20 +133,28 @@ def _csv_rows(path: Path, where: str) -> tuple[Rows, None]:
     return rows, None
 
 
-def _entry(path: Path, where: str, row: str, fields: dict[str, object], class_names: set[str] | None) -> DatalistEntry:
-    image_field = fields.get("image")
-    if not isinstance(image_field, (str, Path)) or not str(image_field):
-        raise DataError(f"{where}: {row} has no image")
-    image = Path(image_field).expanduser()
-    # Absolute but not resolved: a link keeps its own name, whose suffix tells the reader what the file is.
-    image = Path(os.path.abspath(image if image.is_absolute() else path.parent / image))
-    if not image.exists():
-        raise DataError(f"{where}: {row} names {image}, which does not exist")
-    label = _label(fields.get("label"), f"{where}: {row} ({image.name})", class_names)
+def _entry(
+    path: Path, where: str, row: str, fields: dict[str, object], class_names: set[str] | None, masks: bool
+) -> DatalistEntry:
+    image = _existing(path, where, row, fields.get("image"), "image")
+    mask = _existing(path, f"{where}: {row} ({image.name})", "label", fields.get("label"), "mask") if masks else None
+    label = 0 if masks else _label(fields.get("label"), f"{where}: {row} ({image.name})", class_names)
     split = fields.get("split") or None
     if split is not None and split not in SPLIT_NAMES:
         raise DataError(f"{where}: {row} ({image.name}) has split {split!r}; expected one of {', '.join(SPLIT_NAMES)}")
-    return DatalistEntry(image=image, label=label, split=split if split is None else str(split), row=row)
+    return DatalistEntry(image=image, label=label, split=split if split is None else str(split), row=row, mask=mask)
+
+
+def _existing(datalist: Path, where: str, row: str, value: object, what: str) -> Path:
+    """The file (or DICOM folder) ``value`` names, relative to the datalist's folder, absolute; it must exist."""
+    if not isinstance(value, (str, Path)) or not str(value):
+        raise DataError(f"{where}: {row} has no {what}")
+    file = Path(value).expanduser()
+    # Absolute but not resolved: a link keeps its own name, whose suffix tells the reader what the file is.
+    file = Path(os.path.abspath(file if file.is_absolute() else datalist.parent / file))
+    if not file.exists():
+        raise DataError(f"{where}: {row} names {file}, which does not exist")
+    return file
 
 
 def _label(value: object, where: str, class_names: set[str] | None) -> int:

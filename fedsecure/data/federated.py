@@ -108,17 +108,19 @@ def federate(source: DataSource, n_sites: int, partitioner: Partitioner, seed: i
 
     The training split is divided by ``partitioner``; the test and validation
     splits are divided so each site's local share follows its training label
-    mix (:func:`~fedsecure.data.partition.split_like`). Each site's images then
+    mix (:func:`~fedsecure.data.partition.split_like`). Masks have no class per
+    image: they are divided as one class (a label-skew partition becomes a
+    quantity skew). Each site's images then
     pass through its scanner, if the source has one.
     """
     splits = source.load()
     try:
-        train_parts = partitioner.split(splits.train.labels, n_sites, numpy_rng(seed, "partition", "train"))
+        train_parts = partitioner.split(splits.train.strata, n_sites, numpy_rng(seed, "partition", "train"))
     except DataError as exc:
         raise DataError(f"{source.describe()}: {exc}") from None
-    counts = np.stack([np.bincount(splits.train.labels[p], minlength=splits.n_classes) for p in train_parts])
-    test_parts = split_like(splits.test.labels, counts, numpy_rng(seed, "partition", "test"))
-    val_parts = split_like(splits.val.labels, counts, numpy_rng(seed, "partition", "val"))
+    counts = np.stack([np.bincount(splits.train.strata[p], minlength=splits.n_classes) for p in train_parts])
+    test_parts = split_like(splits.test.strata, counts, numpy_rng(seed, "partition", "test"))
+    val_parts = split_like(splits.val.strata, counts, numpy_rng(seed, "partition", "val"))
     sites = []
     for k, (train_idx, test_idx, val_idx) in enumerate(zip(train_parts, test_parts, val_parts, strict=True)):
         train, test, val = splits.train.subset(train_idx), splits.test.subset(test_idx), splits.val.subset(val_idx)
@@ -159,13 +161,17 @@ DATA_SOURCES: Registry[type] = Registry("data source")
 @DATA_SOURCES.register("medmnist")
 @dataclass(frozen=True)
 class MedMNISTFile:
-    """A MedMNIST-format ``.npz`` file (real images; sites have no simulated scanner)."""
+    """A MedMNIST-format ``.npz`` file (real images; sites have no simulated scanner).
+
+    ``masks``: read its ``*_masks`` arrays (segmentation) instead of its class labels.
+    """
 
     path: Path
+    masks: bool = False
 
     def load(self) -> ImageSplits:
         """The file's splits (see :func:`~fedsecure.data.medmnist.load_medmnist`)."""
-        return load_medmnist(self.path)
+        return load_medmnist(self.path, masks=self.masks)
 
     def acquisition(self, site: int) -> None:
         """Real data: no simulated scanner."""

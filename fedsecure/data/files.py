@@ -9,7 +9,8 @@ Two shapes of the same source (``source = "files"``):
 
 In both, an image's split comes from the datalist's ``split`` column, or, for
 images without one, from a seeded split stratified by class
-(``val_fraction``, ``test_fraction``). Images load through MONAI with the
+(``val_fraction``, ``test_fraction``). With ``masks`` (segmentation) each entry's
+``label`` is its mask file, loaded beside it. Images load through MONAI with the
 declared :class:`~fedsecure.data.image_files.Preprocessing`, cached.
 """
 
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from fedsecure.data.datalist import SPLIT_NAMES, DatalistEntry, read_datalist
-from fedsecure.data.image_files import Preprocessing, load_images
+from fedsecure.data.image_files import Preprocessing, load_images, load_images_with_masks
 from fedsecure.data.partition import split_like
 from fedsecure.data.splits import ImageSplits, Split, n_classes_of
 from fedsecure.errors import DataError
@@ -71,8 +72,12 @@ def _splits_of(
         # Every site measures the model on its own test share; raise test_fraction or mark test rows.
         raise DataError(f"site {site!r}: {datalist}: no test images (mark some split = test, or raise test_fraction)")
     order = [e for name in SPLIT_NAMES for e in by_split[name]]
-    images = load_images([e.image for e in order], preprocessing, cache_dir, site)
-    labels = np.array([e.label for e in order], dtype=np.int64)
+    masks = [e.mask for e in order if e.mask is not None]
+    if masks:  # a segmentation datalist: every entry has its mask
+        images, labels = load_images_with_masks([e.image for e in order], masks, preprocessing, cache_dir, site)
+    else:
+        images = load_images([e.image for e in order], preprocessing, cache_dir, site)
+        labels = np.array([e.label for e in order], dtype=np.int64)
     splits, start = {}, 0
     for name in SPLIT_NAMES:
         stop = start + len(by_split[name])
@@ -117,10 +122,11 @@ class SiteDatalists:
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
     splitter: DatalistSplitter = field(default_factory=DatalistSplitter)
     cache_dir: Path | None = None
+    masks: bool = False
 
     def site_splits(self) -> list[tuple[str, dict[str, Split]]]:
         """Every site's train, val and test splits, in site order (decoded or read from the cache)."""
-        entries = [read_datalist(site.datalist, site.name) for site in self.sites]
+        entries = [read_datalist(site.datalist, site.name, self.masks) for site in self.sites]
         _check_disjoint(self.sites, entries)  # before any image is decoded
         sites = []
         for site, listed in zip(self.sites, entries, strict=True):
@@ -143,10 +149,11 @@ class PooledDatalist:
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
     splitter: DatalistSplitter = field(default_factory=DatalistSplitter)
     cache_dir: Path | None = None
+    masks: bool = False
 
     def load(self) -> ImageSplits:
         """The pooled splits (decoded or read from the cache)."""
-        entries = read_datalist(self.datalist, "pooled")
+        entries = read_datalist(self.datalist, "pooled", self.masks)
         splits = _splits_of(entries, self.splitter, self.preprocessing, self.cache_dir, "pooled", self.datalist)
         n_classes = n_classes_of([s.labels for s in splits.values()], str(self.datalist))
         return ImageSplits(train=splits["train"], val=splits["val"], test=splits["test"], n_classes=n_classes)

@@ -57,8 +57,12 @@ class Preprocessing:
         """A canonical text of the settings (part of the cache key)."""
         return repr(self)
 
-    def transforms(self) -> Any:
-        """The MONAI dictionary transforms, on key ``image``."""
+    def transforms(self, masks: bool = False) -> Any:
+        """The MONAI dictionary transforms, on key ``image`` (and ``label``, its mask, when ``masks``).
+
+        A mask goes through the same spatial steps as its image, with nearest-neighbour
+        interpolation, and through no intensity step.
+        """
         from monai.transforms import (
             Compose,
             EnsureTyped,
@@ -70,11 +74,13 @@ class Preprocessing:
             Spacingd,
         )
 
-        steps: list = [self.loader()]
+        keys = ["image", "label"] if masks else ["image"]
+        modes = ["bilinear", "nearest"][: len(keys)]
+        steps: list = [self.loader(keys)]
         if self.orientation is not None:
-            steps.append(Orientationd(keys="image", axcodes=self.orientation, labels=RAS_LABELS))
+            steps.append(Orientationd(keys=keys, axcodes=self.orientation, labels=RAS_LABELS))
         if self.spacing is not None:
-            steps.append(Spacingd(keys="image", pixdim=self.spacing, mode="bilinear"))
+            steps.append(Spacingd(keys=keys, pixdim=self.spacing, mode=modes))
         if self.window is not None:
             low, high = self.window
             steps.append(ScaleIntensityRanged(keys="image", a_min=low, a_max=high, b_min=0.0, b_max=1.0, clip=True))
@@ -84,20 +90,23 @@ class Preprocessing:
                 keys="image", lower=low, upper=high, b_min=0.0, b_max=1.0, clip=True
             ))
         if self.size is not None:
-            resize = {"crop_pad": ResizeWithPadOrCropd, "resize": Resized}[self.size_mode]
-            steps.append(resize(keys="image", spatial_size=self.size))
-        steps.append(EnsureTyped(keys="image", data_type="numpy", dtype=np.float32, track_meta=False))
+            if self.size_mode == "resize":
+                steps.append(Resized(keys=keys, spatial_size=self.size, mode=["area", "nearest"][: len(keys)]))
+            else:
+                steps.append(ResizeWithPadOrCropd(keys=keys, spatial_size=self.size))
+        steps.append(EnsureTyped(keys=keys, data_type="numpy", dtype=np.float32, track_meta=False))
         return Compose(steps)
 
     @staticmethod
-    def loader() -> Any:
+    def loader(keys: Sequence[str] = ("image",)) -> Any:
         """MONAI's ``LoadImaged`` with the readers named, tried first, so an installed ITK never changes them."""
         from monai.data import NibabelReader, PILReader, PydicomReader
         from monai.transforms import LoadImaged
 
         # LoadImage tries the readers it was given last-first, before its defaults.
         return LoadImaged(
-            keys="image", ensure_channel_first=True, image_only=True, reader=[PILReader, PydicomReader, NibabelReader]
+            keys=list(keys), ensure_channel_first=True, image_only=True,
+            reader=[PILReader, PydicomReader, NibabelReader],
         )
 
 
@@ -122,7 +131,33 @@ def load_images(
             or the images differ in dimensionality, channels or (without ``size``) in size.
             The message names the site and the file.
     """
-    items = [{"image": str(path), "key": _content_key(path, preprocessing, site)} for path in paths]
+    items = [{"image": str(path), "key": _content_key([path], preprocessing, site)} for path in paths]
+    images, _ = _decode_all(items, paths, preprocessing, cache_dir, site)
+    return images
+
+
+def load_images_with_masks(
+    paths: Sequence[Path], mask_paths: Sequence[Path], preprocessing: Preprocessing, cache_dir: Path | None, site: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`load_images`, each image with its mask: the images, and int64 masks (N, *spatial).
+
+    Raises:
+        DataError: as :func:`load_images`; also a mask that is unreadable, of another size or grid
+            than its image, or whose values are not classes (non-negative integers).
+    """
+    items = [
+        {"image": str(path), "label": str(mask), "key": _content_key([path, mask], preprocessing, site)}
+        for path, mask in zip(paths, mask_paths, strict=True)
+    ]
+    images, masks = _decode_all(items, paths, preprocessing, cache_dir, site)
+    assert masks is not None  # the items name masks
+    return images, masks
+
+
+def _decode_all(
+    items: list[dict[str, str]], paths: Sequence[Path], preprocessing: Preprocessing, cache_dir: Path | None,
+    site: str,
+) -> tuple[np.ndarray, np.ndarray | None]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=_GPU_DECODER_NOTICE)
         return _decode(items, paths, preprocessing, cache_dir, site)
@@ -146,11 +181,12 @@ def _private_folder(folder: Path) -> None:
 
 def _decode(
     items: list[dict[str, str]], paths: Sequence[Path], preprocessing: Preprocessing, cache_dir: Path | None, site: str
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray | None]:
     from monai.data import Dataset, PersistentDataset
     from monai.data.utils import json_hashing
 
-    transform = preprocessing.transforms()
+    with_masks = bool(items) and "label" in items[0]
+    transform = preprocessing.transforms(masks=with_masks)
     if cache_dir is not None:
         try:
             _private_folder(Path(cache_dir))
@@ -160,14 +196,31 @@ def _decode(
     else:
         dataset = Dataset(items, transform)
     arrays: list[np.ndarray] = []
+    masks: list[np.ndarray] = []
     for i, path in enumerate(paths):
         try:
-            image = np.asarray(dataset[i]["image"], dtype=np.float32)
+            decoded = dataset[i]
         except Exception as exc:  # MONAI wraps reader and transform errors in RuntimeError
-            raise _load_error(path, site, exc, preprocessing) from None
+            raise _load_error(path, site, exc, preprocessing, items[i]) from None
+        image = np.asarray(decoded["image"], dtype=np.float32)
         _check_like(image, arrays[0] if arrays else None, path, paths[0], site, preprocessing)
         arrays.append(image)
-    return np.stack(arrays)
+        if with_masks:
+            masks.append(_mask_of(np.asarray(decoded["label"]), image, Path(items[i]["label"]), site))
+    return np.stack(arrays), (np.stack(masks) if with_masks else None)
+
+
+def _mask_of(mask: np.ndarray, image: np.ndarray, path: Path, site: str) -> np.ndarray:
+    """The decoded mask (1, *spatial) as int64 (*spatial), checked against its image."""
+    if mask.shape[0] != 1 or mask.shape[1:] != image.shape[1:]:
+        raise DataError(
+            f"site {site!r}: {path}: a mask of shape {'x'.join(map(str, mask.shape[1:]))} "
+            f"({mask.shape[0]} channel(s)) for an image of size {'x'.join(map(str, image.shape[1:]))}; "
+            "a mask is one channel of its image's size"
+        )
+    if mask.size and (mask.min() < 0 or not np.array_equal(mask, np.round(mask))):
+        raise DataError(f"site {site!r}: {path}: mask values are not classes (non-negative integers)")
+    return mask[0].astype(np.int64)
 
 
 # The RAS axis labels NIfTI and MONAI use, named so that MONAI's changing default does not apply.
@@ -180,21 +233,22 @@ IMAGE_SUFFIXES = (*NIFTI_SUFFIXES, ".dcm", *PICTURE_SUFFIXES)
 CACHE_FORMAT = 1
 
 
-def _content_key(path: Path, preprocessing: Preprocessing, site: str) -> str:
-    """The cache entry's identity: the file's SHA-256, the preprocessing and the decoders' versions.
+def _content_key(paths: Sequence[Path], preprocessing: Preprocessing, site: str) -> str:
+    """The cache entry's identity: the files' SHA-256 (an image, and its mask), the preprocessing, the decoders.
 
     A DICOM folder hashes its series' files; a new reader version may decode the same file differently.
     """
-    digest = hashlib.sha256(f"{_decoder_versions()} {preprocessing.describe()}".encode())
-    try:
-        files = _series_files(path, site) if path.is_dir() else [_image_file(path, site)]
-        for file in files:
-            digest.update(file.name.encode())
-            with file.open("rb") as handle:
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(block)
-    except OSError as exc:
-        raise DataError(f"site {site!r}: {path}: cannot read ({exc.strerror or exc})") from None
+    digest = hashlib.sha256(f"{_decoder_versions()} {preprocessing.describe()} {len(paths)}".encode())
+    for path in paths:
+        try:
+            files = _series_files(path, site) if path.is_dir() else [_image_file(path, site)]
+            for file in files:
+                digest.update(file.name.encode())
+                with file.open("rb") as handle:
+                    for block in iter(lambda: handle.read(1 << 20), b""):
+                        digest.update(block)
+        except OSError as exc:
+            raise DataError(f"site {site!r}: {path}: cannot read ({exc.strerror or exc})") from None
     return digest.hexdigest()
 
 
@@ -287,18 +341,23 @@ def _check_like(
         )
 
 
-def _load_error(path: Path, site: str, exc: BaseException, preprocessing: Preprocessing) -> DataError:
-    """What failed: the file (its reader's own error), the declared preprocessing, or the cache entry."""
+def _load_error(
+    path: Path, site: str, exc: BaseException, preprocessing: Preprocessing, item: dict[str, str]
+) -> DataError:
+    """What failed: a file (its reader's own error), the declared preprocessing, or the cache entry."""
+    masks = [Path(item["label"])] if "label" in item else []
+    for file, what in [(path, "image"), *((mask, f"mask (of {path.name})") for mask in masks)]:
+        try:
+            decoded = Preprocessing.loader()({"image": str(file)})["image"]
+        except Exception:  # the file itself is the problem: ask the reader its suffix names, for its reason
+            return DataError(f"site {site!r}: {file}: not a readable {what} ({_reader_reason(file, exc)})")
+        if file == path:
+            shape, dims = "x".join(map(str, decoded.shape[1:])), decoded.ndim - 1
     try:
-        decoded = Preprocessing.loader()({"image": str(path)})["image"]
-    except Exception:  # the file itself is the problem: ask the reader its suffix names, for its reason
-        return DataError(f"site {site!r}: {path}: not a readable image ({_reader_reason(path, exc)})")
-    shape = "x".join(map(str, decoded.shape[1:]))
-    try:
-        preprocessing.transforms()({"image": str(path)})
+        preprocessing.transforms(masks="label" in item)({k: v for k, v in item.items() if k != "key"})
     except Exception as failure:
         return DataError(
-            f"site {site!r}: {path}: decodes to a {decoded.ndim - 1}D image of size {shape}, but the preprocessing "
+            f"site {site!r}: {path}: decodes to a {dims}D image of size {shape}, but the preprocessing "
             f"failed on it ({_reason(failure)}); check data.size, data.spacing and data.orientation against it"
         )
     return DataError(f"site {site!r}: {path}: its entry in the image cache is unreadable ({_reason(exc)}); "

@@ -2,8 +2,9 @@
 
 The MedMNIST v2 layout holds ``{train,val,test}_images`` (uint8, (N, H, W) for
 grayscale, (N, H, W, 3) for RGB, (N, D, H, W) for the 3D collection) and ``{train,val,test}_labels`` ((N, 1) or
-(N,), integer). Files are opened with ``allow_pickle=False``: an ``.npz`` can
-carry pickled object arrays, and unpickling input runs arbitrary code.
+(N,), integer); a segmentation file holds ``{train,val,test}_masks`` instead (integer,
+(N, H, W) or (N, D, H, W), the images' size; 0 is the background). Files are opened
+with ``allow_pickle=False``: an ``.npz`` can carry pickled object arrays, and unpickling input runs arbitrary code.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ SPLITS = ("train", "val", "test")
 REQUIRED_KEYS = ("train_images", "train_labels", "test_images", "test_labels")
 
 
-def load_medmnist(path: str | Path, min_classes: int = 2) -> ImageSplits:
+def load_medmnist(path: str | Path, min_classes: int = 2, masks: bool = False) -> ImageSplits:
     """Load a MedMNIST-format ``.npz`` file.
 
     Args:
@@ -28,6 +29,7 @@ def load_medmnist(path: str | Path, min_classes: int = 2) -> ImageSplits:
             validation split is empty.
         min_classes: classes the labels must reach (the largest label + 1). A
             whole dataset needs two; one site's share of it may hold one.
+        masks: read the ``*_masks`` arrays (segmentation) instead of ``*_labels``.
 
     Returns:
         The splits as float32 (N, C, H, W) images or (N, C, D, H, W) volumes in
@@ -50,20 +52,21 @@ def load_medmnist(path: str | Path, min_classes: int = 2) -> ImageSplits:
     except ValueError as exc:  # np.load on a file that is neither .npy nor .npz
         raise DataError(f"{path}: not a readable .npz file ({exc})") from None
 
-    missing = [key for key in REQUIRED_KEYS if key not in arrays]
+    kind = "masks" if masks else "labels"
+    missing = [key.replace("labels", kind) for key in REQUIRED_KEYS if key.replace("labels", kind) not in arrays]
     if missing:
         raise DataError(f"{path}: missing array(s) {', '.join(missing)} (found: {', '.join(sorted(arrays)) or 'none'})")
 
     splits: dict[str, Split] = {}
     for name in SPLITS:
         if f"{name}_images" not in arrays:
-            if f"{name}_labels" in arrays:
-                raise DataError(f"{path}: {name}_labels without {name}_images")
+            if f"{name}_{kind}" in arrays:
+                raise DataError(f"{path}: {name}_{kind} without {name}_images")
             splits[name] = None  # type: ignore[assignment]
             continue
         images = _images(path, name, arrays[f"{name}_images"])
-        labels = _labels(path, name, arrays.get(f"{name}_labels"), len(images))
-        splits[name] = Split(images, labels)
+        read = _masks if masks else _labels
+        splits[name] = Split(images, read(path, name, arrays.get(f"{name}_{kind}"), images))
 
     shapes = {name: s.images.shape[1:] for name, s in splits.items() if s is not None}
     if len(set(shapes.values())) > 1:
@@ -71,8 +74,8 @@ def load_medmnist(path: str | Path, min_classes: int = 2) -> ImageSplits:
     if len(splits["train"]) == 0:
         raise DataError(f"{path}: train split is empty")
     if splits["val"] is None:
-        empty = splits["train"].images[:0]
-        splits["val"] = Split(empty, np.zeros(0, dtype=np.int64))
+        train = splits["train"]
+        splits["val"] = Split(train.images[:0], train.labels[:0])
 
     n_classes = n_classes_of([s.labels for s in splits.values()], str(path), min_classes)
     return ImageSplits(train=splits["train"], val=splits["val"], test=splits["test"], n_classes=n_classes)
@@ -105,8 +108,8 @@ def _images(path: Path, split: str, images: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(images, dtype=np.float32) / np.float32(255.0)
 
 
-def _labels(path: Path, split: str, labels: np.ndarray | None, n_images: int) -> np.ndarray:
-    key = f"{split}_labels"
+def _labels(path: Path, split: str, labels: np.ndarray | None, images: np.ndarray) -> np.ndarray:
+    key, n_images = f"{split}_labels", len(images)
     if labels is None:
         raise DataError(f"{path}: {split}_images without {key}")
     if not np.issubdtype(labels.dtype, np.integer):
@@ -123,3 +126,19 @@ def _labels(path: Path, split: str, labels: np.ndarray | None, n_images: int) ->
     if len(labels) and labels.min() < 0:
         raise DataError(f"{path}: {key} holds negative class labels")
     return labels.astype(np.int64)
+
+
+def _masks(path: Path, split: str, masks: np.ndarray | None, images: np.ndarray) -> np.ndarray:
+    key = f"{split}_masks"
+    if masks is None:
+        raise DataError(f"{path}: {split}_images without {key}")
+    if not np.issubdtype(masks.dtype, np.integer):
+        raise DataError(f"{path}: {key} has dtype {masks.dtype}; expected integer masks (0 = background)")
+    if masks.shape != (len(images), *images.shape[2:]):
+        raise DataError(
+            f"{path}: {key} has shape {masks.shape}; expected one mask per image of its size, "
+            f"{(len(images), *images.shape[2:])}"
+        )
+    if masks.size and masks.min() < 0:
+        raise DataError(f"{path}: {key} holds negative classes")
+    return masks.astype(np.int64)

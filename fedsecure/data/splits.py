@@ -12,12 +12,13 @@ from fedsecure.errors import DataError
 
 @dataclass(frozen=True)
 class Split:
-    """Images and integer class labels of one split.
+    """Images and their integer labels (a class each, or a mask each) of one split.
 
     Attributes:
         images: float32 array (N, C, H, W) for images or (N, C, D, H, W) for
             volumes, with intensities in [0, 1].
-        labels: int64 array (N,) with values in ``range(n_classes)``.
+        labels: int64 array (N,) of classes in ``range(n_classes)``, or (N, H, W)
+            / (N, D, H, W) masks of the images' size whose voxels hold a class (0: background).
     """
 
     images: np.ndarray
@@ -28,6 +29,13 @@ class Split:
             raise ValueError(f"images must be (N, C, H, W) or (N, C, D, H, W), got shape {self.images.shape}")
         if len(self.images) != len(self.labels):
             raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels")
+        if self.labels.ndim > 1 and self.labels.shape[1:] != self.images.shape[2:]:
+            raise ValueError(f"masks of size {self.labels.shape[1:]} for images of size {self.images.shape[2:]}")
+
+    @property
+    def strata(self) -> np.ndarray:
+        """One class per sample to stratify splits by: the class, or 0 for every mask (no class to balance)."""
+        return self.labels if self.labels.ndim == 1 else np.zeros(len(self.labels), dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -80,5 +88,5 @@ def n_classes_of(labels: list[np.ndarray], where: str, min_classes: int = 2) -> 
     """
     n_classes = int(max(int(part.max(initial=0)) for part in labels)) + 1
     if n_classes < min_classes:
-        raise DataError(f"{where}: labels hold a single class; a classification audit needs at least two")
+        raise DataError(f"{where}: labels hold a single class; an audit needs at least two (masks: a structure)")
     return n_classes

@@ -3,7 +3,8 @@
 Each image is MONAI's synthetic "anatomy" (random discs, ``create_test_image_2d``;
 random spheres in volumes, ``create_test_image_3d``).
 Half the images carry a *lesion*: one small disc (sphere) brighter than any tissue, so
-the label is a property of the image content, not of the site. Each site then
+the label is a property of the image content, not of the site. For segmentation
+(``masks``) the label is the image's mask instead: 0 background, 1 tissue, 2 lesion. Each site then
 images its patients through its own scanner: a contrast curve (gamma), a
 smooth multiplicative bias field and Gaussian noise, drawn once per site from
 the seed with MONAI's intensity transforms. Nothing is downloaded.
@@ -71,6 +72,8 @@ class SyntheticPhantoms:
         test_samples: pooled test images.
         image_size: side in pixels (voxels): height and width, and depth for volumes.
         spatial_dims: 2 for images, 3 for volumes.
+        masks: label each image with its mask (0 background, 1 tissue, 2 lesion) instead of
+            whether it holds a lesion.
     """
 
     seed: int = 0
@@ -80,14 +83,15 @@ class SyntheticPhantoms:
     test_samples: int = 400
     image_size: int = 28
     spatial_dims: int = 2
+    masks: bool = False
 
     def load(self) -> ImageSplits:
-        """The clean (scanner-free) pooled splits, 1 channel, 2 classes."""
+        """The clean (scanner-free) pooled splits, 1 channel; 2 classes, or masks of 3."""
         return ImageSplits(
             train=self._phantoms(self.train_samples, "train"),
             val=self._phantoms(self.val_samples, "val"),
             test=self._phantoms(self.test_samples, "test"),
-            n_classes=2,
+            n_classes=3 if self.masks else 2,
         )
 
     def describe(self) -> str:
@@ -115,17 +119,20 @@ class SyntheticPhantoms:
         create = create_test_image_3d if dims == 3 else create_test_image_2d
         labels = rng.permutation(np.arange(n) % 2).astype(np.int64)
         images = np.empty((n, 1, *(size,) * dims), dtype=np.float32)
+        masks = np.zeros((n, *(size,) * dims), dtype=np.int64)
         for i, label in enumerate(labels):
             tissue, _ = create(
                 *(size,) * dims, num_objs=int(legacy.randint(4, 9)), rad_max=max(3, size // 5),
                 rad_min=2, num_seg_classes=1, random_state=legacy,
             )
             image = 0.5 * tissue
+            masks[i] = tissue > 0
             if label == 1:
                 _, lesion = create(
                     *(size,) * dims, num_objs=1, rad_max=5, rad_min=3, num_seg_classes=1, random_state=legacy
                 )
                 # A small dense focus, brighter than any tissue (<= 0.5) wherever it lands.
                 image = np.where(lesion > 0, legacy.uniform(0.8, 1.0), image)
+                masks[i][lesion > 0] = 2
             images[i, 0] = np.clip(image, 0.0, 1.0)
-        return Split(images, labels)
+        return Split(images, masks if self.masks else labels)

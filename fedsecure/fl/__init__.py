@@ -7,13 +7,14 @@ from fedsecure.fl.baselines import (
     train_centralized,
     train_local_only,
 )
-from fedsecure.fl.evaluation import Utility, evaluate, predict, utility_from_predictions
+from fedsecure.fl.evaluation import Utility, predict, utility_from_predictions
 from fedsecure.fl.federation import (
     Evaluation,
     Federation,
     FederationResult,
     SiteUtility,
 )
+from fedsecure.fl.segmentation import Segmentation
 from fedsecure.fl.state import ModelState
 from fedsecure.fl.strategies import (
     STRATEGIES,
@@ -24,6 +25,7 @@ from fedsecure.fl.strategies import (
     FedSGD,
     Strategy,
 )
+from fedsecure.fl.task import TASKS, Classification, Task, evaluate
 from fedsecure.fl.trace import ClientRound, RoundRecord, Trace
 from fedsecure.fl.training import (
     OPTIMIZERS,
@@ -35,6 +37,10 @@ from fedsecure.fl.training import (
 __all__ = [
     "OPTIMIZERS",
     "STRATEGIES",
+    "TASKS",
+    "Classification",
+    "Segmentation",
+    "Task",
     "CentralizedResult",
     "ClientRound",
     "Evaluation",

@@ -20,8 +20,9 @@ from torch import nn
 
 from fedsecure.data.federated import FederatedData, SiteData
 from fedsecure.devices import Stopwatch
-from fedsecure.fl.evaluation import Utility, evaluate
+from fedsecure.fl.evaluation import Utility
 from fedsecure.fl.server import SiteUtility
+from fedsecure.fl.task import evaluate
 from fedsecure.fl.training import LocalTraining, train_local
 from fedsecure.seeding import torch_generator
 
@@ -43,6 +44,7 @@ class LocalOnlyResult:
         auc: mean over sites of each local model's AUC on the whole test set
             (comparable with a federated model's global AUC); None if undefined.
         accuracy: the same mean for accuracy.
+        dice: the same mean for Dice (segmentation; None otherwise).
         per_site: each local model on its own site's local test set.
         per_site_on_test: each local model on the whole test set.
     """
@@ -52,6 +54,7 @@ class LocalOnlyResult:
     per_site: list[SiteUtility]
     per_site_on_test: list[Utility]
     train_seconds: float
+    dice: float | None = None
 
 
 ModelFactory = Callable[[], nn.Module]
@@ -71,8 +74,8 @@ def train_centralized(
     with clock.measure():
         train_local(model, images, labels, training, torch_generator(seed, "centralized"))
     return CentralizedResult(
-        utility=evaluate(model, *data.test.tensors(device)),
-        per_site=[_site_utility(model, site, device) for site in data.sites],
+        utility=evaluate(model, *data.test.tensors(device), training.objective),
+        per_site=[_site_utility(model, site, training, device) for site in data.sites],
         train_seconds=clock.seconds,
     )
 
@@ -93,18 +96,23 @@ def train_local_only(
         model = make_model().to(device)
         with clock.measure():
             train_local(model, *site.train.tensors(device), training, torch_generator(seed, "local-only", k))
-        per_site.append(_site_utility(model, site, device))
-        on_test.append(evaluate(model, *test))
+        per_site.append(_site_utility(model, site, training, device))
+        on_test.append(evaluate(model, *test, training.objective))
         if on_site is not None:
             on_site(site.name)
-    aucs = [u.auc for u in on_test]
     return LocalOnlyResult(
-        auc=fmean(aucs) if all(a is not None for a in aucs) else None,
+        auc=_mean_of([u.auc for u in on_test]),
         accuracy=fmean(u.accuracy for u in on_test),
         per_site=per_site,
         per_site_on_test=on_test,
         train_seconds=clock.seconds,
+        dice=_mean_of([u.dice for u in on_test]),
     )
+
+
+def _mean_of(values: list[float | None]) -> float | None:
+    """The mean, or None when any site's value is undefined."""
+    return fmean(values) if all(v is not None for v in values) else None  # type: ignore[arg-type]
 
 
 def baseline_training(training: LocalTraining, rounds: int) -> LocalTraining:
@@ -112,6 +120,5 @@ def baseline_training(training: LocalTraining, rounds: int) -> LocalTraining:
     return replace(training, epochs=training.epochs * rounds)
 
 
-def _site_utility(model: nn.Module, site: SiteData, device: torch.device | str) -> SiteUtility:
-    utility = evaluate(model, *site.test.tensors(device))
-    return SiteUtility(site.name, site.n_train, utility.auc, utility.accuracy, utility.n)
+def _site_utility(model: nn.Module, site: SiteData, training: LocalTraining, device: torch.device | str) -> SiteUtility:
+    return SiteUtility.of(site.name, site.n_train, evaluate(model, *site.test.tensors(device), training.objective))

@@ -26,18 +26,27 @@ class Utility:
     Attributes:
         auc: ROC AUC (binary: of the positive class; multi-class: macro one-vs-rest);
             None when the labels hold a single class and AUC is undefined.
-        accuracy: fraction of correct arg-max predictions.
+        accuracy: fraction of correct arg-max predictions (of voxels, for segmentation).
         n: number of test samples.
+        dice: segmentation: mean over the foreground classes of their mean Dice (None otherwise).
+        dice_per_class: segmentation: each foreground class's mean Dice over the images holding it.
+        hd95: segmentation: mean 95th-percentile Hausdorff distance in voxels, over the (image,
+            class) pairs where truth and prediction both hold the structure.
+        hd95_missing: segmentation: (image, class) pairs the truth holds and the prediction misses.
     """
 
     auc: float | None
     accuracy: float
     n: int
+    dice: float | None = None
+    dice_per_class: tuple[float | None, ...] | None = None
+    hd95: float | None = None
+    hd95_missing: int | None = None
 
 
 @torch.no_grad()
 def logits(model: nn.Module, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-    """Logits (N, n_classes) of ``model`` in eval mode, in chunks, without gradients; the model's mode is restored."""
+    """Logits (N, n_classes, ...) of ``model`` in eval mode, in chunks, no gradients; its mode is restored."""
     was_training = model.training
     model.eval()
     try:
@@ -48,7 +57,7 @@ def logits(model: nn.Module, images: torch.Tensor, batch_size: int = 512) -> tor
 
 
 def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-    """Class probabilities (N, n_classes) of ``model`` in eval mode."""
+    """Class probabilities (N, n_classes, ...) of ``model`` in eval mode (softmax over dim 1)."""
     return F.softmax(logits(model, images, batch_size), dim=1)
 
 
@@ -66,11 +75,6 @@ def utility_from_predictions(probabilities: torch.Tensor, labels: torch.Tensor) 
         present = one_hot.sum(0) > 0  # macro AUC over the classes that occur
         auc = float(compute_roc_auc(probabilities[:, present], one_hot[:, present], average="macro"))
     return Utility(auc=auc, accuracy=accuracy, n=len(labels))
-
-
-def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> Utility:
-    """Utility of ``model`` on (images, labels)."""
-    return utility_from_predictions(predict(model, images), labels)
 
 
 # --- Pooled utility from per-site counts (the Flower engine: no score or label leaves a site) ---

@@ -224,6 +224,7 @@ class Federation:
         return pooled_evaluation(
             [(site.site.name, site.site.n_train) for site in self.sites],
             [(site.predict(global_vector), site.test_tensors[1]) for site in self.sites],
+            self.training.objective,
         )
 
 

@@ -16,9 +16,9 @@ from fedsecure.fl.evaluation import (
     ScoreHistograms,
     Utility,
     utility_from_histograms,
-    utility_from_predictions,
 )
 from fedsecure.fl.privacy_hooks import PrivacyMechanism
+from fedsecure.fl.task import Task
 from fedsecure.secure.protocol import (
     Aggregate,
     AggregationProtocol,
@@ -37,6 +37,15 @@ class SiteUtility:
     auc: float | None
     accuracy: float
     n_test: int
+    dice: float | None = None
+    dice_per_class: tuple[float | None, ...] | None = None
+    hd95: float | None = None
+
+    @classmethod
+    def of(cls, site: str, n_train: int, utility: Utility) -> SiteUtility:
+        """``utility`` on the local test set of ``site`` (trained on ``n_train`` images)."""
+        return cls(site, n_train, utility.auc, utility.accuracy, utility.n, utility.dice, utility.dice_per_class,
+                   utility.hd95)
 
 
 @dataclass(frozen=True)
@@ -112,19 +121,20 @@ def combine_round(
 
 
 def pooled_evaluation(
-    sites: list[tuple[str, int]], predictions: list[tuple[torch.Tensor, torch.Tensor]]
+    sites: list[tuple[str, int]], predictions: list[tuple[torch.Tensor, torch.Tensor]], task: Task
 ) -> Evaluation:
     """Utility pooled over the sites' local test sets, and on each.
 
     Args:
         sites: (name, training images) of each site evaluated.
         predictions: each site's (class probabilities, labels) on its local test set.
+        task: whose metrics judge the predictions.
     """
-    per_site = []
-    for (name, n_train), (probabilities, labels) in zip(sites, predictions, strict=True):
-        utility = utility_from_predictions(probabilities, labels)
-        per_site.append(SiteUtility(name, n_train, utility.auc, utility.accuracy, utility.n))
-    pooled = utility_from_predictions(torch.cat([p for p, _ in predictions]), torch.cat([y for _, y in predictions]))
+    per_site = [
+        SiteUtility.of(name, n_train, task.utility(probabilities, labels))
+        for (name, n_train), (probabilities, labels) in zip(sites, predictions, strict=True)
+    ]
+    pooled = task.utility(torch.cat([p for p, _ in predictions]), torch.cat([y for _, y in predictions]))
     return Evaluation(global_=pooled, per_site=per_site)
 
 
@@ -142,6 +152,5 @@ def pooled_evaluation_from_histograms(sites: list[tuple[str, int]], histograms: 
     """
     per_site = []
     for (name, n_train), counts in zip(sites, histograms, strict=True):
-        utility = utility_from_histograms([counts])
-        per_site.append(SiteUtility(name, n_train, utility.auc, utility.accuracy, utility.n))
+        per_site.append(SiteUtility.of(name, n_train, utility_from_histograms([counts])))
     return Evaluation(global_=utility_from_histograms(histograms), per_site=per_site)

@@ -83,10 +83,10 @@ class SiteRunner:
         return message, record
 
     def predict(self, global_vector: torch.Tensor) -> torch.Tensor:
-        """Class probabilities of the global model (with this site's private state) on the local test set."""
+        """Class probabilities (per pixel: segmentation) of the global model, with this site's private state."""
         self.state.set(global_vector)
         self.state.set_private(self.private)
-        return predict(self.state.model, self.test_tensors[0])
+        return predict(self.state.model, self.test_tensors[0], self.training.objective.eval_batch)
 
     def _local_update(self, global_vector: torch.Tensor, round_number: int) -> tuple[torch.Tensor, int]:
         generator = torch_generator(self.seed, "train", self.index, round_number)

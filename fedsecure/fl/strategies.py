@@ -106,7 +106,7 @@ class FedSGD(Strategy):
     @override
     def client_update(self, state, images, labels, training, generator):
         start = state.get()
-        gradients = full_batch_gradient(state.model, images, labels, training.batch_size)
+        gradients = full_batch_gradient(state.model, images, labels, training.batch_size, training.objective)
         with torch.no_grad():
             for parameter, gradient in zip(state.model.parameters(), gradients, strict=True):
                 parameter -= training.lr * gradient

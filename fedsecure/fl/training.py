@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
+from fedsecure.fl.task import TASKS, Task
 from fedsecure.registry import Registry
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -43,6 +43,7 @@ class LocalTraining:
             fresh every round, as in FedAvg.
         momentum: SGD momentum.
         weight_decay: L2 penalty.
+        task: registered task name ("classification", "segmentation"): it decides the loss.
     """
 
     epochs: int = 1
@@ -51,9 +52,16 @@ class LocalTraining:
     optimizer: str = "sgd"
     momentum: float = 0.0
     weight_decay: float = 0.0
+    task: str = "classification"
 
     def __post_init__(self) -> None:
         OPTIMIZERS.get(self.optimizer)  # fail at construction, not in round 7
+        TASKS.get(self.task)
+
+    @property
+    def objective(self) -> Task:
+        """The task whose loss the sites train on (and whose metrics judge the model)."""
+        return TASKS.get(self.task)
 
 
 RegularizerFn = Callable[[nn.Module], torch.Tensor]
@@ -71,8 +79,8 @@ def train_local(
 
     Args:
         model: trained in place.
-        images: (N, C, H, W) on the model's device.
-        labels: (N,) on the model's device.
+        images: (N, C, H, W) or (N, C, D, H, W) on the model's device.
+        labels: (N,) classes or (N, *spatial) masks on the model's device.
         training: epochs, batch size, optimizer.
         generator: CPU generator that shuffles the batches (determinism).
         regularizer: extra loss term on the model (e.g. FedProx's proximal term).
@@ -86,12 +94,13 @@ def train_local(
     model.train()
     n = len(labels)
     steps = 0
+    task = training.objective
     for _ in range(training.epochs):
         order = torch.randperm(n, generator=generator).to(images.device)
         for start in range(0, n, training.batch_size):
             batch = order[start : start + training.batch_size]
             optimizer.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(model(images[batch]), labels[batch])
+            loss = task.loss(model(images[batch]), labels[batch])
             if regularizer is not None:
                 loss = loss + regularizer(model)
             loss.backward()
@@ -101,9 +110,9 @@ def train_local(
 
 
 def full_batch_gradient(
-    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int, task: Task
 ) -> list[torch.Tensor]:
-    """Gradient of the mean cross-entropy over all of (images, labels).
+    """Gradient of the task's mean loss over all of (images, labels).
 
     Computed in chunks of ``batch_size`` (memory), weighted so that the result
     equals the gradient of the mean over the whole set. Returns one tensor per
@@ -114,6 +123,8 @@ def full_batch_gradient(
     n = len(labels)
     for start in range(0, n, batch_size):
         chunk = slice(start, start + batch_size)
-        loss = F.cross_entropy(model(images[chunk]), labels[chunk], reduction="sum") / n
+        # The loss is a mean of per-sample losses: a chunk's mean times its share is its part of the whole.
+        part = images[chunk]
+        loss = task.loss(model(part), labels[chunk]) * (len(part) / n)
         loss.backward()
     return [p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p) for p in model.parameters()]

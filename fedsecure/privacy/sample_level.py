@@ -163,17 +163,18 @@ class SampleLevelDP(PrivacyMechanism):
         optimizer = OPTIMIZERS.get(training.optimizer)(
             model.parameters(), lr=training.lr, momentum=training.momentum, weight_decay=training.weight_decay
         )
+        loss = training.objective.criterion()  # the task's loss: a mean of per-sample losses, as clipping assumes
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Opacus's own RNG notice; ours is in the report
             engine = PrivacyEngine(accountant=self.accountant)
             wrapped = engine.make_private(
-                module=model, optimizer=optimizer, data_loader=loader, criterion=nn.CrossEntropyLoss(),
+                module=model, optimizer=optimizer, data_loader=loader, criterion=loss,
                 noise_multiplier=noise, max_grad_norm=self.clip, poisson_sampling=False,
                 grad_sample_mode=self.grad_sample_mode,
                 noise_generator=torch.Generator().manual_seed(derive_seed(seed, "noise")),
             )
         dp_model, dp_optimizer, criterion, dp_loader = (
-            wrapped if len(wrapped) == 4 else (wrapped[0], wrapped[1], nn.CrossEntropyLoss(), wrapped[2])
+            wrapped if len(wrapped) == 4 else (wrapped[0], wrapped[1], loss, wrapped[2])
         )
         if self.secure_rng:
             dp_optimizer.add_noise = types.MethodType(_secure_add_noise, dp_optimizer)

@@ -41,3 +41,4 @@ class RoundFinding:
     protect_seconds: float
     bytes_up: int
     bytes_down: int
+    dice: float | None = None

@@ -51,10 +51,11 @@ def _new(width: float, height: float, panels: int = 1) -> tuple[Figure, list[Any
 
 def _baseline_lines(axes: Any, report: Report) -> None:
     baselines = report.baselines
-    for name, auc in (("centralized", baselines.centralized.auc), ("local-only", baselines.local_only.auc)):
-        if auc is not None:
+    for name, baseline in (("centralized", baselines.centralized), ("local-only", baselines.local_only)):
+        value = report.headline(baseline)
+        if value is not None:
             color, style = BASELINE_STYLES[name]
-            axes.axhline(auc, color=color, linestyle=style, linewidth=1, label=f"{name} baseline")
+            axes.axhline(value, color=color, linestyle=style, linewidth=1, label=f"{name} baseline")
 
 
 def _colors(report: Report) -> dict[str, str]:
@@ -81,13 +82,14 @@ def frontier_figure(report: Report) -> str:
     """Utility against epsilon (left) and against attack success (right), with the baselines as reference lines."""
     with matplotlib.rc_context(STYLE):
         figure, (by_epsilon, by_attack) = _new(9.5, 3.6, panels=2)
-        scenarios = [s for s in report.scenarios if s.utility.auc is not None]
+        scenarios = [s for s in report.scenarios if report.headline(s.utility) is not None]
         finite = [s.privacy.epsilon for s in scenarios if s.privacy.epsilon is not None]
         # No DP is epsilon = infinity: drawn at the right edge, on its own tick.
         infinity = 4 * max(finite) if finite else 10.0
         colors = _colors(report)
         _labelled_points(by_epsilon, [
-            (s.name, infinity if s.privacy.epsilon is None else s.privacy.epsilon, _auc(s)) for s in scenarios
+            (s.name, infinity if s.privacy.epsilon is None else s.privacy.epsilon, _utility(report, s))
+            for s in scenarios
         ], colors)
         by_epsilon.set_xscale("log")
         ticks = _spaced(sorted({*finite, infinity}))
@@ -96,14 +98,14 @@ def frontier_figure(report: Report) -> str:
         by_epsilon.set_xlim(min(ticks) / 2, infinity * 2)
         _baseline_lines(by_epsilon, report)
         by_epsilon.set_xlabel("epsilon (accountant)")
-        by_epsilon.set_ylabel("test AUC")
+        by_epsilon.set_ylabel(f"test {report.metric_label}")
         by_epsilon.set_title("utility vs. formal privacy")
         by_epsilon.legend(loc="lower right", fontsize=7)
 
-        measure, points, left_out = _attack_axis(scenarios)
+        measure, points, left_out = _attack_axis(report, scenarios)
         _labelled_points(by_attack, points, colors)
         _baseline_lines(by_attack, report)
-        by_attack.set_ylabel("test AUC")
+        by_attack.set_ylabel(f"test {report.metric_label}")
         by_attack.set_title("utility vs. measured leakage")
         if measure is None:
             by_attack.text(0.5, 0.5, "no attack in this spec", transform=by_attack.transAxes, ha="center")
@@ -129,12 +131,15 @@ def _spaced(ticks: list[float], gap: float = 1.15) -> list[float]:
     return kept
 
 
-def _auc(scenario: ScenarioFinding) -> float:
-    assert scenario.utility.auc is not None  # only scenarios with an AUC are plotted
-    return scenario.utility.auc
+def _utility(report: Report, scenario: ScenarioFinding) -> float:
+    value = report.headline(scenario.utility)
+    assert value is not None  # only scenarios with a value are plotted
+    return value
 
 
-def _attack_axis(scenarios: list[ScenarioFinding]) -> tuple[str | None, list[tuple[str, float, float]], list[str]]:
+def _attack_axis(
+    report: Report, scenarios: list[ScenarioFinding]
+) -> tuple[str | None, list[tuple[str, float, float]], list[str]]:
     """What the leakage axis measures, the points on it, and the scenarios left off it (with why).
 
     The axis is the leakage of the kind of attack that ranks first (``frontier_rank``) among those that
@@ -152,7 +157,7 @@ def _attack_axis(scenarios: list[ScenarioFinding]) -> tuple[str | None, list[tup
         mine = [a for a in s.attacks if type(a) is kind]
         found = next((a for a in mine if a.frontier_value() is not None), None)
         if found is not None:
-            points.append((s.name, _value(found), _auc(s)))
+            points.append((s.name, _value(found), _utility(report, s)))
         else:
             left_out.append(f"{s.name} ({mine[0].status_text if mine else 'not measured'})")
     return first.frontier_axis(), points, left_out
@@ -215,22 +220,22 @@ def epsilon_figure(report: Report) -> str | None:
 
 
 def utility_figure(report: Report) -> str | None:
-    """Test AUC of the global model after each round, for every scenario, with the baselines."""
-    scenarios = [s for s in report.scenarios if any(r.auc is not None for r in s.rounds)]
+    """Test AUC (Dice) of the global model after each round, for every scenario, with the baselines."""
+    scenarios = [s for s in report.scenarios if any(report.headline(r) is not None for r in s.rounds)]
     if not scenarios:
         return None
     with matplotlib.rc_context(STYLE):
         figure, (axes,) = _new(5.2, 3.4)
         colors = _colors(report)
         for i, s in enumerate(scenarios):
-            points = [(r.round, r.auc) for r in s.rounds if r.auc is not None]
+            points = [(r.round, v) for r in s.rounds if (v := report.headline(r)) is not None]
             # Earlier lines are wider, so that identical runs (plain and CKKS are bit-identical) both show.
             width = 1.2 + 2.0 * (len(scenarios) - 1 - i) / max(len(scenarios) - 1, 1)
             rounds, aucs = zip(*points, strict=True)
             axes.plot(rounds, aucs, marker="o", markersize=3, linewidth=width, label=s.name, color=colors[s.name])
         _baseline_lines(axes, report)
         _round_axis(axes)
-        axes.set_ylabel("test AUC")
+        axes.set_ylabel(f"test {report.metric_label}")
         axes.set_title("utility over rounds")
         axes.legend(fontsize=7)
         return _svg(figure)

@@ -18,11 +18,11 @@ from fedsecure.report.formatting import number
 from fedsecure.report.report import Report
 from fedsecure.report.summary import (
     COST_COLUMNS,
-    SUMMARY_COLUMNS,
     attack_tables,
     cost_rows,
     mechanism_table,
     seat_table,
+    summary_columns,
     summary_rows,
 )
 
@@ -111,7 +111,7 @@ def render_html(report: Report, report_dir: Path) -> str:
     """The HTML report of ``report`` (its figure files are read from ``report_dir``, beside report.json)."""
     return _environment().get_template("report.html.j2").render(
         report=report,
-        summary_columns=SUMMARY_COLUMNS,
+        summary_columns=summary_columns(report),
         summary_rows=summary_rows(report),
         cost_columns=COST_COLUMNS,
         cost_rows=cost_rows(report),

@@ -34,7 +34,10 @@ class InversionFinding(AttackFinding):
     ``prior_*`` are the same metrics for the attacker's prior image (the mean
     of public images); the gain over the prior is the leakage. ``per_image``
     scores each attacked image. ``figure`` is the image grid (true /
-    reconstructed / prior), relative to the report.
+    reconstructed / prior), relative to the report. On a segmentation task the
+    labels are masks, optimized jointly with the images (never given to the
+    attacker): ``label_accuracy`` is then the fraction of pixels whose class was
+    recovered and ``mask_dice`` the recovered masks' mean Dice.
     """
 
     site: str | None = None
@@ -46,6 +49,7 @@ class InversionFinding(AttackFinding):
     psnr_worst_case: float | None = None
     ssim_median: float | None = None
     label_accuracy: float | None = None
+    mask_dice: float | None = None
     prior_psnr_median: float | None = None
     prior_ssim_median: float | None = None
     psnr_gain_median: float | None = None
@@ -79,8 +83,13 @@ class InversionFinding(AttackFinding):
             "median PSNR "
             f"{number(self.psnr_median, 1)} dB against {number(self.prior_psnr_median, 1)} dB for the "
             f"attacker's prior image (gain {signed(self.psnr_gain_median)} dB); labels recovered "
-            f"{number(labels, 0)}%."
+            f"{number(labels, 0)}%{self._mask_text()}."
         )
+
+    def _mask_text(self) -> str:
+        if self.mask_dice is None:
+            return ""
+        return f" of pixels (masks recovered jointly, not given; their mean Dice {number(self.mask_dice)})"
 
     @override
     def table_row(self, scenario: ScenarioFinding) -> tuple[str, ...]:

@@ -7,11 +7,11 @@ from fedsecure.report.formatting import number
 from fedsecure.report.report import Report
 from fedsecure.report.summary import (
     COST_COLUMNS,
-    SUMMARY_COLUMNS,
     attack_tables,
     cost_rows,
     mechanism_table,
     seat_table,
+    summary_columns,
     summary_rows,
 )
 
@@ -30,17 +30,17 @@ def render_markdown(report: Report) -> str:
         f"device {env.device}; fedsecure {env.fedsecure}, torch {env.torch}.",
         "",
         *([QUICK_BANNER, ""] if report.quick else []),
-        *_table(SUMMARY_COLUMNS, summary_rows(report)),
+        *_table(summary_columns(report), summary_rows(report)),
     ]
     central, local = baselines.centralized, baselines.local_only
     lines += [
         "",
         "Baselines, same budget of passes over the data:",
         "",
-        f"- centralized (all data pooled, the upper bound): AUC {number(central.auc)}, "
-        f"accuracy {number(central.accuracy)}",
-        f"- local-only (each site alone, mean over sites on the whole test set): AUC {number(local.auc)}, "
-        f"accuracy {number(local.accuracy)}",
+        f"- centralized (all data pooled, the upper bound): {report.metric_label} "
+        f"{number(report.headline(central))}, accuracy {number(central.accuracy)}",
+        f"- local-only (each site alone, mean over sites on the whole test set): {report.metric_label} "
+        f"{number(report.headline(local))}, accuracy {number(local.accuracy)}",
     ]
     lines += ["", "Cost of training and protection (seconds summed over the run, bytes per round over all sites):", ""]
     lines += _table(COST_COLUMNS, cost_rows(report))

@@ -13,7 +13,10 @@ from fedsecure.report.utility import Baselines
 
 # The JSON schema of report.json. A new minor version only adds fields (older reports still read, their new
 # fields at their defaults); a new major version changes what existing fields mean, and is refused.
-SCHEMA_VERSION = "1.6"
+SCHEMA_VERSION = "1.7"
+
+#: How the tables and figures name each headline metric (a utility field).
+METRIC_LABELS = {"auc": "AUC", "dice": "Dice"}
 
 
 @dataclass(frozen=True)
@@ -24,7 +27,8 @@ class Report:
     its keys are the spec's own contract, see fedsecure.config.spec).
     ``quick`` marks a reduced run (not evidence); ``only`` names the scenarios
     run with ``--only`` (None: all). ``wall_seconds`` is the audit's compute
-    time summed over its stages, so that it survives a resume.
+    time summed over its stages, so that it survives a resume. ``metric`` names the
+    utility field the task is judged by (``auc``: classification; ``dice``: segmentation).
 
     ``Report.from_json(d).to_json() == d`` for every report fedsecure writes.
     """
@@ -37,6 +41,17 @@ class Report:
     baselines: Baselines
     scenarios: list[ScenarioFinding]
     wall_seconds: float
+    metric: str = "auc"
+
+    @property
+    def metric_label(self) -> str:
+        """The headline metric's name as tables and figures print it."""
+        return METRIC_LABELS.get(self.metric, self.metric)
+
+    def headline(self, utility: Any) -> float | None:
+        """``utility``'s headline metric (any utility record: a scenario's, a baseline's, a round's)."""
+        value = getattr(utility, self.metric, None)
+        return None if value is None else float(value)
 
     def to_json(self) -> dict[str, Any]:
         """report.json's content."""

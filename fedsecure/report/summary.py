@@ -10,19 +10,22 @@ from fedsecure.report.mechanism_finding import bound_text
 from fedsecure.report.report import Report
 from fedsecure.report.scenario import ScenarioFinding
 
-SUMMARY_COLUMNS = (
-    "scenario", "protection", "AUC", "accuracy", "epsilon (worst party)", "empirical epsilon", "attack success",
-    "train + protect s", "up / round", "verdict",
-)
+
+def summary_columns(report: Report) -> tuple[str, ...]:
+    """The summary table's columns: the headline metric is the task's (AUC, or Dice for segmentation)."""
+    return (
+        "scenario", "protection", report.metric_label, "accuracy", "epsilon (worst party)", "empirical epsilon",
+        "attack success", "train + protect s", "up / round", "verdict",
+    )
 
 
 def summary_rows(report: Report) -> list[tuple[str, ...]]:
-    """The summary table's rows, as text, in SUMMARY_COLUMNS order."""
+    """The summary table's rows, as text, in :func:`summary_columns` order."""
     return [
         (
             s.name,
             s.protection_text(),
-            number(s.utility.auc),
+            number(report.headline(s.utility)),
             number(s.utility.accuracy),
             s.privacy.epsilon_text(),
             s.privacy.empirical_text(),

@@ -66,7 +66,7 @@ def summary_table(report: Report) -> Table:
     table = Table(title=f"fedsecure audit: {report.spec.get('name', '')}", title_justify="left", show_lines=False)
     table.add_column("scenario", style="bold", no_wrap=True)
     table.add_column("protection")
-    table.add_column("AUC", justify="right")
+    table.add_column(report.metric_label, justify="right")
     table.add_column("epsilon (worst party)", justify="right")
     for position in positions:
         table.add_column(f"worst leakage: {position} seat")
@@ -77,7 +77,8 @@ def summary_table(report: Report) -> Table:
             for position in positions
         ]
         table.add_row(
-            scenario.name, scenario.protection_text(), number(scenario.utility.auc), scenario.privacy.epsilon_text(),
+            scenario.name, scenario.protection_text(), number(report.headline(scenario.utility)),
+            scenario.privacy.epsilon_text(),
             *leakage, Text(scenario.verdict.text, style=VERDICT_STYLES[scenario.verdict.passed]),
         )
     return table

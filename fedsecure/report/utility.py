@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -14,6 +14,9 @@ class SiteUtility:
     auc: float | None
     accuracy: float
     n_test: int
+    dice: float | None = field(default=None, kw_only=True)
+    dice_per_class: list[float | None] | None = field(default=None, kw_only=True)
+    hd95: float | None = field(default=None, kw_only=True)
 
 
 @dataclass(frozen=True)
@@ -23,15 +26,25 @@ class SiteModelUtility:
     site: str
     auc: float | None
     accuracy: float
+    dice: float | None = field(default=None, kw_only=True)
 
 
 @dataclass(frozen=True)
 class UtilityFinding:
-    """A model's test utility: whole test set and each site's local test set."""
+    """A model's test utility: whole test set and each site's local test set.
+
+    Segmentation adds ``dice`` (mean over the foreground classes), ``dice_per_class``,
+    ``hd95`` (voxels; over the structures both truth and prediction hold) and
+    ``hd95_missing`` (structures the truth holds and the prediction misses).
+    """
 
     auc: float | None
     accuracy: float
     per_site: list[SiteUtility]
+    dice: float | None = field(default=None, kw_only=True)
+    dice_per_class: list[float | None] | None = field(default=None, kw_only=True)
+    hd95: float | None = field(default=None, kw_only=True)
+    hd95_missing: int | None = field(default=None, kw_only=True)
 
 
 @dataclass(frozen=True)

@@ -126,7 +126,7 @@ def test_batched_candidates_take_the_same_path_as_one_at_a_time():
 def test_the_attack_interface_cannot_receive_the_ground_truth():
     # The observation is the whole threat model: it has no field that could carry images or labels.
     fields = {f.name for f in dataclasses.fields(Observation)}
-    assert fields == {"model", "update", "n_images", "image_shape", "n_classes", "training", "value_range"}
+    assert fields == {"model", "update", "n_images", "image_shape", "n_classes", "training", "value_range", "loss"}
     for name in INVERSION_ATTACKS:
         parameters = list(inspect.signature(INVERSION_ATTACKS.get(name)().reconstruct_all).parameters)
         assert parameters == ["observations", "public_images"], name

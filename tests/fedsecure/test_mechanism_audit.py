@@ -133,7 +133,7 @@ def federation_builder(spec: AuditSpec, name: str, built: list[Federation] | Non
     def build(on: FederatedData, **overrides) -> Federation:
         height, width = on.image_size
         settings = dict(
-            training=scenario.local_training(spec.federation), rounds=spec.federation.rounds,
+            training=scenario.local_training(spec.federation, spec.data.task), rounds=spec.federation.rounds,
             protocol=scenario.protocol_instance(), clients_per_round=spec.federation.clients_per_round,
             seed=spec.seed, device=CPU, privacy=scenario.dp.mechanism() if scenario.dp is not None else None,
         )

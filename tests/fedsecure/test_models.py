@@ -4,21 +4,40 @@ from opacus.validators import ModuleValidator
 from torch import nn
 
 from fedsecure.errors import NotSupportedError, UnknownNameError
-from fedsecure.models import MODELS, build_model, make_dp_compatible, normalization_state_names
+from fedsecure.models import (
+    MODELS,
+    SEGMENTATION_MODELS,
+    build_model,
+    check_model_takes,
+    make_dp_compatible,
+    normalization_state_names,
+)
+
+CLASSIFIERS = [n for n in MODELS.names() if n not in SEGMENTATION_MODELS]
 
 
-@pytest.mark.parametrize("name", MODELS.names())
+@pytest.mark.parametrize("name", CLASSIFIERS)
 @pytest.mark.parametrize("channels", [1, 3])
 def test_every_model_classifies_medmnist_sized_images(name, channels):
     model = build_model(name, channels, 3, (28, 28))
     assert model(torch.rand(2, channels, 28, 28)).shape == (2, 3)
 
 
-@pytest.mark.parametrize("name", [n for n in MODELS.names() if n != "lenet-dlg"])
+@pytest.mark.parametrize("name", [n for n in CLASSIFIERS if n != "lenet-dlg"])
 def test_every_volume_model_classifies_medmnist3d_volumes_and_is_dp_compatible_as_built(name):
     model = build_model(name, 1, 2, (28, 28, 28))
     assert model(torch.rand(2, 1, 28, 28, 28)).shape == (2, 2)
     assert any(isinstance(m, nn.Conv3d) for m in model.modules())
+    assert ModuleValidator.validate(model, strict=False) == []
+
+
+@pytest.mark.parametrize("name", SEGMENTATION_MODELS)
+@pytest.mark.parametrize("size", [(28, 28), (20, 28, 24)])
+def test_segmentation_networks_map_every_pixel_at_any_size_and_are_dp_compatible_as_built(name, size):
+    # 28 and 20 are not multiples of the networks' 8: the input is padded and the output cropped back.
+    model = build_model(name, 1, 3, size)
+    assert model(torch.rand(2, 1, *size)).shape == (2, 3, *size)
+    assert check_model_takes(model, 1, size) == (1, 3, *size)
     assert ModuleValidator.validate(model, strict=False) == []
 
 

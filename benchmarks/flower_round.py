@@ -70,7 +70,8 @@ def main() -> None:
             model = build_model(spec.model.name, data.in_channels, data.n_classes, data.image_size, spec.seed)
             federation = Federation(
                 data, model, spec.federation.strategy_instance(), rounds=spec.federation.rounds,
-                training=scenario.local_training(spec.federation, spec.data.task), protocol=scenario.protocol_instance(),
+                training=scenario.local_training(spec.federation, spec.data.task),
+                protocol=scenario.protocol_instance(),
                 seed=spec.seed,
             )
             result = federation.run(on_round=lambda _, times=finished: times.append(time.perf_counter()))

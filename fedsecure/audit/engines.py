@@ -28,8 +28,8 @@ OnRound = Callable[[RoundRecord], None]
 class Engine(ABC):
     """Runs one scenario's federation."""
 
-    def check(self, scenarios: Sequence[ScenarioSpec]) -> None:
-        """Refuse, before any training, what this engine cannot run (raises a FedsecureError).
+    def check(self, spec: AuditSpec, scenarios: Sequence[ScenarioSpec]) -> None:
+        """Refuse, before any training, what this engine cannot run of ``spec`` (raises a FedsecureError).
 
         The default accepts every scenario; an engine with limits overrides it.
         """
@@ -71,13 +71,13 @@ class FlowerSimulationEngine(Engine):
     """Flower's simulation engine: one virtual SuperNode per site, the deployment's ClientApp and ServerApp."""
 
     @override
-    def check(self, scenarios: Sequence[ScenarioSpec]) -> None:
+    def check(self, spec: AuditSpec, scenarios: Sequence[ScenarioSpec]) -> None:
         try:
             from fedsecure.flower.federation import check_runs_on_flower  # the optional extra
         except ImportError:
             raise SpecError("--engine flower needs Flower: pip install 'fedsecure[flower]'") from None
         for scenario in scenarios:
-            check_runs_on_flower(scenario)
+            check_runs_on_flower(spec, scenario)
 
     @override
     def run(
@@ -89,8 +89,8 @@ class FlowerSimulationEngine(Engine):
         return run_in_simulation(spec, scenario, data, on_round=on_round)
 
 
-def engine_named(name: str, scenarios: Sequence[ScenarioSpec]) -> Engine:
-    """The engine ``name``, checked against ``scenarios``.
+def engine_named(name: str, spec: AuditSpec, scenarios: Sequence[ScenarioSpec]) -> Engine:
+    """The engine ``name``, checked against ``spec``'s ``scenarios``.
 
     Raises:
         SpecError: unknown engine, or one that cannot run a scenario.
@@ -99,5 +99,5 @@ def engine_named(name: str, scenarios: Sequence[ScenarioSpec]) -> Engine:
         engine = ENGINES.get(name)()
     except UnknownNameError as exc:
         raise SpecError(f"--engine {name}: {exc.args[0]}") from None
-    engine.check(scenarios)
+    engine.check(spec, scenarios)
     return engine

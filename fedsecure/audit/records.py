@@ -33,11 +33,14 @@ def site_utilities(per_site: Sequence[EngineSiteUtility]) -> list[SiteUtility]:
     ]
 
 
-def utility_finding(pooled: Utility, per_site: Sequence[EngineSiteUtility]) -> UtilityFinding:
+def utility_finding(
+    pooled: Utility, per_site: Sequence[EngineSiteUtility], examples: str | None = None
+) -> UtilityFinding:
     """A model's utility on the whole test set and each site's, as the report records it."""
     return UtilityFinding(
         pooled.auc, pooled.accuracy, site_utilities(per_site), dice=pooled.dice,
         dice_per_class=_listed(pooled.dice_per_class), hd95=pooled.hd95, hd95_missing=pooled.hd95_missing,
+        examples=examples,
     )
 
 

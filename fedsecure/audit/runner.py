@@ -22,6 +22,7 @@ from fedsecure.audit.inversion import audit_inversion
 from fedsecure.audit.mechanism import audit_mechanism
 from fedsecure.audit.membership import audit_membership
 from fedsecure.audit.run_directory import RunDirectory, RunIdentity
+from fedsecure.audit.segmentation_examples import write_examples
 from fedsecure.config.parts import build_parts_on
 from fedsecure.config.quick import quick_spec
 from fedsecure.config.spec import AuditSpec, LoadedSpec, ScenarioSpec
@@ -127,7 +128,7 @@ def run_audit(
     progress = progress or SilentProgress()
     spec = quick_spec(loaded.spec) if quick else loaded.spec
     scenarios = _selected(spec, only)
-    runner = engine_named(engine, scenarios)
+    runner = engine_named(engine, spec, scenarios)
     torch_device = resolve_device(device)
     identity = RunIdentity(
         spec.name, loaded.sha256, quick, str(torch_device), package_versions()["fedsecure"], engine
@@ -300,6 +301,7 @@ def _run_scenario(
     with progress.task(f"scenario {scenario.name}: rounds ({engine})", spec.federation.rounds) as advance:
         result = runner.run(spec, scenario, data, build_federation, on_round=lambda _: advance())
     wall = time.perf_counter() - started
+    examples = write_examples(TASKS.get(spec.data.task), result.released_model, data, out_dir, scenario.name, device)
     rounds = spec.federation.rounds
     attacks: list[AttackFinding] = []
     canary = None
@@ -331,7 +333,7 @@ def _run_scenario(
     attack_seconds = time.perf_counter() - attacks_started
     return scenario_finding(
         spec, scenario, result, wall_seconds=wall, attacks=attacks, canary=canary, attack_seconds=attack_seconds,
-        mechanism=mechanism,
+        mechanism=mechanism, examples=examples,
     )
 
 
@@ -349,16 +351,19 @@ def _seats(
 def scenario_finding(
     spec: AuditSpec, scenario: ScenarioSpec, result: FederationResult, *, wall_seconds: float,
     attacks: list[AttackFinding], canary: CanaryAuditFinding | None, attack_seconds: float,
-    mechanism: MechanismAuditFinding | None = None,
+    mechanism: MechanismAuditFinding | None = None, examples: str | None = None,
 ) -> ScenarioFinding:
-    """One scenario's finding from its federation's result and its attacks (whatever engine ran it)."""
+    """One scenario's finding from its federation's result and its attacks (whatever engine ran it).
+
+    ``examples``: the figure of example segmentations, relative to the report (segmentation only).
+    """
     privacy = _privacy(result, attacks, canary, mechanism)
     return ScenarioFinding(
         name=scenario.name,
         protocol=scenario.protocol,
         dp=scenario.dp.model_dump(mode="json") if scenario.dp is not None else None,
         strategy=spec.federation.strategy,
-        utility=records.utility_finding(result.evaluation.global_, result.evaluation.per_site),
+        utility=records.utility_finding(result.evaluation.global_, result.evaluation.per_site, examples),
         privacy=privacy,
         cost=_cost(result, wall_seconds),
         protocol_parameters=result.protocol_parameters,

@@ -239,7 +239,7 @@ class DataSpec(_Section):
             DATA_SOURCES.get(self.source), path=self.path, seed=seed, n_sites=self.sites,
             train_samples=self.train_samples, val_samples=self.val_samples,
             test_samples=self.test_samples, image_size=self.image_size, spatial_dims=self.spatial_dims,
-            datalist=self.datalist, **self._masks(), **self._file_loading(seed),
+            datalist=self.datalist, **self._loading(seed),
         )
         return source if self.train_subset is None else TrainSubset(source, self.train_subset, seed)
 
@@ -251,7 +251,7 @@ class DataSpec(_Section):
         """
         if self.site is not None:
             sites = tuple(SiteDatalist(name=s.name, datalist=s.datalist) for s in self.site)
-            return federate_site_files(SiteDatalists(sites, **self._file_loading(seed), **self._masks()))
+            return federate_site_files(SiteDatalists(sites, **self._loading(seed)))
         return federate(self.source_instance(seed), self.sites, self.partitioner(), seed)
 
     def site_data(self, name: str, datalist: Path, seed: int, cache_dir: Path | None) -> SiteData:
@@ -266,21 +266,20 @@ class DataSpec(_Section):
         Raises:
             DataError: the datalist or an image is missing or malformed, or the site has no training images.
         """
-        loading = {**self._file_loading(seed), "cache_dir": cache_dir}
-        ((_, splits),) = SiteDatalists((SiteDatalist(name, datalist),), **loading, **self._masks()).site_splits()
+        loading = {**self._loading(seed), "cache_dir": cache_dir}
+        ((_, splits),) = SiteDatalists((SiteDatalist(name, datalist),), **loading).site_splits()
         return SiteData(name=name, train=splits["train"], test=splits["test"], val=splits["val"])
 
-    def _file_loading(self, seed: int) -> dict[str, Any]:
+    def _loading(self, seed: int) -> dict[str, Any]:
         preprocessing = Preprocessing(
             orientation=self.orientation, spacing=tuple(self.spacing) if self.spacing else None, window=self.window,
             percentiles=self.percentiles, size=tuple(self.size) if self.size else None, size_mode=self.size_mode,
         )
         splitter = DatalistSplitter(val_fraction=self.val_fraction, test_fraction=self.test_fraction, seed=seed)
         cache_dir = (self.cache_dir or default_cache_dir()) if self.cache else None
-        return {"preprocessing": preprocessing, "splitter": splitter, "cache_dir": cache_dir}
-
-    def _masks(self) -> dict[str, bool]:
-        return {"masks": TASKS.get(self.task).masks}
+        # Every source takes ``masks`` (the task's labels are masks); only files take the rest.
+        return {"preprocessing": preprocessing, "splitter": splitter, "cache_dir": cache_dir,
+                "masks": TASKS.get(self.task).masks}
 
 
 class ModelSpec(_Section):

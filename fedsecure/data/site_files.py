@@ -5,7 +5,8 @@ For every site ``K`` of the spec's federation, :func:`write_site_files` writes
 * ``site-K.npz``: the site's train, val and test splits in the MedMNIST layout;
 * ``site-K/``: one NIfTI file per image (``images/<split>-<n>.nii.gz``, float32,
   identity affine) with two datalists that list the same images: ``dataset.json``
-  (Decathlon) and ``datalist.csv`` (``image,label,split``).
+  (Decathlon) and ``datalist.csv`` (``image,label,split``). Segmentation masks go
+  to ``*_masks`` arrays and to ``labels/<split>-<n>.nii.gz``, which ``label`` names.
 
 Either is a SuperNode's ``data-path``; the datalists are what a ``source = "files"``
 spec reads (with ``window = [0, 1]``: the files hold the intensities as trained on).
@@ -64,17 +65,29 @@ def write_nifti_site(site: SiteData, folder: Path) -> None:
     import nibabel as nib
 
     (folder / "images").mkdir(parents=True)
-    rows = []
+    masks = site.train.labels.ndim > 1
+    if masks:
+        (folder / "labels").mkdir()
+    rows: list[dict] = []
+    classes: set[int] = set()
     for name, split in _splits(site):
         for i, (image, label) in enumerate(zip(split.images, split.labels, strict=True)):
             relative = f"images/{name}-{i:05d}.nii.gz"
             nib.save(nib.Nifti1Image(np.asarray(image[0], dtype=np.float32), affine=np.eye(4)), folder / relative)
-            rows.append({"image": relative, "label": int(label), "split": name})
+            if masks:  # the mask beside its image, on the same grid; the datalist's label names it
+                mask = f"labels/{name}-{i:05d}.nii.gz"
+                nib.save(nib.Nifti1Image(np.asarray(label, dtype=np.uint8), affine=np.eye(4)), folder / mask)
+                rows.append({"image": relative, "label": mask, "split": name})
+            else:
+                rows.append({"image": relative, "label": int(label), "split": name})
+            classes.update(int(c) for c in np.unique(label))
     decathlon = {
         "name": site.name, "description": "written by fedsecure sites",
         "tensorImageSize": f"{site.train.images.ndim - 2}D",
-        "labels": {str(c): f"class {c}" for c in sorted({row["label"] for row in rows})},
-        "numTraining": len(rows), "training": [{**row, "image": f"./{row['image']}"} for row in rows],
+        "labels": {str(c): f"class {c}" for c in sorted(classes)},
+        "numTraining": len(rows),
+        "training": [{**row, "image": f"./{row['image']}", **({"label": f"./{row['label']}"} if masks else {})}
+                     for row in rows],
     }
     (folder / "dataset.json").write_text(json.dumps(decathlon, indent=1))
     with (folder / "datalist.csv").open("w", newline="") as handle:
@@ -91,4 +104,6 @@ def _splits(site: SiteData) -> list[tuple[str, Split]]:
 def _medmnist_arrays(name: str, split: Split) -> dict[str, np.ndarray]:
     images = np.clip(np.rint(split.images * 255.0), 0, 255).astype(np.uint8)
     images = images[:, 0] if images.shape[1] == 1 else np.moveaxis(images, 1, -1)  # (N, [D,] H, W) or (N, H, W, 3)
+    if split.labels.ndim > 1:
+        return {f"{name}_images": images, f"{name}_masks": split.labels.astype(np.uint8)}
     return {f"{name}_images": images, f"{name}_labels": split.labels.reshape(-1, 1).astype(np.int64)}

@@ -134,6 +134,7 @@ class Segmentation(Task):
     eval_batch = 8
     masks = True
     replay_loss = "dice_cross_entropy"
+    pooled_from_counts = False
 
     def __init__(self) -> None:
         self._loss: DiceCE | None = None

@@ -33,6 +33,9 @@ class Task(ABC):
     eval_batch: int = 512
     #: Whether a label is a mask of the image's size (what the data sources read).
     masks: bool = False
+    #: Whether the utility pools from per-site counts (score histograms: the Flower engine, no prediction
+    #: leaving a site).
+    pooled_from_counts: bool = True
     #: The training loss as an inversion replays it (a name in ``attacks.inversion.replay.LOSSES``).
     replay_loss: str = "cross_entropy"
 

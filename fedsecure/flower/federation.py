@@ -36,12 +36,13 @@ from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
 from fedsecure.config.parts import build_parts, image_size_of
-from fedsecure.config.spec import LoadedSpec, ScenarioSpec
+from fedsecure.config.spec import AuditSpec, LoadedSpec, ScenarioSpec
 from fedsecure.errors import FedsecureError, NotSupportedError
 from fedsecure.fl.evaluation import ScoreHistograms, auc_error_bound
 from fedsecure.fl.round_loop import FederationResult, RoundLoop
 from fedsecure.fl.server import Evaluation, pooled_evaluation_from_histograms
 from fedsecure.fl.strategies import STRATEGIES
+from fedsecure.fl.task import TASKS
 from fedsecure.fl.trace import ClientRound, RoundRecord, Trace
 from fedsecure.flower import wire
 from fedsecure.models import check_model_takes
@@ -53,14 +54,19 @@ class SiteLost(FedsecureError):
     """Every site stopped answering."""
 
 
-def check_runs_on_flower(scenario: ScenarioSpec) -> None:
+def check_runs_on_flower(spec: AuditSpec, scenario: ScenarioSpec) -> None:
     """Refuse what the Flower engine cannot run the same way as the in-process one.
 
     Raises:
-        NotSupportedError: sample-level DP or adaptive clipping (state a site
-            keeps in memory across rounds, which Flower's per-message ClientApp
-            processes do not keep).
+        NotSupportedError: a task whose utility the server cannot pool from the sites' counts
+            (segmentation); sample-level DP or adaptive clipping (state a site keeps in memory
+            across rounds, which Flower's per-message ClientApp processes do not keep).
     """
+    if not TASKS.get(spec.data.task).pooled_from_counts:
+        raise NotSupportedError(
+            f"data.task = {spec.data.task!r}: on Flower no prediction leaves a site, and the sites' counts "
+            "(score histograms) pool a classifier's AUC only; run it on the in-process engine"
+        )
     dp = scenario.dp
     if dp is not None and dp.level == "sample":
         raise NotSupportedError(
@@ -99,7 +105,7 @@ class FlowerFederation:
         connect_timeout: float = 120.0, on_event: Callable[[str], None] | None = None,
         on_reply: Callable[[dict], None] | None = None,
     ) -> None:
-        check_runs_on_flower(scenario)
+        check_runs_on_flower(loaded.spec, scenario)
         one_per_round = loaded.spec.federation.clients_per_round == 1 and loaded.spec.data.sites >= 2
         if scenario.protocol_instance().hides_updates and one_per_round:
             raise NotSupportedError(

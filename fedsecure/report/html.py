@@ -59,10 +59,11 @@ def report_figures(report: Report, report_dir: Path) -> list[EmbeddedFigure]:
     """
     drawn = [
         ("frontier", "Privacy-utility frontier", figures.frontier_figure(report),
-         "Test AUC of each scenario against the accountant's epsilon (left; no DP at the right edge) and against "
-         "the measured attack success (right). Reference lines: the centralized and local-only baselines."),
+         f"Test {report.metric_label} of each scenario against the accountant's epsilon (left; no DP at the right "
+         "edge) and against the measured attack success (right). Reference lines: the centralized and local-only "
+         "baselines."),
         ("utility-rounds", "Utility over rounds", figures.utility_figure(report),
-         "Test AUC of the global model after each round."),
+         f"Test {report.metric_label} of the global model after each round."),
         ("roc", "Membership inference ROC (log-log)", figures.roc_figure(report),
          "ROC curves of the membership attacks on the released model, on log axes so that the low false-positive "
          "region, where an attack is dangerous, is visible. Below the vertical line there are too few non-members "
@@ -77,22 +78,33 @@ def report_figures(report: Report, report_dir: Path) -> list[EmbeddedFigure]:
         if svg is not None
     ]
     for scenario in report.scenarios:
+        if scenario.utility.examples is not None:
+            embedded.append(_grid(
+                report_dir, scenario.utility.examples, f"fig-segmentation-{scenario.name}",
+                f"Example segmentations: {scenario.name}",
+                "Test images (top), their true masks (middle) and the released model's masks (bottom); classes "
+                "shade from black (background) to white.",
+            ))
         for attack in scenario.attacks:
             image = attack.image_grid()
-            if image is None:
-                continue
-            path = (report_dir / image.file).resolve()
-            found = path.is_file() and path.is_relative_to(report_dir.resolve())
-            grid = path.read_bytes() if found else b""
-            embedded.append(EmbeddedFigure(
+            if image is not None:
                 # One grid per attack and seat: the file's name tells them apart ("inversion-plain-client").
-                id=f"fig-{Path(image.file).stem}",
-                title=f"{image.title}: {scenario.name}, {attack.seat_words}",
-                caption=image.caption if found else f"The grid's file {image.file} was not found beside report.json.",
-                data_uri=_data_uri(grid, "image/png") if found else None,
-                width=min(PIXEL_SCALE * _png_width(grid), MAX_GRID_WIDTH) if found else None,
-            ))
+                embedded.append(_grid(report_dir, image.file, f"fig-{Path(image.file).stem}",
+                                      f"{image.title}: {scenario.name}, {attack.seat_words}", image.caption))
     return embedded
+
+
+def _grid(report_dir: Path, file: str, figure_id: str, title: str, caption: str) -> EmbeddedFigure:
+    """A PNG grid written beside report.json, embedded (only from inside the report's directory)."""
+    path = (report_dir / file).resolve()
+    found = path.is_file() and path.is_relative_to(report_dir.resolve())
+    grid = path.read_bytes() if found else b""
+    return EmbeddedFigure(
+        id=figure_id, title=title,
+        caption=caption if found else f"The grid's file {file} was not found beside report.json.",
+        data_uri=_data_uri(grid, "image/png") if found else None,
+        width=min(PIXEL_SCALE * _png_width(grid), MAX_GRID_WIDTH) if found else None,
+    )
 
 
 def _environment() -> jinja2.Environment:

@@ -35,7 +35,8 @@ class UtilityFinding:
 
     Segmentation adds ``dice`` (mean over the foreground classes), ``dice_per_class``,
     ``hd95`` (voxels; over the structures both truth and prediction hold) and
-    ``hd95_missing`` (structures the truth holds and the prediction misses).
+    ``hd95_missing`` (structures the truth holds and the prediction misses) and
+    ``examples``, the figure of example segmentations (image, truth, prediction), relative to the report.
     """
 
     auc: float | None
@@ -45,6 +46,7 @@ class UtilityFinding:
     dice_per_class: list[float | None] | None = field(default=None, kw_only=True)
     hd95: float | None = field(default=None, kw_only=True)
     hd95_missing: int | None = field(default=None, kw_only=True)
+    examples: str | None = field(default=None, kw_only=True)
 
 
 @dataclass(frozen=True)

@@ -139,7 +139,8 @@ def _in_process_final_model(loaded, scenario_name: str) -> np.ndarray:
     data = spec.data.federated(spec.seed)
     model = build_model(spec.model.name, data.in_channels, data.n_classes, data.image_size, spec.seed)
     federation = Federation(data, model, spec.federation.strategy_instance(), rounds=spec.federation.rounds,
-                            training=scenario.local_training(spec.federation, spec.data.task), protocol=scenario.protocol_instance(),
+                            training=scenario.local_training(spec.federation, spec.data.task),
+                            protocol=scenario.protocol_instance(),
                             seed=spec.seed)
     return federation.run().trace.final_global.numpy()
 

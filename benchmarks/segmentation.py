@@ -8,7 +8,7 @@ per-sample clipping, noise multiplier 1). The median of ``--repeats`` rounds
 after a warm-up round. Bytes per parameter are what a site uploads per shared
 parameter in one round (4 for plain float32).
 
-Usage: python benchmarks/segmentation.py [--device cpu|cuda] [--size N] [--dims 2|3] [--per-site N] [--repeats N]
+Usage: python benchmarks/segmentation.py [--device cpu|cuda] [--size N] [--dims 2|3] [--per-site N] [--rounds N]
 Prints one JSON object; ``unet_vs_cnn`` gives the UNet's parameters, CKKS bytes
 and seconds per round, and DP-SGD seconds per round, each as a ratio to the CNN's.
 """
@@ -25,8 +25,8 @@ import warnings
 import torch
 
 
-def rounds(model_name: str, task: str, protection: str, size: int, dims: int, per_site: int, repeats: int,
-           device: str) -> dict:
+def measure(model_name: str, task: str, protection: str, size: int, dims: int, per_site: int, rounds: int,
+            device: str) -> dict:
     """Seconds per FedAvg round and bytes per parameter uploaded, for one model, task and protection."""
     from fedsecure.data import IID, SyntheticPhantoms, federate
     from fedsecure.fl import FedAvg, Federation, LocalTraining
@@ -39,28 +39,27 @@ def rounds(model_name: str, task: str, protection: str, size: int, dims: int, pe
     data = federate(source, 3, IID(min_size=1), seed=0)
     training = LocalTraining(epochs=1, batch_size=16, lr=0.05, task=task)
 
-    def one_round() -> tuple[float, float, int]:
-        model = build_model(model_name, data.in_channels, data.n_classes, data.image_size, seed=0)
-        protocol = CKKSAggregation() if protection == "ckks" else None
-        privacy = SampleLevelDP(epsilon=8.0, delta=1e-4, clip=1.0) if protection == "dp-sgd" else None
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the seeded-noise notice: a benchmark, not a guarantee
-            federation = Federation(data, model, FedAvg(), training=training, rounds=1, evaluate_every=0,
-                                    device=torch.device(device), protocol=protocol, privacy=privacy)
-            start = time.perf_counter()
-            result = federation.run()
+    model = build_model(model_name, data.in_channels, data.n_classes, data.image_size, seed=0)
+    protocol = CKKSAggregation() if protection == "ckks" else None
+    privacy = SampleLevelDP(epsilon=8.0, delta=1e-4, clip=1.0) if protection == "dp-sgd" else None
+    ends: list[float] = []
+
+    def ended(_: object) -> None:
         if device == "cuda":
             torch.cuda.synchronize()
-        parameters = result.trace.update_length
-        sent = sum(c.bytes_up for c in result.trace.rounds[0].clients)
-        return time.perf_counter() - start, sent / (3 * parameters), parameters
+        ends.append(time.perf_counter())
 
-    one_round()  # warm-up: allocator, kernels, CKKS context
-    measured = [one_round() for _ in range(repeats)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the seeded-noise notice: a benchmark, not a guarantee
+        federation = Federation(data, model, FedAvg(), training=training, rounds=rounds, evaluate_every=0,
+                                device=torch.device(device), protocol=protocol, privacy=privacy)
+        result = federation.run(on_round=ended)
+    parameters = result.trace.update_length
+    sent = sum(c.bytes_up for c in result.trace.rounds[-1].clients)
     return {
-        "seconds_per_round": statistics.median(m[0] for m in measured),
-        "bytes_per_parameter": measured[0][1],
-        "parameters": measured[0][2],
+        "seconds_per_round": statistics.median(b - a for a, b in zip(ends[:-1], ends[1:], strict=True)),
+        "bytes_per_parameter": sent / (len(data.sites) * parameters),
+        "parameters": parameters,
     }
 
 
@@ -70,11 +69,11 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=32, help="image side in pixels (voxels)")
     parser.add_argument("--dims", type=int, default=2, choices=[2, 3])
     parser.add_argument("--per-site", type=int, default=32, help="training images per site")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5, help="rounds per run (the first is set-up)")
     args = parser.parse_args()
-    settings = (args.size, args.dims, args.per_site, args.repeats, args.device)
+    settings = (args.size, args.dims, args.per_site, max(args.rounds, 3), args.device)
     results = {
-        f"{model}-{protection}": rounds(model, task, protection, *settings)
+        f"{model}-{protection}": measure(model, task, protection, *settings)
         for model, task in (("cnn", "classification"), ("unet", "segmentation"))
         for protection in ("plain", "ckks", "dp-sgd")
     }

@@ -121,7 +121,9 @@ class Observation:
     @property
     def label_shape(self) -> tuple[int, ...]:
         """The spatial shape of one label: () for a class, the image's for a mask (a dense loss)."""
-        return tuple(self.image_shape[1:]) if self.loss == "dice_cross_entropy" else ()
+        from attacks.inversion.replay import LOSSES
+
+        return tuple(self.image_shape[1:]) if LOSSES[self.loss].dense else ()
 
     @property
     def local_steps(self) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -45,8 +46,24 @@ def soft_dice_cross_entropy(logits: torch.Tensor, soft_labels: torch.Tensor) -> 
     return dice.mean() + soft_cross_entropy(logits, soft_labels)
 
 
+@dataclass(frozen=True)
+class ReplayLoss:
+    """A site's training loss as a replay computes it on soft labels.
+
+    Attributes:
+        function: (logits, soft labels) -> the mean loss.
+        dense: whether a label is a map over the image's pixels (one soft label per pixel).
+    """
+
+    function: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    dense: bool
+
+
 #: The training losses a replay knows, by :attr:`Observation.loss` name.
-LOSSES = {"cross_entropy": soft_cross_entropy, "dice_cross_entropy": soft_dice_cross_entropy}
+LOSSES = {
+    "cross_entropy": ReplayLoss(soft_cross_entropy, dense=False),
+    "dice_cross_entropy": ReplayLoss(soft_dice_cross_entropy, dense=True),
+}
 
 
 class LocalTrainingReplay:
@@ -62,7 +79,7 @@ class LocalTrainingReplay:
 
     def __init__(self, model: nn.Module, names: list[str], loss: str = "cross_entropy") -> None:
         self.model = replace_all_batch_norm_modules_(copy.deepcopy(model)).train()
-        self.loss_function = LOSSES[loss]
+        self.loss_function = LOSSES[loss].function
         parameters = dict(self.model.named_parameters())
         self.names = list(names)
         # Parameters not in the update were not shared; they take part in the forward pass, frozen.

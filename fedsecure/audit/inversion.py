@@ -199,10 +199,13 @@ def _attack(
         for r, t in zip(reconstructions, truths, strict=True)
     ]
     task = TASKS.get(spec.data.task)
-    recovered = [r.labels[s.order] for r, s in zip(reconstructions, scores, strict=True)]
-    mask_dice = task.recovered_label_score(
-        torch.cat(recovered), torch.from_numpy(np.concatenate([t.labels for t in truths])), data.n_classes
-    )
+    recovered = torch.cat([r.labels[s.order] for r, s in zip(reconstructions, scores, strict=True)])
+    true_labels = torch.from_numpy(np.concatenate([t.labels for t in truths]))
+    # The attacker's prior label: the public labels' majority (per pixel, for masks), as the mean image is its prior.
+    public_labels = torch.from_numpy(data.test.labels)
+    prior_label = torch.nn.functional.one_hot(public_labels, data.n_classes).sum(0).argmax(-1)
+    mask_dice = task.recovered_label_score(recovered, true_labels, data.n_classes)
+    prior_mask_dice = task.recovered_label_score(prior_label.expand_as(true_labels), true_labels, data.n_classes)
     figure = _save_grid(out_dir, f"{scenario.name}-{position.value}", truths, reconstructions, scores, prior)
     merged = ReconstructionScores.concatenate(scores)
     return InversionFinding(
@@ -212,6 +215,7 @@ def _attack(
         ssim_median=merged.ssim_median,
         label_accuracy=merged.label_accuracy,
         mask_dice=mask_dice,
+        prior_mask_dice=prior_mask_dice,
         prior_psnr_median=merged.prior_psnr_median,
         prior_ssim_median=merged.prior_ssim_median,
         psnr_gain_median=merged.psnr_gain_median,

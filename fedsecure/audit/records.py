@@ -39,7 +39,8 @@ def utility_finding(
     """A model's utility on the whole test set and each site's, as the report records it."""
     return UtilityFinding(
         pooled.auc, pooled.accuracy, site_utilities(per_site), dice=pooled.dice,
-        dice_per_class=_listed(pooled.dice_per_class), hd95=pooled.hd95, hd95_missing=pooled.hd95_missing,
+        dice_per_class=_listed(pooled.dice_per_class), hd95=pooled.hd95, missed_structures=pooled.missed_structures,
+        spurious_structures=pooled.spurious_structures,
         examples=examples,
     )
 
@@ -66,7 +67,8 @@ def baselines(centralized: CentralizedResult, local_only: LocalOnlyResult) -> Ba
             auc=centralized.utility.auc, accuracy=centralized.utility.accuracy,
             per_site=site_utilities(centralized.per_site), train_seconds=centralized.train_seconds,
             dice=centralized.utility.dice, dice_per_class=_listed(centralized.utility.dice_per_class),
-            hd95=centralized.utility.hd95, hd95_missing=centralized.utility.hd95_missing,
+            hd95=centralized.utility.hd95, missed_structures=centralized.utility.missed_structures,
+            spurious_structures=centralized.utility.spurious_structures,
         ),
         local_only=LocalOnlyFinding(
             auc=local_only.auc, accuracy=local_only.accuracy, per_site=site_utilities(local_only.per_site),

@@ -184,6 +184,11 @@ class DataSpec(_Section):
                 f"image_size {self.image_size} for synthetic volumes: at most {MAX_SYNTHETIC_VOLUME_SIDE} "
                 "(every volume is generated in memory)"
             )
+        if TASKS.get(self.task).masks and self.partition == "dirichlet":
+            raise ValueError(
+                "partition 'dirichlet' skews the classes each site holds, and a mask is not one class: "
+                "segmentation takes 'iid' or 'quantity' (site sizes in Dirichlet proportions)"
+            )
         stray = [name for name in FILE_OPTIONS if name in self.model_fields_set]
         if self.source != "files" and stray:
             raise ValueError(f"{', '.join(stray)}: image-file options apply to source 'files' only")

@@ -109,8 +109,8 @@ def federate(source: DataSource, n_sites: int, partitioner: Partitioner, seed: i
     The training split is divided by ``partitioner``; the test and validation
     splits are divided so each site's local share follows its training label
     mix (:func:`~fedsecure.data.partition.split_like`). Masks have no class per
-    image: they are divided as one class (a label-skew partition becomes a
-    quantity skew). Each site's images then
+    image: they are divided as one class (the spec refuses a label-skew partition
+    for them). Each site's images then
     pass through its scanner, if the source has one.
     """
     splits = source.load()

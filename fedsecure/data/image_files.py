@@ -142,8 +142,8 @@ def load_images_with_masks(
     """:func:`load_images`, each image with its mask: the images, and int64 masks (N, *spatial).
 
     Raises:
-        DataError: as :func:`load_images`; also a mask that is unreadable, of another size or grid
-            than its image, or whose values are not classes (non-negative integers).
+        DataError: as :func:`load_images`; also a mask that is unreadable, of another size than its
+            image after the same preprocessing, or whose values are not classes (non-negative integers).
     """
     items = [
         {"image": str(path), "label": str(mask), "key": _content_key([path, mask], preprocessing, site)}

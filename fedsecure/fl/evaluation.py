@@ -32,7 +32,9 @@ class Utility:
         dice_per_class: segmentation: each foreground class's mean Dice over the images holding it.
         hd95: segmentation: mean 95th-percentile Hausdorff distance in voxels, over the (image,
             class) pairs where truth and prediction both hold the structure.
-        hd95_missing: segmentation: (image, class) pairs the truth holds and the prediction misses.
+        missed_structures: segmentation: (image, class) pairs the truth holds and the prediction misses.
+        spurious_structures: segmentation: (image, class) pairs the prediction holds and the truth lacks
+            (a lesion found in a lesion-free image: Dice and HD95 are undefined there, so counted apart).
     """
 
     auc: float | None
@@ -41,7 +43,8 @@ class Utility:
     dice: float | None = None
     dice_per_class: tuple[float | None, ...] | None = None
     hd95: float | None = None
-    hd95_missing: int | None = None
+    missed_structures: int | None = None
+    spurious_structures: int | None = None
 
 
 @torch.no_grad()

@@ -8,8 +8,9 @@ Metrics (MONAI's, as a class and function pair): Dice per foreground class per i
 the mean over images per class, and the utility's ``dice`` is the mean over the
 foreground classes; HD95 (``compute_hausdorff_distance``, 95th percentile, in
 voxels) averages over the (image, class) pairs where both the truth and the
-prediction hold the structure (elsewhere it is undefined), and ``hd95_missing``
-counts the pairs whose truth holds the structure but the prediction does not.
+prediction hold the structure (elsewhere it is undefined); ``missed_structures``
+counts the pairs whose truth holds the structure but the prediction does not, and
+``spurious_structures`` those whose prediction holds one the truth lacks.
 
 A membership attack reads one number per image off a dense output: the mean over
 its voxels of LiRA's logit-scaled confidence of the true class, with the
@@ -80,7 +81,8 @@ def segmentation_utility(predicted: torch.Tensor, truth: torch.Tensor, n_classes
         dice=float(np.mean(present)) if present else None,
         dice_per_class=per_class,
         hd95=float(hd[both].mean()) if bool(both.any()) else None,
-        hd95_missing=int((truth_has & ~predicted_has).sum()),
+        missed_structures=int((truth_has & ~predicted_has).sum()),
+        spurious_structures=int((predicted_has & ~truth_has).sum()),
     )
 
 
@@ -113,18 +115,31 @@ class DiceCE(nn.Module):
 
     Dice is per image (``batch=False``) and the cross-entropy a mean over each image's
     voxels, so the loss is the mean over the batch of a per-image loss, as DP-SGD's
-    per-sample clipping assumes.
+    per-sample clipping assumes. ``reduction = "none"`` gives that per-image loss (N,):
+    Opacus's ghost clipping sets it to clip each image's gradient, and a loss that
+    ignored it would let one image's gradient through unclipped.
+
+    Args:
+        reduction: ``"mean"`` over the batch (training) or ``"none"`` (one loss per image).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, reduction: str = "mean") -> None:
         super().__init__()
-        from monai.losses import DiceCELoss
+        from monai.losses import DiceLoss
 
-        self.loss = DiceCELoss(to_onehot_y=True, softmax=True, batch=False)
+        self.reduction = reduction
+        self.dice = DiceLoss(to_onehot_y=True, softmax=True, batch=False, reduction="none")
 
     def forward(self, outputs: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-        """The mean DiceCE loss of ``outputs`` (N, C, *spatial) against ``masks`` (N, *spatial)."""
-        return self.loss(outputs, masks.unsqueeze(1))
+        """The DiceCE loss of ``outputs`` (N, C, *spatial) against ``masks`` (N, *spatial), by ``reduction``."""
+        dice = self.dice(outputs, masks.unsqueeze(1)).flatten(1).mean(1)  # per image: the mean over classes
+        cross_entropy = F.cross_entropy(outputs, masks.long(), reduction="none").flatten(1).mean(1)
+        per_image = dice + cross_entropy
+        if self.reduction == "none":
+            return per_image
+        if self.reduction == "mean":
+            return per_image.mean()
+        raise ValueError(f"reduction must be 'mean' or 'none', got {self.reduction!r}")
 
 
 class Segmentation(Task):

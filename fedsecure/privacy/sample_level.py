@@ -29,6 +29,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from typing_extensions import override
 
+from fedsecure.errors import NotSupportedError
 from fedsecure.fl.privacy_hooks import CanaryTrials, FederationFacts, PrivacyMechanism, PrivacyReport
 from fedsecure.fl.state import ModelState
 from fedsecure.fl.training import OPTIMIZERS, LocalTraining
@@ -100,6 +101,16 @@ class SampleLevelDP(PrivacyMechanism):
 
     @override
     def prepare_model(self, model: nn.Module) -> nn.Module:
+        if self.grad_sample_mode == "ew":
+            unsupported = sorted({
+                type(m).__name__ for m in model.modules()
+                if any(True for _ in m.parameters(recurse=False)) and not isinstance(m, _EXPANDED_WEIGHTS_LAYERS)
+            })
+            if unsupported:
+                raise NotSupportedError(
+                    f"grad_sample_mode 'ew' (torch's expanded weights) cannot differentiate {', '.join(unsupported)} "
+                    f"per sample; use 'hooks' (Opacus differentiates those through functorch)"
+                )
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             self._model = make_dp_compatible(model)
@@ -332,6 +343,13 @@ class SampleLevelDP(PrivacyMechanism):
         )
 
 
+# The layers with parameters torch's expanded weights computes per-sample gradients for.
+_EXPANDED_WEIGHTS_LAYERS = (
+    nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Embedding, nn.GroupNorm, nn.LayerNorm,
+    nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d,
+)
+
+
 def _local_epochs(dp: _Site, epochs: int, after_step: Callable[[], None] | None = None) -> int:
     """Run ``epochs`` of DP-SGD (every Poisson batch the loader draws); the number of steps taken."""
     dp.model.train()
@@ -342,13 +360,31 @@ def _local_epochs(dp: _Site, epochs: int, after_step: Callable[[], None] | None 
         for _ in range(epochs):
             for batch_images, batch_labels in dp.loader:
                 dp.optimizer.zero_grad(set_to_none=True)
-                loss = dp.criterion(dp.model(batch_images), batch_labels)
-                loss.backward()
+                if len(batch_images):
+                    dp.criterion(dp.model(batch_images), batch_labels).backward()
+                else:
+                    _empty_batch_gradients(dp.optimizer)
                 dp.optimizer.step()
                 steps += 1
                 if after_step is not None:
                     after_step()
     return steps
+
+
+def _empty_batch_gradients(optimizer: torch.optim.Optimizer) -> None:
+    """What an empty Poisson batch contributes: no per-sample gradient, so the step is the noise alone.
+
+    Poisson sampling draws an empty batch now and then, and it must still be a step (the
+    accountant counts it). Opacus's own layers take an empty batch, but the layers it
+    differentiates through functorch (a UNet's transposed convolutions and PReLU) fail on
+    one, so no forward pass is run: every parameter gets an empty per-sample gradient
+    (hooks, functorch) and a zero gradient (ghost clipping), and the optimizer adds the noise.
+    """
+    for group in optimizer.param_groups:
+        for parameter in group["params"]:
+            if parameter.requires_grad:
+                parameter.grad_sample = parameter.new_zeros((0, *parameter.shape))
+                parameter.grad = torch.zeros_like(parameter)
 
 
 def _secure_add_noise(self) -> None:

@@ -18,10 +18,12 @@ from fedsecure.report.formatting import number
 from fedsecure.report.report import Report
 from fedsecure.report.summary import (
     COST_COLUMNS,
+    SEGMENTATION_COLUMNS,
     attack_tables,
     cost_rows,
     mechanism_table,
     seat_table,
+    segmentation_rows,
     summary_columns,
     summary_rows,
 )
@@ -127,6 +129,8 @@ def render_html(report: Report, report_dir: Path) -> str:
         summary_rows=summary_rows(report),
         cost_columns=COST_COLUMNS,
         cost_rows=cost_rows(report),
+        segmentation_columns=SEGMENTATION_COLUMNS,
+        segmentation_rows=segmentation_rows(report),
         attack_tables=attack_tables(report),
         mechanism=mechanism_table(report),
         seats=seat_table(report),

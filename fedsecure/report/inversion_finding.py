@@ -37,7 +37,9 @@ class InversionFinding(AttackFinding):
     reconstructed / prior), relative to the report. On a segmentation task the
     labels are masks, optimized jointly with the images (never given to the
     attacker): ``label_accuracy`` is then the fraction of pixels whose class was
-    recovered and ``mask_dice`` the recovered masks' mean Dice.
+    recovered (mostly background), ``mask_dice`` the recovered masks' mean Dice and
+    ``prior_mask_dice`` that of the attacker's prior mask (the public masks' per-pixel
+    majority): the gain over it is what the update leaked of the anatomy.
     """
 
     site: str | None = None
@@ -50,6 +52,7 @@ class InversionFinding(AttackFinding):
     ssim_median: float | None = None
     label_accuracy: float | None = None
     mask_dice: float | None = None
+    prior_mask_dice: float | None = None
     prior_psnr_median: float | None = None
     prior_ssim_median: float | None = None
     psnr_gain_median: float | None = None
@@ -89,7 +92,9 @@ class InversionFinding(AttackFinding):
     def _mask_text(self) -> str:
         if self.mask_dice is None:
             return ""
-        return f" of pixels (masks recovered jointly, not given; their mean Dice {number(self.mask_dice)})"
+        return (f" of pixels, mostly background (masks recovered jointly, not given: mean Dice "
+                f"{number(self.mask_dice)} against {number(self.prior_mask_dice)} for the attacker's prior mask, "
+                "the public masks' per-pixel majority)")
 
     @override
     def table_row(self, scenario: ScenarioFinding) -> tuple[str, ...]:

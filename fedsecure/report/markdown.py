@@ -7,10 +7,12 @@ from fedsecure.report.formatting import number
 from fedsecure.report.report import Report
 from fedsecure.report.summary import (
     COST_COLUMNS,
+    SEGMENTATION_COLUMNS,
     attack_tables,
     cost_rows,
     mechanism_table,
     seat_table,
+    segmentation_rows,
     summary_columns,
     summary_rows,
 )
@@ -42,6 +44,10 @@ def render_markdown(report: Report) -> str:
         f"- local-only (each site alone, mean over sites on the whole test set): {report.metric_label} "
         f"{number(report.headline(local))}, accuracy {number(local.accuracy)}",
     ]
+    segmentation = segmentation_rows(report)
+    if segmentation:
+        lines += ["", "Segmentation of the test images (pooled over the sites):", ""]
+        lines += _table(SEGMENTATION_COLUMNS, segmentation)
     lines += ["", "Cost of training and protection (seconds summed over the run, bytes per round over all sites):", ""]
     lines += _table(COST_COLUMNS, cost_rows(report))
     seats = seat_table(report)

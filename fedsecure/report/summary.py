@@ -63,6 +63,29 @@ def cost_rows(report: Report) -> list[tuple[str, ...]]:
     ]
 
 
+SEGMENTATION_COLUMNS = (
+    "model", "Dice", "Dice per structure", "HD95 (voxels)", "missed structures", "spurious structures",
+)
+
+
+def segmentation_rows(report: Report) -> list[tuple[str, ...]]:
+    """The segmentation table's rows (every scenario's released model, then the centralized baseline).
+
+    Empty for a classification report. Dice per structure lists the foreground classes in order;
+    HD95 averages the structures that truth and prediction both hold, the counts say how many
+    (image, structure) pairs one of them lacks.
+    """
+    utilities = [(s.name, s.utility) for s in report.scenarios] + [("centralized", report.baselines.centralized)]
+    return [
+        (
+            name, number(u.dice), " / ".join(number(d) for d in u.dice_per_class or []), number(u.hd95, 2),
+            str(u.missed_structures), str(u.spurious_structures),
+        )
+        for name, u in utilities
+        if u.dice_per_class is not None
+    ]
+
+
 def attack_tables(report: Report) -> list[AttackTable]:
     """One table per kind of attack the report holds, each built by that kind's findings."""
     tables = []

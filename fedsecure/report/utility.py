@@ -34,8 +34,9 @@ class UtilityFinding:
     """A model's test utility: whole test set and each site's local test set.
 
     Segmentation adds ``dice`` (mean over the foreground classes), ``dice_per_class``,
-    ``hd95`` (voxels; over the structures both truth and prediction hold) and
-    ``hd95_missing`` (structures the truth holds and the prediction misses) and
+    ``hd95`` (voxels; over the structures both truth and prediction hold),
+    ``missed_structures`` (structures the truth holds and the prediction misses),
+    ``spurious_structures`` (structures the prediction holds and the truth lacks) and
     ``examples``, the figure of example segmentations (image, truth, prediction), relative to the report.
     """
 
@@ -45,7 +46,8 @@ class UtilityFinding:
     dice: float | None = field(default=None, kw_only=True)
     dice_per_class: list[float | None] | None = field(default=None, kw_only=True)
     hd95: float | None = field(default=None, kw_only=True)
-    hd95_missing: int | None = field(default=None, kw_only=True)
+    missed_structures: int | None = field(default=None, kw_only=True)
+    spurious_structures: int | None = field(default=None, kw_only=True)
     examples: str | None = field(default=None, kw_only=True)
 
 

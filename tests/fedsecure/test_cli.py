@@ -69,7 +69,8 @@ def test_audit_writes_the_report_contract(tiny_spec, tmp_path, capsys):
     scenario, encrypted = report["scenarios"]
     assert scenario["name"] == "plain" and scenario["protocol"] == "plain" and scenario["dp"] is None
     assert set(scenario["utility"]) == {
-        "auc", "accuracy", "per_site", "dice", "dice_per_class", "hd95", "hd95_missing", "examples",
+        "auc", "accuracy", "per_site", "dice", "dice_per_class", "hd95", "missed_structures", "spurious_structures",
+        "examples",
     }
     assert scenario["utility"]["dice"] is None and report["metric"] == "auc"  # a classification audit
     assert [s["site"] for s in scenario["utility"]["per_site"]] == ["site-0", "site-1"]

@@ -61,7 +61,7 @@ def test_a_stage_round_trips_on_its_own(written):
 def test_an_undefined_metric_is_null_and_reads_back_as_nan():
     form = to_json(UtilityFinding(auc=None, accuracy=math.nan, per_site=[]))
     assert form == {"auc": None, "accuracy": None, "per_site": [], "dice": None, "dice_per_class": None,
-                    "hd95": None, "hd95_missing": None, "examples": None}
+                    "hd95": None, "missed_structures": None, "spurious_structures": None, "examples": None}
     again = from_json(UtilityFinding, form)
     assert again.auc is None and math.isnan(again.accuracy) and to_json(again) == form
 

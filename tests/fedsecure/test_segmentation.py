@@ -50,7 +50,11 @@ def test_hd95_is_the_distance_between_single_voxel_structures_and_a_missed_struc
     truth[1, 4, 4] = 1  # the prediction misses it: HD95 is undefined there, and counted apart
     utility = segmentation_utility(predicted, truth, 2)
     assert utility.hd95 == pytest.approx(3.0)
-    assert utility.hd95_missing == 1
+    assert utility.missed_structures == 1 and utility.spurious_structures == 0
+    predicted[1, 4, 4], predicted[1, 0, 0] = 1, 0
+    no_structure = torch.zeros(1, 9, 9, dtype=torch.long)
+    # A structure where the truth has none: no Dice, no HD95 for it, but counted as spurious.
+    assert segmentation_utility(predicted[:1], no_structure, 2).spurious_structures == 1
     assert segmentation_utility(truth, truth, 2).hd95 == 0.0
 
 
@@ -236,12 +240,17 @@ def test_a_segmentation_audit_reports_dice_recovers_masks_and_reads_membership(t
     assert plain["utility"]["auc"] is None and ckks["utility"]["dice"] == pytest.approx(plain["utility"]["dice"])
     assert report["baselines"]["centralized"]["dice"] is not None and report["baselines"]["local_only"]["dice"]
     inversion = next(a for a in plain["attacks"] if a["attack"] == "inversion")
-    assert inversion["status"] == "ok" and 0 <= inversion["mask_dice"] <= 1
+    assert inversion["status"] == "ok" and 0 <= inversion["mask_dice"] <= 1 and 0 <= inversion["prior_mask_dice"] <= 1
     assert next(a for a in ckks["attacks"] if a["attack"] == "inversion")["status"] == "no_access"
     membership = [a for a in plain["attacks"] if a["attack"] == "membership"]
     assert {a["position"] for a in membership} == {"external", "server", "client"}
     assert all(a["status"] == "ok" and 0 <= a["auc"] <= 1 for a in membership)
-    assert "Dice" in (tmp_path / "out" / "report.md").read_text() and "Dice" in stdout
+    markdown = (tmp_path / "out" / "report.md").read_text()
+    assert "| model | Dice | Dice per structure | HD95 (voxels) | missed structures | spurious structures |" in markdown
+    assert "| scenario | protection | Dice | accuracy |" in markdown and "Dice" in stdout
+    assert plain["utility"]["spurious_structures"] >= 0
+    assert plain["utility"]["examples"] == "figures/segmentation-plain.png"
+    assert "fig-segmentation-plain" in (tmp_path / "out" / "report.html").read_text()
 
 
 @pytest.mark.parametrize(("old", "new", "argv", "message"), [
@@ -249,6 +258,7 @@ def test_a_segmentation_audit_reports_dice_recovers_masks_and_reads_membership(t
      "model 'cnn' gives outputs of shape (3,) per image; segmentation needs 3 logits per pixel"),
     ("", "", ["--engine", "flower"], "data.task = 'segmentation': on Flower no prediction leaves a site"),
     ('task = "segmentation"', 'task = "detection"', [], "unknown task 'detection'"),
+    ("sites = 2", 'sites = 2\npartition = "dirichlet"', [], "partition 'dirichlet' skews the classes each site"),
 ])
 def test_a_segmentation_spec_the_model_or_engine_cannot_run_is_one_line(old, new, argv, message, tmp_path, capsys):
     from tests.fedsecure.test_bad_input import assert_one_line_error, run_cli
@@ -258,3 +268,77 @@ def test_a_segmentation_spec_the_model_or_engine_cannot_run_is_one_line(old, new
     code, stdout, stderr = run_cli(["audit", spec, "--out", tmp_path / "out", *argv], capsys)
     assert_one_line_error(code, stdout, stderr, message)
     assert not (tmp_path / "out").exists()
+
+
+def _private_unet(mode: str, clip: float, noise: float):
+    from opacus import PrivacyEngine
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from fedsecure.fl.segmentation import DiceCE
+
+    generator = torch.Generator().manual_seed(2)
+    images = torch.rand(4, 1, 12, 12, generator=generator)
+    images[0] *= 1e4  # one image whose gradient dwarfs the others'
+    truth = torch.randint(0, 3, (4, 12, 12), generator=generator)
+    model = build_model("unet", 1, 3, (12, 12), seed=0)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    loader = DataLoader(TensorDataset(images, truth), batch_size=4)
+    wrapped = PrivacyEngine().make_private(
+        module=model, optimizer=optimizer, data_loader=loader, criterion=DiceCE(), noise_multiplier=noise,
+        max_grad_norm=clip, grad_sample_mode=mode, poisson_sampling=False,
+    )
+    criterion = wrapped[2] if len(wrapped) == 4 else DiceCE()
+    return wrapped[0], wrapped[1], criterion, images, truth, model
+
+
+@pytest.mark.parametrize("mode", ["hooks", "ghost"])
+def test_dp_sgd_clips_each_image_of_a_unet_in_every_clipping_mode(mode):
+    # Noise off, clip 1e-3: one step moves the weights by at most lr * clip (the mean of 4 clipped gradients),
+    # however large one image's gradient; a loss that ignored ghost clipping's per-image reduction would not.
+    model, optimizer, criterion, images, truth, inner = _private_unet(mode, clip=1e-3, noise=0.0)
+    before = ModelState(inner).get()
+    optimizer.zero_grad()
+    criterion(model(images), truth).backward()
+    optimizer.step()
+    moved = (ModelState(inner).get() - before).norm()
+    assert 0 < moved <= 1e-3 * (1 + 1e-4)
+
+
+def test_opacus_per_sample_gradients_of_a_unet_are_each_images_own():
+    from fedsecure.fl.segmentation import DiceCE
+
+    model, optimizer, criterion, images, truth, inner = _private_unet("hooks", clip=1e9, noise=0.0)
+    optimizer.zero_grad()
+    criterion(model(images), truth).backward()
+    for i in (0, 2):
+        reference = build_model("unet", 1, 3, (12, 12), seed=0)
+        DiceCE()(reference(images[i : i + 1]), truth[i : i + 1]).backward()
+        for (name, parameter), own in zip(inner.named_parameters(), reference.parameters(), strict=True):
+            assert parameter.grad_sample is not None, name  # every layer, those Opacus runs through functorch too
+            torch.testing.assert_close(parameter.grad_sample[i], own.grad, rtol=1e-4, atol=1e-6 * (1 + 1e4 * (i == 0)))
+
+
+def test_an_empty_poisson_batch_is_a_noise_only_step_on_a_unet():
+    from fedsecure.privacy.sample_level import _empty_batch_gradients
+
+    _, optimizer, _, _, _, inner = _private_unet("hooks", clip=1.0, noise=0.0)
+    before = ModelState(inner).get()
+    optimizer.zero_grad()
+    _empty_batch_gradients(optimizer)
+    optimizer.step()  # no forward pass: the UNet's functorch layers cannot take an empty batch
+    assert torch.equal(ModelState(inner).get(), before)  # no noise, no sample: nothing moves
+    _, noisy, _, _, _, inner = _private_unet("hooks", clip=1.0, noise=1.0)
+    before = ModelState(inner).get()
+    noisy.zero_grad()
+    _empty_batch_gradients(noisy)
+    noisy.step()
+    assert not torch.equal(ModelState(inner).get(), before)  # the noise alone
+
+
+def test_expanded_weights_is_refused_on_a_unet_in_one_line():
+    from fedsecure.errors import NotSupportedError
+    from fedsecure.privacy import SampleLevelDP
+
+    mechanism = SampleLevelDP(epsilon=8.0, delta=1e-4, grad_sample_mode="ew")
+    with pytest.raises(NotSupportedError, match="cannot differentiate ConvTranspose2d, PReLU per sample"):
+        mechanism.prepare_model(build_model("unet", 1, 3, (16, 16)))

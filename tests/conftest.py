@@ -19,6 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("FEDSECURE_SHARED", REPO.parent / "shared")) / "data"
 PNEUMONIA = SHARED_DATA / "pneumoniamnist.npz"
 ADRENAL3D = SHARED_DATA / "adrenalmnist3d.npz"
+HIPPOCAMPUS = SHARED_DATA / "hippocampus" / "dataset.json"
 
 
 @pytest.fixture(autouse=True)
@@ -69,6 +70,13 @@ def adrenal3d_path() -> Path:
     return ADRENAL3D
 
 
+@pytest.fixture
+def hippocampus_datalist() -> Path:
+    if not HIPPOCAMPUS.is_file():
+        pytest.skip(f"shared data not found at {HIPPOCAMPUS}")
+    return HIPPOCAMPUS
+
+
 def write_medmnist(path: Path, n=(12, 4, 6), size=8, rgb=False, label_shape="column", n_classes=2, **overrides) -> Path:
     """Write a small MedMNIST-format file; ``overrides`` replace or (with None) drop arrays."""
     rng = np.random.default_rng(0)
@@ -91,7 +99,7 @@ def write_medmnist(path: Path, n=(12, 4, 6), size=8, rgb=False, label_shape="col
 # as it frees up, so longest-first keeps the two workers' loads even (the suite's 10-minute budget).
 SLOW_FILES_LONGEST_FIRST = (
     "test_flower_deployment.py", "test_audit_pneumonia.py", "test_membership_audit.py",
-    "test_flower_simulation.py", "test_inversion_audit.py", "test_volumes.py",
+    "test_flower_simulation.py", "test_inversion_audit.py", "test_volumes.py", "test_segmentation.py",
 )
 
 

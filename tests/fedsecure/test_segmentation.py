@@ -342,3 +342,29 @@ def test_expanded_weights_is_refused_on_a_unet_in_one_line():
     mechanism = SampleLevelDP(epsilon=8.0, delta=1e-4, grad_sample_mode="ew")
     with pytest.raises(NotSupportedError, match="cannot differentiate ConvTranspose2d, PReLU per sample"):
         mechanism.prepare_model(build_model("unet", 1, 3, (16, 16)))
+
+
+@pytest.mark.slow
+def test_the_hippocampus_spec_federates_the_real_mri_and_trains_a_3d_unet(hippocampus_datalist, tmp_path):
+    # The shipped spec, shortened to one round without attacks (its full run is the README's table).
+    from pathlib import Path
+
+    from fedsecure.audit.runner import run_audit
+    from fedsecure.config.spec import parse_spec
+
+    shipped = (Path(__file__).parents[2] / "audits" / "hippocampus.toml").read_text()
+    text = shipped[: shipped.index("[[scenario]]")].replace("rounds = 20", "rounds = 1")
+    text = text.replace('"../../shared/data/hippocampus/dataset.json"', json.dumps(str(hippocampus_datalist)))
+    loaded = parse_spec(text + '[[scenario]]\nname = "plain"\n', "test")
+    spec = loaded.spec
+    data = spec.data.federated(spec.seed)
+    assert data.image_size == (48, 64, 48) and data.n_classes == 3
+    assert [s.n_train for s in data.sites] == [24, 23, 23] and sum(len(s.test) for s in data.sites) == 20
+    for site in data.sites:  # every mask holds both structures, on its volume's grid
+        assert site.train.labels.shape[1:] == (48, 64, 48)
+        assert all(set(np.unique(mask)) == {0, 1, 2} for mask in site.train.labels)
+    report = run_audit(loaded, tmp_path / "run", device="cpu")
+    plain = report["scenarios"][0]["utility"]
+    assert report["metric"] == "dice" and 0 <= plain["dice"] <= 1 and len(plain["dice_per_class"]) == 2
+    assert report["baselines"]["centralized"]["dice"] is not None
+    assert (tmp_path / "run" / "figures" / "segmentation-plain.png").is_file()

@@ -182,7 +182,8 @@ class SampleLevelDP(PrivacyMechanism):
                 module=model, optimizer=optimizer, data_loader=loader, criterion=loss,
                 noise_multiplier=noise, max_grad_norm=self.clip, poisson_sampling=False,
                 grad_sample_mode=self.grad_sample_mode,
-                noise_generator=torch.Generator().manual_seed(derive_seed(seed, "noise")),
+                # Opacus draws the noise where the gradients are: its generator must live on the model's device.
+                noise_generator=torch.Generator(device=_device_of(model)).manual_seed(derive_seed(seed, "noise")),
             )
         dp_model, dp_optimizer, criterion, dp_loader = (
             wrapped if len(wrapped) == 4 else (wrapped[0], wrapped[1], loss, wrapped[2])
@@ -369,6 +370,11 @@ def _local_epochs(dp: _Site, epochs: int, after_step: Callable[[], None] | None 
                 if after_step is not None:
                     after_step()
     return steps
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    first = next(model.parameters(), None)
+    return first.device if first is not None else torch.device("cpu")
 
 
 def _empty_batch_gradients(optimizer: torch.optim.Optimizer) -> None:

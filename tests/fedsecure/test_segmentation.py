@@ -345,26 +345,34 @@ def test_expanded_weights_is_refused_on_a_unet_in_one_line():
 
 
 @pytest.mark.slow
-def test_the_hippocampus_spec_federates_the_real_mri_and_trains_a_3d_unet(hippocampus_datalist, tmp_path):
-    # The shipped spec, shortened to one round without attacks (its full run is the README's table).
+def test_the_hippocampus_spec_federates_the_real_mri_and_a_3d_unet_learns_it(hippocampus_datalist, tmp_path):
+    # The shipped spec's preprocessing and model on 36 of the subjects (absolute paths in a datalist of
+    # its own), one FedAvg round; the spec's full run is the README's table.
     from pathlib import Path
 
-    from fedsecure.audit.runner import run_audit
     from fedsecure.config.spec import parse_spec
 
+    decathlon = json.loads(hippocampus_datalist.read_text())
+    folder = hippocampus_datalist.parent
+    decathlon["training"] = [
+        {key: str((folder / item[key]).resolve()) for key in ("image", "label")} for item in decathlon["training"][:36]
+    ]
+    (tmp_path / "dataset.json").write_text(json.dumps(decathlon))
     shipped = (Path(__file__).parents[2] / "audits" / "hippocampus.toml").read_text()
     text = shipped[: shipped.index("[[scenario]]")].replace("rounds = 20", "rounds = 1")
-    text = text.replace('"../../shared/data/hippocampus/dataset.json"', json.dumps(str(hippocampus_datalist)))
-    loaded = parse_spec(text + '[[scenario]]\nname = "plain"\n', "test")
-    spec = loaded.spec
+    text = text.replace('"../../shared/data/hippocampus/dataset.json"', json.dumps(str(tmp_path / "dataset.json")))
+    spec = parse_spec(text + '[[scenario]]\nname = "plain"\n', "test").spec
     data = spec.data.federated(spec.seed)
     assert data.image_size == (48, 64, 48) and data.n_classes == 3
-    assert [s.n_train for s in data.sites] == [24, 23, 23] and sum(len(s.test) for s in data.sites) == 20
+    assert [s.n_train for s in data.sites] == [9, 8, 8] and sum(len(s.test) for s in data.sites) == 7
     for site in data.sites:  # every mask holds both structures, on its volume's grid
         assert site.train.labels.shape[1:] == (48, 64, 48)
         assert all(set(np.unique(mask)) == {0, 1, 2} for mask in site.train.labels)
-    report = run_audit(loaded, tmp_path / "run", device="cpu")
-    plain = report["scenarios"][0]["utility"]
-    assert report["metric"] == "dice" and 0 <= plain["dice"] <= 1 and len(plain["dice_per_class"]) == 2
-    assert report["baselines"]["centralized"]["dice"] is not None
-    assert (tmp_path / "run" / "figures" / "segmentation-plain.png").is_file()
+    model = build_model(spec.model.name, data.in_channels, data.n_classes, data.image_size, spec.seed)
+    training = spec.federation.local_training(spec.data.task)
+    before = Federation(data, model, FedAvg(), training=training, rounds=1).evaluate(ModelState(model).get())
+    after = Federation(data, model, FedAvg(), training=training, rounds=1).run().evaluation.global_
+    assert after.dice is not None and len(after.dice_per_class) == 2 and after.n == 7
+    # One round already moves the UNet off its start: the background is found (Dice comes later: round 8 in
+    # the README's run), and the structures it marks lie nearer the true ones.
+    assert after.accuracy > before.global_.accuracy + 0.3 and after.hd95 < before.global_.hd95

@@ -28,7 +28,8 @@ def site_utilities(per_site: Sequence[EngineSiteUtility]) -> list[SiteUtility]:
     """Each site's utility, as the report records it."""
     return [
         SiteUtility(site=u.site, n_train=u.n_train, auc=u.auc, accuracy=u.accuracy, n_test=u.n_test, dice=u.dice,
-                    dice_per_class=_listed(u.dice_per_class), hd95=u.hd95)
+                    dice_per_class=_listed(u.dice_per_class), hd95=u.hd95, missed_structures=u.missed_structures,
+                    spurious_structures=u.spurious_structures)
         for u in per_site
     ]
 

@@ -195,12 +195,23 @@ class Segmentation(Task):
         return np.ones(len(labels), dtype=np.int64)
 
     def mislabel(self, labels: np.ndarray, n_classes: int, rng: np.random.Generator) -> np.ndarray:
-        """Each mask replaced by another image's (a derangement): the wrong anatomy for that image."""
+        """Each mask replaced by another image's (a derangement): the wrong anatomy for that image.
+
+        Two images may share a mask (both empty, say); a canary given a copy of its own is
+        swapped with another until its mask differs, where any other mask does.
+        """
         if len(labels) < 2:
             raise ValueError("mislabelled masks need two images or more")
         order = rng.permutation(len(labels))
         wrong = np.empty_like(labels)
         wrong[order] = labels[np.roll(order, -1)]
+        for i in range(len(labels)):
+            if not np.array_equal(wrong[i], labels[i]):
+                continue
+            for j in range(len(labels)):  # a swap that leaves both canaries with another image's mask
+                if not np.array_equal(wrong[j], labels[i]) and not np.array_equal(wrong[i], labels[j]):
+                    wrong[[i, j]] = wrong[[j, i]]
+                    break
         return wrong
 
 

@@ -40,12 +40,14 @@ class SiteUtility:
     dice: float | None = None
     dice_per_class: tuple[float | None, ...] | None = None
     hd95: float | None = None
+    missed_structures: int | None = None
+    spurious_structures: int | None = None
 
     @classmethod
     def of(cls, site: str, n_train: int, utility: Utility) -> SiteUtility:
         """``utility`` on the local test set of ``site`` (trained on ``n_train`` images)."""
         return cls(site, n_train, utility.auc, utility.accuracy, utility.n, utility.dice, utility.dice_per_class,
-                   utility.hd95)
+                   utility.hd95, utility.missed_structures, utility.spurious_structures)
 
 
 @dataclass(frozen=True)

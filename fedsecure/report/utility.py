@@ -17,6 +17,8 @@ class SiteUtility:
     dice: float | None = field(default=None, kw_only=True)
     dice_per_class: list[float | None] | None = field(default=None, kw_only=True)
     hd95: float | None = field(default=None, kw_only=True)
+    missed_structures: int | None = field(default=None, kw_only=True)
+    spurious_structures: int | None = field(default=None, kw_only=True)
 
 
 @dataclass(frozen=True)

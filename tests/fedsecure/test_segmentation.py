@@ -145,6 +145,15 @@ def test_synthetic_masks_mark_tissue_and_lesions_and_leave_the_classification_im
     assert not lesion[classification.train.labels == 0].any()
 
 
+def test_canary_masks_are_always_another_images_even_where_images_share_a_mask():
+    masks = np.zeros((5, 4, 4), np.int64)
+    masks[2, 0, 0] = masks[3, 1, 1] = masks[4, 2, 2] = 1  # two empty masks, three different ones
+    for seed in range(20):
+        wrong = SEGMENTATION.mislabel(masks, 2, np.random.default_rng(seed))
+        assert all(not np.array_equal(w, m) for w, m in zip(wrong, masks, strict=True))
+        assert sorted(w.sum() for w in wrong) == sorted(m.sum() for m in masks)  # the same masks, reassigned
+
+
 def test_a_split_refuses_masks_of_another_size():
     with pytest.raises(ValueError, match="masks of size"):
         Split(np.zeros((2, 1, 8, 8), np.float32), np.zeros((2, 8, 4), np.int64))

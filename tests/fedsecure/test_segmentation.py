@@ -385,3 +385,23 @@ def test_the_hippocampus_spec_federates_the_real_mri_and_a_3d_unet_learns_it(hip
     # One round already moves the UNet off its start: the background is found (Dice comes later: round 8 in
     # the README's run), and the structures it marks lie nearer the true ones.
     assert after.accuracy > before.global_.accuracy + 0.3 and after.hd95 < before.global_.hd95
+
+
+def test_client_level_dp_under_ckks_wraps_a_segmentation_federation_like_any_other():
+    import warnings
+
+    from fedsecure.privacy import ClientLevelDP
+    from fedsecure.secure import CKKSAggregation
+
+    data = _phantom_sites(3, n_train=8)
+    training = LocalTraining(epochs=1, batch_size=8, lr=0.01, optimizer="adam", task="segmentation")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the seeded-noise notice
+        result = Federation(
+            data, build_model("unet", 1, 3, (16, 16), seed=0), FedAvg(), training=training, rounds=2,
+            protocol=CKKSAggregation(), privacy=ClientLevelDP(epsilon=8.0, delta=1e-3, clip=0.5, min_sites=3),
+            evaluate_every=0,
+        ).run()
+    guarantee = result.trace.privacy
+    assert guarantee is not None and guarantee.level == "client" and 0 < guarantee.epsilon <= 8.0
+    assert result.evaluation.global_.dice is not None and result.evaluation.global_.n == 12

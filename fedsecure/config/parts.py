@@ -77,7 +77,7 @@ def build_parts(
     privacy.calibrate(federation_facts(
         site_sizes=site_sizes, rounds=spec.federation.rounds, training=training,
         clients_per_round=spec.federation.clients_per_round, seed=spec.seed, device=device,
-        private_names=private, protocol=protocol,
+        private_names=private, protocol=protocol, full_batch=strategy.one_full_batch_step,
     ))
     return ScenarioParts(ModelState(model, private=private), strategy, privacy, protocol, training)
 

@@ -670,19 +670,6 @@ class AuditSpec(_Section):
         raise SpecError(f"no such scenario in the spec; it has {', '.join(s.name for s in self.scenario)}")
 
     @model_validator(mode="after")
-    def _dp_fits_strategy(self) -> AuditSpec:
-        # DP-SGD replaces the local training loop; strategies that change that loop cannot be wrapped.
-        if not STRATEGIES.get(self.federation.strategy).plain_local_sgd:
-            usable = [name for name in STRATEGIES if STRATEGIES.get(name).plain_local_sgd]
-            for i, scenario in enumerate(self.scenario):
-                if scenario.dp is not None and scenario.dp.level == "sample":
-                    raise ValueError(
-                        f"scenario[{i}] {scenario.name!r}: sample-level dp runs plain DP-SGD locally and cannot "
-                        f"wrap strategy {self.federation.strategy!r}; use {', '.join(usable[:-1])} or {usable[-1]}"
-                    )
-        return self
-
-    @model_validator(mode="after")
     def _consistent(self) -> AuditSpec:
         names = [s.name for s in self.scenario]
         duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -724,6 +711,14 @@ class AuditSpec(_Section):
         ):
             raise ValueError("attacks.mechanism.canary_clients needs a scenario with client-level DP (dp.level = "
                              "\"client\"): canary clients stand for whole sites")
+        if mechanism is not None and mechanism.canary_clients and STRATEGIES.get(
+            self.federation.strategy
+        )().message_length(1) != 1:
+            raise ValueError(
+                f"attacks.mechanism.canary_clients cannot audit strategy {self.federation.strategy!r}: its message "
+                "carries more than the model update, and the one-shot estimate reads canaries off the released model "
+                "alone"
+            )
         return self
 
 

@@ -109,6 +109,7 @@ class Federation:
             site_sizes=site_sizes + [canary_size] * n_canaries, rounds=rounds, training=training,
             clients_per_round=clients_per_round, seed=seed, device=self.device,
             private_names=strategy.private_names(self.model), protocol=self.protocol,
+            full_batch=strategy.one_full_batch_step,
         ))
         self.sites = [
             SiteRunner(k, site, self.state, strategy, training=training, privacy=self.privacy, seed=seed,
@@ -132,13 +133,14 @@ class Federation:
             update_length=self.state.numel,
         )
         global_vector = self.state.get()
-        self.strategy.start(global_vector)
+        self.strategy.start(global_vector, self.participation)
         roles = self._setup()
         trace.setup_bytes = roles.setup_bytes
         loop = RoundLoop(
             privacy=self.privacy, protocol=self.protocol, server=roles.server,
             n_sites=len(self.sites) + len(self.canaries),
-            rounds=self.rounds, clients_per_round=self.clients_per_round, seed=self.seed, length=self.state.numel,
+            rounds=self.rounds, clients_per_round=self.clients_per_round, seed=self.seed,
+            length=self.strategy.message_length(self.state.numel),
             device=self.device, keep_messages=self.keep_messages,
         )
         final_global, evaluation = loop.run(_InProcessSites(self, global_vector, roles.client), trace, on_round)
@@ -150,7 +152,7 @@ class Federation:
     def _probe_start(self, start: torch.Tensor | None) -> torch.Tensor:
         """The global state a probe round starts from: ``start`` (a kept round's), or the initial model's."""
         global_vector = self.state.get() if start is None else start.to(self.device)
-        self.strategy.start(global_vector)
+        self.strategy.start(global_vector, self.participation)
         return global_vector
 
     def server_probe_view(self, k: int, start: torch.Tensor | None = None, round_number: int = 1) -> ServerView:
@@ -188,7 +190,8 @@ class Federation:
                 sent = site.last_sent
         assert sent is not None, f"no site {observer} in this federation"
         aggregate, _ = combine_round(
-            roles.server, self.privacy, messages, length=self.state.numel, seed=self.seed, round_number=round_number,
+            roles.server, self.privacy, messages, length=self.strategy.message_length(self.state.numel), seed=self.seed,
+            round_number=round_number,
             device=self.device,
         )
         total, total_weight = roles.client.reveal_sum(aggregate)
@@ -199,6 +202,12 @@ class Federation:
             self.sites[observer].site.name, [start_state], self.state.model_with(start_state, self.server_private),
             [revealed], self.recipe, frozenset(self.strategy.private_names(self.model)),
         )
+
+    @property
+    def participation(self) -> float:
+        """The expected share of the federation's clients in a round."""
+        n_clients = len(self.sites) + len(self.canaries)
+        return (self.clients_per_round or n_clients) / n_clients
 
     @property
     def recipe(self) -> Recipe:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fedsecure.fl.training import LocalTraining
+from fedsecure.fl.training import GradientCorrection, LocalTraining, plain_loop
 
 
 @dataclass(frozen=True)
@@ -68,16 +68,23 @@ class FederationFacts:
     device: torch.device
     private_names: frozenset[str] = frozenset()
     updates_hidden: bool = False
+    full_batch: bool = False
+    """The strategy's local work is one step on the whole local data (FedSGD), not epochs of mini-batches."""
 
 
-class SiteTrainer(Protocol):
-    """Trains one site's copy of the model from the global state."""
+class LocalLoop(Protocol):
+    """The optimizer loop a site's local training runs (plain SGD, or a privacy mechanism's DP-SGD).
+
+    The strategy decides what local training is (its gradient correction, one full-batch step or
+    epochs of mini-batches, what the site sends); the loop decides how each step's gradient is
+    taken, so that every strategy composes with every mechanism.
+    """
 
     def __call__(
-        self, global_vector: torch.Tensor, private: dict[str, torch.Tensor], images: torch.Tensor,
-        labels: torch.Tensor, generator: torch.Generator,
-    ) -> tuple[torch.Tensor, int, dict[str, torch.Tensor]]:
-        """Train from ``global_vector`` and the site's ``private`` state; returns (update, steps, new private state)."""
+        self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, training: LocalTraining,
+        generator: torch.Generator, correction: GradientCorrection | None, full_batch: bool,
+    ) -> int:
+        """Train ``model`` in place (it holds the global model and the site's private state); the steps taken."""
         ...
 
 
@@ -200,9 +207,9 @@ class PrivacyMechanism:
         """
         return None
 
-    def site_trainer(self, site: int) -> SiteTrainer | None:
-        """A replacement for site ``site``'s local training, or None to keep the strategy's."""
-        return None
+    def local_loop(self, site: int) -> LocalLoop:
+        """The loop site ``site``'s local steps run in (plain SGD unless the mechanism privatizes each step)."""
+        return plain_loop
 
     def site_weight(self, n_train: int) -> float:
         """The weight a site's update gets in the average."""

@@ -78,12 +78,13 @@ class FederationResult:
 def federation_facts(
     *, site_sizes: list[int], rounds: int, training: LocalTraining, clients_per_round: int | None, seed: int,
     device: torch.device, private_names: set[str] | frozenset[str], protocol: AggregationProtocol,
+    full_batch: bool = False,
 ) -> FederationFacts:
     """What a privacy mechanism calibrates against, as either engine knows it."""
     return FederationFacts(
         site_sizes=[int(n) for n in site_sizes], rounds=rounds, training=training,
         clients_per_round=clients_per_round, seed=seed, device=device, private_names=frozenset(private_names),
-        updates_hidden=protocol.hides_updates,
+        updates_hidden=protocol.hides_updates, full_batch=full_batch,
     )
 
 

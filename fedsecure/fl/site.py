@@ -18,7 +18,7 @@ from fedsecure.errors import TrainingDivergedError
 from fedsecure.fl.evaluation import predict
 from fedsecure.fl.privacy_hooks import PrivacyMechanism
 from fedsecure.fl.state import ModelState
-from fedsecure.fl.strategies import Strategy
+from fedsecure.fl.strategies import SiteMemory, Strategy
 from fedsecure.fl.trace import ClientRound
 from fedsecure.fl.training import LocalTraining
 from fedsecure.secure.protocol import Aggregate, ClientRole, Message
@@ -54,7 +54,8 @@ class SiteRunner:
         self.train_tensors = site.train.tensors(device)
         self.test_tensors = site.test.tensors(device)
         self.private = {k: v.clone() for k, v in state.get_private().items()}
-        self._trainer = privacy.site_trainer(index)
+        self._loop = privacy.local_loop(index)
+        self.memory: SiteMemory = {}  # the strategy's own state at this site (SCAFFOLD's control variate)
         self.last_sent: torch.Tensor | None = None
 
     @property
@@ -90,12 +91,11 @@ class SiteRunner:
 
     def _local_update(self, global_vector: torch.Tensor, round_number: int) -> tuple[torch.Tensor, int]:
         generator = torch_generator(self.seed, "train", self.index, round_number)
-        if self._trainer is not None:  # e.g. DP-SGD on the site's own copy of the model
-            update, steps, self.private = self._trainer(global_vector, self.private, *self.train_tensors, generator)
-            return update, steps
         self.state.set(global_vector)
         self.state.set_private(self.private)
-        update, steps = self.strategy.client_update(self.state, *self.train_tensors, self.training, generator)
+        update, steps = self.strategy.client_update(
+            self.state, *self.train_tensors, self.training, generator, loop=self._loop, memory=self.memory
+        )
         self.private = self.state.get_private()
         return update, steps
 

@@ -64,7 +64,14 @@ class LocalTraining:
         return TASKS.get(self.task)
 
 
-RegularizerFn = Callable[[nn.Module], torch.Tensor]
+GradientCorrection = Callable[[nn.Module], None]
+"""A strategy's data-independent term added to every local step's gradient, in place (by parameter name).
+
+FedProx's proximal pull ``mu * (w - w_global)`` and SCAFFOLD's control-variate
+correction ``c - c_i`` depend on the model and on what the site already
+holds, never on a training image. Under DP-SGD it is added after Opacus has
+clipped and noised the step's gradient: post-processing, at no privacy cost.
+"""
 
 
 def train_local(
@@ -73,7 +80,7 @@ def train_local(
     labels: torch.Tensor,
     training: LocalTraining,
     generator: torch.Generator,
-    regularizer: RegularizerFn | None = None,
+    correction: GradientCorrection | None = None,
 ) -> int:
     """Train ``model`` in place on (images, labels) with mini-batch steps.
 
@@ -83,7 +90,7 @@ def train_local(
         labels: (N,) classes or (N, *spatial) masks on the model's device.
         training: epochs, batch size, optimizer.
         generator: CPU generator that shuffles the batches (determinism).
-        regularizer: extra loss term on the model (e.g. FedProx's proximal term).
+        correction: a strategy's term added to each step's gradient (e.g. FedProx's proximal pull).
 
     Returns:
         The number of optimizer steps taken.
@@ -100,10 +107,9 @@ def train_local(
         for start in range(0, n, training.batch_size):
             batch = order[start : start + training.batch_size]
             optimizer.zero_grad(set_to_none=True)
-            loss = task.loss(model(images[batch]), labels[batch])
-            if regularizer is not None:
-                loss = loss + regularizer(model)
-            loss.backward()
+            task.loss(model(images[batch]), labels[batch]).backward()
+            if correction is not None:
+                correction(model)
             optimizer.step()
             steps += 1
     return steps
@@ -128,3 +134,31 @@ def full_batch_gradient(
         loss = task.loss(model(part), labels[chunk]) * (len(part) / n)
         loss.backward()
     return [p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p) for p in model.parameters()]
+
+
+def full_batch_step(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, training: LocalTraining,
+    correction: GradientCorrection | None = None,
+) -> int:
+    """One plain gradient step on the mean loss over all of (images, labels) (FedSGD's local work); returns 1."""
+    gradients = full_batch_gradient(model, images, labels, training.batch_size, training.objective)
+    for parameter, gradient in zip(model.parameters(), gradients, strict=True):
+        parameter.grad = gradient
+    if correction is not None:
+        correction(model)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.grad is not None:
+                parameter -= training.lr * parameter.grad
+    model.zero_grad(set_to_none=True)
+    return 1
+
+
+def plain_loop(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, training: LocalTraining,
+    generator: torch.Generator, correction: GradientCorrection | None, full_batch: bool,
+) -> int:
+    """Local training without a privacy mechanism (see :class:`fedsecure.fl.privacy_hooks.LocalLoop`)."""
+    if full_batch:
+        return full_batch_step(model, images, labels, training, correction)
+    return train_local(model, images, labels, training, generator, correction)

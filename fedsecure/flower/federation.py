@@ -159,7 +159,7 @@ class FlowerFederation:
         loop = RoundLoop(
             privacy=self.privacy, protocol=protocol, server=server, n_sites=self.n_sites,
             rounds=spec.federation.rounds, clients_per_round=spec.federation.clients_per_round, seed=spec.seed,
-            length=state.numel, device=self.device, keep_messages="ends",
+            length=strategy.message_length(state.numel), device=self.device, keep_messages="ends",
         )
         final_global, evaluation = loop.run(_FlowerSites(self, trace), trace, on_round, on_event=self.on_event)
         return FederationResult(

@@ -299,11 +299,13 @@ class _Site:
         self.device = device
         saved_global = wire.get_tensors(context.state, "global")
         self.global_vector = saved_global["vector"].to(device) if saved_global else parts.state.get()
-        self.strategy.start(self.global_vector)
+        self.strategy.start(self.global_vector, (spec.federation.clients_per_round or n_sites) / n_sites)
         if strategy_state := wire.get_tensors(context.state, "strategy"):
             self.strategy.load_server_state({k: v.to(device) for k, v in strategy_state.items()})
         if private := wire.get_tensors(context.state, "private"):
             self.runner.private = {k: v.to(device) for k, v in private.items()}
+        if memory := wire.get_tensors(context.state, "memory"):
+            self.runner.memory = {k: v.to(device) for k, v in memory.items()}
         secret = local.secret() if protocol.name != "plain" else b""
         client = protocol.client_role(secret, n_clients=n_sites, weight_unit=weight_unit)
         quorum = reveal_quorum(self.privacy, protocol, n_sites)
@@ -341,6 +343,7 @@ class _Site:
         wire.put_tensors(self.context.state, "global", {"vector": self.global_vector})
         wire.put_tensors(self.context.state, "strategy", self.strategy.server_state())
         wire.put_tensors(self.context.state, "private", self.runner.private)
+        wire.put_tensors(self.context.state, "memory", self.runner.memory)
 
 
 app = make_client_app()

@@ -8,6 +8,7 @@ bound for rounds whose skipping can be seen (``gated_gaussian_epsilon``).
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Iterator
@@ -33,18 +34,28 @@ def spent_epsilon(history: History, delta: float, accountant: str = "rdp") -> fl
     """Epsilon at ``delta`` after the compositions in ``history`` (0 for an empty history)."""
     if not history or all(steps == 0 for _, _, steps in history):
         return 0.0
+    return _spent_epsilon(tuple((float(z), float(q), int(n)) for z, q, n in history if n > 0), delta, accountant)
+
+
+@functools.lru_cache(maxsize=4096)
+def _spent_epsilon(history: tuple[tuple[float, float, int], ...], delta: float, accountant: str) -> float:
+    # Remembered: every site, every round's end and every budget check asks again about the same
+    # history, and RDP at a fractional order takes a few hundred milliseconds each time.
     instance = ACCOUNTANTS.get(accountant)()
-    instance.history = [entry for entry in history if entry[2] > 0]
+    instance.history = list(history)
     with _loose_rdp_bound_is_fine():
         return float(instance.get_epsilon(delta=delta))
 
 
+@functools.lru_cache(maxsize=1024)
 def calibrate_noise(
     target_epsilon: float, delta: float, sample_rate: float, steps: int, accountant: str = "rdp"
 ) -> float:
     """The smallest noise multiplier (within 1%) that keeps the budget.
 
     ``steps`` steps at ``sample_rate`` with the returned multiplier spend at most ``target_epsilon``.
+    A pure function of its arguments, remembered: every site of one size, every scenario of a
+    sweep and ``fedsecure plan`` ask the same question (Opacus's search takes seconds at many steps).
 
     Raises:
         SpecError: no multiplier Opacus searches keeps so small a budget.

@@ -151,6 +151,12 @@ class ClientLevelDP(PrivacyMechanism):
                 f"1/{self.min_sites} of the noise variance; its epsilon is reported apart and is far larger "
                 "(use protocol = \"ckks\" or placement = \"central\")"
             )
+        if facts.private_names:
+            self._warn(
+                "client-level DP with layers that never leave a site (FedBN's normalization): the guarantee covers "
+                "the shared model, all any other party sees; each site's own layers are trained without "
+                "client-level noise, so a site's personalised model is not client-level private if it is released"
+            )
         if self.placement == "central":
             self._warn("central DP noise: the server sees the sum of the clipped updates before it adds the noise, "
                        "so there is no differential privacy against the server")

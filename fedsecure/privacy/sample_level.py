@@ -30,9 +30,9 @@ from torch.utils.data import DataLoader, TensorDataset
 from typing_extensions import override
 
 from fedsecure.errors import NotSupportedError
-from fedsecure.fl.privacy_hooks import CanaryTrials, FederationFacts, PrivacyMechanism, PrivacyReport
+from fedsecure.fl.privacy_hooks import CanaryTrials, FederationFacts, LocalLoop, PrivacyMechanism, PrivacyReport
 from fedsecure.fl.state import ModelState
-from fedsecure.fl.training import OPTIMIZERS, LocalTraining
+from fedsecure.fl.training import OPTIMIZERS, GradientCorrection, LocalTraining
 from fedsecure.models import make_dp_compatible
 from fedsecure.privacy.accounting import calibrate_noise, extend, spent_epsilon
 from fedsecure.privacy.adversaries import sample_level_guarantees
@@ -62,6 +62,7 @@ class _Site:
     noise_multiplier: float
     sample_rate: float
     steps_per_round: int
+    epochs: int
 
 
 @dataclass
@@ -133,16 +134,25 @@ class SampleLevelDP(PrivacyMechanism):
                        "report.json) can replay the noise")
 
     @override
-    def site_trainer(self, site: int):
-        def train(global_vector, private, images, labels, generator):
+    def local_loop(self, site: int) -> LocalLoop:
+        def dp_sgd(model, images, labels, training, generator, correction, full_batch):
+            # Opacus's loader samples the batches (its own generator), clips, noises and accounts every step;
+            # the strategy's correction is added to the released (noised) gradient: post-processing.
+            if full_batch != self._facts.full_batch:
+                raise RuntimeError("the strategy's local work is not the one the noise was calibrated for")
             dp = self._site(site, images, labels)
-            dp.state.set(global_vector.to(self._facts.device))
-            dp.state.set_private(private)
-            start = dp.state.get()
-            steps = _local_epochs(dp, self._facts.training.epochs)
-            return dp.state.get() - start, steps, dp.state.get_private()
+            dp.state.model.load_state_dict(model.state_dict())
+            steps = _local_epochs(dp, dp.epochs, correction=correction)
+            model.load_state_dict(dp.state.model.state_dict())
+            return steps
 
-        return train
+        return dp_sgd
+
+    def _site_training(self, n_train: int, training: LocalTraining) -> LocalTraining:
+        """``training`` as DP-SGD runs it at a site of ``n_train`` images: FedSGD's one step is one batch of all."""
+        if self._facts is not None and self._facts.full_batch:
+            return dataclasses.replace(training, batch_size=n_train, epochs=1)
+        return training
 
     def _site(self, site: int, images: torch.Tensor, labels: torch.Tensor) -> _Site:
         if site in self._sites:
@@ -153,7 +163,8 @@ class SampleLevelDP(PrivacyMechanism):
         else:
             seed = derive_seed(facts.seed, "dp-sgd", site)
         self._sites[site] = self._private_training(
-            copy.deepcopy(self._model), images, labels, facts.training, self.noise_multiplier, seed,
+            copy.deepcopy(self._model), images, labels, self._site_training(len(images), facts.training),
+            self.noise_multiplier, seed,
             facts.private_names,
         )
         return self._sites[site]
@@ -193,7 +204,7 @@ class SampleLevelDP(PrivacyMechanism):
         return _Site(
             model=dp_model, state=ModelState(model, private=private_names), optimizer=dp_optimizer,
             criterion=criterion, loader=dp_loader, engine=engine, noise_multiplier=noise,
-            sample_rate=sample_rate, steps_per_round=steps_per_round,
+            sample_rate=sample_rate, steps_per_round=steps_per_round, epochs=training.epochs,
         )
 
     @staticmethod
@@ -203,6 +214,7 @@ class SampleLevelDP(PrivacyMechanism):
 
     def site_noise(self, n_train: int, training: LocalTraining, rounds: int) -> tuple[float, float]:
         """The (noise multiplier, sampling rate) a site of ``n_train`` images trains with, without training it."""
+        training = self._site_training(n_train, training)
         sample_rate, steps_per_round = self._schedule(math.ceil(n_train / training.batch_size), training)
         noise = calibrate_noise(self.epsilon, self.delta, sample_rate, steps_per_round * rounds, self.accountant)
         return noise, sample_rate
@@ -232,7 +244,7 @@ class SampleLevelDP(PrivacyMechanism):
         step's released (clipped, noised, averaged) gradient, the releases
         the accountant composes; the server's round update is their sum.
         """
-        training = self._facts.training
+        training = self._site_training(site_size, self._facts.training)
         batches = math.ceil(site_size / training.batch_size)
         chunk = max(batches, _CANARIES_PER_RUN // batches * batches)  # the loader's rate is 1 / batches exactly
         without, with_canary, recorded = [], [], []
@@ -351,8 +363,14 @@ _EXPANDED_WEIGHTS_LAYERS = (
 )
 
 
-def _local_epochs(dp: _Site, epochs: int, after_step: Callable[[], None] | None = None) -> int:
-    """Run ``epochs`` of DP-SGD (every Poisson batch the loader draws); the number of steps taken."""
+def _local_epochs(
+    dp: _Site, epochs: int, after_step: Callable[[], None] | None = None, correction: GradientCorrection | None = None
+) -> int:
+    """Run ``epochs`` of DP-SGD (every Poisson batch the loader draws); the number of steps taken.
+
+    ``correction`` (a strategy's data-independent term) is added to each step's gradient after
+    Opacus clipped, noised and accounted it, before the underlying optimizer steps.
+    """
     dp.model.train()
     steps = 0
     with warnings.catch_warnings():
@@ -365,7 +383,11 @@ def _local_epochs(dp: _Site, epochs: int, after_step: Callable[[], None] | None 
                     dp.criterion(dp.model(batch_images), batch_labels).backward()
                 else:
                     _empty_batch_gradients(dp.optimizer)
-                dp.optimizer.step()
+                if correction is None:
+                    dp.optimizer.step()
+                elif dp.optimizer.pre_step():
+                    correction(dp.state.model)
+                    dp.optimizer.original_optimizer.step()
                 steps += 1
                 if after_step is not None:
                     after_step()

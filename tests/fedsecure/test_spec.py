@@ -118,7 +118,8 @@ BAD_SPECS = [
     (MINIMAL + "[federation]\nrounds = 0\n", "federation.rounds: Input should be greater than or equal to 1"),
     (MINIMAL + '[federation]\nrounds = "many"\n', "federation.rounds: Input should be a valid integer"),
     (MINIMAL + '[federation]\nstrategy = "fedsquare"\n',
-     "federation.strategy: unknown strategy 'fedsquare'; choose one of: fedavg, fedsgd, fedprox, fedadam, fedbn"),
+     "federation.strategy: unknown strategy 'fedsquare'; choose one of: fedavg, fedsgd, fedprox, fedadam, fedyogi, "
+     "scaffold, fedbn"),
     (MINIMAL + "[federation]\nmu = 0.1\n", "federation: mu is not an option of strategy 'fedavg'"),
     (MINIMAL + '[federation]\noptimizer = "lbfgs"\n', "federation.optimizer: unknown optimizer 'lbfgs'"),
     (MINIMAL + '[model]\nname = "vit"\n', "model.name: unknown model 'vit'"),
@@ -155,10 +156,6 @@ BAD_SPECS = [
      "adaptive_quantile: adaptive clipping applies to client-level DP only"),
     (dp_scenario('level = "client", epsilon = 8.0, delta = 1e-5, placement = "central", clip_lr = 0.1'),
      "clip_lr and count_stddev need adaptive_quantile"),
-    (dp_scenario('level = "sample", epsilon = 8.0, delta = 1e-5') + '[federation]\nstrategy = "fedprox"\n',
-     "sample-level dp runs plain DP-SGD locally and cannot wrap strategy 'fedprox'; use fedavg, fedadam or fedbn"),
-    (dp_scenario('level = "sample", epsilon = 8.0, delta = 1e-5') + '[federation]\nstrategy = "fedsgd"\n',
-     "sample-level dp runs plain DP-SGD locally and cannot wrap strategy 'fedsgd'; use fedavg, fedadam or fedbn"),
     (MINIMAL + '[attacks]\ninversion = { method = "rgap" }\n',
      "attacks.inversion.method: unknown inversion attack 'rgap'; "
      "choose one of: dlg, idlg, inverting_gradients, fedavg_update"),

@@ -62,6 +62,9 @@ def _safe_name(value: str) -> str:
 
 SafeName = Annotated[str, AfterValidator(_safe_name)]
 
+SWEEPS = {"epsilon": "eps", "clip": "clip"}
+"""The dp options a scenario may sweep (a list of values), with the suffix each value's scenario is named by."""
+
 
 def registered_in(registry: Registry) -> AfterValidator:
     """Validator for a string field that must name an entry of ``registry``.
@@ -657,6 +660,31 @@ class AuditSpec(_Section):
     scenario: list[ScenarioSpec] = Field(min_length=1)
     attacks: AttacksSpec = AttacksSpec()
     thresholds: ThresholdsSpec | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _expand_sweeps(cls, raw: Any) -> Any:
+        # A dp option given as a list is a sweep: one scenario per value, named after it (e.g. dp-sample-eps4).
+        if not isinstance(raw, dict) or not isinstance(raw.get("scenario"), list):
+            return raw
+        expanded: list[Any] = []
+        for i, scenario in enumerate(raw["scenario"]):
+            dp = scenario.get("dp") if isinstance(scenario, dict) else None
+            swept = [key for key in SWEEPS if isinstance(dp, dict) and isinstance(dp.get(key), list)]
+            if not swept:
+                expanded.append(scenario)
+                continue
+            if len(swept) > 1:
+                raise ValueError(f"scenario[{i}].dp: sweep one option at a time, not {' and '.join(swept)}")
+            key, values = swept[0], dp[swept[0]]
+            if not values or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+                raise ValueError(f"scenario[{i}].dp.{key}: a sweep is a non-empty list of numbers")
+            if len(set(values)) != len(values):
+                raise ValueError(f"scenario[{i}].dp.{key}: the sweep repeats a value")
+            for value in values:
+                expanded.append({**scenario, "name": f"{scenario.get('name')}-{SWEEPS[key]}{value:g}",
+                                 "dp": {**dp, key: value}})
+        return {**raw, "scenario": expanded}
 
     def scenario_named(self, name: str) -> ScenarioSpec:
         """The scenario called ``name``.

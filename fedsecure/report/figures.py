@@ -55,7 +55,8 @@ def _baseline_lines(axes: Any, report: Report) -> None:
         value = report.headline(baseline)
         if value is not None:
             color, style = BASELINE_STYLES[name]
-            axes.axhline(value, color=color, linestyle=style, linewidth=1, label=f"{name} baseline")
+            axes.axhline(value, color=color, linestyle=style, linewidth=1, label=f"{name} baseline",
+                         gid=f"baseline-{name}")
 
 
 def _colors(report: Report) -> dict[str, str]:
@@ -79,31 +80,53 @@ def _round_axis(axes: Any) -> None:
 
 
 def frontier_figure(report: Report) -> str:
-    """Utility against epsilon (left) and against attack success (right), with the baselines as reference lines."""
+    """Utility against epsilon and against attack success, with the baselines as reference lines.
+
+    Scenarios under one DP guarantee (an epsilon sweep) are joined into a curve per guarantee,
+    sorted by epsilon; the non-private federation is a reference line beside the centralized and
+    local-only baselines. Where some guarantee has a curve, a third panel draws the measured
+    leakage against epsilon, the non-private federation's leakage as its reference line.
+    """
     with matplotlib.rc_context(STYLE):
-        figure, (by_epsilon, by_attack) = _new(9.5, 3.6, panels=2)
         scenarios = [s for s in report.scenarios if report.headline(s.utility) is not None]
+        curves = _dp_curves(scenarios)
+        measure, points, left_out = _attack_axis(report, scenarios)
+        sweep_panel = bool(curves) and measure is not None
+        figure, panels = _new(13.5 if sweep_panel else 9.5, 3.6, panels=3 if sweep_panel else 2)
+        by_epsilon, by_attack = panels[0], panels[1]
         finite = [s.privacy.epsilon for s in scenarios if s.privacy.epsilon is not None]
         # No DP is epsilon = infinity: drawn at the right edge, on its own tick.
         infinity = 4 * max(finite) if finite else 10.0
         colors = _colors(report)
+        on_curves = {s.name for members in curves.values() for s in members}
         _labelled_points(by_epsilon, [
             (s.name, infinity if s.privacy.epsilon is None else s.privacy.epsilon, _utility(report, s))
-            for s in scenarios
+            for s in scenarios if s.name not in on_curves
         ], colors)
+        for guarantee, members in curves.items():
+            by_epsilon.plot([s.privacy.epsilon for s in members], [_utility(report, s) for s in members],
+                            marker="o", markersize=4, color=CURVE_COLORS.get(guarantee), label=guarantee,
+                            gid=_curve_id(guarantee))
         by_epsilon.set_xscale("log")
         ticks = _spaced(sorted({*finite, infinity}))
         by_epsilon.set_xticks(ticks, [("no DP" if t == infinity else f"{t:.3g}") for t in ticks])
         by_epsilon.minorticks_off()
         by_epsilon.set_xlim(min(ticks) / 2, infinity * 2)
         _baseline_lines(by_epsilon, report)
+        _federated_line(by_epsilon, report, scenarios)
         by_epsilon.set_xlabel("epsilon (accountant)")
         by_epsilon.set_ylabel(f"test {report.metric_label}")
         by_epsilon.set_title("utility vs. formal privacy")
-        by_epsilon.legend(loc="lower right", fontsize=7)
+        by_epsilon.legend(loc="best", fontsize=7)
 
-        measure, points, left_out = _attack_axis(report, scenarios)
-        _labelled_points(by_attack, points, colors)
+        values = {name: x for name, x, _ in points}
+        _labelled_points(by_attack, [p for p in points if p[0] not in on_curves], colors)
+        for guarantee, members in curves.items():
+            placed = [s for s in members if s.name in values]
+            # Points, not a line: leakage is not ordered along the sweep.
+            by_attack.plot([values[s.name] for s in placed], [_utility(report, s) for s in placed],
+                           marker="o", markersize=4, linestyle="none", color=CURVE_COLORS.get(guarantee),
+                           label=guarantee)
         _baseline_lines(by_attack, report)
         by_attack.set_ylabel(f"test {report.metric_label}")
         by_attack.set_title("utility vs. measured leakage")
@@ -115,9 +138,58 @@ def frontier_figure(report: Report) -> str:
         if left_out:
             by_attack.text(0.01, 0.01, "not plotted: " + "; ".join(left_out), transform=by_attack.transAxes,
                            fontsize=7, va="bottom")
-        by_attack.legend(loc="lower right", fontsize=7)
+        by_attack.legend(loc="best", fontsize=7)
         by_attack.set_ylim(by_epsilon.get_ylim())  # one utility scale across both panels
+        if sweep_panel:
+            _leakage_by_epsilon(panels[2], curves, values, scenarios, str(measure))
         return _svg(figure)
+
+
+CURVE_COLORS = {"sample-level DP": "#1f77b4", "client-level DP": "#d62728"}
+
+
+def _curve_id(guarantee: str) -> str:
+    return "curve-" + guarantee.split("-")[0]  # "curve-sample", "curve-client": what the browser test looks for
+
+
+def _dp_curves(scenarios: list[ScenarioFinding]) -> dict[str, list[ScenarioFinding]]:
+    """The scenarios of each DP guarantee with a finite epsilon, by epsilon, where a guarantee has two or more."""
+    grouped: dict[str, list[ScenarioFinding]] = {}
+    for s in scenarios:
+        if s.privacy.epsilon is not None and s.privacy.guarantee != "none":
+            grouped.setdefault(s.privacy.guarantee, []).append(s)
+    return {guarantee: sorted(members, key=lambda s: float(s.privacy.epsilon or 0.0))
+            for guarantee, members in grouped.items() if len(members) >= 2}
+
+
+def _federated_line(axes: Any, report: Report, scenarios: list[ScenarioFinding]) -> None:
+    """The non-private federation's utility as a reference line (the first scenario without DP)."""
+    plain = next((s for s in scenarios if s.privacy.guarantee == "none"), None)
+    if plain is not None:
+        axes.axhline(_utility(report, plain), color="#2ca02c", linestyle="-.", linewidth=1,
+                     label=f"federated, no DP ({plain.name})", gid="reference-federated")
+
+
+def _leakage_by_epsilon(
+    axes: Any, curves: dict[str, list[ScenarioFinding]], values: dict[str, float], scenarios: list[ScenarioFinding],
+    measure: str,
+) -> None:
+    for guarantee, members in curves.items():
+        placed = [s for s in members if s.name in values]
+        axes.plot([s.privacy.epsilon for s in placed], [values[s.name] for s in placed], marker="o", markersize=4,
+                  color=CURVE_COLORS.get(guarantee), label=guarantee, gid=_curve_id(guarantee) + "-leakage")
+    plain = next((s for s in scenarios if s.privacy.guarantee == "none" and s.name in values), None)
+    if plain is not None:
+        axes.axhline(values[plain.name], color="#2ca02c", linestyle="-.", linewidth=1,
+                     label=f"federated, no DP ({plain.name})")
+    axes.set_xscale("log")
+    ticks = _spaced(sorted({float(s.privacy.epsilon or 0.0) for members in curves.values() for s in members}))
+    axes.set_xticks(ticks, [f"{t:.3g}" for t in ticks])
+    axes.minorticks_off()
+    axes.set_xlabel("epsilon (accountant)")
+    axes.set_ylabel(measure)
+    axes.set_title("measured leakage vs. formal privacy")
+    axes.legend(loc="best", fontsize=7)
 
 
 def _spaced(ticks: list[float], gap: float = 1.15) -> list[float]:

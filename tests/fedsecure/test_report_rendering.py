@@ -272,3 +272,47 @@ def test_a_report_cannot_embed_files_from_outside_its_directory(audited, tmp_pat
     page = render_html(Report.from_json(report), audited)
     assert page.count('src="data:image/png;base64,') == 5  # the other five grids
     assert page.count("was not found beside report.json") == 1
+
+
+# Run by the browser on the sweep's page: the frontier's SVG, parsed as the browser reads it. Each curve's
+# vertices (matplotlib draws a line as one path "M x y L x y ..."), and whether the reference lines are there.
+CURVE_PROBE = """<script>
+window.addEventListener("load", () => {
+  const image = document.querySelector("figure#fig-frontier img");
+  const svg = new DOMParser().parseFromString(atob(image.src.split(",")[1]), "image/svg+xml");
+  const vertices = (id) => {
+    const path = svg.querySelector(`g[id="${id}"] path`);
+    return path === null ? 0 : (path.getAttribute("d").match(/[ML]/g) || []).length;
+  };
+  const found = {decoded: image.complete && image.naturalWidth > 0};
+  for (const id of ["curve-sample", "curve-client", "curve-sample-leakage", "curve-client-leakage",
+                    "baseline-centralized", "baseline-local-only", "reference-federated"]) {
+    found[id] = vertices(id);
+  }
+  console.log("CURVES " + JSON.stringify(found));
+});
+</script>"""
+
+
+def test_an_epsilon_sweep_draws_one_frontier_curve_per_dp_level_with_the_baselines_in_chromium(tmp_path):
+    """report-sweep.json: a real audit of report-sweep.toml (epsilon 1 to 16 at both DP levels, plain beside)."""
+    chromium = _chromium()
+    shutil.copy(FIXTURES / "report-sweep.json", tmp_path / "report.json")
+    rerender(tmp_path)
+    report = Report.from_json(json.loads((tmp_path / "report.json").read_text()))
+    names = [s.name for s in report.scenarios]
+    assert names == ["plain", *(f"sample-dp-eps{e}" for e in (1, 2, 4, 8, 16)),
+                     *(f"client-dp-eps{e}" for e in (1, 2, 4, 8, 16))]
+    probe = tmp_path / "probe.html"
+    probe.write_text((tmp_path / "report.html").read_text().replace("</body>", CURVE_PROBE + "</body>"))
+    probed = browse(chromium, probe, "--dump-dom")
+    messages = [line for line in probed.stderr.splitlines() if ":CONSOLE" in line]
+    assert len(messages) == 1 and "CURVES " in messages[0], probed.stderr
+    found = json.loads(messages[0].split("CURVES ", 1)[1].rsplit('", source:', 1)[0])
+    assert found["decoded"]
+    # Five epsilons per level: five vertices per curve, in both the utility and the leakage panel.
+    assert {k: found[k] for k in ("curve-sample", "curve-client", "curve-sample-leakage", "curve-client-leakage")} \
+        == dict.fromkeys(("curve-sample", "curve-client", "curve-sample-leakage", "curve-client-leakage"), 5)
+    # Horizontal reference lines: two vertices each.
+    assert {k: found[k] for k in ("baseline-centralized", "baseline-local-only", "reference-federated")} \
+        == dict.fromkeys(("baseline-centralized", "baseline-local-only", "reference-federated"), 2)

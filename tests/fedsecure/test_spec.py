@@ -258,3 +258,30 @@ def test_inverting_gradients_gets_its_strong_setting_unless_the_spec_says_otherw
     # DLG and iDLG keep their papers' settings.
     idlg = parse_spec(MINIMAL + '[attacks]\ninversion = { method = "idlg" }\n', "t").spec.attacks.inversion.attack(0)
     assert (idlg.subspace, idlg.init) == (0, "random")
+
+
+def test_a_dp_list_sweeps_one_scenario_per_value_named_after_it():
+    text = MINIMAL + (
+        '[[scenario]]\nname = "dp"\nprotocol = "ckks"\n'
+        'dp = { level = "client", epsilon = [1, 2.5, 16], delta = 1e-5, placement = "distributed" }\n'
+        '[[scenario]]\nname = "clipped"\ndp = { level = "sample", epsilon = 8, clip = [0.5, 1], delta = 1e-5 }\n'
+    )
+    spec = parse_spec(text, "spec.toml").spec
+    assert [(s.name, s.protocol, s.dp and s.dp.epsilon, s.dp and s.dp.clip) for s in spec.scenario] == [
+        ("plain", "plain", None, None),
+        ("dp-eps1", "ckks", 1.0, 1.0), ("dp-eps2.5", "ckks", 2.5, 1.0), ("dp-eps16", "ckks", 16.0, 1.0),
+        ("clipped-clip0.5", "plain", 8.0, 0.5), ("clipped-clip1", "plain", 8.0, 1.0),
+    ]
+
+
+@pytest.mark.parametrize(("dp", "message"), [
+    ('{ level = "sample", epsilon = [1, 1], delta = 1e-5 }', "scenario[1].dp.epsilon: the sweep repeats a value"),
+    ('{ level = "sample", epsilon = [], delta = 1e-5 }', "a sweep is a non-empty list of numbers"),
+    ('{ level = "sample", epsilon = [1, "x"], delta = 1e-5 }', "a sweep is a non-empty list of numbers"),
+    ('{ level = "sample", epsilon = [1, 2], clip = [1, 2], delta = 1e-5 }', "sweep one option at a time"),
+    ('{ level = "sample", epsilon = [1, -2], delta = 1e-5 }', "dp.epsilon: Input should be greater than 0"),
+])
+def test_a_bad_sweep_is_refused_in_one_line(dp, message):
+    with pytest.raises(SpecError) as error:
+        parse_spec(MINIMAL + f'[[scenario]]\nname = "dp"\ndp = {dp}\n', "spec.toml")
+    assert message in str(error.value) and "\n" not in str(error.value)

@@ -140,6 +140,60 @@ def audit(
 
 
 @app.command()
+def plan(
+    spec: Annotated[
+        Path | None, typer.Argument(help="Audit spec (TOML). Without it: the embedded synthetic default.")
+    ] = None,
+    noise_to_signal: Annotated[
+        float | None,
+        typer.Option("--noise-to-signal", min=1e-9, help="Client-level DP: how many sites bring the noise under this."),
+    ] = None,
+    data: Annotated[
+        Path | None, typer.Option("--data", help="Use this MedMNIST .npz instead of the spec's data.path.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON (for programs).")] = False,
+) -> None:
+    """Print, without training, each DP scenario's noise, its epsilon per adversary, and the noise-to-signal ratio."""
+    import dataclasses
+    import json
+
+    from rich.table import Table
+
+    from fedsecure.audit.plan import plan_study
+    from fedsecure.config.spec import load_spec
+
+    loaded = load_spec(spec, data_path=data).spec
+    plans = plan_study(loaded, loaded.data.federated(loaded.seed), noise_to_signal)
+    if as_json:
+        typer.echo(json.dumps([dataclasses.asdict(p) for p in plans], indent=2))
+        return
+    stdout = Console(highlight=False) if Console().is_terminal else Console(highlight=False, width=200)
+    if not plans:
+        stdout.print(f"{loaded.name}: no scenario has differential privacy; nothing to plan")
+        return
+
+    def epsilon(value: float | None) -> str:
+        return "none" if value is None else f"{value:.3g}"
+
+    table = Table(title=f"{loaded.name}: DP scenarios as planned ({loaded.federation.rounds} rounds, nothing trained)")
+    for column in ("scenario", "level", "target", "epsilon", "public / server / site", "noise mult.",
+                   "noise per coord.", "noise / signal", "sites for target"):
+        table.add_column(column, justify="left" if column in ("scenario", "level") else "right")
+    for p in plans:
+        parties = " / ".join(epsilon(p.by_adversary.get(party)) for party in ("public", "server", "site"))
+        table.add_row(
+            p.scenario, p.level, f"{p.target_epsilon:g}", epsilon(p.epsilon), parties, f"{p.noise_multiplier:.3g}",
+            f"{p.noise_per_coordinate:.3g}", f"{p.noise_to_signal:.3g}",
+            "-" if p.level == "sample" or noise_to_signal is None else (
+                str(p.sites_for_target) if p.sites_for_target is not None else "> 1e6"),
+        )
+    stdout.print(table)
+    for p in plans:
+        stdout.print(f"{p.scenario}: noise on {p.noise_on}; d = {p.message_length:,} values; {'; '.join(p.notes)}",
+                     markup=False, soft_wrap=True)
+
+
+@app.command()
 def report(
     directory: Annotated[Path, typer.Argument(help="An audit's output directory (holding report.json).")],
 ) -> None:

@@ -671,7 +671,7 @@ class AuditSpec(_Section):
         for i, scenario in enumerate(raw["scenario"]):
             dp = scenario.get("dp") if isinstance(scenario, dict) else None
             swept = [key for key in SWEEPS if isinstance(dp, dict) and isinstance(dp.get(key), list)]
-            if not swept:
+            if not swept or not isinstance(dp, dict):
                 expanded.append(scenario)
                 continue
             if len(swept) > 1:

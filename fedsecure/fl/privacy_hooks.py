@@ -252,6 +252,14 @@ class PrivacyMechanism:
         """The guarantee at the end (None without DP)."""
         return None
 
+    def planned_report(self) -> PrivacyReport | None:
+        """The guarantee the run will report if every planned round runs, without training (None without DP).
+
+        Called on a calibrated mechanism; what ``fedsecure plan`` prints. Where participation is
+        sampled, the run's figure is at most this one (every site counted in every round).
+        """
+        return None
+
     def canary_trials(self, site_size: int, trials: int, seed: int) -> list[CanaryTrials]:
         """Run one round of this mechanism's own pipeline ``trials`` times without and with each kind of canary.
 

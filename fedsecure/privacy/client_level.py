@@ -377,6 +377,16 @@ class ClientLevelDP(PrivacyMechanism):
         )
 
     @override
+    def planned_report(self) -> PrivacyReport:
+        # Every planned round, every site in each (the most a sampled site can take part in).
+        rounds, participation = self._rounds, self._participation
+        self._rounds, self._participation = self._planned_rounds, [self._planned_rounds] * self._n_sites
+        try:
+            return self.report(rounds_completed=self._planned_rounds, stopped_early=False)
+        finally:
+            self._rounds, self._participation = rounds, participation
+
+    @override
     def report(self, rounds_completed: int, stopped_early: bool) -> PrivacyReport:
         guarantees = self.guarantees()
         headline = worst(guarantees)

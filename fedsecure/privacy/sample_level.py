@@ -335,6 +335,24 @@ class SampleLevelDP(PrivacyMechanism):
              "sample_rate": s.sample_rate, "steps": sum(n for _, _, n in s.engine.accountant.history)}
             for k, s in sorted(self._sites.items())
         ]
+        return self._report(per_site, rounds_completed, stopped_early)
+
+    @override
+    def planned_report(self) -> PrivacyReport:
+        facts = self._facts
+        assert facts is not None, "calibrate() first"
+        per_site = []
+        for k, n_train in enumerate(facts.site_sizes):
+            noise, sample_rate = self.site_noise(n_train, facts.training, facts.rounds)
+            training = self._site_training(n_train, facts.training)
+            steps = self._schedule(math.ceil(n_train / training.batch_size), training)[1] * facts.rounds
+            per_site.append({
+                "site": k, "epsilon": spent_epsilon([(noise, sample_rate, steps)], self.delta, self.accountant),
+                "noise_multiplier": noise, "sample_rate": sample_rate, "steps": steps,
+            })
+        return self._report(per_site, facts.rounds, stopped_early=False)
+
+    def _report(self, per_site: list[dict], rounds_completed: int, stopped_early: bool) -> PrivacyReport:
         worst = max(per_site, key=lambda r: r["epsilon"]) if per_site else None
         return PrivacyReport(
             level=self.level, unit="patient (sample)", epsilon=worst["epsilon"] if worst else 0.0, delta=self.delta,

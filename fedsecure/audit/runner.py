@@ -23,6 +23,7 @@ from fedsecure.audit.mechanism import audit_mechanism
 from fedsecure.audit.membership import audit_membership
 from fedsecure.audit.run_directory import RunDirectory, RunIdentity
 from fedsecure.audit.segmentation_examples import write_examples
+from fedsecure.audit.study import run_study
 from fedsecure.config.parts import build_parts_on
 from fedsecure.config.quick import quick_spec
 from fedsecure.config.spec import AuditSpec, LoadedSpec, ScenarioSpec
@@ -52,10 +53,12 @@ from fedsecure.report.findings import (
 )
 from fedsecure.report.output import REPORT_JSON, write_json
 from fedsecure.report.rendering import render_reports
+from fedsecure.report.study_finding import StudyFinding
 from fedsecure.report.verdict import judge
 
 Advance = Callable[[], None]
 BASELINES = "baselines"
+STUDY = "study"
 
 
 class AuditProgress(Protocol):
@@ -169,6 +172,16 @@ def run_audit(
             run.save(_stage(scenario), kept)
         findings.append(_stage_finding(run, _stage(scenario), ScenarioFinding, kept))
 
+    study = None
+    if spec.study is not None and not only:
+        kept_study = run.load(STUDY)
+        if kept_study is None:
+            steps = spec.study.seeds * len(spec.study.methods)
+            with progress.task("study: methods x seeds", steps, units_per_step=0) as advance:
+                kept_study = to_json(run_study(spec, data, torch_device, on_step=lambda _: advance()))
+            run.save(STUDY, kept_study)
+        study = _stage_finding(run, STUDY, StudyFinding, kept_study)
+
     report = Report(
         schema_version=SCHEMA_VERSION,
         spec={"origin": loaded.origin, **spec.model_dump(mode="json")},
@@ -178,8 +191,10 @@ def run_audit(
         baselines=baselines,
         scenarios=findings,
         # Compute time of the whole audit, summed over its stages (also across a resume).
-        wall_seconds=prepare_seconds + baselines.train_seconds + sum(f.wall_seconds for f in findings),
+        wall_seconds=prepare_seconds + baselines.train_seconds + sum(f.wall_seconds for f in findings)
+        + (study.wall_seconds if study is not None else 0.0),
         metric=task.metric,
+        study=study,
     )
     written = report.to_json()
     write_json(out_dir / REPORT_JSON, written)

@@ -37,6 +37,8 @@ def quick_spec(spec: AuditSpec) -> AuditSpec:
         data["test_samples"] = min(spec.data.test_samples, QUICK_TEST_SAMPLES)
     else:
         data["train_subset"] = min(spec.data.train_subset or QUICK_TRAIN_SAMPLES, QUICK_TRAIN_SAMPLES)
+    if spec.study is not None:
+        raw.setdefault("study", {})["seeds"] = min(spec.study.seeds, 2)
     inversion, membership = spec.attacks.inversion, spec.attacks.membership
     if inversion is not None:
         attack = raw["attacks"]["inversion"]

@@ -31,6 +31,7 @@ from fedsecure.data.image_files import Preprocessing, default_cache_dir
 from fedsecure.data.partition import PARTITIONERS
 from fedsecure.errors import SpecError
 from fedsecure.fl.strategies import STRATEGIES
+from fedsecure.fl.study import STUDY_METHODS
 from fedsecure.fl.task import TASKS
 from fedsecure.fl.training import OPTIMIZERS, LocalTraining
 from fedsecure.models import MODELS
@@ -649,6 +650,29 @@ class AttacksSpec(_Section):
     mechanism: MechanismSpec | None = None
 
 
+class StudySpec(_Section):
+    """``[study]``: the survey's comparison of training methods on the spec's data and model (no protection).
+
+    Every method trains with the federation's rounds, local epochs, batch size and learning
+    rate, ``seeds`` times (the seed sets model initialisation and batch order; the sites'
+    split stays the spec's), and is judged on each site's test share.
+    """
+
+    seeds: int = Field(3, ge=1, le=100)
+    methods: list[Annotated[str, registered_in(STUDY_METHODS)]] = Field(
+        default_factory=lambda: list(STUDY_METHODS), min_length=1
+    )
+    mu: float = Field(0.01, ge=0)
+    confidence: float = Field(0.95, gt=0.5, lt=1)
+
+    @field_validator("methods")
+    @classmethod
+    def _unique(cls, methods: list[str]) -> list[str]:
+        if len(set(methods)) != len(methods):
+            raise ValueError("names a method twice")
+        return methods
+
+
 class AuditSpec(_Section):
     """A whole audit: data, model, federation, scenarios, attacks, thresholds."""
 
@@ -660,6 +684,7 @@ class AuditSpec(_Section):
     scenario: list[ScenarioSpec] = Field(min_length=1)
     attacks: AttacksSpec = AttacksSpec()
     thresholds: ThresholdsSpec | None = None
+    study: StudySpec | None = None
 
     @model_validator(mode="before")
     @classmethod

@@ -311,3 +311,30 @@ def utility_figure(report: Report) -> str | None:
         axes.set_title("utility over rounds")
         axes.legend(fontsize=7)
         return _svg(figure)
+
+
+def study_figure(report: Report) -> str | None:
+    """Each study method's pooled metric with its interval over seeds, and its value on each site (None: no study)."""
+    study = report.study
+    if study is None:
+        return None
+    with matplotlib.rc_context(STYLE):
+        figure, (axes,) = _new(6.2, 0.5 + 0.45 * len(study.methods))
+        sites = [value.site for value in study.methods[0].per_site]
+        markers = ["s", "^", "v", "D", "P", "X", "*", "<", ">", "h"]
+        for row, method in enumerate(reversed(study.methods)):
+            if method.mean is not None:
+                if method.interval is not None:
+                    axes.plot(method.interval, [row, row], color="#333333", linewidth=2, solid_capstyle="butt")
+                axes.scatter(method.mean, row, s=40, color="#333333", zorder=3,
+                             label="pooled (mean, interval over seeds)" if row == 0 else None)
+            for k, value in enumerate(method.per_site):
+                if value.mean is not None:
+                    axes.scatter(value.mean, row + 0.18, s=14, marker=markers[k % len(markers)],
+                                 color=f"C{k % 10}", label=value.site if row == 0 else None)
+        axes.set_yticks(range(len(study.methods)), [m.name for m in reversed(study.methods)])
+        axes.set_ylim(-0.6, len(study.methods) - 0.2)
+        axes.set_xlabel(f"test {report.metric_label} ({len(study.seeds)} seed(s); small markers: each site's share)")
+        axes.set_title("training methods compared (the survey's study)")
+        axes.legend(fontsize=6.5, loc="upper left", bbox_to_anchor=(1.01, 1.0), ncol=2 if len(sites) > 8 else 1)
+        return _svg(figure)

@@ -16,6 +16,13 @@ from fedsecure.report import figures
 from fedsecure.report.compliance import audit_scope, scenario_compliance
 from fedsecure.report.formatting import number
 from fedsecure.report.report import Report
+from fedsecure.report.study_tables import (
+    COMPARISON_COLUMNS,
+    comparison_rows,
+    study_columns,
+    study_rows,
+    study_test_name,
+)
 from fedsecure.report.summary import (
     COST_COLUMNS,
     SEGMENTATION_COLUMNS,
@@ -72,6 +79,9 @@ def report_figures(report: Report, report_dir: Path) -> list[EmbeddedFigure]:
          "to resolve the rate."),
         ("epsilon-rounds", "Epsilon over rounds", figures.epsilon_figure(report),
          "The privacy budget spent after each round, by the scenario's accountant; dashed: the target."),
+        ("study", "Training methods compared", figures.study_figure(report),
+         f"The study's methods: pooled test {report.metric_label} (mean over seeds, with its interval) and each "
+         "site's test share (small markers), without protection."),
     ]
     embedded = [
         EmbeddedFigure(id=f"fig-{name}", title=title, caption=caption,
@@ -131,6 +141,11 @@ def render_html(report: Report, report_dir: Path) -> str:
         cost_rows=cost_rows(report),
         segmentation_columns=SEGMENTATION_COLUMNS,
         segmentation_rows=segmentation_rows(report),
+        study_columns=study_columns(report),
+        study_rows=study_rows(report),
+        comparison_columns=COMPARISON_COLUMNS,
+        comparison_rows=comparison_rows(report),
+        study_test=study_test_name(report),
         attack_tables=attack_tables(report),
         mechanism=mechanism_table(report),
         seats=seat_table(report),

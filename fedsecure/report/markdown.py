@@ -5,6 +5,13 @@ from __future__ import annotations
 from fedsecure.report.compliance import audit_scope, ceiling_below_epsilon, scenario_compliance
 from fedsecure.report.formatting import number
 from fedsecure.report.report import Report
+from fedsecure.report.study_tables import (
+    COMPARISON_COLUMNS,
+    comparison_rows,
+    study_columns,
+    study_rows,
+    study_test_name,
+)
 from fedsecure.report.summary import (
     COST_COLUMNS,
     SEGMENTATION_COLUMNS,
@@ -48,6 +55,12 @@ def render_markdown(report: Report) -> str:
     if segmentation:
         lines += ["", "Segmentation of the test images (pooled over the sites):", ""]
         lines += _table(SEGMENTATION_COLUMNS, segmentation)
+    if report.study is not None:
+        lines += ["", f"Training methods compared (the survey's study, {len(report.study.seeds)} seed(s), "
+                  "no protection):", ""]
+        lines += _table(study_columns(report), study_rows(report))
+        lines += ["", f"The survey's findings ({study_test_name(report)}):", ""]
+        lines += _table(COMPARISON_COLUMNS, comparison_rows(report))
     lines += ["", "Cost of training and protection (seconds summed over the run, bytes per round over all sites):", ""]
     lines += _table(COST_COLUMNS, cost_rows(report))
     seats = seat_table(report)

@@ -9,11 +9,12 @@ from fedsecure.errors import ReportFormatError
 from fedsecure.report.environment import Environment
 from fedsecure.report.json_form import from_json, to_json
 from fedsecure.report.scenario import ScenarioFinding
+from fedsecure.report.study_finding import StudyFinding
 from fedsecure.report.utility import Baselines
 
 # The JSON schema of report.json. A new minor version only adds fields (older reports still read, their new
 # fields at their defaults); a new major version changes what existing fields mean, and is refused.
-SCHEMA_VERSION = "1.7"
+SCHEMA_VERSION = "1.8"
 
 #: How the tables and figures name each headline metric (a utility field).
 METRIC_LABELS = {"auc": "AUC", "dice": "Dice"}
@@ -28,7 +29,8 @@ class Report:
     ``quick`` marks a reduced run (not evidence); ``only`` names the scenarios
     run with ``--only`` (None: all). ``wall_seconds`` is the audit's compute
     time summed over its stages, so that it survives a resume. ``metric`` names the
-    utility field the task is judged by (``auc``: classification; ``dice``: segmentation).
+    utility field the task is judged by (``auc``: classification; ``dice``: segmentation). ``study`` is
+    the spec's ``[study]`` (schema 1.8; None without one).
 
     ``Report.from_json(d).to_json() == d`` for every report fedsecure writes.
     """
@@ -42,6 +44,7 @@ class Report:
     scenarios: list[ScenarioFinding]
     wall_seconds: float
     metric: str = "auc"
+    study: StudyFinding | None = None
 
     @property
     def metric_label(self) -> str:

@@ -89,10 +89,13 @@ def run_study(
             defined = [v for v in values if v is not None]
             per_site.append(StudySiteValue(site, fmean(defined) if defined else None, values))
         defined = [v for v in pooled if v is not None]
+        site_means = [fmean(d) for seed in range(len(runs))
+                      if (d := [v.per_seed[seed] for v in per_site if v.per_seed[seed] is not None])]
         methods.append(StudyMethodFinding(
             name=name, description=DESCRIPTIONS[name], mean=fmean(defined) if defined else None,
             interval=_within_metric_range(t_interval(defined, study.confidence)), per_seed=pooled, per_site=per_site,
             train_seconds=sum(outcome.train_seconds for outcome in runs),
+            site_mean=fmean(site_means) if site_means else None,
         ))
     by_name = {m.name: m for m in methods}
     comparisons = [paired_test(by_name[a], by_name[b]) for a, b in FINDINGS if a in by_name and b in by_name]
@@ -102,6 +105,12 @@ def run_study(
         f"every method trains {spec.federation.rounds} rounds x {training.epochs} local epoch(s) of passes over "
         "its data (FedSGD: one full-batch gradient per round), without protection",
     ]
+    if {"single", "cross"} & set(study.methods):
+        notes.append(
+            "single and cross pool the scores of several models (one per site) into their pooled metric; under "
+            "label skew each site's model learns its site's class prior, so that figure also rewards telling the "
+            "sites apart: compare them by the per-site values and the mean over sites"
+        )
     undefined = sorted({s.site for m in methods for s in m.per_site if any(v is None for v in s.per_seed)})
     if undefined:
         notes.append(f"{task.metric} is undefined on the test share of {', '.join(undefined)} (e.g. one class "

@@ -32,6 +32,8 @@ class StudyMethodFinding:
         per_seed: the pooled metric of each seed.
         per_site: the metric on each site's test share.
         train_seconds: training time summed over seeds.
+        site_mean: the mean over sites of the per-site metric (the sites where it is defined), mean over
+            seeds: the comparison that does not pool several models' scores (single, cross).
     """
 
     name: str
@@ -41,6 +43,7 @@ class StudyMethodFinding:
     per_seed: list[float | None]
     per_site: list[StudySiteValue]
     train_seconds: float
+    site_mean: float | None = None
 
 
 @dataclass(frozen=True)

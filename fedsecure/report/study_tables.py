@@ -13,7 +13,7 @@ def study_columns(report: Report) -> tuple[str, ...]:
         return ()
     sites = [value.site for value in study.methods[0].per_site]
     level = f"{round(study.confidence * 100):d}%"
-    return ("method", "trains", f"pooled {report.metric_label} (mean, {level} interval)", *sites)
+    return ("method", "trains", f"pooled {report.metric_label} (mean, {level} interval)", "mean over sites", *sites)
 
 
 def study_rows(report: Report) -> list[tuple[str, ...]]:
@@ -24,7 +24,7 @@ def study_rows(report: Report) -> list[tuple[str, ...]]:
     for method in report.study.methods:
         interval = (f" [{number(method.interval[0])}, {number(method.interval[1])}]"
                     if method.interval is not None else "")
-        rows.append((method.name, method.description, f"{number(method.mean)}{interval}",
+        rows.append((method.name, method.description, f"{number(method.mean)}{interval}", number(method.site_mean),
                      *(number(value.mean) for value in method.per_site)))
     return rows
 

@@ -50,6 +50,7 @@ from fedsecure.data.federated import FederatedData
 from fedsecure.data.splits import Split
 from fedsecure.fl.federation import Federation
 from fedsecure.fl.privacy_hooks import PrivacyMechanism
+from fedsecure.fl.strategies import STRATEGIES
 from fedsecure.fl.task import TASKS
 from fedsecure.fl.views import Recipe
 from fedsecure.positions import Position
@@ -113,7 +114,8 @@ def audit_inversion(
             return None, None
         mechanism = scenario.dp.mechanism()
         return mechanism, mechanism.pin_noise_to_site(
-            site.n_train, scenario.local_training(spec.federation, spec.data.task), spec.federation.rounds
+            site.n_train, scenario.local_training(spec.federation, spec.data.task), spec.federation.rounds,
+            STRATEGIES.get(spec.federation.strategy).one_full_batch_step,
         )
 
     def probe(position: Position, victim: Split) -> tuple[Probe, str | None]:

@@ -51,7 +51,8 @@ class DPPlan:
         epsilon: the headline epsilon the audit will report (None where a party sees the data before any noise).
         by_adversary: party -> epsilon (None: no DP against that party).
         noise_multiplier: the noise in units of the clip (sample: the worst site's; client: on the update).
-        message_length: values in a site's message (d).
+        message_length: the values the noise covers (d): the trainable parameters (sample-level), the
+            message (client-level; SCAFFOLD's is twice the model).
         noise_per_coordinate: standard deviation of the noise on one coordinate (see ``noise_on``).
         noise_on: what ``noise_per_coordinate`` is measured on, in words.
         noise_to_signal: the noise's norm over the largest norm of the signal it hides.
@@ -99,11 +100,17 @@ def plan_study(spec: AuditSpec, data: FederatedData, noise_to_signal: float | No
                 raise SpecError(f"scenario {scenario.name}: {exc}") from None
             report = parts.privacy.planned_report()
         assert report is not None
-        length = parts.strategy.message_length(parts.state.numel)
         if scenario.dp.level == "sample":
-            plans.append(_sample_plan(scenario, report, length, [site.n_train for site in data.sites]))
+            # DP-SGD's noise goes on every trainable parameter, the site's own layers included.
+            trainable = sum(p.numel() for p in parts.state.model.parameters() if p.requires_grad)
+            plan = _sample_plan(scenario, report, trainable, [site.n_train for site in data.sites])
         else:
-            plans.append(_client_plan(spec, scenario, report, length, parts.training, noise_to_signal, data))
+            length = parts.strategy.message_length(parts.state.numel)
+            plan = _client_plan(spec, scenario, report, length, parts.training, noise_to_signal, data)
+        if spec.federation.clients_per_round is not None:
+            plan.notes.append("sites are sampled each round: the audit reports at most this epsilon (it counts "
+                              "the rounds each site took part in)")
+        plans.append(plan)
     return plans
 
 
@@ -121,8 +128,8 @@ def _sample_plan(scenario: ScenarioSpec, report: PrivacyReport, length: int, siz
     clip = scenario.dp.clip
 
     def batch(site: dict) -> float:
-        # Opacus samples each record with the site's rate: the expected batch is rate x images.
-        return float(site["sample_rate"] * sizes[site["site"]])
+        # Opacus averages the clipped gradients over its expected batch, int(rate x images).
+        return float(max(1, int(sizes[site["site"]] * site["sample_rate"])))
 
     def ratio(site: dict) -> float:
         return float(site["noise_multiplier"]) * math.sqrt(length) / batch(site)
@@ -153,6 +160,8 @@ def _client_plan(
     if target is not None:
         sizes = sorted(site.n_train for site in data.sites)
         sites = _sites_for(scenario, spec, training, sizes[len(sizes) // 2], length, target)
+        if sites is None:
+            notes.append("no count of sites up to a million reaches the target")
         notes.append(f"sites for a noise-to-signal of {target:g}: each of {sizes[len(sizes) // 2]} images "
                      "(the median site), the same share per round, every count calibrated anew")
     return DPPlan(
@@ -182,9 +191,10 @@ def _sites_for(
             ))
         return mechanism.update_noise_multiplier * math.sqrt(length) / per_round
 
-    if ratio(1) <= target:
-        return 1
-    low, high = 1, 2
+    fewest = max(1, (scenario.dp.min_sites if scenario.dp is not None else None) or 1)  # distributed noise's quorum
+    if ratio(fewest) <= target:
+        return fewest
+    low, high = fewest, 2 * fewest
     while ratio(high) > target:
         low, high = high, high * 2
         if high > _MOST_SITES:

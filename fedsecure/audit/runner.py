@@ -235,7 +235,9 @@ def _check_dp_scenarios(
             try:
                 parts = build_parts_on(spec, scenario, data, device)
                 for site in data.sites:  # DP-SGD calibrates per site, for its number of images
-                    parts.privacy.pin_noise_to_site(site.n_train, parts.training, spec.federation.rounds)
+                    parts.privacy.pin_noise_to_site(
+                        site.n_train, parts.training, spec.federation.rounds, parts.strategy.one_full_batch_step
+                    )
             except SpecError as exc:
                 raise SpecError(f"scenario {scenario.name}: {exc}") from None
 

@@ -111,6 +111,11 @@ def run_study(
             "label skew each site's model learns its site's class prior, so that figure also rewards telling the "
             "sites apart: compare them by the per-site values and the mean over sites"
         )
+    notes.append(
+        "the paired tests treat every (seed, site) pair as one observation, but within a seed one federated or "
+        "pooled model judges every site: the pairs are not independent, so the p-values are optimistic; the "
+        "direction column says only which way the mean difference goes"
+    )
     undefined = sorted({s.site for m in methods for s in m.per_site if any(v is None for v in s.per_seed)})
     if undefined:
         notes.append(f"{task.metric} is undefined on the test share of {', '.join(undefined)} (e.g. one class "

@@ -696,7 +696,8 @@ class AuditSpec(_Section):
         for i, scenario in enumerate(raw["scenario"]):
             dp = scenario.get("dp") if isinstance(scenario, dict) else None
             swept = [key for key in SWEEPS if isinstance(dp, dict) and isinstance(dp.get(key), list)]
-            if not swept or not isinstance(dp, dict):
+            # Without a name (refused below, by the field) a sweep has nothing to name its scenarios after.
+            if not swept or not isinstance(dp, dict) or not isinstance(scenario.get("name"), str):
                 expanded.append(scenario)
                 continue
             if len(swept) > 1:
@@ -707,7 +708,7 @@ class AuditSpec(_Section):
             if len(set(values)) != len(values):
                 raise ValueError(f"scenario[{i}].dp.{key}: the sweep repeats a value")
             for value in values:
-                expanded.append({**scenario, "name": f"{scenario.get('name')}-{SWEEPS[key]}{value:g}",
+                expanded.append({**scenario, "name": f"{scenario['name']}-{SWEEPS[key]}{value:.12g}",
                                  "dp": {**dp, key: value}})
         return {**raw, "scenario": expanded}
 

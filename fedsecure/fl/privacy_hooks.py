@@ -197,11 +197,14 @@ class PrivacyMechanism:
     def calibrate(self, facts: FederationFacts) -> None:
         """Fit the noise to the planned federation (called once, before round 1)."""
 
-    def pin_noise_to_site(self, n_train: int, training: LocalTraining, rounds: int) -> str | None:
+    def pin_noise_to_site(
+        self, n_train: int, training: LocalTraining, rounds: int, full_batch: bool = False
+    ) -> str | None:
         """Fix the noise to what a site of ``n_train`` images gets in the real run, whatever a probe site holds.
 
         Audits probe a scenario's pipeline on a site holding a few images; its
         noise must be the scenario's, not one recalibrated for the probe.
+        ``full_batch``: the strategy's local work is one full-batch step (FedSGD).
         Returns a line for the audit's assumptions (None when the noise does not
         depend on the site's size).
         """

@@ -93,6 +93,7 @@ class SampleLevelDP(PrivacyMechanism):
     _sites: dict[int, _Site] = field(default_factory=dict, init=False, repr=False)
     _data: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict, init=False, repr=False)
     _notes: list[str] = field(default_factory=list, init=False, repr=False)
+    _full_batch: bool = field(default=False, init=False, repr=False)
 
     level = "sample"
 
@@ -122,6 +123,7 @@ class SampleLevelDP(PrivacyMechanism):
     @override
     def calibrate(self, facts: FederationFacts) -> None:
         self._facts = facts
+        self._full_batch = facts.full_batch
         smallest = min(facts.site_sizes)
         if self.delta >= 1 / smallest:
             self._warn(
@@ -138,9 +140,10 @@ class SampleLevelDP(PrivacyMechanism):
         def dp_sgd(model, images, labels, training, generator, correction, full_batch):
             # Opacus's loader samples the batches (its own generator), clips, noises and accounts every step;
             # the strategy's correction is added to the released (noised) gradient: post-processing.
-            if full_batch != self._facts.full_batch:
+            if full_batch != self._full_batch:
                 raise RuntimeError("the strategy's local work is not the one the noise was calibrated for")
             dp = self._site(site, images, labels)
+            dp.optimizer.original_optimizer.state.clear()  # momentum and Adam moments start fresh every round
             dp.state.model.load_state_dict(model.state_dict())
             steps = _local_epochs(dp, dp.epochs, correction=correction)
             model.load_state_dict(dp.state.model.state_dict())
@@ -149,9 +152,13 @@ class SampleLevelDP(PrivacyMechanism):
         return dp_sgd
 
     def _site_training(self, n_train: int, training: LocalTraining) -> LocalTraining:
-        """``training`` as DP-SGD runs it at a site of ``n_train`` images: FedSGD's one step is one batch of all."""
-        if self._facts is not None and self._facts.full_batch:
-            return dataclasses.replace(training, batch_size=n_train, epochs=1)
+        """``training`` as DP-SGD runs it at a site of ``n_train`` images.
+
+        FedSGD's one step is one batch of all the site's images (sampling rate 1), a plain
+        gradient step as without DP (no momentum, no weight decay).
+        """
+        if self._full_batch:
+            return dataclasses.replace(training, batch_size=n_train, epochs=1, momentum=0.0, weight_decay=0.0)
         return training
 
     def _site(self, site: int, images: torch.Tensor, labels: torch.Tensor) -> _Site:
@@ -179,6 +186,8 @@ class SampleLevelDP(PrivacyMechanism):
             generator=torch.Generator().manual_seed(derive_seed(seed, "sampling")),
         )
         sample_rate, steps_per_round = self._schedule(len(loader), training)
+        # The plan (site_schedule) must see the schedule the loader gives: Opacus's length is int(1 / rate).
+        assert len(loader) == _loader_batches(len(images), training.batch_size), "Opacus's loader length changed"
         if noise is None:
             steps = steps_per_round * self._facts.rounds
             noise = calibrate_noise(self.epsilon, self.delta, sample_rate, steps, self.accountant)
@@ -212,15 +221,20 @@ class SampleLevelDP(PrivacyMechanism):
         # Opacus samples each record with rate 1 / (batches per epoch) and accounts at that rate.
         return 1.0 / batches_per_epoch, training.epochs * batches_per_epoch
 
+    def site_schedule(self, n_train: int, training: LocalTraining) -> tuple[float, int]:
+        """The (sampling rate, steps per round) a site of ``n_train`` images trains with, as its loader gives them."""
+        training = self._site_training(n_train, training)
+        return self._schedule(_loader_batches(n_train, training.batch_size), training)
+
     def site_noise(self, n_train: int, training: LocalTraining, rounds: int) -> tuple[float, float]:
         """The (noise multiplier, sampling rate) a site of ``n_train`` images trains with, without training it."""
-        training = self._site_training(n_train, training)
-        sample_rate, steps_per_round = self._schedule(math.ceil(n_train / training.batch_size), training)
+        sample_rate, steps_per_round = self.site_schedule(n_train, training)
         noise = calibrate_noise(self.epsilon, self.delta, sample_rate, steps_per_round * rounds, self.accountant)
         return noise, sample_rate
 
     @override
-    def pin_noise_to_site(self, n_train: int, training: LocalTraining, rounds: int) -> str:
+    def pin_noise_to_site(self, n_train: int, training: LocalTraining, rounds: int, full_batch: bool = False) -> str:
+        self._full_batch = full_batch
         self.noise_multiplier, sample_rate = self.site_noise(n_train, training, rounds)
         return (
             f"the probe's DP-SGD adds the scenario's noise: multiplier {self.noise_multiplier:.3g}, calibrated for "
@@ -344,8 +358,7 @@ class SampleLevelDP(PrivacyMechanism):
         per_site = []
         for k, n_train in enumerate(facts.site_sizes):
             noise, sample_rate = self.site_noise(n_train, facts.training, facts.rounds)
-            training = self._site_training(n_train, facts.training)
-            steps = self._schedule(math.ceil(n_train / training.batch_size), training)[1] * facts.rounds
+            steps = self.site_schedule(n_train, facts.training)[1] * facts.rounds
             per_site.append({
                 "site": k, "epsilon": spent_epsilon([(noise, sample_rate, steps)], self.delta, self.accountant),
                 "noise_multiplier": noise, "sample_rate": sample_rate, "steps": steps,
@@ -390,6 +403,18 @@ def _local_epochs(
     Opacus clipped, noised and accounted it, before the underlying optimizer steps.
     """
     dp.model.train()
+    # The correction runs right before the underlying optimizer steps: after Opacus's pre_step has clipped,
+    # noised, scaled and accounted the gradient (DPOptimizer.step calls the original step only then).
+    hook = (dp.optimizer.original_optimizer.register_step_pre_hook(lambda *_: correction(dp.state.model))
+            if correction is not None else None)
+    try:
+        return _steps(dp, epochs, after_step)
+    finally:
+        if hook is not None:
+            hook.remove()
+
+
+def _steps(dp: _Site, epochs: int, after_step: Callable[[], None] | None) -> int:
     steps = 0
     with warnings.catch_warnings():
         # torch notes that ghost clipping's hooks fire on outputs (inputs need no gradient): expected.
@@ -401,15 +426,20 @@ def _local_epochs(
                     dp.criterion(dp.model(batch_images), batch_labels).backward()
                 else:
                     _empty_batch_gradients(dp.optimizer)
-                if correction is None:
-                    dp.optimizer.step()
-                elif dp.optimizer.pre_step():
-                    correction(dp.state.model)
-                    dp.optimizer.original_optimizer.step()
+                dp.optimizer.step()
                 steps += 1
                 if after_step is not None:
                     after_step()
     return steps
+
+
+def _loader_batches(n_train: int, batch_size: int) -> int:
+    """Steps per epoch of Opacus's DPDataLoader over ``n_train`` images in batches of ``batch_size``.
+
+    Its sampling rate is 1 / ceil(n / B) and its length int(1 / rate), which the float division makes
+    one short for some counts (93 batches give 92 steps): the run accounts at 1 / 92, and so must the plan.
+    """
+    return int(1 / (1 / math.ceil(n_train / batch_size)))
 
 
 def _device_of(model: nn.Module) -> torch.device:

@@ -58,7 +58,8 @@ class StudyComparison:
         mean_difference: the mean of better - worse over the pairs.
         statistic: the test statistic (None: too few pairs, or every difference zero).
         p_value: two-sided p-value (None as for the statistic).
-        holds: whether the mean difference is positive (None without pairs).
+        holds: whether the mean difference is positive, the survey's direction (None without pairs); says
+            nothing of significance.
     """
 
     better: str

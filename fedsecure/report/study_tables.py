@@ -29,7 +29,7 @@ def study_rows(report: Report) -> list[tuple[str, ...]]:
     return rows
 
 
-COMPARISON_COLUMNS = ("finding", "pairs", "mean difference", "p-value", "holds here")
+COMPARISON_COLUMNS = ("finding", "pairs", "mean difference", "p-value", "direction here")
 
 
 def comparison_rows(report: Report) -> list[tuple[str, ...]]:
@@ -38,7 +38,7 @@ def comparison_rows(report: Report) -> list[tuple[str, ...]]:
         return []
     return [
         (f"{c.better} above {c.worse}", str(c.n_pairs), number(c.mean_difference), number(c.p_value, 3),
-         "n/a" if c.holds is None else ("yes" if c.holds else "no"))
+         "n/a" if c.holds is None else ("as the survey" if c.holds else "reversed"))
         for c in report.study.comparisons
     ]
 

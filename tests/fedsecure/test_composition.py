@@ -6,6 +6,7 @@ strategy's gradient correction is added after DP-SGD's clipping and noise, FedSG
 is one full-batch step, SCAFFOLD's control variates and FedYogi's second moment.
 """
 
+import functools
 import math
 import warnings
 
@@ -29,7 +30,7 @@ REFUSED: dict[tuple[str, str, str], str] = {}
 DP_LEVELS = {
     "none": None,
     "sample": 'dp = { level = "sample", epsilon = 8.0, delta = 1e-3 }',
-    "client": 'dp = { level = "client", epsilon = 8.0, delta = 1e-3, placement = "PLACEMENT" }',
+    "client": 'dp = { level = "client", epsilon = 8.0, delta = 1e-3, clip = 0.5, placement = "PLACEMENT" }',
 }
 
 
@@ -102,9 +103,27 @@ def test_every_strategy_protocol_and_dp_level_trains_with_a_finite_epsilon_or_is
     assert result.trace.rounds[0].received is not None
     message = next(iter(result.trace.rounds[0].received.values()))
     assert message.length == expected_length
+    if level != "none" and strategy != "fedsgd":
+        # A strategy's work is post-processing of the mechanism's releases: FedAvg's noise and epsilon, exactly.
+        reference = fedavg_privacy(protocol, level)
+        assert (privacy.noise_multiplier, privacy.epsilon, privacy.steps) == reference
+    if (level, protocol) == ("client", "plain"):
+        # Central noise: what a site sends is its clipped message, the whole of it (SCAFFOLD's control half too).
+        for record in result.trace.rounds:
+            for sent in (record.received or {}).values():
+                assert float(sent.payload.norm()) <= 0.5 * (1 + 1e-5) + 1e-6  # the spec's default clip for client DP
 
 
-def test_the_proximal_term_is_added_after_dp_sgd_clips_and_noises_each_step():
+@functools.cache
+def fedavg_privacy(protocol: str, level: str) -> tuple:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        privacy = federation_of(spec_text("fedavg", protocol, level), tiny_data()).run().trace.privacy
+    return privacy.noise_multiplier, privacy.epsilon, privacy.steps
+
+
+@pytest.mark.parametrize(("grad_sample_mode", "secure_rng"), [("hooks", False), ("ghost", True)])
+def test_the_proximal_term_is_added_after_dp_sgd_clips_and_noises_each_step(grad_sample_mode, secure_rng):
     """FedProx under DP-SGD: each step is the released (clipped, noised) gradient plus mu * (w_t - w_global).
 
     The clip is far below the proximal pull, so a pull added before clipping would be clipped
@@ -137,12 +156,15 @@ def test_the_proximal_term_is_added_after_dp_sgd_clips_and_noises_each_step():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             federation = Federation(data, build_model("cnn", 1, 2, (8, 8), seed=0), strategy, training=training,
-                                    rounds=1, privacy=SampleLevelDP(epsilon=8.0, delta=1e-3, clip=clip),
+                                    rounds=1, privacy=SampleLevelDP(epsilon=8.0, delta=1e-3, clip=clip,
+                                                                    grad_sample_mode=grad_sample_mode,
+                                                                    secure_rng=secure_rng),
                                     evaluate_every=0)
             start = torch.cat([p.detach().reshape(-1).clone() for p in federation.model.parameters()])
             result = federation.run()
         privacies[name] = result.trace.privacy
     assert len(seen) == 6  # 3 epochs x 2 Poisson batches: one correction per step
+    assert all(float(released.norm()) > 0 for _, released, _ in seen)  # each step released a (noised) gradient
     for position, released, stepped in seen:
         torch.testing.assert_close(stepped - released, mu * position)  # the whole pull, unclipped
     assert max(float((mu * position).norm()) for position, _, _ in seen) > 10 * clip
@@ -221,3 +243,15 @@ def test_scaffold_refuses_the_one_shot_canary_audit_in_one_line():
     text = spec_text("scaffold", "plain", "client") + "[attacks]\nmechanism = { canary_clients = 4 }\n"
     with pytest.raises(SpecError, match="canary_clients cannot audit strategy 'scaffold'"):
         parse_spec(text, "spec.toml")
+
+
+def test_a_fedsgd_inversion_probe_adds_the_full_batch_noise_of_the_run():
+    """The audit's probe pins the scenario's noise; under FedSGD that is one step of all images at rate 1."""
+    training = LocalTraining(batch_size=8, epochs=2)
+    probe = SampleLevelDP(epsilon=4.0, delta=1e-3)
+    line = probe.pin_noise_to_site(20, training, 3, full_batch=True)
+    assert probe.noise_multiplier == calibrate_noise(4.0, 1e-3, 1.0, 3, "rdp")
+    assert "sampling rate 1" in line
+    minibatch = SampleLevelDP(epsilon=4.0, delta=1e-3)
+    minibatch.pin_noise_to_site(20, training, 3)
+    assert minibatch.noise_multiplier == calibrate_noise(4.0, 1e-3, 1 / 3, 3 * 2 * 3, "rdp")

@@ -11,6 +11,7 @@ the sites (each site protects its own patients).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import math
@@ -25,6 +26,7 @@ import torch
 from opacus import PrivacyEngine
 from opacus.data_loader import DPDataLoader
 from opacus.optimizers.optimizer import _check_processed_flag, _mark_as_processed
+from opacus.utils.batch_memory_manager import BatchMemoryManager
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from typing_extensions import override
@@ -63,6 +65,7 @@ class _Site:
     sample_rate: float
     steps_per_round: int
     epochs: int
+    physical_batch_size: int | None = None  # FedSGD's whole-site step, computed in chunks of this many images
 
 
 @dataclass
@@ -174,6 +177,10 @@ class SampleLevelDP(PrivacyMechanism):
             self.noise_multiplier, seed,
             facts.private_names,
         )
+        if self._full_batch:
+            # One logical step of every image, its per-sample gradients taken in chunks of the federation's batch
+            # size (Opacus's BatchMemoryManager: the optimizer clips and adds up, and steps once, with one noise).
+            self._sites[site].physical_batch_size = facts.training.batch_size
         return self._sites[site]
 
     def _private_training(
@@ -415,22 +422,35 @@ def _local_epochs(
 
 
 def _steps(dp: _Site, epochs: int, after_step: Callable[[], None] | None) -> int:
-    steps = 0
-    with warnings.catch_warnings():
+    accountant = dp.engine.accountant
+    with contextlib.ExitStack() as stack:
         # torch notes that ghost clipping's hooks fire on outputs (inputs need no gradient): expected.
+        stack.enter_context(warnings.catch_warnings())
         warnings.filterwarnings("ignore", message="Full backward hook is firing")
+        loader = dp.loader
+        if dp.physical_batch_size is not None:
+            loader = stack.enter_context(BatchMemoryManager(
+                data_loader=dp.loader, max_physical_batch_size=dp.physical_batch_size, optimizer=dp.optimizer
+            ))
+        steps = 0
         for _ in range(epochs):
-            for batch_images, batch_labels in dp.loader:
+            for batch_images, batch_labels in loader:
                 dp.optimizer.zero_grad(set_to_none=True)
                 if len(batch_images):
                     dp.criterion(dp.model(batch_images), batch_labels).backward()
                 else:
                     _empty_batch_gradients(dp.optimizer)
+                before = _accounted_steps(accountant)
                 dp.optimizer.step()
-                steps += 1
-                if after_step is not None:
-                    after_step()
+                if _accounted_steps(accountant) > before:  # a step taken, not a chunk of one (its hook accounted it)
+                    steps += 1
+                    if after_step is not None:
+                        after_step()
     return steps
+
+
+def _accounted_steps(accountant) -> int:
+    return sum(steps for _, _, steps in accountant.history)
 
 
 def _loader_batches(n_train: int, batch_size: int) -> int:

@@ -192,6 +192,24 @@ def test_fedsgd_under_dp_sgd_is_one_noised_full_batch_step_per_round_accounted_a
     assert report.epsilon <= 4.0 + 1e-6
 
 
+def test_fedsgd_under_dp_sgd_takes_its_whole_site_step_in_chunks_with_one_noise():
+    """Opacus's BatchMemoryManager: chunks of the batch size, clipped and added up, one noised step per round."""
+    data = tiny_data((10,))
+    updates = {}
+    for batch_size in (2, 64):  # five chunks, or one
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            federation = Federation(data, build_model("cnn", 1, 2, (8, 8), seed=0), FedSGD(),
+                                    training=LocalTraining(batch_size=batch_size, lr=0.1), rounds=2,
+                                    privacy=SampleLevelDP(epsilon=4.0, delta=1e-3, clip=0.5), evaluate_every=0)
+            start = federation.state.get()
+            result = federation.run()
+        assert [c.steps for r in result.trace.rounds for c in r.clients] == [1, 1]
+        assert result.trace.privacy.steps == 2 and result.trace.privacy.sample_rate == 1.0
+        updates[batch_size] = result.trace.final_global - start
+    torch.testing.assert_close(updates[2], updates[64], rtol=1e-4, atol=1e-6)
+
+
 def test_scaffold_control_variates_by_hand():
     """Round 1 from zero controls: c_i = -update_i / (K_i lr), c = their weighted mean; round 2 corrects by c - c_i."""
     data = tiny_data((4, 8))

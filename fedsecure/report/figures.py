@@ -117,7 +117,7 @@ def frontier_figure(report: Report) -> str:
         by_epsilon.set_xlabel("epsilon (accountant)")
         by_epsilon.set_ylabel(f"test {report.metric_label}")
         by_epsilon.set_title("utility vs. formal privacy")
-        by_epsilon.legend(loc="best", fontsize=7)
+        _legend_below(by_epsilon)
 
         values = {name: x for name, x, _ in points}
         _labelled_points(by_attack, [p for p in points if p[0] not in on_curves], colors)
@@ -138,7 +138,7 @@ def frontier_figure(report: Report) -> str:
         if left_out:
             by_attack.text(0.01, 0.01, "not plotted: " + "; ".join(left_out), transform=by_attack.transAxes,
                            fontsize=7, va="bottom")
-        by_attack.legend(loc="best", fontsize=7)
+        _legend_below(by_attack)
         by_attack.set_ylim(by_epsilon.get_ylim())  # one utility scale across both panels
         if sweep_panel:
             _leakage_by_epsilon(panels[2], curves, values, scenarios, str(measure))
@@ -189,7 +189,12 @@ def _leakage_by_epsilon(
     axes.set_xlabel("epsilon (accountant)")
     axes.set_ylabel(measure)
     axes.set_title("measured leakage vs. formal privacy")
-    axes.legend(loc="best", fontsize=7)
+    _legend_below(axes)
+
+
+def _legend_below(axes: Any) -> None:
+    # Below the axes, not on them: a sweep's points reach every corner of the panel.
+    axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize=7, frameon=False)
 
 
 def _spaced(ticks: list[float], gap: float = 1.15) -> list[float]:

@@ -255,13 +255,19 @@ def test_html_report_renders_in_headless_chromium(audited, tmp_path):
     assert screenshot.stat().st_size > 50_000  # a rendered page, not a blank one
     print(f"screenshot: {screenshot}")
 
+    decoded = probe_page(chromium, audited / "report.html", FIGURE_PROBE, "FIGURES", tmp_path)
+    assert decoded == dict.fromkeys(FIGURES, True)
+
+
+def probe_page(chromium: str, page: Path, script: str, tag: str, tmp_path: Path) -> dict:
+    """Run ``script`` in the browser on a copy of ``page``; what it logged after ``tag``, as JSON."""
     probe = tmp_path / "probe.html"
-    probe.write_text((audited / "report.html").read_text().replace("</body>", FIGURE_PROBE + "</body>"))
+    probe.write_text(page.read_text().replace("</body>", script + "</body>"))
     probed = browse(chromium, probe, "--dump-dom")
     messages = [line for line in probed.stderr.splitlines() if ":CONSOLE" in line]
-    assert len(messages) == 1 and "FIGURES " in messages[0], probed.stderr
-    decoded = json.loads(messages[0].split("FIGURES ", 1)[1].rsplit('", source:', 1)[0])
-    assert decoded == dict.fromkeys(FIGURES, True)
+    assert len(messages) == 1 and f"{tag} " in messages[0], probed.stderr
+    found: dict = json.loads(messages[0].split(f"{tag} ", 1)[1].rsplit('", source:', 1)[0])
+    return found
 
 
 def test_a_report_cannot_embed_files_from_outside_its_directory(audited, tmp_path):
@@ -303,12 +309,7 @@ def test_an_epsilon_sweep_draws_one_frontier_curve_per_dp_level_with_the_baselin
     names = [s.name for s in report.scenarios]
     assert names == ["plain", *(f"sample-dp-eps{e}" for e in (1, 2, 4, 8, 16)),
                      *(f"client-dp-eps{e}" for e in (1, 2, 4, 8, 16))]
-    probe = tmp_path / "probe.html"
-    probe.write_text((tmp_path / "report.html").read_text().replace("</body>", CURVE_PROBE + "</body>"))
-    probed = browse(chromium, probe, "--dump-dom")
-    messages = [line for line in probed.stderr.splitlines() if ":CONSOLE" in line]
-    assert len(messages) == 1 and "CURVES " in messages[0], probed.stderr
-    found = json.loads(messages[0].split("CURVES ", 1)[1].rsplit('", source:', 1)[0])
+    found = probe_page(chromium, tmp_path / "report.html", CURVE_PROBE, "CURVES", tmp_path)
     assert found["decoded"]
     # Five epsilons per level: five vertices per curve, in both the utility and the leakage panel.
     assert {k: found[k] for k in ("curve-sample", "curve-client", "curve-sample-leakage", "curve-client-leakage")} \

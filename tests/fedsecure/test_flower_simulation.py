@@ -146,3 +146,17 @@ def test_a_site_whose_own_data_hold_one_class_takes_part(tmp_path):
     spec = parse_spec('name = "s"\n[[scenario]]\nname = "p"\n', "t").spec
     site = from_node_config({"data-path": str(path)}).data(3, spec)
     assert site.name == "site-3" and site.n_train == 12 and set(site.train.labels) == {0}
+
+
+@pytest.mark.slow
+def test_scaffold_on_flower_trains_the_in_process_model(tmp_path):
+    """Each SuperNode keeps its control variate between Flower's messages: rounds 2 and 3 depend on it."""
+    federation = TINY_FEDAVG.replace("[federation]", '[federation]\nstrategy = "scaffold"\nlr = 0.2\nlocal_epochs = 2')
+    text = tiny_spec("flower-scaffold", 3, federation, PLAIN_ONLY).replace("test_samples = 40", "test_samples = 400")
+    loaded = parse_spec(text, "<test>")
+    in_process = run_audit(loaded, tmp_path / "in-process", device="cpu")
+    on_flower = run_audit(loaded, tmp_path / "flower", device="cpu", engine="flower")
+    (mine,), (theirs,) = on_flower["scenarios"], in_process["scenarios"]
+    assert [r["auc"] for r in mine["rounds"]] == pytest.approx([r["auc"] for r in theirs["rounds"]], abs=AUC_TOLERANCE)
+    assert theirs["cost"]["bytes_per_parameter"] == pytest.approx(2 * 4.0, rel=0.01)  # model and control halves
+    _assert_same_utility(mine["utility"], theirs["utility"])

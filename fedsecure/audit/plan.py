@@ -34,6 +34,7 @@ from fedsecure.config.spec import AuditSpec, ScenarioSpec
 from fedsecure.data.federated import FederatedData
 from fedsecure.errors import SpecError
 from fedsecure.fl.privacy_hooks import FederationFacts, PrivacyReport
+from fedsecure.fl.server import participation_share
 from fedsecure.fl.training import LocalTraining
 
 _MOST_SITES = 1_000_000  # the search for enough sites stops here
@@ -114,6 +115,14 @@ def plan_study(spec: AuditSpec, data: FederatedData, noise_to_signal: float | No
     return plans
 
 
+def noise_to_signal(noise_multiplier: float, length: int, averaged_over: float) -> float:
+    """The noise's norm on a mean of clipped contributions over the largest norm of that mean (the clip).
+
+    Noise ``z C / m`` on each of ``length`` coordinates of a mean over ``m``; the mean's norm is at most ``C``.
+    """
+    return noise_multiplier * math.sqrt(length) / averaged_over
+
+
 def _common(scenario: ScenarioSpec, report: PrivacyReport) -> dict:
     assert scenario.dp is not None
     return {
@@ -132,7 +141,7 @@ def _sample_plan(scenario: ScenarioSpec, report: PrivacyReport, length: int, siz
         return float(max(1, int(sizes[site["site"]] * site["sample_rate"])))
 
     def ratio(site: dict) -> float:
-        return float(site["noise_multiplier"]) * math.sqrt(length) / batch(site)
+        return noise_to_signal(float(site["noise_multiplier"]), length, batch(site))
 
     worst = max(report.per_site, key=ratio)
     return DPPlan(
@@ -152,7 +161,7 @@ def _client_plan(
     assert scenario.dp is not None and report.mechanism is not None
     per_round = spec.federation.clients_per_round or spec.data.sites
     noise = float(report.mechanism["update_noise_multiplier"])
-    ratio = noise * math.sqrt(length) / per_round
+    ratio = noise_to_signal(noise, length, per_round)
     sites = None
     notes = [f"{per_round} site(s) per round"]
     if report.mechanism.get("count_noise_stddev") is not None:
@@ -176,7 +185,7 @@ def _sites_for(
     scenario: ScenarioSpec, spec: AuditSpec, training: LocalTraining, site_size: int, length: int, target: float
 ) -> int | None:
     """The fewest sites whose calibrated noise-to-signal is at most ``target`` (None: not below a million)."""
-    share = (spec.federation.clients_per_round or spec.data.sites) / spec.data.sites
+    share = participation_share(spec.federation.clients_per_round, spec.data.sites)
 
     def ratio(sites: int) -> float:
         assert scenario.dp is not None
@@ -189,7 +198,7 @@ def _sites_for(
                 clients_per_round=per_round if per_round < sites else None, seed=spec.seed,
                 device=torch.device("cpu"), updates_hidden=scenario.protocol_instance().hides_updates,
             ))
-        return mechanism.update_noise_multiplier * math.sqrt(length) / per_round
+        return noise_to_signal(mechanism.update_noise_multiplier, length, per_round)
 
     fewest = max(1, (scenario.dp.min_sites if scenario.dp is not None else None) or 1)  # distributed noise's quorum
     if ratio(fewest) <= target:

@@ -18,7 +18,7 @@ from fedsecure.fl.round_loop import (
     federation_facts,
     message_on_cpu,
 )
-from fedsecure.fl.server import Evaluation, SiteUtility, combine_round, pooled_evaluation
+from fedsecure.fl.server import Evaluation, SiteUtility, combine_round, participation_share, pooled_evaluation
 from fedsecure.fl.site import SiteRunner, next_global
 from fedsecure.fl.state import ModelState
 from fedsecure.fl.strategies import STRATEGIES, Strategy
@@ -206,8 +206,7 @@ class Federation:
     @property
     def participation(self) -> float:
         """The expected share of the federation's clients in a round."""
-        n_clients = len(self.sites) + len(self.canaries)
-        return (self.clients_per_round or n_clients) / n_clients
+        return participation_share(self.clients_per_round, len(self.sites) + len(self.canaries))
 
     @property
     def recipe(self) -> Recipe:

@@ -58,6 +58,11 @@ class Evaluation:
     per_site: list[SiteUtility]
 
 
+def participation_share(clients_per_round: int | None, n_sites: int) -> float:
+    """The expected share of ``n_sites`` sites in a round (SCAFFOLD scales its control variate by it)."""
+    return (clients_per_round or n_sites) / n_sites
+
+
 def sample_participants(
     privacy: PrivacyMechanism, *, seed: int, round_number: int, n_sites: int, clients_per_round: int | None
 ) -> list[int]:

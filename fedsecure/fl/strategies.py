@@ -260,7 +260,7 @@ class Scaffold(Strategy):
 
     @override
     def gradient_correction(self, state: ModelState, memory: SiteMemory) -> GradientCorrection | None:
-        c = self._control().to(state.get().device)
+        c = self._control().to(next(state.model.parameters()).device)
         own = memory.setdefault("control", torch.zeros_like(c))
         drift = state.split(c - own.to(c.device))
 

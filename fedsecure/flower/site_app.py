@@ -65,7 +65,7 @@ from fedsecure.devices import resolve_device
 from fedsecure.errors import FedsecureError
 from fedsecure.fl.evaluation import score_histograms
 from fedsecure.fl.privacy_hooks import PrivacyMechanism
-from fedsecure.fl.server import reveal_quorum
+from fedsecure.fl.server import participation_share, reveal_quorum
 from fedsecure.fl.site import SiteRunner, next_global
 from fedsecure.flower import wire
 from fedsecure.secure.protocol import ClientRole
@@ -299,7 +299,7 @@ class _Site:
         self.device = device
         saved_global = wire.get_tensors(context.state, "global")
         self.global_vector = saved_global["vector"].to(device) if saved_global else parts.state.get()
-        self.strategy.start(self.global_vector, (spec.federation.clients_per_round or n_sites) / n_sites)
+        self.strategy.start(self.global_vector, participation_share(spec.federation.clients_per_round, n_sites))
         if strategy_state := wire.get_tensors(context.state, "strategy"):
             self.strategy.load_server_state({k: v.to(device) for k, v in strategy_state.items()})
         if private := wire.get_tensors(context.state, "private"):

@@ -29,7 +29,7 @@ from fedsecure.data.federated import (
 from fedsecure.data.files import DatalistSplitter, SiteDatalist, SiteDatalists
 from fedsecure.data.image_files import Preprocessing, default_cache_dir
 from fedsecure.data.partition import PARTITIONERS
-from fedsecure.errors import SpecError
+from fedsecure.errors import FedsecureError, SpecError
 from fedsecure.fl.strategies import STRATEGIES
 from fedsecure.fl.study import STUDY_METHODS
 from fedsecure.fl.task import TASKS
@@ -385,12 +385,27 @@ class TrainingOverride(_Section):
     lr: float | None = Field(None, gt=0)
 
 
+class SecAggSpec(_Section):
+    """``[scenario.secagg]``: SecAgg+'s settings (see :class:`~fedsecure.secure.secagg.SecAggPlusAggregation`).
+
+    ``threshold`` is the collusion bound the report states: the server together with fewer
+    than ``threshold`` sites learns only the sum.
+    """
+
+    shares: int | None = None
+    threshold: int | None = None
+    clipping_range: float = 8.0
+    quantization_bits: int = 22
+    modulus_bits: int = 32
+
+
 class ScenarioSpec(_Section):
     """``[[scenario]]``: one protection configuration to train, attack and judge."""
 
     name: SafeName
     protocol: str = "plain"
     ckks_preset: str | None = None
+    secagg: SecAggSpec | None = None
     dp: DPSpec | None = None
     training: TrainingOverride | None = None
 
@@ -427,16 +442,28 @@ class ScenarioSpec(_Section):
             raise ValueError(f"ckks_preset is set but protocol is {self.protocol!r}, not 'ckks'")
         return self
 
+    @model_validator(mode="after")
+    def _secagg_settings_fit(self) -> ScenarioSpec:
+        if self.secagg is not None and self.protocol != "secagg":
+            raise ValueError(f"[scenario.secagg] is set but protocol is {self.protocol!r}, not 'secagg'")
+        try:
+            self.protocol_instance()
+        except FedsecureError as exc:  # the protocol's own checks (e.g. SecAgg+'s threshold), in one line
+            raise ValueError(str(exc)) from None
+        return self
+
     def protocol_instance(self) -> Any:
         """The aggregation protocol this scenario names, with its options."""
-        options = {"preset": self.ckks_preset} if self.ckks_preset is not None else {}
+        options: dict[str, Any] = {"preset": self.ckks_preset} if self.ckks_preset is not None else {}
+        if self.secagg is not None:
+            options.update(self.secagg.model_dump())
         return _construct(PROTOCOLS.get(self.protocol), **options)
 
     @model_validator(mode="after")
     def _dp_fits_protocol(self) -> ScenarioSpec:
         if self.dp is not None and self.dp.level == "client" and self.dp.placement is None:
             raise ValueError("client-level dp needs placement = 'central' or 'distributed'")
-        if self.dp is not None and self.dp.placement == "central" and self.protocol != "plain":
+        if self.dp is not None and self.dp.placement == "central" and self.protocol == "ckks":
             raise ValueError(
                 f"central DP noise needs a server that reads the sum, but protocol {self.protocol!r} hides it; "
                 "use placement = 'distributed'"

@@ -18,6 +18,7 @@ from fedsecure.fl.round_loop import (
     federation_facts,
     message_on_cpu,
 )
+from fedsecure.fl.secure_exchange import exchange_in_process, node_of
 from fedsecure.fl.server import Evaluation, SiteUtility, combine_round, participation_share, pooled_evaluation
 from fedsecure.fl.site import SiteRunner, next_global
 from fedsecure.fl.state import ModelState
@@ -26,7 +27,8 @@ from fedsecure.fl.trace import ClientRound, RoundRecord, Trace
 from fedsecure.fl.training import LocalTraining
 from fedsecure.fl.views import ClientView, Recipe, RevealedRound, ServerView, server_round
 from fedsecure.secure.plain import PlainAggregation
-from fedsecure.secure.protocol import Aggregate, AggregationProtocol, ClientRole, Message, Roles
+from fedsecure.secure.protocol import Aggregate, AggregationProtocol, Message, Roles
+from fedsecure.secure.secagg import RecordingGrid, SecAggServer
 
 __all__ = ["Evaluation", "Federation", "FederationResult", "SiteUtility"]
 
@@ -86,6 +88,8 @@ class Federation:
             raise ValueError(f"rounds must be >= 1, got {rounds}")
         if clients_per_round is not None and not 1 <= clients_per_round <= n_sites:
             raise ValueError(f"clients_per_round must be in [1, {n_sites}], got {clients_per_round}")
+        if n_canaries and protocol is not None and protocol.interactive:
+            raise ValueError(f"canary clients send fixed updates in plaintext sums, not through {protocol.name}")
         self.data = data
         self.device = torch.device(device)
         self.privacy = privacy if privacy is not None else PrivacyMechanism()
@@ -143,7 +147,7 @@ class Federation:
             length=self.strategy.message_length(self.state.numel),
             device=self.device, keep_messages=self.keep_messages,
         )
-        final_global, evaluation = loop.run(_InProcessSites(self, global_vector, roles.client), trace, on_round)
+        final_global, evaluation = loop.run(_InProcessSites(self, global_vector, roles), trace, on_round)
         return FederationResult(
             trace=trace, evaluation=evaluation, released_model=self.state.model_with(final_global, self.server_private),
             protocol_parameters=self.protocol.describe(),
@@ -182,12 +186,10 @@ class Federation:
         """
         global_vector = self._probe_start(start)
         roles = self._setup()
-        messages, sent = [], None
-        for site in self.sites:
-            message, _ = site.message(global_vector, round_number, roles.client)
-            messages.append(message)
-            if site.index == observer:
-                sent = site.last_sent
+        messages = [message for _, message in self._messages(
+            global_vector, round_number, list(range(len(self.sites))), roles
+        )[0]]
+        sent = self.sites[observer].last_sent if 0 <= observer < len(self.sites) else None
         assert sent is not None, f"no site {observer} in this federation"
         aggregate, _ = combine_round(
             roles.server, self.privacy, messages, length=self.strategy.message_length(self.state.numel), seed=self.seed,
@@ -218,6 +220,24 @@ class Federation:
         # so normalized weights are >= 1 and small sites keep full fixed-point precision.
         return min(participant.weight for participant in [*self.sites, *self.canaries])
 
+    def _messages(
+        self, global_vector: torch.Tensor, round_number: int, participants: list[int], roles: Roles
+    ) -> tuple[list[tuple[ClientRound, Message]], RecordingGrid | None]:
+        """The participants' messages of a round, and for an interactive protocol the grid its exchange ran on."""
+        if isinstance(roles.server, SecAggServer):
+            return exchange_in_process(
+                roles.server, self.sites, participants, global_vector, round_number, roles.client,
+                weight_unit=self._weight_unit(), seed=self.seed, length=self.strategy.message_length(self.state.numel),
+            )
+        answered = []
+        for k in participants:
+            if k < len(self.sites):
+                message, client = self.sites[k].message(global_vector, round_number, roles.client)
+            else:
+                message, client = self.canaries[k - len(self.sites)].message(round_number, roles.client)
+            answered.append((client, message))
+        return answered, None
+
     def _setup(self) -> Roles:
         return self.protocol.setup(len(self.sites) + len(self.canaries), weight_unit=self._weight_unit())
 
@@ -240,10 +260,12 @@ class Federation:
 class _InProcessSites:
     """The round loop's channel to sites that run in this process: they reveal and apply each aggregate at once."""
 
-    def __init__(self, federation: Federation, global_vector: torch.Tensor, client: ClientRole) -> None:
+    def __init__(self, federation: Federation, global_vector: torch.Tensor, roles: Roles) -> None:
         self.federation = federation
         self.global_vector = global_vector
-        self.client = client
+        self.roles = roles
+        self.client = roles.client
+        self.grid: RecordingGrid | None = None
 
     def reachable(self, participants: list[int]) -> list[int]:
         return participants
@@ -252,14 +274,7 @@ class _InProcessSites:
         return self.global_vector.detach().cpu().clone() if self.federation.keep_global_models else None
 
     def train(self, round_number: int, participants: list[int]) -> list[tuple[ClientRound, Message]]:
-        answered = []
-        sites = self.federation.sites
-        for k in participants:
-            if k < len(sites):
-                message, client = sites[k].message(self.global_vector, round_number, self.client)
-            else:
-                message, client = self.federation.canaries[k - len(sites)].message(round_number, self.client)
-            answered.append((client, message))
+        answered, self.grid = self.federation._messages(self.global_vector, round_number, participants, self.roles)
         return answered
 
     def deliver(self, round_number: int, aggregate: Aggregate, record: RoundRecord) -> None:
@@ -269,6 +284,9 @@ class _InProcessSites:
             self.global_vector, aggregate, self.client, federation.strategy, federation.privacy, federation.device
         )
         record.clients = [replace(c, reveal_seconds=reveal_seconds) for c in record.clients]
+        if self.grid is not None:  # an interactive protocol: a site's bytes include its unmask shares
+            sent = {site.site.name: self.grid.bytes_up.get(node_of(site.index), 0) for site in federation.sites}
+            record.clients = [replace(c, bytes_up=sent.get(c.site, c.bytes_up)) for c in record.clients]
         if federation.evaluate_every and round_number % federation.evaluate_every == 0:
             record.utility = federation.evaluate(self.global_vector).global_
 

@@ -21,7 +21,7 @@ from fedsecure.fl.privacy_hooks import FederationFacts, PrivacyMechanism
 from fedsecure.fl.server import Evaluation, combine_round, quorum_shortfall, sample_participants
 from fedsecure.fl.trace import ClientRound, RoundRecord, Trace
 from fedsecure.fl.training import LocalTraining
-from fedsecure.secure.protocol import Aggregate, AggregationProtocol, Message, ServerRole
+from fedsecure.secure.protocol import Aggregate, AggregationProtocol, Message, RoundNotCombined, ServerRole
 
 KeepMessages = Literal["none", "first", "ends", "all"]
 
@@ -181,7 +181,12 @@ class RoundLoop:
         self, round_number: int, participants: list[int], channel: SiteChannel, event: Callable[[str], None]
     ) -> RoundRecord:
         global_model = channel.global_model()
-        answered = channel.train(round_number, participants)
+        lost = False
+        try:
+            answered = channel.train(round_number, participants)
+        except RoundNotCombined as exc:  # an interactive protocol lost too many sites before they sent
+            event(str(exc))
+            answered, lost = [], True
         messages = [message for _, message in answered]
         shortfall = (quorum_shortfall(self.privacy, self.protocol, self.n_sites, len(messages), round_number)
                      if messages else None)
@@ -190,16 +195,21 @@ class RoundLoop:
         elif not participants:
             # Privacy spent all the same: the sampling itself is part of what the accountant counts.
             event(f"round {round_number}: no site was sampled; the global model stays as it was")
-        elif not messages:
+        elif not messages and not lost:
             event(f"round {round_number}: no site answered; the global model stays as it was")
-        if not messages or shortfall is not None:
+        aggregate = None
+        if messages and shortfall is None:
+            try:
+                aggregate, combine_seconds = combine_round(
+                    self.server, self.privacy, messages, length=self.length, seed=self.seed,
+                    round_number=round_number, device=self.device,
+                )
+            except RoundNotCombined as exc:  # an interactive protocol lost too many sites before unmasking
+                event(str(exc))
+        if aggregate is None:
             # Accounted as run: the sampled sites trained (and may have sent) before the round was dropped.
             return RoundRecord(round=round_number, clients=[], combine_seconds=0.0, bytes_down=0,
                                epsilon=self.privacy.end_round(participants), global_model=global_model)
-        aggregate, combine_seconds = combine_round(
-            self.server, self.privacy, messages, length=self.length, seed=self.seed, round_number=round_number,
-            device=self.device,
-        )
         first, last = round_number == 1, round_number == self.rounds
         keep = {"none": False, "first": first, "ends": first or last, "all": True}[self.keep_messages]
         record = RoundRecord(

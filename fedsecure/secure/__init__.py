@@ -4,6 +4,7 @@ from fedsecure.secure.ckks import CKKSAggregation, CKKSClient, CKKSServer
 from fedsecure.secure.ckks_params import DEFAULT_PRESET, PRESETS, CKKSParameters
 from fedsecure.secure.plain import PlainAggregation
 from fedsecure.secure.protocol import PROTOCOLS, Aggregate, AggregationProtocol, ClientRole, Message, Roles, ServerRole
+from fedsecure.secure.secagg import SecAggClient, SecAggPlusAggregation, SecAggServer
 
 __all__ = [
     "DEFAULT_PRESET",
@@ -19,5 +20,8 @@ __all__ = [
     "Message",
     "PlainAggregation",
     "Roles",
+    "SecAggClient",
+    "SecAggPlusAggregation",
+    "SecAggServer",
     "ServerRole",
 ]

@@ -23,9 +23,13 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from fedsecure.errors import NotSupportedError
+from fedsecure.errors import FedsecureError, NotSupportedError
 from fedsecure.registry import Registry
 from fedsecure.secure.fixed_point import weighted_mean
+
+
+class RoundNotCombined(FedsecureError):
+    """An interactive protocol could not produce a round's sum (too few sites stayed to unmask it)."""
 
 
 @dataclass(frozen=True)
@@ -125,6 +129,9 @@ class AggregationProtocol(ABC):
     name: ClassVar[str]
     # Whether the server sees only the sum (secure aggregation), never one site's update.
     hides_updates: ClassVar[bool] = False
+    # Whether the sum needs the sites again after they sent (SecAgg+'s unmasking): the engines then run the
+    # protocol's exchange over a grid (fedsecure.secure.secagg) instead of protect -> combine.
+    interactive: ClassVar[bool] = False
 
     def describe(self) -> dict[str, Any]:
         """The protocol's parameters, for the report."""

@@ -38,6 +38,7 @@ within :meth:`SecAggPlusAggregation.error_bound`.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 from collections.abc import Callable, Iterator
@@ -61,7 +62,7 @@ from fedsecure.errors import FedsecureError
 from fedsecure.secure import secagg_masks
 from fedsecure.secure.fixed_point import to_grid
 from fedsecure.secure.plain import FLOAT32_BYTES, PlainClient
-from fedsecure.secure.protocol import PROTOCOLS, Aggregate, AggregationProtocol, Message, ServerRole
+from fedsecure.secure.protocol import PROTOCOLS, Aggregate, AggregationProtocol, Message, RoundNotCombined, ServerRole
 
 secagg_masks.install()  # the one place fedsecure replaces part of Flower's protocol (see secagg_masks)
 
@@ -70,10 +71,6 @@ INT64_BYTES = 8  # Flower sends masked values as int64 arrays (numpy's .npy form
 
 class SecAggParametersError(FedsecureError):
     """SecAgg+ settings that cannot run, or that would weaken its guarantee."""
-
-
-class RoundNotCombined(FedsecureError):
-    """An interactive protocol could not produce the round's sum (too few sites stayed to unmask it)."""
 
 
 @PROTOCOLS.register("secagg")
@@ -257,8 +254,10 @@ class _RoundContext:
 
 
 class RecordingGrid:
-    """A Flower ``Grid`` seen through one round: it adds the round's content to the masked-vector stage's messages
-    and keeps every reply, by stage and site.
+    """A Flower ``Grid`` seen through one SecAgg+ round: it keeps every reply, by stage and site.
+
+    It also adds each site's fedsecure content to the masked-vector stage's messages (the
+    stage at which a site trains).
 
     Args:
         grid: the Flower grid (the ServerApp's, or :class:`~fedsecure.secure.secagg_site.LocalGrid`).
@@ -272,6 +271,7 @@ class RecordingGrid:
         self.bytes_up: dict[int, int] = {}
 
     def send_and_receive(self, messages: list[FlowerMessage], *, timeout: float | None = None) -> list[FlowerMessage]:
+        """Send one stage's messages through the grid; the replies that came back."""
         stage = str(messages[0].content.config_records[RECORD_KEY_CONFIGS][Key.STAGE]) if messages else ""
         if stage == Stage.COLLECT_MASKED_VECTORS and self.content_for is not None:
             for message in messages:
@@ -301,14 +301,14 @@ def _config_bytes(content: RecordDict) -> int:
 @contextlib.contextmanager
 def flower_identity() -> Iterator[None]:
     """Flower's task identity where no Flower process set one (the in-process engine): messages need it."""
-    unset = TaskIdentity._run_id is None  # noqa: SLF001 - Flower keeps it as class state, set by its runtimes
+    unset = TaskIdentity._run_id is None
     if unset:
         TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 0, 0, 0
     try:
         yield
     finally:
         if unset:
-            TaskIdentity._run_id = TaskIdentity._node_id = TaskIdentity._task_id = None  # noqa: SLF001
+            TaskIdentity._run_id = TaskIdentity._node_id = TaskIdentity._task_id = None
 
 
 @dataclass

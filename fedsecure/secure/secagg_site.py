@@ -24,7 +24,9 @@ Contribution = Callable[[], tuple[np.ndarray, int]]
 """Called when the site must send: its update (flat) and its integer weight."""
 
 
-def answer_stage(message: FlowerMessage, state: RecordDict, contribution: Contribution, rounding_seed: int) -> FlowerMessage:
+def answer_stage(
+    message: FlowerMessage, state: RecordDict, contribution: Contribution, rounding_seed: int
+) -> FlowerMessage:
     """The site's reply to one SecAgg+ stage message (Flower's client mod, with its state in ``state``).
 
     Args:
@@ -93,5 +95,6 @@ class LocalGrid:
             # A copy, as the wire would deliver it: Flower's workflow sends one content object to every site of a stage,
             # and the mod takes the stage out of the copy it receives.
             delivered = copy.deepcopy(message)
-            replies.append(answer_stage(delivered, self.states[node], self.contributions[node], self.rounding_seeds[node]))
+            seed = self.rounding_seeds[node]
+            replies.append(answer_stage(delivered, self.states[node], self.contributions[node], seed))
         return replies

@@ -38,7 +38,6 @@ within :meth:`SecAggPlusAggregation.error_bound`.
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
 import os
 from collections.abc import Callable, Iterator

@@ -47,7 +47,7 @@ def tiny_data(sizes=(12, 16), seed=0) -> FederatedData:
 def spec_text(strategy: str, protocol: str, level: str) -> str:
     dp = DP_LEVELS[level]
     if dp is not None:
-        # Central noise needs a server that reads the sum; under CKKS the sites add it in shares.
+        # Central noise needs a server that reads the sum; under CKKS and SecAgg+ the sites add it in shares.
         dp = dp.replace("PLACEMENT", "central" if protocol == "plain" else "distributed")
     return (
         f'name = "matrix"\n[data]\nsites = 2\n[federation]\nstrategy = "{strategy}"\nrounds = 2\nbatch_size = 4\n'
@@ -67,7 +67,7 @@ def federation_of(text: str, data: FederatedData, model=None) -> Federation:
 
 
 @pytest.mark.parametrize("level", list(DP_LEVELS))
-@pytest.mark.parametrize("protocol", ["plain", "ckks"])
+@pytest.mark.parametrize("protocol", ["plain", "ckks", "secagg"])
 @pytest.mark.parametrize("strategy", list(STRATEGIES))
 def test_every_strategy_protocol_and_dp_level_trains_with_a_finite_epsilon_or_is_refused_in_one_line(
     strategy, protocol, level

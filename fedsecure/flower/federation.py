@@ -33,6 +33,7 @@ from dataclasses import replace
 
 import torch
 from flwr.app import ConfigRecord, Message, RecordDict
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Stage
 from flwr.serverapp import Grid
 
 from fedsecure.config.parts import build_parts, image_size_of
@@ -40,6 +41,7 @@ from fedsecure.config.spec import AuditSpec, LoadedSpec, ScenarioSpec
 from fedsecure.errors import FedsecureError, NotSupportedError
 from fedsecure.fl.evaluation import ScoreHistograms, auc_error_bound
 from fedsecure.fl.round_loop import FederationResult, RoundLoop
+from fedsecure.fl.secure_exchange import masked_message
 from fedsecure.fl.server import Evaluation, pooled_evaluation_from_histograms
 from fedsecure.fl.strategies import STRATEGIES
 from fedsecure.fl.task import TASKS
@@ -48,6 +50,7 @@ from fedsecure.flower import wire
 from fedsecure.models import check_model_takes
 from fedsecure.secure.protocol import Aggregate
 from fedsecure.secure.protocol import Message as SiteMessage
+from fedsecure.secure.secagg import RecordingGrid, SecAggServer
 
 
 class SiteLost(FedsecureError):
@@ -149,6 +152,8 @@ class FlowerFederation:
         check_model_takes(parts.state.model, self.shape["in_channels"], image_size_of(self.shape))
         self.privacy, strategy, protocol, state = parts.privacy, parts.strategy, parts.protocol, parts.state
         server = protocol.server_role(material)
+        self.server = server
+        self.length = strategy.message_length(state.numel)
         self.weight_unit = min(self.privacy.site_weight(n) for n in self.site_sizes)
         trace = Trace(strategy=STRATEGIES.name_of(type(strategy)), protocol=protocol.name,
                       update_length=state.numel, setup_bytes=len(material), engine="flower", events=self.events)
@@ -237,19 +242,11 @@ class FlowerFederation:
         """Send each site its message; the contents of the replies that came back, by site."""
         if not sites:
             return {}
-        messages = []
-        for k in sites:
-            content = RecordDict()
-            pending = [r for r in sorted(self.aggregates) if r > self.applied[k]]
-            for r in pending:
-                wire.put_aggregate(content, f"aggregate.{r}", self.aggregates[r])
-            # "pending" [0] means none: a list on the wire needs an element to carry its type.
-            content.config_records["round"] = ConfigRecord({
-                "round": round_number, "site": k, "n_sites": self.n_sites, "weight_unit": float(self.weight_unit),
-                "site_sizes": self.site_sizes, "pending": pending or [0], **self.shape,
-            })
-            messages.append(Message(content, dst_node_id=self.nodes[k], message_type=kind,
-                                    group_id=str(round_number)))
+        messages = [
+            Message(self._round_content(k, round_number), dst_node_id=self.nodes[k], message_type=kind,
+                    group_id=str(round_number))
+            for k in sites
+        ]
         by_node = {self.nodes[k]: k for k in sites}
         replies: dict[int, RecordDict] = {}
         for reply in self.grid.send_and_receive(messages, timeout=self.round_timeout):
@@ -259,16 +256,75 @@ class FlowerFederation:
             if reply.has_error():
                 self._drop(k, round_number, f"its ClientApp failed: {reply.error.reason}")
                 continue
-            self._record_reply(kind, round_number, self.names[k], reply.content)
+            self._take_reply(kind, round_number, k, reply.content)
             replies[k] = reply.content
-            self.applied[k] = int(reply.content.config_records["applied"]["round"])
-            for note in reply.content.config_records["applied"]["notes"]:
-                if note:
-                    self.privacy.note(note)  # a weakened guarantee a site noticed (e.g. too few noise shares)
         for k in sites:
             if k not in replies and k in self.live:
                 self._drop(k, round_number, f"no answer within {self.round_timeout:g} s")
         return replies
+
+    def _round_content(self, k: int, round_number: int) -> RecordDict:
+        """What site ``k`` is sent for a round: the federation's facts and the aggregates it has not applied."""
+        content = RecordDict()
+        pending = [r for r in sorted(self.aggregates) if r > self.applied[k]]
+        for r in pending:
+            wire.put_aggregate(content, f"aggregate.{r}", self.aggregates[r])
+        # "pending" [0] means none: a list on the wire needs an element to carry its type.
+        content.config_records["round"] = ConfigRecord({
+            "round": round_number, "site": k, "n_sites": self.n_sites, "weight_unit": float(self.weight_unit),
+            "site_sizes": self.site_sizes, "pending": pending or [0], **self.shape,
+        })
+        return content
+
+    def _take_reply(self, kind: str, round_number: int, k: int, content: RecordDict) -> None:
+        self._record_reply(kind, round_number, self.names[k], content)
+        self.applied[k] = int(content.config_records["applied"]["round"])
+        for note in content.config_records["applied"]["notes"]:
+            if note:
+                self.privacy.note(note)  # a weakened guarantee a site noticed (e.g. too few noise shares)
+
+    def _exchange(
+        self, round_number: int, participants: list[int], trace: Trace
+    ) -> list[tuple[ClientRound, SiteMessage]]:
+        """An interactive protocol's round (SecAgg+): Flower's workflow stages over the grid, to the masked vectors.
+
+        The unmask stage runs in the round loop's combine; :meth:`_after_exchange` drops the sites
+        that stopped answering at any stage.
+        """
+        assert isinstance(self.server, SecAggServer)
+        by_node = {self.nodes[k]: k for k in participants}
+        self.exchange = (RecordingGrid(self.grid, lambda node: self._round_content(by_node[node], round_number)),
+                         participants)
+        weights = [int(self.privacy.site_weight(self.site_sizes[k])) for k in participants]
+        replies = self.server.collect(
+            self.exchange[0], round_number, [self.nodes[k] for k in participants], weight_unit=self.weight_unit,
+            max_weight=max(weights), timeout=self.round_timeout,
+        )
+        contents = {by_node[node]: reply.content for node, reply in replies.items()}
+        self._take_evaluations(trace, contents)
+        answered = []
+        for k in sorted(contents):
+            content = contents[k]
+            self._take_reply("train", round_number, k, content)
+            meta = content.config_records["client"]
+            message = masked_message(content.config_records[RECORD_KEY_CONFIGS], self.length,
+                                     self.exchange[0].bytes_up[self.nodes[k]])
+            answered.append((ClientRound(
+                site=self.names[k], weight=float(meta["weight"]), steps=int(meta["steps"]),
+                train_seconds=float(meta["train_seconds"]), protect_seconds=float(meta["protect_seconds"]),
+                reveal_seconds=0.0, bytes_up=message.nbytes,
+            ), message))
+        return answered
+
+    def _after_exchange(self, round_number: int, record: RoundRecord) -> None:
+        """Drop the sites that stopped answering during the round's exchange; count each site's bytes in full."""
+        grid, participants = self.exchange
+        last = grid.replies.get(Stage.UNMASK, {})
+        for k in participants:
+            if self.nodes[k] not in last and k in self.live:
+                self._drop(k, round_number, "it stopped answering during the SecAgg+ exchange")
+        sent = {self.names[k]: grid.bytes_up.get(self.nodes[k], 0) for k in participants}
+        record.clients = [replace(c, bytes_up=sent.get(c.site, c.bytes_up)) for c in record.clients]
 
     def _drop(self, k: int, round_number: int, why: str) -> None:
         self.live.discard(k)
@@ -332,10 +388,14 @@ class _FlowerSites:
         return None
 
     def train(self, round_number: int, participants: list[int]) -> list[tuple[ClientRound, SiteMessage]]:
+        if self.federation.scenario.protocol_instance().interactive:
+            return self.federation._exchange(round_number, participants, self.trace)
         return self.federation._train(round_number, participants, self.trace)
 
     def deliver(self, round_number: int, aggregate: Aggregate, record: RoundRecord) -> None:
         self.federation.aggregates[round_number] = aggregate
+        if self.federation.scenario.protocol_instance().interactive:
+            self.federation._after_exchange(round_number, record)
 
     def finish(self, trace: Trace) -> tuple[torch.Tensor, Evaluation]:
         return self.federation._final(trace)

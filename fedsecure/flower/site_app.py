@@ -52,9 +52,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
 
 from fedsecure.config.parts import SHAPE_KEYS, build_parts, model_shape
 from fedsecure.config.spec import AuditSpec, parse_spec
@@ -67,9 +69,12 @@ from fedsecure.fl.evaluation import score_histograms
 from fedsecure.fl.privacy_hooks import PrivacyMechanism
 from fedsecure.fl.server import participation_share, reveal_quorum
 from fedsecure.fl.site import SiteRunner, next_global
+from fedsecure.fl.trace import ClientRound
 from fedsecure.flower import wire
 from fedsecure.secure.protocol import ClientRole
 from fedsecure.secure.quorum import QuorumCheckedClient, quorum_weight
+from fedsecure.secure.secagg_site import answer_stage
+from fedsecure.seeding import numpy_rng
 
 STATE = "fedsecure"
 
@@ -152,15 +157,14 @@ def make_client_app(local: LocalSite | None = None) -> ClientApp:
 
     @app.train()
     def train(message: Message, context: Context) -> Message:
+        if RECORD_KEY_CONFIGS in message.content.config_records:  # a stage of a SecAgg+ round
+            return secagg_stage(message, context, site_of(context))
         site = _Site(message, context, site_of(context))
         reply = site.catch_up()
         round_number = int(message.content.config_records["round"]["round"])
         update, record = site.runner.message(site.global_vector, round_number, site.client)
         wire.put_message(reply, "update", update)
-        reply.config_records["client"] = ConfigRecord({
-            "steps": record.steps, "train_seconds": record.train_seconds,
-            "protect_seconds": record.protect_seconds, "weight": record.weight, "bytes_up": record.bytes_up,
-        })
+        reply.config_records["client"] = client_record(record)
         site.save()
         return Message(reply, reply_to=message)
 
@@ -173,6 +177,52 @@ def make_client_app(local: LocalSite | None = None) -> ClientApp:
         return Message(reply, reply_to=message)
 
     return app
+
+
+def client_record(record: ClientRound) -> ConfigRecord:
+    """What a site's part of a round cost, as its reply states it."""
+    return ConfigRecord({
+        "steps": record.steps, "train_seconds": record.train_seconds,
+        "protect_seconds": record.protect_seconds, "weight": record.weight, "bytes_up": record.bytes_up,
+    })
+
+
+def secagg_stage(message: Message, context: Context, local: LocalSite) -> Message:
+    """A site's answer to one SecAgg+ stage: Flower's client mod.
+
+    At the masked-vector stage the mod asks for the site's update: the site then applies the
+    aggregates it was sent, evaluates the model they give, and trains, as for a ``train`` message.
+    """
+    stage = str(message.content.config_records[RECORD_KEY_CONFIGS][Key.STAGE])
+    if stage != Stage.COLLECT_MASKED_VECTORS:
+        return answer_stage(message, context.state, _no_update_at(stage), rounding_seed=0)
+    site = _Site(message, context, local)
+    records = site.catch_up()
+    round_number = int(message.content.config_records["round"]["round"])
+    sent: list[ClientRound] = []
+
+    def contribution() -> tuple[np.ndarray, int]:
+        _, record = site.runner.message(site.global_vector, round_number, site.client)
+        sent.append(record)
+        assert site.runner.last_sent is not None
+        return site.runner.last_sent.detach().cpu().double().numpy().reshape(-1), int(site.runner.weight)
+
+    # The in-process engine's rounding stream for this site and round: both engines quantize alike.
+    seed = int(numpy_rng(site.runner.seed, "secagg-rounding", site.runner.index, round_number).integers(2**32))
+    reply = answer_stage(message, context.state, contribution, seed)
+    # Flower's mod empties the reply's arrays (the update); the evaluation and what was applied go back on.
+    for key, record in records.items():
+        reply.content[key] = record
+    reply.content.config_records["client"] = client_record(sent[0])
+    site.save()
+    return reply
+
+
+def _no_update_at(stage: str) -> Callable[[], tuple[np.ndarray, int]]:
+    def refuse() -> tuple[np.ndarray, int]:
+        raise FedsecureError(f"SecAgg+ asked for the site's update at the {stage} stage")
+
+    return refuse
 
 
 def answer_setup(
@@ -204,7 +254,7 @@ def answer_setup(
         )
     data = local.data(max(claimed, 0), loaded.spec)
     protocol = scenario.protocol_instance()
-    secret = local.secret() if protocol.name != "plain" else b""
+    secret = local.secret() if protocol.needs_site_secret else b""
     material = protocol.server_material(secret) if secret else b""
     state.config_records[STATE] = ConfigRecord({"spec": spec_text, "scenario": scenario.name, "applied": 0})
     image = data.train.images
@@ -306,7 +356,7 @@ class _Site:
             self.runner.private = {k: v.to(device) for k, v in private.items()}
         if memory := wire.get_tensors(context.state, "memory"):
             self.runner.memory = {k: v.to(device) for k, v in memory.items()}
-        secret = local.secret() if protocol.name != "plain" else b""
+        secret = local.secret() if protocol.needs_site_secret else b""
         client = protocol.client_role(secret, n_clients=n_sites, weight_unit=weight_unit)
         quorum = reveal_quorum(self.privacy, protocol, n_sites)
         minimum = quorum_weight([self.privacy.site_weight(n) for n in site_sizes], weight_unit, quorum)

@@ -132,6 +132,8 @@ class AggregationProtocol(ABC):
     # Whether the sum needs the sites again after they sent (SecAgg+'s unmasking): the engines then run the
     # protocol's exchange over a grid (fedsecure.secure.secagg) instead of protect -> combine.
     interactive: ClassVar[bool] = False
+    # Whether the sites share a key made before the study (CKKS's secret context, from `fedsecure keygen`).
+    needs_site_secret: ClassVar[bool] = False
 
     def describe(self) -> dict[str, Any]:
         """The protocol's parameters, for the report."""

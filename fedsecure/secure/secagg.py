@@ -62,6 +62,7 @@ from fedsecure.secure import secagg_masks
 from fedsecure.secure.fixed_point import to_grid
 from fedsecure.secure.plain import FLOAT32_BYTES, PlainClient
 from fedsecure.secure.protocol import PROTOCOLS, Aggregate, AggregationProtocol, Message, RoundNotCombined, ServerRole
+from fedsecure.secure.secagg_site import quiet_flower_log
 
 secagg_masks.install()  # the one place fedsecure replaces part of Flower's protocol (see secagg_masks)
 
@@ -299,12 +300,17 @@ def _config_bytes(content: RecordDict) -> int:
 
 @contextlib.contextmanager
 def flower_identity() -> Iterator[None]:
-    """Flower's task identity where no Flower process set one (the in-process engine): messages need it."""
-    unset = TaskIdentity._run_id is None
+    """Flower's task identity where no Flower process set one (the in-process engine), with Flower's log quiet.
+
+    Flower's messages need a task identity. Its workflow and client mod log every stage, which
+    would bury an audit's progress; what goes wrong reaches fedsecure's own events.
+    """
+    unset = TaskIdentity._run_id is None  # Flower keeps it as class state, set by its runtimes
     if unset:
         TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 0, 0, 0
     try:
-        yield
+        with quiet_flower_log():
+            yield
     finally:
         if unset:
             TaskIdentity._run_id = TaskIdentity._node_id = TaskIdentity._task_id = None

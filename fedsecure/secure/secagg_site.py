@@ -7,8 +7,10 @@ both run Flower's own client protocol; only the transport differs.
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterator
 
 import numpy as np
 from flwr.app import Context, RecordDict
@@ -19,6 +21,19 @@ from flwr.compat.common import recorddict_compat as compat
 
 from fedsecure.errors import FedsecureError
 from fedsecure.secure import secagg_masks
+
+
+@contextlib.contextmanager
+def quiet_flower_log() -> Iterator[None]:
+    """Flower's log at warnings and above: its SecAgg+ code logs every stage of every site."""
+    flower_log = logging.getLogger("flwr")
+    level = flower_log.level
+    flower_log.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        flower_log.setLevel(level)
+
 
 Contribution = Callable[[], tuple[np.ndarray, int]]
 """Called when the site must send: its update (flat) and its integer weight."""
@@ -52,7 +67,8 @@ def answer_stage(
     saved = np.random.get_state()
     np.random.seed(rounding_seed % 2**32)
     try:
-        return secaggplus_mod(message, context, send_update)
+        with quiet_flower_log():
+            return secaggplus_mod(message, context, send_update)
     finally:
         np.random.set_state(saved)
 

@@ -55,6 +55,7 @@ from fedsecure.report.output import REPORT_JSON, write_json
 from fedsecure.report.rendering import render_reports
 from fedsecure.report.study_finding import StudyFinding
 from fedsecure.report.verdict import judge
+from fedsecure.secure.protocol import PROTOCOLS
 
 Advance = Callable[[], None]
 BASELINES = "baselines"
@@ -392,6 +393,7 @@ def scenario_finding(
         parameters=result.trace.update_length,
         engine=result.trace.engine,
         events=list(result.trace.events),
+        transport=result.trace.transport,
     )
 
 
@@ -430,7 +432,7 @@ def _privacy(
 
 def _server_view(result: FederationResult) -> str:
     received = [m for r in result.trace.rounds if r.received for m in r.received.values()]
-    return "plaintext" if any(m.plaintext for m in received) else "ciphertext"
+    return "plaintext" if any(m.plaintext for m in received) else PROTOCOLS.get(result.trace.protocol).message_form
 
 
 def _cost(result: FederationResult, wall_seconds: float) -> CostFinding:

@@ -90,6 +90,8 @@ class Trace:
         privacy: the differential-privacy guarantee at the end (None without DP).
         engine: what ran the federation: "in-process", or "flower" (sites on SuperNodes).
         events: what happened beyond the plan, one line each (a site dropped, ...).
+        transport: on Flower, how the SuperNodes reach the SuperLink as the operator declared it
+            ("tls+node-auth", "insecure", "undeclared"; "simulation" on Flower's simulation engine).
     """
 
     strategy: str
@@ -100,6 +102,7 @@ class Trace:
     privacy: PrivacyReport | None = None
     engine: str = "in-process"
     events: list[str] = field(default_factory=list)
+    transport: str | None = None
     rounds: list[RoundRecord] = field(default_factory=list)
     final_global: torch.Tensor | None = field(default=None, repr=False)
 

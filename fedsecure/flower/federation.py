@@ -96,7 +96,9 @@ class FlowerFederation:
         on_event: called with each line of what happened (a dropped site...).
         on_reply: called with what each site's reply held, without its values
             (:func:`~fedsecure.flower.wire.describe`, plus ``kind``, ``round`` and ``site``):
-            the record of what left the sites.
+            the record of what left the sites. Under SecAgg+ every stage's reply is recorded, as
+            ``secagg:<stage>``.
+        transport: how the SuperNodes reach the SuperLink, as the operator declared it (the report states it).
 
     Raises:
         NotSupportedError: see :func:`check_runs_on_flower`; or secure aggregation with one
@@ -106,7 +108,7 @@ class FlowerFederation:
     def __init__(
         self, grid: Grid, loaded: LoadedSpec, scenario: ScenarioSpec, *, round_timeout: float = 600.0,
         connect_timeout: float = 120.0, on_event: Callable[[str], None] | None = None,
-        on_reply: Callable[[dict], None] | None = None,
+        on_reply: Callable[[dict], None] | None = None, transport: str = "undeclared",
     ) -> None:
         check_runs_on_flower(loaded.spec, scenario)
         one_per_round = loaded.spec.federation.clients_per_round == 1 and loaded.spec.data.sites >= 2
@@ -123,6 +125,7 @@ class FlowerFederation:
         self.connect_timeout = connect_timeout
         self.on_event = on_event
         self.on_reply = on_reply
+        self.transport = transport
         self.events: list[str] = []
         self.device = torch.device("cpu")  # the server only adds up messages
 
@@ -156,7 +159,8 @@ class FlowerFederation:
         self.length = strategy.message_length(state.numel)
         self.weight_unit = min(self.privacy.site_weight(n) for n in self.site_sizes)
         trace = Trace(strategy=STRATEGIES.name_of(type(strategy)), protocol=protocol.name,
-                      update_length=state.numel, setup_bytes=len(material), engine="flower", events=self.events)
+                      update_length=state.numel, setup_bytes=len(material), engine="flower", events=self.events,
+                      transport=self.transport)
         server_private = state.get_private()  # as built, like the in-process server's
         self.live = set(range(self.n_sites))
         self.applied = [0] * self.n_sites
@@ -276,8 +280,9 @@ class FlowerFederation:
         })
         return content
 
-    def _take_reply(self, kind: str, round_number: int, k: int, content: RecordDict) -> None:
-        self._record_reply(kind, round_number, self.names[k], content)
+    def _take_reply(self, kind: str, round_number: int, k: int, content: RecordDict, record: bool = True) -> None:
+        if record:
+            self._record_reply(kind, round_number, self.names[k], content)
         self.applied[k] = int(content.config_records["applied"]["round"])
         for note in content.config_records["applied"]["notes"]:
             if note:
@@ -293,8 +298,12 @@ class FlowerFederation:
         """
         assert isinstance(self.server, SecAggServer)
         by_node = {self.nodes[k]: k for k in participants}
-        self.exchange = (RecordingGrid(self.grid, lambda node: self._round_content(by_node[node], round_number)),
-                         participants)
+
+        def record(stage: str, node: int, content: RecordDict) -> None:
+            self._record_reply(f"secagg:{stage}", round_number, self.names[by_node[node]], content)
+
+        grid = RecordingGrid(self.grid, lambda node: self._round_content(by_node[node], round_number), record)
+        self.exchange = (grid, participants)
         weights = [int(self.privacy.site_weight(self.site_sizes[k])) for k in participants]
         replies = self.server.collect(
             self.exchange[0], round_number, [self.nodes[k] for k in participants], weight_unit=self.weight_unit,
@@ -305,7 +314,7 @@ class FlowerFederation:
         answered = []
         for k in sorted(contents):
             content = contents[k]
-            self._take_reply("train", round_number, k, content)
+            self._take_reply("train", round_number, k, content, record=False)  # recorded as its stage
             meta = content.config_records["client"]
             message = masked_message(content.config_records[RECORD_KEY_CONFIGS], self.length,
                                      self.exchange[0].bytes_up[self.nodes[k]])

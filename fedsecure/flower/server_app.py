@@ -11,7 +11,12 @@ Run with ``flwr run`` (see the README's "Running on Flower"). Its run config:
   received, naming each array with its shape and dtype and each config value
   with its type and length, never a value);
 * ``round-timeout``: seconds to wait for the sites' answers (default 600);
-* ``connect-timeout``: seconds to wait for every SuperNode (default 120).
+* ``connect-timeout``: seconds to wait for every SuperNode (default 120);
+* ``transport``: how the SuperNodes reach the SuperLink, as the operator started
+  them: ``"tls+node-auth"`` (TLS and registered SuperNode keys, as the README's
+  walkthrough does), ``"insecure"`` (Flower's ``--insecure``), or
+  ``"undeclared"`` (the default). fedsecure cannot see the SuperLink's flags;
+  the report's compliance section states the declaration, and flags ``insecure``.
 
 The server holds no data and no secret key: it runs no attack, and its
 finding's attacks are empty.
@@ -64,6 +69,7 @@ def main(grid: Grid, context: Context) -> None:
     federation = FlowerFederation(
         grid, loaded, scenario, round_timeout=float(config.get("round-timeout", 600.0)),
         connect_timeout=float(config.get("connect-timeout", 120.0)), on_event=print, on_reply=on_reply,
+        transport=str(config.get("transport", "undeclared")),
     )
     started = time.perf_counter()
     result = federation.run(on_round=on_round)

@@ -53,7 +53,7 @@ def run_in_simulation(
     @server_app.main()
     def main(grid: Grid, context: Context) -> None:
         try:
-            federation = FlowerFederation(grid, loaded, scenario, round_timeout=round_timeout)
+            federation = FlowerFederation(grid, loaded, scenario, round_timeout=round_timeout, transport="simulation")
             outcome["result"] = federation.run(on_round=on_round)
         except BaseException as exc:  # re-raised in the caller's thread, with its own type
             outcome["error"] = exc

@@ -15,6 +15,7 @@ from typing import Any
 from fedsecure.report.attack_kinds import ATTACK_FINDINGS
 from fedsecure.report.formatting import bytes_text, number
 from fedsecure.report.privacy_finding import PARTY_NAMES
+from fedsecure.report.protocol_trust import protocol_trust
 from fedsecure.report.report import Report
 from fedsecure.report.scenario import ScenarioFinding
 
@@ -25,6 +26,7 @@ class ScenarioCompliance:
 
     scenario: str
     threat_model: list[tuple[str, str]]  # (party, what it sees)
+    trust: list[tuple[str, str]]  # (party or topic, what the protocol and transport ask it to trust)
     leaves_site: str
     guarantee: list[str]
     leakage: list[str]
@@ -84,6 +86,7 @@ def scenario_compliance(report: Report) -> list[ScenarioCompliance]:
         ScenarioCompliance(
             scenario=s.name,
             threat_model=_threat_model(s),
+            trust=protocol_trust(s),
             leaves_site=_leaves_site(s),
             guarantee=_guarantee(s),
             leakage=_leakage(s),
@@ -102,7 +105,13 @@ def _client_dp(scenario: ScenarioFinding) -> dict[str, Any] | None:
 
 def _threat_model(scenario: ScenarioFinding) -> list[tuple[str, str]]:
     dp, client_dp = scenario.dp, _client_dp(scenario)
-    if scenario.encrypted:
+    if scenario.masked:
+        server = (
+            "receives each site's update only under SecAgg+ masks it cannot remove alone, and learns their weighted "
+            "sum (hence every global model), who took part and each sender's weight"
+            + ("; the noise in that sum is the sites' distributed shares" if client_dp is not None else "")
+        )
+    elif scenario.encrypted:
         server = (
             "receives only CKKS ciphertexts of the sites' updates, holds no decryption key, and adds them without "
             "reading them; it learns which sites took part and the size of their messages, and receives the final "
@@ -145,7 +154,7 @@ def _leaves_site(scenario: ScenarioFinding) -> str:
     )
     sites = max(1, max(len(r.participants) for r in scenario.rounds)) if scenario.rounds else 1
     size = bytes_text(scenario.cost.bytes_up_per_round / sites)
-    form = "encrypted under CKKS" if scenario.encrypted else "in plaintext"
+    form = FORM_WORDS.get(scenario.server_view, "in plaintext")
     if dp is not None and dp["level"] == "sample":
         made = f", trained with DP-SGD (each image's gradient clipped to norm {dp['clip']:g}, Gaussian noise added)"
     elif dp is not None:
@@ -161,6 +170,12 @@ def _leaves_site(scenario: ScenarioFinding) -> str:
     )
 
 
+FORM_WORDS = {
+    "plaintext": "in plaintext",
+    "ciphertext": "encrypted under CKKS",
+    "masked": "quantized and masked under SecAgg+ (with its share of the masks' key material)",
+}
+
 EVALUATION_LEAVES = (
     "To pool the test AUC, each site also sends, after each round, per-class histograms of its test images' "
     "scores (bins 2^-10 wide in logit) with their labels and a confusion matrix (on Flower; in-process the "
@@ -173,9 +188,9 @@ def _guarantee(scenario: ScenarioFinding) -> list[str]:
     privacy, dp = scenario.privacy, scenario.dp
     if not privacy.differentially_private or dp is None:
         lines = ["No formal privacy guarantee: no differential privacy is applied."]
-        if scenario.encrypted:
+        if scenario.encrypted or scenario.masked:
             lines.append(
-                "Encryption hides each site's update from the server, but the global models and the released "
+                "Secure aggregation hides each site's update from the server, but the global models and the released "
                 "model are computed from the data without noise."
             )
         return lines

@@ -103,6 +103,8 @@ def _compliance(report: Report) -> list[str]:
     for item in scenario_compliance(report):
         lines += [f"### {item.scenario}: {item.verdict}", "", "Who sees what:", ""]
         lines += [f"- {party}: {sees}." for party, sees in item.threat_model]
+        lines += ["", "What the protocol asks each party to trust:", ""]
+        lines += [f"- {party}: {trust}." for party, trust in item.trust]
         lines += ["", f"What leaves each site: {item.leaves_site}", "", "Formal guarantee:", ""]
         lines += [f"- {line}" for line in item.guarantee]
         lines += ["", "Measured leakage:", ""]

@@ -14,7 +14,7 @@ from fedsecure.report.utility import Baselines
 
 # The JSON schema of report.json. A new minor version only adds fields (older reports still read, their new
 # fields at their defaults); a new major version changes what existing fields mean, and is refused.
-SCHEMA_VERSION = "1.8"
+SCHEMA_VERSION = "1.9"
 
 #: How the tables and figures name each headline metric (a utility field).
 METRIC_LABELS = {"auc": "AUC", "dice": "Dice"}

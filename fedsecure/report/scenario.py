@@ -19,12 +19,14 @@ class ScenarioFinding:
 
     ``dp`` is the scenario's ``dp`` section of the spec as it was run (free-form:
     its keys are the spec's). ``server_view`` is what the aggregator received:
-    "plaintext" (it can read every update) or "ciphertext" (it cannot), read off
-    the recorded messages. ``attack_seconds`` is the time the attacks took
+    "plaintext" (it can read every update), "ciphertext" (CKKS: it cannot) or
+    "masked" (SecAgg+: it cannot, but it learns the sum), read off the recorded
+    messages. ``attack_seconds`` is the time the attacks took
     (reference models included); ``parameters`` the length of one site's model
     update. ``engine`` is what ran the federation ("in-process" or "flower");
     ``events`` says what happened beyond the plan (a site that dropped out, an
-    evaluation on fewer sites).
+    evaluation on fewer sites). ``transport`` is, on Flower, how the sites
+    reach the SuperLink as the operator declared it (schema 1.9; None in-process).
     """
 
     name: str
@@ -43,6 +45,7 @@ class ScenarioFinding:
     parameters: int = 0
     engine: str = "in-process"
     events: list[str] = field(default_factory=list)
+    transport: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The scenario as report.json (and a run directory's stage file) holds it."""
@@ -62,6 +65,11 @@ class ScenarioFinding:
     def encrypted(self) -> bool:
         """Whether the server received only ciphertexts."""
         return self.server_view == "ciphertext"
+
+    @property
+    def masked(self) -> bool:
+        """Whether the server received only masked updates (SecAgg+), from which it learns their sum alone."""
+        return self.server_view == "masked"
 
     @property
     def wall_seconds(self) -> float:

@@ -50,6 +50,7 @@ class CKKSAggregation(AggregationProtocol):
     name = "ckks"
     hides_updates = True
     needs_site_secret = True
+    message_form = "ciphertext"
 
     def __post_init__(self) -> None:
         if self.parameters is None and self.preset not in PRESETS:

@@ -134,6 +134,8 @@ class AggregationProtocol(ABC):
     interactive: ClassVar[bool] = False
     # Whether the sites share a key made before the study (CKKS's secret context, from `fedsecure keygen`).
     needs_site_secret: ClassVar[bool] = False
+    # What the server holds of one site's update: "plaintext", "ciphertext" (CKKS) or "masked" (SecAgg+).
+    message_form: ClassVar[str] = "plaintext"
 
     def describe(self) -> dict[str, Any]:
         """The protocol's parameters, for the report."""

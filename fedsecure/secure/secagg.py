@@ -99,6 +99,7 @@ class SecAggPlusAggregation(AggregationProtocol):
     name = "secagg"
     hides_updates = True
     interactive: ClassVar[bool] = True
+    message_form = "masked"
 
     def __post_init__(self) -> None:
         if self.shares is not None and (self.shares < 3 or self.shares % 2 == 0):
@@ -262,11 +263,16 @@ class RecordingGrid:
     Args:
         grid: the Flower grid (the ServerApp's, or :class:`~fedsecure.secure.secagg_site.LocalGrid`).
         content_for: each site's fedsecure content for the stage that trains (the round, the aggregates to apply).
+        on_reply: called with each reply's stage, node and content (the record of what left the sites).
     """
 
-    def __init__(self, grid: Any, content_for: Callable[[int], RecordDict] | None = None) -> None:
+    def __init__(
+        self, grid: Any, content_for: Callable[[int], RecordDict] | None = None,
+        on_reply: Callable[[str, int, RecordDict], None] | None = None,
+    ) -> None:
         self.grid = grid
         self.content_for = content_for
+        self.on_reply = on_reply
         self.replies: dict[str, dict[int, FlowerMessage]] = {}
         self.bytes_up: dict[int, int] = {}
 
@@ -285,6 +291,8 @@ class RecordingGrid:
                 continue
             node = reply.metadata.src_node_id
             kept[node] = reply
+            if self.on_reply is not None:
+                self.on_reply(stage, node, reply.content)
             self.bytes_up[node] = self.bytes_up.get(node, 0) + _config_bytes(reply.content)
         return replies
 
@@ -305,15 +313,17 @@ def flower_identity() -> Iterator[None]:
     Flower's messages need a task identity. Its workflow and client mod log every stage, which
     would bury an audit's progress; what goes wrong reaches fedsecure's own events.
     """
-    unset = TaskIdentity._run_id is None  # Flower keeps it as class state, set by its runtimes
-    if unset:
+    saved: tuple[int | None, int | None, int | None] = (  # Flower keeps the identity as class state
+        TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id
+    )
+    if saved[0] is None:
         TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 0, 0, 0
     try:
         with quiet_flower_log():
             yield
     finally:
-        if unset:
-            TaskIdentity._run_id = TaskIdentity._node_id = TaskIdentity._task_id = None
+        # Back to unset where it was (None, which the metaclass property types as int).
+        TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved  # type: ignore[assignment]
 
 
 @dataclass

@@ -38,6 +38,7 @@ from fedsecure.models import MODELS
 from fedsecure.positions import Position
 from fedsecure.privacy import ACCOUNTANTS, DP_LEVELS
 from fedsecure.registry import Registry
+from fedsecure.secure import ckks, plain, secagg  # noqa: F401 - each registers its protocol in PROTOCOLS
 from fedsecure.secure.ckks_params import PRESETS as CKKS_PRESETS
 from fedsecure.secure.protocol import PROTOCOLS
 

@@ -24,7 +24,8 @@ from fedsecure.data.federated import FederatedData
 from fedsecure.fl.federation import FederationResult
 from fedsecure.fl.trace import RoundRecord
 from fedsecure.flower.federation import FlowerFederation
-from fedsecure.flower.site_app import LocalSite, make_client_app
+from fedsecure.flower.site_app import make_client_app
+from fedsecure.flower.site_side import LocalSite
 
 
 def run_in_simulation(

@@ -108,7 +108,7 @@ def test_a_site_answers_the_setup_without_revealing_its_key_and_refuses_a_spec_i
     from flwr.app import RecordDict
 
     from fedsecure.errors import FedsecureError
-    from fedsecure.flower.site_app import LocalSite, answer_setup
+    from fedsecure.flower.site_side import LocalSite, answer_setup
     from fedsecure.secure.ckks import CKKSAggregation
 
     text = tiny_spec("pinned", 0, TINY_FEDAVG, PLAIN_AND_CKKS)
@@ -135,7 +135,7 @@ def test_a_site_whose_own_data_hold_one_class_takes_part(tmp_path):
 
     from fedsecure.data.medmnist import load_medmnist
     from fedsecure.errors import DataError
-    from fedsecure.flower.site_app import from_node_config
+    from fedsecure.flower.site_side import from_node_config
     from tests.conftest import write_medmnist
 
     sizes = (("train", 12), ("val", 4), ("test", 6))

@@ -29,13 +29,8 @@ from flwr.app import ConfigRecord, Context, Message, Metadata, RecordDict
 from fedsecure.fl.privacy_hooks import PrivacyMechanism
 from fedsecure.fl.server import quorum_shortfall
 from fedsecure.flower import wire
-from fedsecure.flower.site_app import (
-    LocalSite,
-    ServerClaimError,
-    answer_setup,
-    check_round_facts,
-    make_client_app,
-)
+from fedsecure.flower.site_app import make_client_app
+from fedsecure.flower.site_side import LocalSite, ServerClaimError, answer_setup, check_round_facts
 from fedsecure.secure import CKKSAggregation, PlainAggregation
 
 TEXT = tiny_spec("site-checks", 0, TINY_FEDAVG, PLAIN_AND_CKKS)

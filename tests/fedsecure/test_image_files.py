@@ -220,7 +220,7 @@ def test_at_least_twelve_malformed_datalists_and_files_are_one_line_and_exit_2(t
 
 
 def test_a_supernode_reads_its_datalist_with_the_specs_preprocessing(tmp_path, hospital):
-    from fedsecure.flower.site_app import from_node_config
+    from fedsecure.flower.site_side import from_node_config
 
     spec = parse_spec(
         f'name = "x"\n[data]\nsource = "files"\nwindow = [0, 1]\ncache = false\n'
@@ -233,7 +233,7 @@ def test_a_supernode_reads_its_datalist_with_the_specs_preprocessing(tmp_path, h
 
 def test_a_supernode_refuses_a_datalist_when_the_spec_does_not_say_how_to_preprocess_it(hospital):
     from fedsecure.errors import FedsecureError
-    from fedsecure.flower.site_app import from_node_config
+    from fedsecure.flower.site_side import from_node_config
 
     spec = parse_spec('name = "x"\n[[scenario]]\nname = "p"\n', "t").spec
     with pytest.raises(FedsecureError, match="is a datalist but the spec's data.source is 'synthetic'"):
@@ -287,7 +287,7 @@ def test_a_supernode_names_its_site_as_the_audit_does_and_caches_where_the_hospi
     tmp_path, hospital, hospital_b
 ):
     from fedsecure.errors import FedsecureError
-    from fedsecure.flower.site_app import from_node_config
+    from fedsecure.flower.site_side import from_node_config
 
     images = sorted((hospital_b / "images").glob("*.nii.gz"))
     lines = ["image,label"] + [f"{p},{i % 2}" for i, p in enumerate(images)]

@@ -1,14 +1,16 @@
-"""Wall time per round: the in-process engine vs. a Flower deployment on loopback, same spec and seed.
+"""Wall time and bytes per round: the in-process engine vs. a Flower deployment on loopback, per protocol.
 
-The deployment is real: a SuperLink and one SuperNode per site, each site's
-data in its own MedMNIST file, `flwr run` (tests/flower_loopback.py). A
-round's wall time is the time between two consecutive finished rounds as the
-server records them (rounds 2..R: round 1 also holds the set-up), for plain
-FedAvg and CKKS. Both engines train the same model; the benchmark checks the
-final models agree.
+The deployment is real: a SuperLink with TLS and SuperNode authentication,
+one SuperNode per site, each site's data in its own MedMNIST file, `flwr run`
+(tests/flower_loopback.py). A round's wall time is the time between two
+consecutive finished rounds as the server records them (rounds 2..R: round 1
+also holds the set-up), for plain FedAvg, CKKS and SecAgg+. Both engines train
+the same model; the benchmark reports how far the final models are apart.
 
 Usage: python benchmarks/flower_round.py [--data PATH] [--sites K] [--rounds R] [--train-subset N]
-Prints one JSON object; ``ratio`` = Flower seconds per round / in-process seconds per round.
+       [--local-epochs E] [--protocols plain,ckks,secagg]
+Prints one JSON object; per protocol: seconds per round on each engine, ``ratio`` = Flower / in-process,
+``fixed_overhead_seconds`` = Flower - in-process, and bytes each site sends per round and per parameter.
 """
 
 from __future__ import annotations
@@ -45,7 +47,10 @@ def main() -> None:
     parser.add_argument("--sites", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--train-subset", type=int, default=1200)
+    parser.add_argument("--local-epochs", type=int, default=1)
+    parser.add_argument("--protocols", default="plain,ckks,secagg")
     args = parser.parse_args()
+    protocols = args.protocols.split(",")
     torch.set_num_threads(1)  # the SuperNodes' ClientApps use one thread each too
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -54,13 +59,14 @@ def main() -> None:
         spec_path.write_text(
             f'name = "flower-round"\nseed = 0\n[data]\nsource = "medmnist"\npath = "{args.data.resolve()}"\n'
             f'sites = {args.sites}\npartition = "iid"\ntrain_subset = {args.train_subset}\n[model]\nname = "cnn"\n'
-            f"[federation]\nrounds = {args.rounds}\nbatch_size = 32\nlr = 0.05\n"
-            '[[scenario]]\nname = "plain"\n[[scenario]]\nname = "ckks"\nprotocol = "ckks"\n'
+            f"[federation]\nrounds = {args.rounds}\nbatch_size = 32\nlr = 0.05\nlocal_epochs = {args.local_epochs}\n"
+            + "".join(f'[[scenario]]\nname = "{p}"\nprotocol = "{p}"\n' for p in protocols)
         )
         loaded = load_spec(spec_path)
         spec = loaded.spec
         sites = write_site_files(spec, root / "sites")
-        write_site_secret(loaded, "ckks", root / "ckks.key")
+        if "ckks" in protocols:
+            write_site_secret(loaded, "ckks", root / "ckks.key")
         data = spec.data.federated(spec.seed)
 
         # In-process first, alone: the SuperNodes' start-up would otherwise compete for the two cores.
@@ -75,12 +81,15 @@ def main() -> None:
                 seed=spec.seed,
             )
             result = federation.run(on_round=lambda _, times=finished: times.append(time.perf_counter()))
-            in_process[scenario.name] = (statistics.fmean(np.diff(finished)), result.trace.final_global.numpy())
+            in_process[scenario.name] = (statistics.fmean(np.diff(finished)), result.trace.final_global.numpy(),
+                                         result.trace.bytes_per_parameter)
+            parameters = result.trace.update_length
 
         results = {}
         with LoopbackDeployment(root / "deployment") as deployment:
             for k, path in enumerate(sites):
-                deployment.start_supernode(k, data_path=path, ckks_secret=root / "ckks.key")
+                deployment.start_supernode(k, data_path=path,
+                                           ckks_secret=root / "ckks.key" if "ckks" in protocols else None)
             for scenario in spec.scenario:
                 out = root / f"out-{scenario.name}"
                 started = time.perf_counter()
@@ -90,18 +99,22 @@ def main() -> None:
                 progress = [json.loads(line)["time"] for line in (out / f"progress-{scenario.name}.jsonl").open()]
                 flower_round = statistics.fmean(np.diff(progress))
                 flower_model = np.load(out / f"final-model-{scenario.name}.npz")["vector"]
-                in_process_round, in_process_model = in_process[scenario.name]
+                in_process_round, in_process_model, in_process_bytes = in_process[scenario.name]
                 results[scenario.name] = {
                     "in_process_seconds_per_round": round(in_process_round, 3),
                     "flower_seconds_per_round": round(flower_round, 3),
-                    "ratio": round(flower_round / in_process_round, 1),
+                    "ratio": round(flower_round / in_process_round, 2),
+                    "fixed_overhead_seconds": round(flower_round - in_process_round, 2),
                     "flower_run_seconds": round(total, 1),
-                    "flower_bytes_up_per_round": finding["cost"]["bytes_up_per_round"],
+                    # What one site sends the server per round, per model parameter (SecAgg+: all four stages).
+                    "bytes_per_parameter": {"in_process": round(in_process_bytes, 3),
+                                            "flower": round(finding["cost"]["bytes_per_parameter"], 3)},
                     "final_models_max_abs_difference": float(np.abs(flower_model - in_process_model).max()),
                 }
     print(json.dumps({
         "benchmark": "flower_round", "sites": args.sites, "rounds": args.rounds,
-        "train_images": args.train_subset, "machine": platform.processor() or platform.machine(),
+        "train_images": args.train_subset, "local_epochs": args.local_epochs, "parameters": parameters,
+        "transport": "tls+node-auth", "machine": platform.processor() or platform.machine(),
         "cpu_threads_per_site": 1, "scenarios": results,
     }, indent=2))
 

@@ -64,8 +64,6 @@ from fedsecure.secure.plain import FLOAT32_BYTES, PlainClient
 from fedsecure.secure.protocol import PROTOCOLS, Aggregate, AggregationProtocol, Message, RoundNotCombined, ServerRole
 from fedsecure.secure.secagg_site import quiet_flower_log
 
-secagg_masks.install()  # the one place fedsecure replaces part of Flower's protocol (see secagg_masks)
-
 INT64_BYTES = 8  # Flower sends masked values as int64 arrays (numpy's .npy format)
 
 

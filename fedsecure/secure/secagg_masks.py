@@ -20,9 +20,10 @@ exactly uniform.
 modules that call it, the client mod (a site's masks) and the server
 workflow (the masks of sites that dropped out, removed with the surviving
 sites' shares): both sides of the protocol must expand a seed the same way.
-Importing :mod:`fedsecure.secure.secagg` installs it; :func:`installed`
-tells whether it is in force, and fedsecure refuses to run SecAgg+ where it is
-not (:func:`require_installed`).
+Importing this module installs it (the server's :mod:`fedsecure.secure.secagg`
+and the sites' :mod:`fedsecure.secure.secagg_site` both import it);
+:func:`installed` tells whether it is in force, and fedsecure refuses to mask
+or unmask where it is not (:func:`require_installed`).
 """
 
 from __future__ import annotations
@@ -111,3 +112,6 @@ def require_installed() -> None:
             "Flower's SecAgg+ modules do not use fedsecure's ChaCha20 mask generator (something replaced it); "
             "refusing: flwr's own generator folds each seed to 32 bits, so a server could strip the masks"
         )
+
+
+install()  # on import: whichever of Flower's SecAgg+ modules this process runs, it expands masks with ours

@@ -1,12 +1,20 @@
 """A real Flower deployment on loopback: one SuperLink, one SuperNode per site, `flwr run`.
 
-The test starts and stops every process itself (tests/flower_loopback.py:
-each in its own process group, every wait bounded) and checks that:
+Every connection runs over TLS (a CA made for the test signs the SuperLink's
+certificate) and every SuperNode authenticates with a key registered with the
+SuperLink, as a hospital deployment does. The test starts and stops every
+process itself (tests/flower_loopback.py: each in its own process group,
+every wait bounded) and checks that:
 
-* 3 rounds of plain FedAvg and of CKKS on PneumoniaMNIST give the final
-  global model the in-process engine gives for the same spec and seed;
-* a SuperNode killed during a CKKS run is survived: the round completes with
-  the remaining sites, later rounds go on without it, and the finding says so;
+* a SuperNode whose key was never registered is refused, and so is one that
+  trusts another CA; neither joins the runs (the server counts exactly the
+  spec's sites);
+* 3 rounds of plain FedAvg, of CKKS and of SecAgg+ on PneumoniaMNIST give the
+  final global model the in-process engine gives for the same spec and seed;
+* with 4 sites, a SuperNode killed in the middle of a SecAgg+ round (after the
+  key exchange, before it sent its masked update) is survived: the other
+  three sites' shares remove its masks, the round is combined from them, and
+  the finding says so; a SuperNode killed during a CKKS run likewise;
 * no site's reply carries per-image labels or predictions: the server's record
   of what it received (``received-<scenario>.jsonl``) holds the updates, the
   final model and the evaluation as counts of fixed shapes, nothing of a test
@@ -43,6 +51,7 @@ from fedsecure.fl.evaluation import SCORE_BINS
 from fedsecure.fl.federation import Federation
 from fedsecure.flower.keys import write_site_secret
 from fedsecure.models import build_model
+from tests.flower_credentials import write_tls
 from tests.flower_loopback import LoopbackDeployment, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -74,46 +83,57 @@ name = "plain"
 name = "ckks"
 protocol = "ckks"
 
-"""
-# The kill run: two rounds are enough to see a round complete without the killed site.
-KILL_SPEC = SPEC.replace("rounds = 3", "rounds = 2") + """
 [[scenario]]
-name = "ckks-kill"
-protocol = "ckks"
+name = "secagg"
+protocol = "secagg"
 """
+SCENARIOS = ("plain", "ckks", "secagg")
+# The kill runs, on 4 sites. SecAgg+: two rounds, site-3 killed in round 2 between the key exchange and the
+# masked updates. CKKS: six rounds, so that the same kill lands while the run goes on.
+KILL_SITES = 4
+KILL_SECAGG_SPEC = SPEC.replace(f"sites = {SITES}", f"sites = {KILL_SITES}").replace("rounds = 3", "rounds = 2")
+KILL_CKKS_SPEC = SPEC.replace(f"sites = {SITES}", f"sites = {KILL_SITES}").replace("rounds = 3", "rounds = 6")
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """Two loopback deployments of 3 sites, all three runs submitted at once.
+    """Two loopback deployments with TLS and node authentication, all five runs submitted at once.
 
-    Flower's latency is mostly polling, so the runs overlap well: plain and CKKS on the first
-    deployment; on the second a CKKS run whose third SuperNode is killed as soon as round 1 has finished.
+    Flower's latency is mostly polling, so the runs overlap well: plain, CKKS and SecAgg+ on the
+    first deployment (3 sites, each pinned to the spec); on the second (4 sites) a SecAgg+ run and
+    a CKKS run, and site-3's SuperNode killed in the middle of the SecAgg+ run's second round.
+    The first deployment also gets an unregistered SuperNode and one that trusts another CA.
     """
     if not PNEUMONIA.is_file():
         pytest.skip(f"shared data not found at {PNEUMONIA}")
     root = tmp_path_factory.mktemp("flower")
-    spec, kill_spec = root / "spec.toml", root / "kill.toml"
+    spec, kill_secagg, kill_ckks = root / "spec.toml", root / "kill-secagg.toml", root / "kill-ckks.toml"
     spec.write_text(SPEC)
-    kill_spec.write_text(KILL_SPEC)
-    loaded, kill_loaded = load_spec(spec), load_spec(kill_spec)
+    kill_secagg.write_text(KILL_SECAGG_SPEC.replace('name = "secagg"', 'name = "secagg-kill"'))
+    kill_ckks.write_text(KILL_CKKS_SPEC.replace('name = "ckks"', 'name = "ckks-kill"'))
+    loaded = load_spec(spec)
     site_files = write_site_files(loaded.spec, root / "sites")
+    kill_files = write_site_files(load_spec(kill_secagg).spec, root / "kill-sites")
     key = root / "ckks.key"
     write_site_secret(loaded, "ckks", key)
+    other_ca = write_tls(root / "other-ca", "a CA the SuperLink never used").ca
     with LoopbackDeployment(root / "a") as first, LoopbackDeployment(root / "b") as second:
-        for deployment, pinned in ((first, loaded), (second, kill_loaded)):
-            for k, path in enumerate(site_files):
-                deployment.start_supernode(k, data_path=path, ckks_secret=key, spec_sha256=pinned.sha256)
+        for k, path in enumerate(site_files):
+            first.start_supernode(k, data_path=path, ckks_secret=key, spec_sha256=loaded.sha256)
+        for k, path in enumerate(kill_files):  # two specs: these sites pin none
+            second.start_supernode(k, data_path=path, ckks_secret=key)
+        first.start_supernode(0, data_path=site_files[0], name="unregistered", register=False)
+        first.start_supernode(1, data_path=site_files[1], name="wrong-ca", trust=other_ca)
         with ThreadPoolExecutor() as submitting:  # each `flwr run` takes seconds to build and send the app
             submitted = [submitting.submit(first.submit, spec, s, root / f"out-{s}", round_timeout=240)
-                         for s in ("plain", "ckks")]
-            # Long enough for a loaded 2-core machine to start three ClientApps; a killed site costs one wait.
-            submitted.append(submitting.submit(second.submit, kill_spec, "ckks-kill", root / "out-ckks-kill",
-                                               round_timeout=90))
+                         for s in SCENARIOS]
+            # Long enough for a loaded 2-core machine to start the ClientApps; a killed site costs one wait.
+            submitted += [submitting.submit(second.submit, path, name, root / f"out-{name}", round_timeout=90)
+                          for path, name in ((kill_secagg, "secagg-kill"), (kill_ckks, "ckks-kill"))]
             for done in submitted:
                 done.result()
-        progress = root / "out-ckks-kill" / "progress-ckks-kill.jsonl"
-        killer = threading.Thread(target=_kill_after_round_one, args=(second, progress), daemon=True)
+        received = root / "out-secagg-kill" / "received-secagg-kill.jsonl"
+        killer = threading.Thread(target=_kill_mid_round_two, args=(second, received), daemon=True)
         killer.start()
         yield Runs(root=root, loaded=loaded, first=first, second=second, killer=killer, site_files=site_files)
 
@@ -128,9 +148,19 @@ class Runs:
     site_files: list[Path]
 
 
-def _kill_after_round_one(deployment: LoopbackDeployment, progress: Path) -> None:
-    wait_for(lambda: progress.is_file() and progress.read_text().count("\n") >= 1, 400, "round 1 of the run")
-    deployment.kill_supernode(2)  # its SuperNode, SuperExec and any ClientApp, mid-run
+KILLED_AFTER = {"kind": "secagg:share_keys", "round": 2, "site": "site-3"}
+
+
+def _replies(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+
+def _kill_mid_round_two(deployment: LoopbackDeployment, received: Path) -> None:
+    def key_exchange_done() -> bool:
+        return any(all(r[k] == v for k, v in KILLED_AFTER.items()) for r in _replies(received))
+
+    wait_for(key_exchange_done, 500, "site-3's key shares in round 2")
+    deployment.kill_supernode(3)  # its SuperNode, SuperExec and any ClientApp, before it sends its masked update
 
 
 def _in_process_final_model(loaded, scenario_name: str) -> np.ndarray:
@@ -145,7 +175,19 @@ def _in_process_final_model(loaded, scenario_name: str) -> np.ndarray:
     return federation.run().trace.final_global.numpy()
 
 
-@pytest.mark.parametrize("scenario", ["plain", "ckks"])
+def test_an_unregistered_supernode_and_one_trusting_another_ca_are_refused(runs):
+    assert runs.first.wait_for_exit("unregistered", 120) != 0
+    assert "Failed to activate SuperNode" in runs.first.log("unregistered")
+    assert runs.first.wait_for_exit("wrong-ca", 120) != 0
+    assert "CERTIFICATE_VERIFY_FAILED" in runs.first.log("wrong-ca")
+    # Neither joined: every run counted exactly the spec's sites (a fourth node would have stopped it).
+    for scenario in SCENARIOS:
+        finding = runs.first.wait_for_finding(runs.root / f"out-{scenario}", scenario, seconds=400)
+        assert finding["transport"] == "tls+node-auth"
+        assert [r["participants"] for r in finding["rounds"]] == [[f"site-{k}" for k in range(SITES)]] * 3
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
 def test_flower_deployment_trains_the_in_process_model(runs, scenario):
     out = runs.root / f"out-{scenario}"
     finding = runs.first.wait_for_finding(out, scenario, seconds=400)
@@ -154,23 +196,41 @@ def test_flower_deployment_trains_the_in_process_model(runs, scenario):
     assert finding["engine"] == "flower"
     assert all(e.startswith("the final pooled AUC comes from the sites' score histograms") for e in finding["events"])
     assert [r["participants"] for r in finding["rounds"]] == [[f"site-{k}" for k in range(SITES)]] * 3
-    assert finding["server_view"] == ("ciphertext" if scenario == "ckks" else "plaintext")
+    assert finding["server_view"] == {"plain": "plaintext", "ckks": "ciphertext", "secagg": "masked"}[scenario]
     assert all(r["auc"] is not None for r in finding["rounds"]), "every round's model was evaluated at the sites"
     flower_model = np.load(out / f"final-model-{scenario}.npz")["vector"]
     expected = _in_process_final_model(runs.loaded, scenario)
-    # Both engines sum on the same fixed-point grid from the same seeds: equal up to float rounding.
+    # Both engines sum on the same fixed-point grid from the same seeds (SecAgg+: the same quantization
+    # seeds, and masks that cancel exactly): equal up to float rounding.
     np.testing.assert_allclose(flower_model, expected, rtol=0, atol=1e-6)
     assert finding["utility"]["auc"] > 0.6
 
 
+def test_a_supernode_killed_mid_round_during_secagg_is_survived(runs):
+    finding = runs.second.wait_for_finding(runs.root / "out-secagg-kill", "secagg-kill", seconds=500)
+    runs.killer.join(timeout=60)
+    assert not runs.killer.is_alive()
+    replies = _replies(runs.root / "out-secagg-kill" / "received-secagg-kill.jsonl")
+    site_3_round_2 = {r["kind"] for r in replies if r["site"] == "site-3" and r["round"] == 2}
+    assert site_3_round_2 == {"secagg:setup", "secagg:share_keys"}, "killed after the key exchange, before sending"
+    participants = [r["participants"] for r in finding["rounds"]]
+    assert participants == [[f"site-{k}" for k in range(KILL_SITES)], ["site-0", "site-1", "site-2"]]
+    assert all(r["auc"] is not None for r in finding["rounds"]), "round 2 was unmasked, applied and evaluated"
+    assert any("site-3 dropped" in event for event in finding["events"]), finding["events"]
+    assert finding["protocol_parameters"]["mask_generator"].startswith("ChaCha20")
+    assert np.isfinite(np.load(runs.root / "out-secagg-kill" / "final-model-secagg-kill.npz")["vector"]).all()
+
+
 def test_a_supernode_killed_during_a_ckks_run_is_survived(runs):
-    finding = runs.second.wait_for_finding(runs.root / "out-ckks-kill", "ckks-kill", seconds=500)
+    finding = runs.second.wait_for_finding(runs.root / "out-ckks-kill", "ckks-kill", seconds=600)
     runs.killer.join(timeout=60)
     assert not runs.killer.is_alive()
     participants = [r["participants"] for r in finding["rounds"]]
-    assert participants == [["site-0", "site-1", "site-2"], ["site-0", "site-1"]], "both rounds completed"
-    assert any("site-2 dropped" in event for event in finding["events"]), finding["events"]
-    assert [s["site"] for s in finding["utility"]["per_site"]] == ["site-0", "site-1"]
+    everyone, survivors = [f"site-{k}" for k in range(KILL_SITES)], ["site-0", "site-1", "site-2"]
+    assert len(participants) == 6 and participants[-1] == survivors, "every round completed, the last without site-3"
+    assert all(p in (everyone, survivors) for p in participants)
+    assert any("site-3 dropped" in event for event in finding["events"]), finding["events"]
+    assert [s["site"] for s in finding["utility"]["per_site"]] == survivors
     assert np.isfinite(np.load(runs.root / "out-ckks-kill" / "final-model-ckks-kill.npz")["vector"]).all()
 
 
@@ -182,17 +242,23 @@ EVALUATION_SHAPES = {
 }
 
 
-@pytest.mark.parametrize("scenario", ["plain", "ckks"])
+SECAGG_STAGES = ("secagg:setup", "secagg:share_keys", "secagg:collect_masked_vectors", "secagg:unmask")
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
 def test_no_site_message_carries_per_image_labels_or_predictions(runs, scenario):
     out = runs.root / f"out-{scenario}"
     runs.first.wait_for_finding(out, scenario, seconds=400)
     replies = [json.loads(line) for line in (out / f"received-{scenario}.jsonl").read_text().splitlines()]
-    assert [r["kind"] for r in replies].count("setup") == SITES and len(replies) == SITES * (1 + 3 + 1)
+    per_round = len(SECAGG_STAGES) if scenario == "secagg" else 1
+    assert [r["kind"] for r in replies].count("setup") == SITES and len(replies) == SITES * (1 + 3 * per_round + 1)
 
     test_sizes = {len(np.load(path)["test_labels"]) for path in runs.site_files}
     per_image = test_sizes | {sum(test_sizes)}
     update = {"update/payload"} if scenario == "plain" else set()  # under CKKS the update is ciphertext
-    allowed_by_kind = {"train": update, "evaluate": {"global/vector"}, "setup": set()}
+    # Under SecAgg+ the masked update travels as bytes in a config record, and Flower's mod empties the arrays.
+    allowed_by_kind = {"train": update, "evaluate": {"global/vector"}, "setup": set(),
+                       **{stage: set() for stage in SECAGG_STAGES}}
     for reply in replies:
         arrays = reply["arrays"]
         evaluation = {name: entry["shape"] for name, entry in arrays.items() if name.startswith("evaluation/")}
@@ -200,7 +266,8 @@ def test_no_site_message_carries_per_image_labels_or_predictions(runs, scenario)
         allowed = set(EVALUATION_SHAPES) | allowed_by_kind[reply["kind"]]
         assert set(arrays) <= allowed, reply
         lengths = [n for entry in arrays.values() for n in entry["shape"]]
-        lengths += [entry["length"] for entry in reply["configs"].values() if "length" in entry]
+        # Counts: list lengths (a byte string's length is the size of serialized key or ciphertext material).
+        lengths += [entry["length"] for entry in reply["configs"].values() if entry["type"] == "list"]
         assert not per_image & set(lengths), f"{reply['site']} sent something of a test set's length: {reply}"
     evaluated = [r for r in replies if "evaluation/confusion" in r["arrays"]]
     assert len(evaluated) == SITES * 3, "every site evaluated the models of rounds 1 to 3, as counts"

@@ -185,3 +185,17 @@ def test_one_secagg_round_moves_the_model_as_the_plain_protocol_does_within_the_
     assert all(isinstance(message.payload, np.ndarray) for message in received.values())
     assert all(client.bytes_up > 8 * start.numel() for client in secagg.trace.rounds[0].clients)
     assert torch.isfinite(secagg.trace.final_global).all()
+
+
+def test_the_clientapp_alone_installs_our_generator_in_flowers_client_mod():
+    """A SuperNode's ClientApp process imports the ClientApp only (not the server's SecAgg+ module)."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import importlib, fedsecure.flower.site_app\n"
+        "mod = importlib.import_module('flwr.client.mod.secure_aggregation.secaggplus_mod')\n"
+        "print(mod.pseudo_rand_gen.__module__)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.strip() == "fedsecure.secure.secagg_masks"

@@ -47,6 +47,7 @@ from fedsecure.fl.strategies import STRATEGIES
 from fedsecure.fl.task import TASKS
 from fedsecure.fl.trace import ClientRound, RoundRecord, Trace
 from fedsecure.flower import wire
+from fedsecure.flower.prompt_grid import PromptGrid
 from fedsecure.models import check_model_takes
 from fedsecure.secure.protocol import Aggregate
 from fedsecure.secure.protocol import Message as SiteMessage
@@ -117,7 +118,7 @@ class FlowerFederation:
                 f"scenario {scenario.name}: {scenario.protocol} with clients_per_round = 1: the sites refuse to "
                 "decrypt an aggregate of one site's update (it would be that update), so no round could be combined"
             )
-        self.grid = grid
+        self.grid = PromptGrid(grid)  # replies collected as they arrive, not on flwr's 3-second polls
         self.loaded = loaded
         self.spec = loaded.spec
         self.scenario = scenario

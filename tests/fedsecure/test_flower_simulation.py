@@ -94,10 +94,13 @@ dp = { level = "client", epsilon = 8.0, delta = 1e-3, clip = 0.5, placement = "c
 
 @pytest.mark.slow
 def test_sample_level_dp_and_adaptive_clipping_on_flower_give_the_in_process_model_and_epsilon(tmp_path):
-    """Each SuperNode keeps its DP-SGD accountant, its sampling and noise generators and the adaptive bound
-    between Flower's per-message processes, and reports the public part (history, bound) to the server.
+    """DP state lives at the SuperNodes between Flower's per-message processes.
+
+    Each keeps its DP-SGD accountant, its sampling and noise generators and the adaptive bound,
+    and reports the public part (the accountant's history, the bound) to the server.
     """
-    text = tiny_spec("flower-dp", 3, TINY_FEDAVG, SAMPLE_DP, ADAPTIVE).replace("test_samples = 40", "test_samples = 400")
+    text = tiny_spec("flower-dp", 3, TINY_FEDAVG, SAMPLE_DP, ADAPTIVE)
+    text = text.replace("test_samples = 40", "test_samples = 400")
     loaded = parse_spec(text, "<test>")
     with pytest.warns(UserWarning):  # seeded noise, central noise: the scenarios' own warnings, on both engines
         in_process = run_audit(loaded, tmp_path / "in-process", device="cpu")

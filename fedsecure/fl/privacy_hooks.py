@@ -15,6 +15,7 @@ strategy and any aggregation protocol.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
 
@@ -237,6 +238,25 @@ class PrivacyMechanism:
     def round_fits(self, participants: list[int]) -> bool:
         """Whether one more round with ``participants`` stays within the budget."""
         return True
+
+    # What a site's mechanism carries from one round to the next. In-process the mechanism object
+    # lives on; Flower starts a process per message, so a SuperNode keeps these in its state.
+
+    def site_state(self, site: int) -> dict[str, torch.Tensor]:
+        """What this mechanism keeps at site ``site`` between messages (its accountant, generators, bound)."""
+        return {}
+
+    def load_site_state(self, site: int, state: Mapping[str, torch.Tensor]) -> None:
+        """Resume site ``site`` from :meth:`site_state` (before it trains or reveals)."""
+
+    # What the server's report needs from mechanisms that run at the sites: public numbers only.
+
+    def site_report(self, site: int) -> dict[str, torch.Tensor]:
+        """What site ``site`` tells the server after its part (e.g. its accountant's history)."""
+        return {}
+
+    def take_site_report(self, site: int, report: Mapping[str, torch.Tensor]) -> None:
+        """The server's side of :meth:`site_report`."""
 
     def quorum(self) -> int:
         """The fewest sites' messages a round may be combined from (1: any).

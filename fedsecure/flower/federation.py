@@ -63,25 +63,12 @@ def check_runs_on_flower(spec: AuditSpec, scenario: ScenarioSpec) -> None:
 
     Raises:
         NotSupportedError: a task whose utility the server cannot pool from the sites' counts
-            (segmentation); sample-level DP or adaptive clipping (state a site keeps in memory
-            across rounds, which Flower's per-message ClientApp processes do not keep).
+            (segmentation).
     """
     if not TASKS.get(spec.data.task).pooled_from_counts:
         raise NotSupportedError(
             f"data.task = {spec.data.task!r}: on Flower no prediction leaves a site, and the sites' counts "
             "(score histograms) pool a classifier's AUC only; run it on the in-process engine"
-        )
-    dp = scenario.dp
-    if dp is not None and dp.level == "sample":
-        raise NotSupportedError(
-            f"scenario {scenario.name}: sample-level DP keeps each site's Opacus state (accountant, sampler) in "
-            "memory across rounds, and Flower starts a fresh ClientApp process per message; run it on the "
-            "in-process engine"
-        )
-    if dp is not None and dp.adaptive_quantile is not None:
-        raise NotSupportedError(
-            f"scenario {scenario.name}: adaptive clipping keeps its bound at the sites across rounds; "
-            "run it on the in-process engine"
         )
 
 
@@ -284,6 +271,8 @@ class FlowerFederation:
     def _take_reply(self, kind: str, round_number: int, k: int, content: RecordDict, record: bool = True) -> None:
         if record:
             self._record_reply(kind, round_number, self.names[k], content)
+        # What a mechanism that runs at the sites reports (DP-SGD's accountant history, the adaptive bound).
+        self.privacy.take_site_report(k, wire.get_tensors(content, "privacy"))
         self.applied[k] = int(content.config_records["applied"]["round"])
         for note in content.config_records["applied"]["notes"]:
             if note:

@@ -158,6 +158,7 @@ def train(message: Message, context: Context, local: LocalSite) -> Message:
     update, record = site.runner.message(site.global_vector, round_number, site.client)
     wire.put_message(reply, "update", update)
     reply.config_records["client"] = client_record(record)
+    site.report_privacy(reply)
     site.save()
     return Message(reply, reply_to=message)
 
@@ -167,6 +168,7 @@ def evaluate(message: Message, context: Context, local: LocalSite) -> Message:
     site = _Site(message, context, local)
     reply = site.catch_up()
     wire.put_tensors(reply, "global", {"vector": site.global_vector})
+    site.report_privacy(reply)
     site.save()
     return Message(reply, reply_to=message)
 
@@ -203,6 +205,7 @@ def secagg_collect(message: Message, context: Context, local: LocalSite) -> Mess
     for key, record in records.items():
         reply.content[key] = record
     reply.content.config_records["client"] = client_record(sent[0])
+    site.report_privacy(reply.content)
     site.save()
     return reply
 
@@ -338,6 +341,9 @@ class _Site:
             self.runner.private = {k: v.to(device) for k, v in private.items()}
         if memory := wire.get_tensors(context.state, "memory"):
             self.runner.memory = {k: v.to(device) for k, v in memory.items()}
+        # The privacy mechanism's own state at this site (DP-SGD's accountant and generators, the adaptive bound).
+        self.privacy.load_site_state(index, wire.get_tensors(context.state, "privacy"))
+        self.index = index
         secret = local.secret() if protocol.needs_site_secret else b""
         client = protocol.client_role(secret, n_clients=n_sites, weight_unit=weight_unit)
         quorum = reveal_quorum(self.privacy, protocol, n_sites)
@@ -376,3 +382,8 @@ class _Site:
         wire.put_tensors(self.context.state, "strategy", self.strategy.server_state())
         wire.put_tensors(self.context.state, "private", self.runner.private)
         wire.put_tensors(self.context.state, "memory", self.runner.memory)
+        wire.put_tensors(self.context.state, "privacy", self.privacy.site_state(self.index))
+
+    def report_privacy(self, reply: RecordDict) -> None:
+        """Add what the server's privacy report needs from this site (public numbers only) to ``reply``."""
+        wire.put_tensors(reply, "privacy", self.privacy.site_report(self.index))

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -328,6 +329,38 @@ class ClientLevelDP(PrivacyMechanism):
             for _ in range(self.quorum() - 1):
                 seen = seen + self._noised_message(self._zero_out(len(message)), generator)
         return seen
+
+    @override
+    def site_state(self, site: int) -> dict[str, torch.Tensor]:
+        # The adaptive bound moves at the sites, from each aggregate they reveal.
+        return {"clip_history": torch.tensor(self.clip_history, dtype=torch.float64)} if self.adaptive else {}
+
+    @override
+    def load_site_state(self, site: int, state: Mapping[str, torch.Tensor]) -> None:
+        if self.adaptive and "clip_history" in state:
+            self.clip_history = [float(c) for c in state["clip_history"]]
+            self.clip = self.clip_history[-1]
+
+    @override
+    def site_report(self, site: int) -> dict[str, torch.Tensor]:
+        return self.site_state(site)
+
+    @override
+    def take_site_report(self, site: int, report: Mapping[str, torch.Tensor]) -> None:
+        """The sites' bound, for the server's central noise and report (every site moves it alike).
+
+        The bound follows from the noised counts in the aggregates: post-processing of what
+        the mechanism releases, whatever the server could read of the aggregates themselves.
+        """
+        if not self.adaptive or "clip_history" not in report:
+            return
+        history = [float(c) for c in report["clip_history"]]
+        shorter, longer = sorted((self.clip_history, history), key=len)
+        if longer[: len(shorter)] != shorter:
+            self.note(f"site {site} reports a clipping bound history that differs from the other sites'")
+        if len(history) >= len(self.clip_history):  # a site behind by a round says nothing new
+            self.clip_history = history
+            self.clip = history[-1]
 
     @override
     def after_reveal(self, mean_update: torch.Tensor, n_messages: int) -> torch.Tensor:

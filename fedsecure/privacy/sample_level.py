@@ -18,7 +18,7 @@ import math
 import os
 import types
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -65,6 +65,8 @@ class _Site:
     sample_rate: float
     steps_per_round: int
     epochs: int
+    sampling: torch.Generator  # the loader's batch sampling: one stream per site for the whole run
+    noise: torch.Generator  # Opacus's noise (seeded mode; secure_rng draws from the OS instead)
     physical_batch_size: int | None = None  # FedSGD's whole-site step, computed in chunks of this many images
 
 
@@ -97,6 +99,8 @@ class SampleLevelDP(PrivacyMechanism):
     _data: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict, init=False, repr=False)
     _notes: list[str] = field(default_factory=list, init=False, repr=False)
     _full_batch: bool = field(default=False, init=False, repr=False)
+    _resumed: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict, init=False, repr=False)
+    _reported: dict[int, list[tuple[float, float, int]]] = field(default_factory=dict, init=False, repr=False)
 
     level = "sample"
 
@@ -181,16 +185,51 @@ class SampleLevelDP(PrivacyMechanism):
             # One logical step of every image, its per-sample gradients taken in chunks of the federation's batch
             # size (Opacus's BatchMemoryManager: the optimizer clips and adds up, and steps once, with one noise).
             self._sites[site].physical_batch_size = facts.training.batch_size
+        if site in self._resumed:  # a Flower site in a new process: its accountant and generators go on
+            saved = self._resumed.pop(site)
+            dp = self._sites[site]
+            dp.engine.accountant.history = _history_of(saved["history"])
+            dp.sampling.set_state(saved["sampling"])
+            dp.noise.set_state(saved["noise"])
         return self._sites[site]
+
+    @override
+    def site_state(self, site: int) -> dict[str, torch.Tensor]:
+        dp = self._sites.get(site)
+        if dp is None:
+            return dict(self._resumed.get(site, {}))  # not trained in this message: what it was resumed from
+        return {"history": _history_tensor(dp.engine.accountant.history), "sampling": dp.sampling.get_state(),
+                "noise": dp.noise.get_state()}
+
+    @override
+    def load_site_state(self, site: int, state: Mapping[str, torch.Tensor]) -> None:
+        if state:
+            self._resumed[site] = dict(state)
+
+    @override
+    def site_report(self, site: int) -> dict[str, torch.Tensor]:
+        state = self.site_state(site)
+        return {"history": state["history"]} if "history" in state else {}
+
+    @override
+    def take_site_report(self, site: int, report: Mapping[str, torch.Tensor]) -> None:
+        """The server's copy of a site's accountant history (the schedule, public), for its report and stop rule."""
+        if "history" in report:
+            self._reported[site] = _history_of(report["history"])
+
+    def _histories(self) -> dict[int, list[tuple[float, float, int]]]:
+        """Each site's accountant history: its own where it trained here, else what it reported."""
+        live = {k: list(s.engine.accountant.history) for k, s in self._sites.items()}
+        return {**self._reported, **live}
 
     def _private_training(
         self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, training: LocalTraining,
         noise: float | None, seed: int, private_names: frozenset[str] | set[str],
     ) -> _Site:
         """Opacus's DP-SGD around ``model`` on this data: the one place a site's private training is built."""
+        sampling = torch.Generator().manual_seed(derive_seed(seed, "sampling"))
         loader = DPDataLoader.from_data_loader(
-            DataLoader(TensorDataset(images, labels), batch_size=training.batch_size),
-            generator=torch.Generator().manual_seed(derive_seed(seed, "sampling")),
+            DataLoader(TensorDataset(images, labels), batch_size=training.batch_size), generator=sampling,
         )
         sample_rate, steps_per_round = self._schedule(len(loader), training)
         # The plan (site_schedule) must see the schedule the loader gives: Opacus's length is int(1 / rate).
@@ -202,15 +241,15 @@ class SampleLevelDP(PrivacyMechanism):
             model.parameters(), lr=training.lr, momentum=training.momentum, weight_decay=training.weight_decay
         )
         loss = training.objective.criterion()  # the task's loss: a mean of per-sample losses, as clipping assumes
+        # Opacus draws the noise where the gradients are: its generator must live on the model's device.
+        noise_generator = torch.Generator(device=_device_of(model)).manual_seed(derive_seed(seed, "noise"))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Opacus's own RNG notice; ours is in the report
             engine = PrivacyEngine(accountant=self.accountant)
             wrapped = engine.make_private(
                 module=model, optimizer=optimizer, data_loader=loader, criterion=loss,
                 noise_multiplier=noise, max_grad_norm=self.clip, poisson_sampling=False,
-                grad_sample_mode=self.grad_sample_mode,
-                # Opacus draws the noise where the gradients are: its generator must live on the model's device.
-                noise_generator=torch.Generator(device=_device_of(model)).manual_seed(derive_seed(seed, "noise")),
+                grad_sample_mode=self.grad_sample_mode, noise_generator=noise_generator,
             )
         dp_model, dp_optimizer, criterion, dp_loader = (
             wrapped if len(wrapped) == 4 else (wrapped[0], wrapped[1], loss, wrapped[2])
@@ -221,6 +260,7 @@ class SampleLevelDP(PrivacyMechanism):
             model=dp_model, state=ModelState(model, private=private_names), optimizer=dp_optimizer,
             criterion=criterion, loader=dp_loader, engine=engine, noise_multiplier=noise,
             sample_rate=sample_rate, steps_per_round=steps_per_round, epochs=training.epochs,
+            sampling=sampling, noise=noise_generator,
         )
 
     @staticmethod
@@ -332,29 +372,43 @@ class SampleLevelDP(PrivacyMechanism):
 
     @override
     def round_fits(self, participants: list[int]) -> bool:
+        histories = self._histories()
         for k in participants:
-            site = self._sites.get(k)
-            if site is None:
+            if not histories.get(k):
                 continue  # not trained yet: calibrated to fit all planned rounds
-            history = site.engine.accountant.history
-            after = extend(history, site.noise_multiplier, site.sample_rate, site.steps_per_round)
+            noise, sample_rate, steps_per_round = self._round_of(k)
+            after = extend(histories[k], noise, sample_rate, steps_per_round)
             if spent_epsilon(after, self.delta, self.accountant) > self.epsilon:
                 return False
         return True
 
+    def _round_of(self, site: int) -> tuple[float, float, int]:
+        """(noise multiplier, sampling rate, steps) of one round at ``site``: its own, or the plan's for its size."""
+        dp = self._sites.get(site)
+        if dp is not None:
+            return dp.noise_multiplier, dp.sample_rate, dp.steps_per_round
+        facts = self._facts
+        assert facts is not None, "calibrate() first"
+        n_train = facts.site_sizes[site]
+        sample_rate, steps_per_round = self.site_schedule(n_train, facts.training)
+        noise = self.noise_multiplier if self.noise_multiplier is not None else (
+            self.site_noise(n_train, facts.training, facts.rounds)[0]
+        )
+        return noise, sample_rate, steps_per_round
+
     @override
     def end_round(self, participants: list[int]) -> float:
-        return max((self._epsilon(s) for s in self._sites.values()), default=0.0)
+        return max((self._epsilon(h) for h in self._histories().values()), default=0.0)
 
-    def _epsilon(self, site: _Site) -> float:
-        return spent_epsilon(site.engine.accountant.history, self.delta, self.accountant)
+    def _epsilon(self, history: list[tuple[float, float, int]]) -> float:
+        return spent_epsilon(history, self.delta, self.accountant)
 
     @override
     def report(self, rounds_completed: int, stopped_early: bool) -> PrivacyReport:
         per_site = [
-            {"site": k, "epsilon": self._epsilon(s), "noise_multiplier": s.noise_multiplier,
-             "sample_rate": s.sample_rate, "steps": sum(n for _, _, n in s.engine.accountant.history)}
-            for k, s in sorted(self._sites.items())
+            {"site": k, "epsilon": self._epsilon(history), "noise_multiplier": float(history[0][0]),
+             "sample_rate": float(history[0][1]), "steps": sum(n for _, _, n in history)}
+            for k, history in sorted(self._histories().items()) if history
         ]
         return self._report(per_site, rounds_completed, stopped_early)
 
@@ -451,6 +505,16 @@ def _steps(dp: _Site, epochs: int, after_step: Callable[[], None] | None) -> int
 
 def _accounted_steps(accountant) -> int:
     return sum(steps for _, _, steps in accountant.history)
+
+
+def _history_tensor(history: list[tuple[float, float, int]]) -> torch.Tensor:
+    """An Opacus accountant's history, ``[(noise multiplier, sampling rate, steps)]``, as a tensor."""
+    return torch.tensor([[float(z), float(q), float(n)] for z, q, n in history], dtype=torch.float64).reshape(-1, 3)
+
+
+def _history_of(tensor: torch.Tensor) -> list[tuple[float, float, int]]:
+    """:func:`_history_tensor`'s history back."""
+    return [(float(z), float(q), int(n)) for z, q, n in tensor.tolist()]
 
 
 def _loader_batches(n_train: int, batch_size: int) -> int:

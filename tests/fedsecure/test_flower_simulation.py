@@ -85,10 +85,42 @@ dp = { level = "sample", epsilon = 8.0, delta = 1e-3, clip = 1.0 }
 """
 
 
+ADAPTIVE = """
+[[scenario]]
+name = "adaptive"
+dp = { level = "client", epsilon = 8.0, delta = 1e-3, clip = 0.5, placement = "central", adaptive_quantile = 0.5 }
+"""
+
+
+@pytest.mark.slow
+def test_sample_level_dp_and_adaptive_clipping_on_flower_give_the_in_process_model_and_epsilon(tmp_path):
+    """DP state lives at the SuperNodes between Flower's per-message processes.
+
+    Each keeps its DP-SGD accountant, its sampling and noise generators and the adaptive bound,
+    and reports the public part (the accountant's history, the bound) to the server.
+    """
+    text = tiny_spec("flower-dp", 3, TINY_FEDAVG, SAMPLE_DP, ADAPTIVE)
+    text = text.replace("test_samples = 40", "test_samples = 400")
+    loaded = parse_spec(text, "<test>")
+    with pytest.warns(UserWarning):  # seeded noise, central noise: the scenarios' own warnings, on both engines
+        in_process = run_audit(loaded, tmp_path / "in-process", device="cpu")
+        on_flower = run_audit(loaded, tmp_path / "flower", device="cpu", engine="flower")
+    for mine, theirs in zip(on_flower["scenarios"], in_process["scenarios"], strict=True):
+        assert (mine["engine"], theirs["engine"]) == ("flower", "in-process")
+        # The same model every round: DP-SGD drew the same batches and the same noise at each site.
+        assert [r["accuracy"] for r in mine["rounds"]] == [r["accuracy"] for r in theirs["rounds"]]
+        _assert_same_utility(mine["utility"], theirs["utility"])
+        for field in ("epsilon", "steps", "noise_multiplier", "per_site", "clip_per_round", "rounds_completed"):
+            assert mine["privacy"].get(field) == theirs["privacy"].get(field), field
+        assert mine["privacy"]["warnings"] == theirs["privacy"]["warnings"]
+    sample, adaptive = on_flower["scenarios"]
+    assert sample["privacy"]["steps"] > 3 and len(sample["privacy"]["per_site"]) == 2
+    assert len(set(adaptive["privacy"]["clip_per_round"])) == 4, "the bound moved after each of the 3 rounds"
+
+
 @pytest.mark.parametrize(
     ("scenarios", "engine", "message"),
     [
-        (SAMPLE_DP, "flower", "sample-level DP keeps each site's Opacus state"),
         (PLAIN_AND_CKKS, "spark", "--engine spark: unknown engine"),
     ],
 )

@@ -65,6 +65,15 @@ FIGURES = "figures"
 Probe = tuple[nn.Module, dict[str, torch.Tensor], Recipe] | str
 
 
+
+# Why the server seat has nothing to invert, by what it holds of a site's update.
+NOTHING_TO_INVERT = {
+    "ciphertext": "the server holds only ciphertexts of the site's update (CKKS); there is nothing it can invert",
+    "masked": ("the server holds the site's update only under SecAgg+ masks and unmasks only the sum of the "
+               "round's sites (at least the threshold); inverting a sum of several sites' updates is not run by "
+               "this audit"),
+}
+
 def audit_inversion(
     spec: AuditSpec,
     scenario: ScenarioSpec,
@@ -127,8 +136,9 @@ def audit_inversion(
             received = view.round(settings.round).received[site.name]
             sent = view.round(settings.round).sent_model
             if not received.plaintext or received.parameters is None or sent is None:
-                return ("the server holds only ciphertexts of the site's update (secure aggregation); there is "
-                        "nothing it can invert"), pinned
+                form = scenario.protocol_instance().message_form
+                return NOTHING_TO_INVERT.get(form, "the server cannot read the site's update; there is nothing it "
+                                             "can invert"), pinned
             return (sent, received.parameters, view.recipe), pinned
         seat = federation.client_probe_view(attacker, start, settings.round)
         others = seat.others_update(settings.round)

@@ -186,7 +186,7 @@ def audit_membership(
     # Why the server may hold the released model only: secure aggregation, or no global model kept to rebuild from.
     server_rebuilds = any(not n.endswith(RELEASED) for n in _signal_names(Position.SERVER, target_signals))
     server_blind = (
-        "under secure aggregation the server sees no site's update and no intermediate model"
+        "under CKKS the server sees no site's update and no intermediate model"
         if not target.server.sees_plaintext else "no global model was kept to rebuild the sites' models from"
     )
 
@@ -271,8 +271,14 @@ def _observed_text(position: Position, names: list[str], attacker: str, data: Fe
     if position is Position.SERVER:
         if not rounds:
             return f"the released model only: {server_blind}"
-        return (f"each site's local model of rounds {', '.join(rounds)} (the model the server sent plus the site's "
-                "update) and the released model, scores summed over them")
+        local = [r for r in rounds if not r.startswith("global-")]
+        unmasked = [r.removeprefix("global-") for r in rounds if r.startswith("global-")]
+        held = [f"each site's local model of rounds {', '.join(local)} (the model the server sent plus the site's "
+                "update)"] if local else []
+        if unmasked:
+            held.append(f"the global models of rounds {', '.join(unmasked)}, which it unmasked (SecAgg+: no site's "
+                        "own update)")
+        return f"{' and '.join(held)} and the released model, scores summed over them"
     others = f"candidates of the other {len(data.sites) - 1} site(s)"
     if not rounds:
         return f"{attacker}'s seat: the released model only (no global model was kept); {others}"

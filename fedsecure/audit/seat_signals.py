@@ -72,7 +72,8 @@ def seat_signals(
         task: what the labels are; it reads a dense output as per-sample logits (:meth:`Task.sample_logits`).
 
     The server's local-model signals are absent when it holds no site's plaintext update (secure
-    aggregation); a candidate of a site that sent nothing in a kept round is scored there by the released model.
+    aggregation); under SecAgg+ it scores with the global models it unmasked instead. A candidate of
+    a site that sent nothing in a kept round is scored there by the released model.
     """
     batch, truth = torch.from_numpy(images).to(device), torch.from_numpy(labels)
 
@@ -84,13 +85,18 @@ def seat_signals(
     if Position.EXTERNAL in positions:
         signals[Position.EXTERNAL.value] = released
     if Position.SERVER in positions:
-        for round_number, local in views.server.local_models().items():
+        rebuilt = views.server.local_models()
+        for round_number, local in rebuilt.items():
             scored = released.clone()
             for k, name in enumerate(site_names):
                 mine = np.flatnonzero(sites == k)
                 if name in local and len(mine):
                     scored[mine] = on(local[name], mine)
             signals[server_signal(str(round_number))] = scored
+        for kept in views.server.rounds:
+            # SecAgg+: no site's update, but the global model of every round, which it unmasked itself.
+            if kept.sent_model is not None and kept.round not in rebuilt:
+                signals[server_signal(f"global-{kept.round}")] = on(kept.sent_model)
         signals[server_signal(RELEASED)] = released  # the server receives the final model, whatever the protocol
     if Position.CLIENT in positions:
         for index in trajectory_rounds(len(views.client.global_states)):

@@ -135,6 +135,7 @@ class Federation:
             strategy=STRATEGIES.name_of(type(self.strategy)),
             protocol=self.protocol.name,
             update_length=self.state.numel,
+            server_reads_sum=self.protocol.server_reads_sum,
         )
         global_vector = self.state.get()
         self.strategy.start(global_vector, self.participation)
@@ -171,7 +172,8 @@ class Federation:
         message, _ = self.sites[k].message(global_vector, round_number, self._setup().client)
         received = {self.sites[k].site.name: message_on_cpu(message)}
         return ServerView(
-            [server_round(round_number, global_vector.detach().cpu(), received, self.state, self.server_private)],
+            [server_round(round_number, global_vector.detach().cpu(), received, self.state, self.server_private,
+                          reads_sum=self.protocol.server_reads_sum)],
             self.recipe,
         )
 

@@ -90,6 +90,8 @@ class Trace:
         privacy: the differential-privacy guarantee at the end (None without DP).
         engine: what ran the federation: "in-process", or "flower" (sites on SuperNodes).
         events: what happened beyond the plan, one line each (a site dropped, ...).
+        server_reads_sum: whether the protocol lets the server read each round's sum, hence every
+            global model (plaintext, SecAgg+), or not (CKKS).
         transport: on Flower, how the SuperNodes reach the SuperLink as the operator declared it
             ("tls+node-auth", "insecure", "undeclared"; "simulation" on Flower's simulation engine).
     """
@@ -103,6 +105,7 @@ class Trace:
     engine: str = "in-process"
     events: list[str] = field(default_factory=list)
     transport: str | None = None
+    server_reads_sum: bool = True
     rounds: list[RoundRecord] = field(default_factory=list)
     final_global: torch.Tensor | None = field(default=None, repr=False)
 

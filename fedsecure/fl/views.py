@@ -65,7 +65,7 @@ class ServerRound:
     Attributes:
         round: the round number (1-based).
         sent_model: the model the server sent the sites, with that round's global state (None when not kept,
-            and under secure aggregation, where the server never holds it).
+            and under CKKS, where the server never holds it; under SecAgg+ it unmasks every sum and holds it).
         received: each participating site's message, by site name.
     """
 
@@ -245,7 +245,8 @@ def server_view(
             layers never leave a site, so the models it sent carry these).
     """
     rounds = [
-        server_round(record.round, record.global_model, record.received, state, server_private)
+        server_round(record.round, record.global_model, record.received, state, server_private,
+                     reads_sum=trace.server_reads_sum)
         for record in trace.rounds if record.received
     ]
     return ServerView(rounds, recipe)
@@ -253,15 +254,16 @@ def server_view(
 
 def server_round(
     number: int, global_state: torch.Tensor | None, received: dict[str, Message], state: ModelState,
-    server_private: dict[str, torch.Tensor],
+    server_private: dict[str, torch.Tensor], *, reads_sum: bool = True,
 ) -> ServerRound:
     """What the server holds of one round: the model it sent (None when not kept) and each message as it arrived.
 
-    Under secure aggregation the sites apply the decrypted aggregate themselves: the server never
-    holds that round's global model (a trace keeps it for the auditor, not for the server). The
-    model sent carries the server's own private entries, not a site's.
+    Under CKKS the sites apply the decrypted aggregate themselves: the server never holds that
+    round's global model (a trace keeps it for the auditor, not for the server). Under SecAgg+
+    it unmasks every sum (``reads_sum``), so it holds the global model without any site's update.
+    The model sent carries the server's own private entries, not a site's.
     """
-    readable = any(message.plaintext for message in received.values())
+    readable = reads_sum or any(message.plaintext for message in received.values())
     return ServerRound(
         round=number,
         sent_model=state.model_with(global_state, server_private) if global_state is not None and readable else None,

@@ -148,7 +148,7 @@ class FlowerFederation:
         self.weight_unit = min(self.privacy.site_weight(n) for n in self.site_sizes)
         trace = Trace(strategy=STRATEGIES.name_of(type(strategy)), protocol=protocol.name,
                       update_length=state.numel, setup_bytes=len(material), engine="flower", events=self.events,
-                      transport=self.transport)
+                      transport=self.transport, server_reads_sum=protocol.server_reads_sum)
         server_private = state.get_private()  # as built, like the in-process server's
         self.live = set(range(self.n_sites))
         self.applied = [0] * self.n_sites

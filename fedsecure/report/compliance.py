@@ -109,7 +109,7 @@ def _threat_model(scenario: ScenarioFinding) -> list[tuple[str, str]]:
         server = (
             "receives each site's update only under SecAgg+ masks it cannot remove alone, and learns their weighted "
             "sum (hence every global model), who took part and each sender's weight"
-            + ("; the noise in that sum is the sites' distributed shares" if client_dp is not None else "")
+            + MASKED_SUM_NOISE.get(client_dp.get("placement") if client_dp is not None else None, "")
         )
     elif scenario.encrypted:
         server = (
@@ -169,6 +169,13 @@ def _leaves_site(scenario: ScenarioFinding) -> str:
         f"a site. {EVALUATION_LEAVES}"
     )
 
+
+# What noise the SecAgg+ server's unmasked sum carries, by client-level DP's placement.
+MASKED_SUM_NOISE = {
+    "distributed": "; the noise in that sum is the sites' distributed shares",
+    "central": ("; it reads the clipped sum before it adds the noise itself, so the client-level guarantee does not "
+                "hold against it"),
+}
 
 FORM_WORDS = {
     "plaintext": "in plaintext",

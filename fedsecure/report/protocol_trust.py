@@ -54,7 +54,10 @@ def _secagg(scenario: ScenarioFinding) -> Assumptions:
                                "and who took part. Trusted to follow the protocol: it relays the sites' public keys "
                                "unsigned, so a server that substitutes its own keys reads every update"),
         ("collusion", f"the server together with fewer than {bound} learns nothing beyond the sum; {bound} "
-                      "colluding with it can unmask a neighbour's update"),
+                      "colluding with it can unmask a neighbour's update. The sum itself is no secret from "
+                      "its senders: the server with all senders but one of a round reads that one's update from "
+                      "the sum (a round may have as few senders as the threshold; with 2 sites, one colluder "
+                      "suffices)"),
         ("a site that drops out", f"the surviving sites' shares rebuild its pairwise masks, so the sum of the others "
                                   f"still opens and its own update is never revealed; a round with fewer than {bound} "
                                   "left is not combined"),
@@ -77,6 +80,7 @@ TRANSPORT_WORDS: dict[str, str] = {
                 "readable by anyone on the network) and no node authentication (any machine may join as a site)",
     "undeclared": "not declared in the run config (`transport`): fedsecure cannot see how the SuperLink and the "
                   "SuperNodes were started",
+    "simulation": "Flower's simulation engine: every site in this process, no network",
 }
 
 

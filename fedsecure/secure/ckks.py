@@ -51,6 +51,7 @@ class CKKSAggregation(AggregationProtocol):
     hides_updates = True
     needs_site_secret = True
     message_form = "ciphertext"
+    server_reads_sum = False
 
     def __post_init__(self) -> None:
         if self.parameters is None and self.preset not in PRESETS:

@@ -136,6 +136,8 @@ class AggregationProtocol(ABC):
     needs_site_secret: ClassVar[bool] = False
     # What the server holds of one site's update: "plaintext", "ciphertext" (CKKS) or "masked" (SecAgg+).
     message_form: ClassVar[str] = "plaintext"
+    # Whether the server reads the sum (hence every global model): in plaintext and under SecAgg+, not under CKKS.
+    server_reads_sum: ClassVar[bool] = True
 
     def describe(self) -> dict[str, Any]:
         """The protocol's parameters, for the report."""

@@ -324,6 +324,22 @@ def flower_identity() -> Iterator[None]:
         TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved  # type: ignore[assignment]
 
 
+def _forget_sites_that_shared_no_keys(state: WorkflowState) -> None:
+    """Take the sites that left before sharing their keys out of the round, as if never sampled.
+
+    Flower's unmask stage counts every sampled site that sent no masked vector as a dropout
+    whose pairwise masks must be removed, and asks its neighbours for shares of its key. A site
+    that left at setup or while sharing keys gave its neighbours no shares, and nobody masked
+    with it, so every neighbour would fail to answer (flwr 1.42: a KeyError in the client mod)
+    and no round with such a dropout could be combined. Nothing needs removing for it.
+    """
+    stayed = set(state.active_node_ids)
+    state.sampled_node_ids = stayed
+    state.nid_to_neighbours = {
+        node: neighbours & stayed for node, neighbours in state.nid_to_neighbours.items() if node in stayed
+    }
+
+
 @dataclass
 class _OpenRound:
     workflow: SecAggPlusWorkflow
@@ -380,6 +396,8 @@ class SecAggServer(ServerRole):
                         f"round {round_number}: fewer than {threshold} sites (the SecAgg+ threshold) stayed through "
                         "the key exchange; the round was not combined"
                     )
+                if stage == workflow.share_keys_stage:
+                    _forget_sites_that_shared_no_keys(state)
         self._open = _OpenRound(workflow, context, state, grid, weight_unit)
         return dict(grid.replies.get(Stage.COLLECT_MASKED_VECTORS, {}))
 

@@ -102,6 +102,8 @@ def run_exchange(protocol, leaves, nodes=(1, 2, 3, 4)):
         ({}, (1, 2, 3, 4)),
         ({3: "collect_masked_vectors"}, (1, 2, 4)),  # killed before sending: its pairwise masks are rebuilt
         ({2: "unmask"}, (1, 2, 3, 4)),  # killed after sending: its private mask is rebuilt from shares
+        ({4: "setup"}, (1, 2, 3)),  # gone before the key exchange: nobody masked with it
+        ({4: "share_keys"}, (1, 2, 3)),  # gone while sharing keys: nobody holds its shares or masked with it
     ],
 )
 def test_the_unmasked_mean_is_the_weighted_mean_of_the_sites_that_sent_within_the_stated_bound(leaves, summed):

@@ -761,6 +761,10 @@ class AuditSpec(_Section):
         if per_round is not None and per_round > self.data.sites:
             raise ValueError(f"federation.clients_per_round ({per_round}) exceeds data.sites ({self.data.sites})")
         for i, scenario in enumerate(self.scenario):
+            try:
+                scenario.protocol_instance().check_federation(self.data.sites, per_round)
+            except FedsecureError as exc:
+                raise ValueError(f"scenario[{i}] {scenario.name!r}: {exc}") from None
             min_sites = scenario.dp.min_sites if scenario.dp is not None else None
             if min_sites is not None and min_sites > self.data.sites:
                 raise ValueError(

@@ -258,6 +258,9 @@ class PrivacyMechanism:
     def take_site_report(self, site: int, report: Mapping[str, torch.Tensor]) -> None:
         """The server's side of :meth:`site_report`."""
 
+    def account_unreported(self, site: int) -> None:
+        """Site ``site`` was asked to train and its report never came: account the round as spent there."""
+
     def quorum(self) -> int:
         """The fewest sites' messages a round may be combined from (1: any).
 

@@ -49,7 +49,7 @@ from fedsecure.fl.trace import ClientRound, RoundRecord, Trace
 from fedsecure.flower import wire
 from fedsecure.flower.prompt_grid import PromptGrid
 from fedsecure.models import check_model_takes
-from fedsecure.secure.protocol import Aggregate
+from fedsecure.secure.protocol import Aggregate, RoundNotCombined
 from fedsecure.secure.protocol import Message as SiteMessage
 from fedsecure.secure.secagg import RecordingGrid, SecAggServer
 
@@ -252,6 +252,8 @@ class FlowerFederation:
             replies[k] = reply.content
         for k in sites:
             if k not in replies and k in self.live:
+                if kind == "train":  # it may have trained before it fell silent
+                    self.privacy.account_unreported(k)
                 self._drop(k, round_number, f"no answer within {self.round_timeout:g} s")
         return replies
 
@@ -295,16 +297,20 @@ class FlowerFederation:
         grid = RecordingGrid(self.grid, lambda node: self._round_content(by_node[node], round_number), record)
         self.exchange = (grid, participants)
         weights = [int(self.privacy.site_weight(self.site_sizes[k])) for k in participants]
-        replies = self.server.collect(
-            self.exchange[0], round_number, [self.nodes[k] for k in participants], weight_unit=self.weight_unit,
-            max_weight=max(weights), timeout=self.round_timeout,
-        )
-        contents = {by_node[node]: reply.content for node, reply in replies.items()}
-        self._take_evaluations(trace, contents)
+        try:
+            replies = self.server.collect(
+                grid, round_number, [self.nodes[k] for k in participants], weight_unit=self.weight_unit,
+                max_weight=max(weights), timeout=self.round_timeout,
+            )
+        except RoundNotCombined:
+            # The sites that trained still spent privacy and evaluated; the silent ones are gone.
+            self._take_collected(round_number, grid.replies.get(Stage.COLLECT_MASKED_VECTORS, {}), trace)
+            self._drop_silent(round_number)
+            raise
+        contents = self._take_collected(round_number, replies, trace)
         answered = []
         for k in sorted(contents):
             content = contents[k]
-            self._take_reply("train", round_number, k, content, record=False)  # recorded as its stage
             meta = content.config_records["client"]
             message = masked_message(content.config_records[RECORD_KEY_CONFIGS], self.length,
                                      self.exchange[0].bytes_up[self.nodes[k]])
@@ -315,13 +321,39 @@ class FlowerFederation:
             ), message))
         return answered
 
-    def _after_exchange(self, round_number: int, record: RoundRecord) -> None:
-        """Drop the sites that stopped answering during the round's exchange; count each site's bytes in full."""
+    def _take_collected(
+        self, round_number: int, replies: dict[int, Message], trace: Trace
+    ) -> dict[int, RecordDict]:
+        """The masked-vector stage's replies by site, their evaluations and privacy reports taken.
+
+        A site that was sent that stage and did not answer may have trained: its privacy
+        mechanism accounts the round as spent (:meth:`~fedsecure.fl.privacy_hooks.PrivacyMechanism.account_unreported`).
+        """
         grid, participants = self.exchange
-        last = grid.replies.get(Stage.UNMASK, {})
+        by_node = {self.nodes[k]: k for k in participants}
+        contents = {by_node[node]: reply.content for node, reply in replies.items()}
+        self._take_evaluations(trace, contents)
+        for k, content in contents.items():
+            self._take_reply("train", round_number, k, content, record=False)  # recorded as its stage
+        asked = grid.replies.get(Stage.SHARE_KEYS, {})  # who finished the key exchange was sent the stage
+        for k in participants:
+            if self.nodes[k] in asked and k not in contents:
+                self.privacy.account_unreported(k)
+        return contents
+
+    def _drop_silent(self, round_number: int) -> None:
+        """Drop the sites that did not answer the last stage of the round's exchange they were sent."""
+        grid, participants = self.exchange
+        sent = [stage for stage in Stage.all() if stage in grid.replies]
+        last = grid.replies[sent[-1]] if sent else {}
         for k in participants:
             if self.nodes[k] not in last and k in self.live:
                 self._drop(k, round_number, "it stopped answering during the SecAgg+ exchange")
+
+    def _after_exchange(self, round_number: int, record: RoundRecord) -> None:
+        """Drop the sites that stopped answering during the round's exchange; count each site's bytes in full."""
+        grid, participants = self.exchange
+        self._drop_silent(round_number)
         sent = {self.names[k]: grid.bytes_up.get(self.nodes[k], 0) for k in participants}
         record.clients = [replace(c, bytes_up=sent.get(c.site, c.bytes_up)) for c in record.clients]
 

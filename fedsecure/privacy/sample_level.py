@@ -217,6 +217,11 @@ class SampleLevelDP(PrivacyMechanism):
         if "history" in report:
             self._reported[site] = _history_of(report["history"])
 
+    @override
+    def account_unreported(self, site: int) -> None:
+        # It may have trained before its reply was lost: count the round (its next report, if any, replaces this).
+        self._reported[site] = extend(self._histories().get(site, []), *self._round_of(site))
+
     def _histories(self) -> dict[int, list[tuple[float, float, int]]]:
         """Each site's accountant history: its own where it trained here, else what it reported."""
         live = {k: list(s.engine.accountant.history) for k, s in self._sites.items()}

@@ -143,6 +143,14 @@ class AggregationProtocol(ABC):
         """The protocol's parameters, for the report."""
         return {"name": self.name}
 
+    def check_federation(self, n_sites: int, per_round: int | None) -> None:
+        """Refuse a federation of ``n_sites`` (``per_round`` sampled a round; None: all) it cannot protect.
+
+        Raises:
+            FedsecureError: in one line, why.
+        """
+        return None  # plain and CKKS sum any number of sites
+
     def setup(self, n_clients: int, weight_unit: float = 1.0) -> Roles:
         """Key setup among the sites, in one process: both roles at once.
 

@@ -136,6 +136,28 @@ class SecAggPlusAggregation(AggregationProtocol):
         """The modulus of masks and sums."""
         return 2**self.modulus_bits
 
+    @override
+    def check_federation(self, n_sites: int, per_round: int | None) -> None:
+        round_size = per_round or n_sites
+        shares, threshold = self.round_shares(round_size)
+        if round_size < 2:
+            raise SecAggParametersError("SecAgg+ sums the updates of at least 2 sites a round")
+        if 2 * threshold <= shares:
+            raise SecAggParametersError(
+                f"secagg threshold = {threshold} of {shares} shares a round: it must be more than half the shares, or "
+                "a server could collect both kinds of a site's shares and read its update"
+            )
+        if threshold > round_size:
+            raise SecAggParametersError(
+                f"secagg threshold = {threshold} needs at least {threshold} sites a round, and a round has "
+                f"{round_size}: no round could be unmasked"
+            )
+        if round_size > self.most_sites():
+            raise SecAggParametersError(
+                f"{round_size} sites in one SecAgg+ sum overflow 2^{self.modulus_bits} with "
+                f"{self.quantization_bits}-bit values (at most {self.most_sites()}); lower quantization_bits"
+            )
+
     def round_shares(self, n_sites: int) -> tuple[int, int]:
         """The (shares, threshold) of a round that starts with ``n_sites`` sites."""
         shares = n_sites if self.shares is None else min(self.shares, n_sites)

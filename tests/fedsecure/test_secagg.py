@@ -154,6 +154,9 @@ def test_settings_that_weaken_or_break_secagg_are_refused_in_one_line():
     assert "odd" in refused('protocol = "secagg"\nsecagg = { shares = 4 }')
     assert "not 'secagg'" in refused('protocol = "plain"\nsecagg = { threshold = 3 }')
     assert "modulus_bits" in refused('protocol = "secagg"\nsecagg = { quantization_bits = 30, modulus_bits = 30 }')
+    assert "more than half" in refused('protocol = "secagg"\nsecagg = { threshold = 2 }')  # 4 sites a round
+    assert "no round could be unmasked" in refused('protocol = "secagg"\nsecagg = { threshold = 9 }')
+    assert "overflow" in refused('protocol = "secagg"\nsecagg = { quantization_bits = 30, modulus_bits = 31 }')
     with pytest.raises(SecAggParametersError):
         SecAggPlusAggregation(clipping_range=0.0)
     spec = parse_spec(

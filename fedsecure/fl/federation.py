@@ -286,9 +286,14 @@ class _InProcessSites:
             self.global_vector, aggregate, self.client, federation.strategy, federation.privacy, federation.device
         )
         record.clients = [replace(c, reveal_seconds=reveal_seconds) for c in record.clients]
-        if self.grid is not None:  # an interactive protocol: a site's bytes include its unmask shares
-            sent = {site.site.name: self.grid.bytes_up.get(node_of(site.index), 0) for site in federation.sites}
-            record.clients = [replace(c, bytes_up=sent.get(c.site, c.bytes_up)) for c in record.clients]
+        if self.grid is not None:  # an interactive protocol: a site's bytes and seconds include its unmask stage
+            grid = self.grid
+            nodes = {site.site.name: node_of(site.index) for site in federation.sites}
+            record.clients = [
+                replace(c, bytes_up=grid.bytes_up.get(nodes[c.site], c.bytes_up),
+                        protect_seconds=grid.protect_seconds.get(nodes[c.site], c.protect_seconds))
+                for c in record.clients
+            ]
         if federation.evaluate_every and round_number % federation.evaluate_every == 0:
             record.utility = federation.evaluate(self.global_vector).global_
 

@@ -72,5 +72,6 @@ def exchange_in_process(
         if reply is None:
             continue
         message = masked_message(reply.content.config_records[RECORD_KEY_CONFIGS], length, grid.bytes_up[node_of(k)])
-        answered.append((replace(records[k], bytes_up=message.nbytes), message))
+        cost = grid.protect_seconds[node_of(k)]  # the protocol's work at the site, not the stand-in protect
+        answered.append((replace(records[k], bytes_up=message.nbytes, protect_seconds=cost), message))
     return answered, grid

@@ -316,8 +316,8 @@ class FlowerFederation:
                                      self.exchange[0].bytes_up[self.nodes[k]])
             answered.append((ClientRound(
                 site=self.names[k], weight=float(meta["weight"]), steps=int(meta["steps"]),
-                train_seconds=float(meta["train_seconds"]), protect_seconds=float(meta["protect_seconds"]),
-                reveal_seconds=0.0, bytes_up=message.nbytes,
+                train_seconds=float(meta["train_seconds"]), reveal_seconds=0.0, bytes_up=message.nbytes,
+                protect_seconds=grid.protect_seconds.get(self.nodes[k], 0.0),  # the protocol's work, stages 0-2
             ), message))
         return answered
 
@@ -354,8 +354,12 @@ class FlowerFederation:
         """Drop the sites that stopped answering during the round's exchange; count each site's bytes in full."""
         grid, participants = self.exchange
         self._drop_silent(round_number)
-        sent = {self.names[k]: grid.bytes_up.get(self.nodes[k], 0) for k in participants}
-        record.clients = [replace(c, bytes_up=sent.get(c.site, c.bytes_up)) for c in record.clients]
+        nodes = {self.names[k]: self.nodes[k] for k in participants}
+        record.clients = [
+            replace(c, bytes_up=grid.bytes_up.get(nodes[c.site], c.bytes_up),
+                    protect_seconds=grid.protect_seconds.get(nodes[c.site], c.protect_seconds))
+            for c in record.clients
+        ]
 
     def _drop(self, k: int, round_number: int, why: str) -> None:
         self.live.discard(k)

@@ -109,7 +109,7 @@ def _threat_model(scenario: ScenarioFinding) -> list[tuple[str, str]]:
         server = (
             "receives each site's update only under SecAgg+ masks it cannot remove alone, and learns their weighted "
             "sum (hence every global model), who took part and each sender's weight"
-            + MASKED_SUM_NOISE.get(client_dp.get("placement") if client_dp is not None else None, "")
+            + MASKED_SUM_NOISE.get(str(client_dp.get("placement")) if client_dp is not None else "", "")
         )
     elif scenario.encrypted:
         server = (

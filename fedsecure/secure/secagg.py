@@ -62,7 +62,7 @@ from fedsecure.secure import secagg_masks
 from fedsecure.secure.fixed_point import to_grid
 from fedsecure.secure.plain import FLOAT32_BYTES, PlainClient
 from fedsecure.secure.protocol import PROTOCOLS, Aggregate, AggregationProtocol, Message, RoundNotCombined, ServerRole
-from fedsecure.secure.secagg_site import quiet_flower_log
+from fedsecure.secure.secagg_site import COST_RECORD, quiet_flower_log
 
 INT64_BYTES = 8  # Flower sends masked values as int64 arrays (numpy's .npy format)
 
@@ -295,6 +295,7 @@ class RecordingGrid:
         self.on_reply = on_reply
         self.replies: dict[str, dict[int, FlowerMessage]] = {}
         self.bytes_up: dict[int, int] = {}
+        self.protect_seconds: dict[int, float] = {}
 
     def send_and_receive(self, messages: list[FlowerMessage], *, timeout: float | None = None) -> list[FlowerMessage]:
         """Send one stage's messages through the grid; the replies that came back."""
@@ -314,6 +315,8 @@ class RecordingGrid:
             if self.on_reply is not None:
                 self.on_reply(stage, node, reply.content)
             self.bytes_up[node] = self.bytes_up.get(node, 0) + _config_bytes(reply.content)
+            cost = reply.content.config_records.get(COST_RECORD)
+            self.protect_seconds[node] = self.protect_seconds.get(node, 0.0) + float(cost["seconds"] if cost else 0.0)
         return replies
 
 

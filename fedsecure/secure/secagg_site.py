@@ -10,10 +10,11 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import time
 from collections.abc import Callable, Iterator
 
 import numpy as np
-from flwr.app import Context, RecordDict
+from flwr.app import ConfigRecord, Context, RecordDict
 from flwr.app import Message as FlowerMessage
 from flwr.client.mod.secure_aggregation.secaggplus_mod import secaggplus_mod
 from flwr.common import Code, FitRes, Status, ndarrays_to_parameters
@@ -34,6 +35,9 @@ def quiet_flower_log() -> Iterator[None]:
     finally:
         flower_log.setLevel(level)
 
+
+COST_RECORD = "secagg-cost"
+"""A stage reply's record of the seconds the site spent on the protocol (not on training)."""
 
 Contribution = Callable[[], tuple[np.ndarray, int]]
 """Called when the site must send: its update (flat) and its integer weight."""
@@ -58,19 +62,28 @@ def answer_stage(
     node = message.metadata.dst_node_id
     context = Context(run_id=message.metadata.run_id, node_id=node, node_config={}, state=state, run_config={})
 
+    training = 0.0
+
     def send_update(incoming: FlowerMessage, _: Context) -> FlowerMessage:
+        nonlocal training
+        started = time.perf_counter()
         vector, weight = contribution()
+        training = time.perf_counter() - started
         fitres = FitRes(Status(Code.OK, ""), ndarrays_to_parameters([np.asarray(vector, dtype=np.float64)]),
                         num_examples=int(weight), metrics={})
         return FlowerMessage(compat.fitres_to_recorddict(fitres, keep_input=False), reply_to=incoming)
 
     saved = np.random.get_state()
     np.random.seed(rounding_seed % 2**32)
+    started = time.perf_counter()
     try:
         with quiet_flower_log():
-            return secaggplus_mod(message, context, send_update)
+            reply = secaggplus_mod(message, context, send_update)
     finally:
         np.random.set_state(saved)
+    # The protocol's own work at the site this stage (keys, shares, masks), without the training it asked for.
+    reply.content.config_records[COST_RECORD] = ConfigRecord({"seconds": time.perf_counter() - started - training})
+    return reply
 
 
 class SiteLeft(FedsecureError):

@@ -312,3 +312,29 @@ def test_clipping_a_batch_clips_each_row_as_one_vector(rows, width, scale, bound
         alone, norm = clip_to_norm(batch[row], bound)
         assert torch.equal(clipped[row], alone) and float(norms[row]) == norm
         assert float(clipped[row].double().norm()) <= bound
+
+
+def test_the_server_accounts_a_site_whose_report_never_came_as_if_it_trained():
+    """On Flower the server's DP-SGD epsilon comes from the sites' reports; a lost one must not lower it."""
+    from fedsecure.fl.round_loop import federation_facts
+
+    data = make_data((12, 16))
+    training = LocalTraining(epochs=1, batch_size=4, lr=0.05)
+    sites = SampleLevelDP(epsilon=8.0, delta=1e-3, clip=1.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # seeded noise: a simulation, which the scenario's report says
+        federation = Federation(data, model(), FedAvg(), training=training, rounds=2, privacy=sites, evaluate_every=0)
+        federation.run()
+        server = SampleLevelDP(epsilon=8.0, delta=1e-3, clip=1.0)
+        server.calibrate(federation_facts(
+            site_sizes=[s.n_train for s in data.sites], rounds=2, training=training, clients_per_round=None,
+            seed=0, device=torch.device("cpu"), private_names=set(), protocol=PlainAggregation(),
+        ))
+    server.take_site_report(0, sites.site_report(0))  # site 0 reported both rounds
+    server.account_unreported(1)  # site 1's replies were lost: the server counts round 1, then round 2
+    server.account_unreported(1)
+    expected = {row["site"]: row for row in sites.report(2, False).per_site}
+    reported = {row["site"]: row for row in server.report(2, False).per_site}
+    assert reported == expected  # the same histories, so the same epsilons, as the sites' own
+    server.take_site_report(1, sites.site_report(1))  # a late report replaces the assumption
+    assert server.report(2, False).per_site == sites.report(2, False).per_site

@@ -108,12 +108,14 @@ def run_exchange(protocol, leaves, nodes=(1, 2, 3, 4)):
 )
 def test_the_unmasked_mean_is_the_weighted_mean_of_the_sites_that_sent_within_the_stated_bound(leaves, summed):
     protocol = SecAggPlusAggregation(threshold=3)
-    mean, server, replies, _ = run_exchange(protocol, leaves)
+    mean, server, replies, grid = run_exchange(protocol, leaves)
     exact = sum(VECTORS[n] * WEIGHTS[n] for n in summed) / sum(WEIGHTS[n] for n in summed)
     bound = protocol.error_bound([WEIGHTS[n] for n in summed])
     assert server.error_bounds == [bound]
     assert np.abs(mean - exact).max() <= bound
     assert set(replies) == set(summed)
+    # Each site that answered timed the protocol's own work (keys, shares, masks), apart from its training.
+    assert set(grid.protect_seconds) >= set(summed) and all(s > 0 for s in grid.protect_seconds.values())
 
 
 def test_a_round_that_loses_more_sites_than_the_threshold_allows_is_not_combined():

@@ -7,7 +7,11 @@ float; the new seats' findings and the verdicts they move were added); issue
 19 added the image-file options to its ``spec`` section and nothing else; issue 20
 the task (``spec.data.task``, ``metric``) and the segmentation fields, null in
 a classification report, and nothing else; issue 21 schema 1.8's ``study`` (null
-without a ``[study]``) and nothing else; from
+without a ``[study]``) and nothing else; issue 22 schema 1.9's scenario
+``transport`` (null in-process), each spec scenario's ``secagg`` (null), and
+the CKKS server seat's wording (it names CKKS where it said "secure
+aggregation", now that SecAgg+ is one whose server holds the global models),
+and nothing else; from
 ``tests/fixtures/report-tiny.toml``: plain,
 CKKS, sample-level DP, client-level DP under CKKS, iDLG inversion and LiRA
 membership, every noise seeded so the run is reproducible. Timings and CKKS

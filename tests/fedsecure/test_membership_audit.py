@@ -94,7 +94,7 @@ def test_membership_findings_reach_the_report(tmp_path, monkeypatch):
         # Under CKKS the server holds no site's update: its seat scores the released model it receives, and says so.
         server, client = found["lira", "server"], found["lira", "client"]
         if scenario["protocol"] == "ckks":
-            assert server["observed"].startswith("the released model only: under secure aggregation")
+            assert server["observed"].startswith("the released model only: under CKKS")
             assert server["auc"] == lira["auc"]
         else:
             assert server["observed"].startswith("each site's local model of rounds 1, 2")

@@ -206,3 +206,24 @@ def test_the_clientapp_alone_installs_our_generator_in_flowers_client_mod():
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
     assert done.stdout.strip() == "fedsecure.secure.secagg_masks"
+
+
+@pytest.mark.parametrize(("protocol", "holds_global"), [("secagg", True), ("ckks", False), ("plain", True)])
+def test_the_server_holds_every_global_model_it_unmasked_and_no_site_update(protocol, holds_global):
+    """Under SecAgg+ the server reads the sum, hence the global model, though no site's update (unlike CKKS)."""
+    from fedsecure.fl.views import server_view
+
+    data = tiny_data((12, 16, 10))
+    spec = parse_spec(f'name = "s"\n[data]\nsites = 3\n[[scenario]]\nname = "a"\nprotocol = "{protocol}"\n', "s")
+    federation = Federation(
+        data, build_model("cnn", 1, 2, (8, 8), seed=0), FedAvg(), training=LocalTraining(epochs=1, batch_size=4),
+        rounds=2, protocol=spec.spec.scenario[0].protocol_instance(), evaluate_every=0, keep_messages="ends",
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = federation.run()
+    view = server_view(result.trace, federation.state, federation.recipe, federation.server_private)
+    assert [r.round for r in view.rounds] == [1, 2]
+    assert all((r.sent_model is not None) == holds_global for r in view.rounds)
+    assert view.sees_plaintext == (protocol == "plain")
+    assert (view.local_models() != {}) == (protocol == "plain")  # no site's own model without its update

@@ -10,7 +10,7 @@ OUT ?= audit-out
 
 # --force: each `make audit` replaces the previous default run in $(OUT)/default (never other files).
 audit: setup
-	@echo "make audit: the embedded default spec (4 scenarios, attacks from every seat; about 3 minutes on 2 cores) -> $(OUT)/default"
+	@echo "make audit: the embedded default spec (5 scenarios, attacks from every seat; about 3 minutes on 2 cores) -> $(OUT)/default"
 	@$(BIN)/fedsecure audit --out $(OUT)/default --force
 
 test: setup

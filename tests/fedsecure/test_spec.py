@@ -25,10 +25,11 @@ def dp_scenario(dp: str, protocol: str = "plain") -> str:
 
 
 def test_the_default_shows_the_whole_product():
-    # Issue 16: plain, CKKS, sample-level and client-level DP with secret noise, and both attacks, in one default.
+    # Issue 16: plain, CKKS, sample-level and client-level DP with secret noise, and both attacks, in one default;
+    # issue 22: SecAgg+ beside CKKS.
     spec = load_spec(DEFAULT_SPEC).spec
     kinds = {(s.protocol, s.dp.level if s.dp else None) for s in spec.scenario}
-    assert {("plain", None), ("ckks", None), ("plain", "sample"), ("ckks", "client")} <= kinds
+    assert {("plain", None), ("ckks", None), ("secagg", None), ("plain", "sample"), ("ckks", "client")} <= kinds
     assert all(s.dp.secure_rng for s in spec.scenario if s.dp is not None)
     assert spec.attacks.inversion is not None and spec.attacks.membership is not None
     assert spec.thresholds.max_epsilon is not None

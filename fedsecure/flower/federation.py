@@ -144,6 +144,7 @@ class FlowerFederation:
         self.privacy, strategy, protocol, state = parts.privacy, parts.strategy, parts.protocol, parts.state
         server = protocol.server_role(material)
         self.server = server
+        self.interactive = protocol.interactive  # SecAgg+: an exchange of stages instead of one train message
         self.length = strategy.message_length(state.numel)
         self.weight_unit = min(self.privacy.site_weight(n) for n in self.site_sizes)
         trace = Trace(strategy=STRATEGIES.name_of(type(strategy)), protocol=protocol.name,
@@ -423,13 +424,13 @@ class _FlowerSites:
         return None
 
     def train(self, round_number: int, participants: list[int]) -> list[tuple[ClientRound, SiteMessage]]:
-        if self.federation.scenario.protocol_instance().interactive:
+        if self.federation.interactive:
             return self.federation._exchange(round_number, participants, self.trace)
         return self.federation._train(round_number, participants, self.trace)
 
     def deliver(self, round_number: int, aggregate: Aggregate, record: RoundRecord) -> None:
         self.federation.aggregates[round_number] = aggregate
-        if self.federation.scenario.protocol_instance().interactive:
+        if self.federation.interactive:
             self.federation._after_exchange(round_number, record)
 
     def finish(self, trace: Trace) -> tuple[torch.Tensor, Evaluation]:

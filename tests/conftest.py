@@ -50,10 +50,24 @@ def _reports_round_trip(tmp_path_factory):
     yield
     from fedsecure.report import Report
 
-    for path in tmp_path_factory.getbasetemp().rglob("report.json"):
+    for path in _reports_under(tmp_path_factory.getbasetemp()):
         if path.stat().st_mtime_ns >= started and (path.parent / "stages" / "run.json").is_file():
             written = json.loads(path.read_text())
             assert Report.from_json(written).to_json() == written, f"{path} does not round-trip"
+
+
+def _reports_under(base: Path) -> list[Path]:
+    """Every report.json under ``base``, skipping Flower's homes.
+
+    A loopback deployment's processes keep creating and deleting folders in their FLWR_HOME while other
+    tests run (a walk there races them, and holds no report).
+    """
+    found = []
+    for folder, subfolders, files in os.walk(base):
+        subfolders[:] = [name for name in subfolders if name != "flwr-home"]
+        if "report.json" in files:
+            found.append(Path(folder) / "report.json")
+    return found
 
 
 @pytest.fixture

@@ -103,7 +103,9 @@ class LoopbackDeployment:
         else:
             security = ["--ssl-ca-certfile", str(self.tls.ca), "--ssl-certfile", str(self.tls.certificate),
                         "--ssl-keyfile", str(self.tls.key), "--enable-supernode-auth"]
-        self._start("superlink", ["flower-superlink", *security, "--port", str(self.link_port),
+        # The app ships no dependencies (every machine has fedsecure installed): no `uv sync` per run.
+        self._start("superlink", ["flower-superlink", *security, "--disable-runtime-dependency-installation",
+                                  "--port", str(self.link_port),
                                   "--database", str(self.workdir / "superlink.db")])
         wait_for(self._link_listens, 60, "the SuperLink to listen")
         return self

@@ -9,8 +9,10 @@ every wait bounded) and checks that:
 * a SuperNode whose key was never registered is refused, and so is one that
   trusts another CA; neither joins the runs (the server counts exactly the
   spec's sites);
-* 3 rounds of plain FedAvg, of CKKS and of SecAgg+ on PneumoniaMNIST give the
-  final global model the in-process engine gives for the same spec and seed;
+* 2 rounds of plain FedAvg and of SecAgg+ on PneumoniaMNIST give the final
+  global model the in-process engine gives for the same spec and seed (CKKS's
+  runs the kill run below; its equality with in-process is
+  test_flower_simulation's);
 * with 4 sites, a SuperNode killed in the middle of a SecAgg+ round (after the
   key exchange, before it sent its masked update) is survived: the other
   three sites' shares remove its masks, the round is combined from them, and
@@ -20,7 +22,7 @@ every wait bounded) and checks that:
 * no site's reply carries per-image labels or predictions: the server's record
   of what it received (``received-<scenario>.jsonl``) holds the updates, the
   final model and the evaluation as counts of fixed shapes, nothing of a test
-  set's length.
+  set's length (plain, SecAgg+, and CKKS in the kill run).
 
 That a site refuses a server's inflated site count is checked on the real
 ClientApp, without a deployment, in ``test_flower_site_checks.py``.
@@ -75,7 +77,7 @@ train_subset = 600
 name = "cnn"
 
 [federation]
-rounds = 3
+rounds = 2
 batch_size = 32
 lr = 0.05
 
@@ -90,20 +92,25 @@ protocol = "ckks"
 name = "secagg"
 protocol = "secagg"
 """
-SCENARIOS = ("plain", "ckks", "secagg")
-# The kill runs: two rounds are enough to see a round complete without the killed site. SecAgg+ on 4 sites,
-# site-3 killed in round 2 between the key exchange and the masked updates; CKKS on 3, site-2 killed after round 1.
+# Every SuperNode answers one message at a time, so the runs sharing a deployment queue behind each other: the
+# first deployment runs plain and SecAgg+ (the Done-when's plain and one protected protocol); CKKS runs on the
+# third, with its kill. Two rounds: a round on the previous round's global model, and (kill runs) a round
+# without the killed site.
+ROUNDS = 2
+SCENARIOS = ("plain", "secagg")
+# SecAgg+ on 4 sites, site-3 killed in round 2 between the key exchange and the masked updates; CKKS on 3, site-2
+# killed after round 1.
 KILL_SITES = 4
-KILL_SECAGG_SPEC = SPEC.replace(f"sites = {SITES}", f"sites = {KILL_SITES}").replace("rounds = 3", "rounds = 2")
-KILL_CKKS_SPEC = SPEC.replace("rounds = 3", "rounds = 2")
+KILL_SECAGG_SPEC = SPEC.replace(f"sites = {SITES}", f"sites = {KILL_SITES}")
+KILL_CKKS_SPEC = SPEC
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """Three loopback deployments with TLS and node authentication, all five runs submitted at once.
+    """Three loopback deployments with TLS and node authentication, all four runs submitted at once.
 
-    A SuperNode answers one message at a time, so each kill gets its own deployment: plain, CKKS
-    and SecAgg+ on the first (3 sites, each pinned to the spec); a SecAgg+ run on the second (4
+    A SuperNode answers one message at a time, so each kill gets its own deployment: plain and
+    SecAgg+ on the first (3 sites, each pinned to the spec); a SecAgg+ run on the second (4
     sites), whose site-3 is killed in the middle of round 2; a CKKS run on the third (3 sites),
     whose site-2 is killed as soon as round 1 has finished. The first deployment also gets an
     unregistered SuperNode and one that trusts another CA.
@@ -212,7 +219,7 @@ def test_an_unregistered_supernode_and_one_trusting_another_ca_are_refused(runs)
     for scenario in SCENARIOS:
         finding = runs.first.wait_for_finding(runs.root / f"out-{scenario}", scenario, seconds=400)
         assert finding["transport"] == "tls+node-auth"
-        assert [r["participants"] for r in finding["rounds"]] == [[f"site-{k}" for k in range(SITES)]] * 3
+        assert [r["participants"] for r in finding["rounds"]] == [[f"site-{k}" for k in range(SITES)]] * ROUNDS
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
@@ -223,8 +230,8 @@ def test_flower_deployment_trains_the_in_process_model(runs, scenario):
     # The only event: the bound on the final pooled AUC from the sites' score histograms.
     assert finding["engine"] == "flower"
     assert all(e.startswith("the final pooled AUC comes from the sites' score histograms") for e in finding["events"])
-    assert [r["participants"] for r in finding["rounds"]] == [[f"site-{k}" for k in range(SITES)]] * 3
-    assert finding["server_view"] == {"plain": "plaintext", "ckks": "ciphertext", "secagg": "masked"}[scenario]
+    assert [r["participants"] for r in finding["rounds"]] == [[f"site-{k}" for k in range(SITES)]] * ROUNDS
+    assert finding["server_view"] == {"plain": "plaintext", "secagg": "masked"}[scenario]
     assert all(r["auc"] is not None for r in finding["rounds"]), "every round's model was evaluated at the sites"
     flower_model = np.load(out / f"final-model-{scenario}.npz")["vector"]
     expected = _in_process_final_model(runs.loaded, scenario)
@@ -233,13 +240,13 @@ def test_flower_deployment_trains_the_in_process_model(runs, scenario):
     np.testing.assert_allclose(flower_model, expected, rtol=0, atol=1e-6)
     assert finding["utility"]["auc"] > 0.6
     if scenario == "secagg":
-        # Against plain: each round's mean is within the stated bound (test_secagg); over 3 rounds of training
+        # Against plain: each round's mean is within the stated bound (test_secagg); over the rounds of training
         # the quantization error stays far below the model's own movement.
         plain = _in_process_final_model(runs.loaded, "plain")
         moved = np.abs(plain - runs.initial).max()
         difference = np.abs(flower_model - plain).max()
-        print(f"secagg vs plain after 3 rounds: max |difference| {difference:.3g}, the model moved {moved:.3g}")
-        assert difference < 1e-2 * moved  # measured: 8.4e-5 against a movement of 0.035 (0.24%)
+        print(f"secagg vs plain after {ROUNDS} rounds: max |difference| {difference:.3g}, the model moved {moved:.3g}")
+        assert difference < 1e-2 * moved  # measured after 3 rounds: 8.4e-5 against a movement of 0.035 (0.24%)
 
 
 def test_a_supernode_killed_mid_round_during_secagg_is_survived(runs):
@@ -279,13 +286,18 @@ EVALUATION_SHAPES = {
 SECAGG_STAGES = ("secagg:setup", "secagg:share_keys", "secagg:collect_masked_vectors", "secagg:unmask")
 
 
-@pytest.mark.parametrize("scenario", SCENARIOS)
+@pytest.mark.parametrize("scenario", [*SCENARIOS, "ckks-kill"])
 def test_no_site_message_carries_per_image_labels_or_predictions(runs, scenario):
+    deployment = runs.third if scenario == "ckks-kill" else runs.first
     out = runs.root / f"out-{scenario}"
-    runs.first.wait_for_finding(out, scenario, seconds=400)
+    deployment.wait_for_finding(out, scenario, seconds=500)
     replies = [json.loads(line) for line in (out / f"received-{scenario}.jsonl").read_text().splitlines()]
+    assert [r["kind"] for r in replies].count("setup") == SITES
+    updates = [r for r in replies if r["kind"] in ("train", "secagg:collect_masked_vectors")]
+    assert {r["site"] for r in updates} == {f"site-{k}" for k in range(SITES)}
+    complete = scenario in SCENARIOS  # the kill run's count of replies depends on when the site died
     per_round = len(SECAGG_STAGES) if scenario == "secagg" else 1
-    assert [r["kind"] for r in replies].count("setup") == SITES and len(replies) == SITES * (1 + 3 * per_round + 1)
+    assert not complete or len(replies) == SITES * (1 + ROUNDS * per_round + 1)
 
     test_sizes = {len(np.load(path)["test_labels"]) for path in runs.site_files}
     per_image = test_sizes | {sum(test_sizes)}
@@ -304,4 +316,4 @@ def test_no_site_message_carries_per_image_labels_or_predictions(runs, scenario)
         lengths += [entry["length"] for entry in reply["configs"].values() if entry["type"] == "list"]
         assert not per_image & set(lengths), f"{reply['site']} sent something of a test set's length: {reply}"
     evaluated = [r for r in replies if "evaluation/confusion" in r["arrays"]]
-    assert len(evaluated) == SITES * 3, "every site evaluated the models of rounds 1 to 3, as counts"
+    assert not complete or len(evaluated) == SITES * ROUNDS, "every site evaluated every round's model, as counts"

@@ -95,6 +95,22 @@ def test_importing_the_attacks_loads_no_engine(forbidden):
     assert run.returncode == 0, run.stderr
 
 
+def test_a_flower_clientapp_without_sample_level_dp_loads_no_opacus():
+    # Flower starts a process per message: the site's engine must not pay for Opacus (about 1.5 s) unless
+    # the scenario trains with DP-SGD; naming an accountant in a spec must not load it either.
+    code = (
+        "import sys, fedsecure.flower.site_side, fedsecure.privacy\n"
+        "from fedsecure.config.spec import parse_spec\n"
+        "parse_spec('name = \"x\"\\n[[scenario]]\\nname = \"dp\"\\n"
+        "dp = { level = \"client\", epsilon = 8.0, delta = 1e-5, accountant = \"prv\", "
+        "placement = \"distributed\" }\\n', '<test>')\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] == 'opacus')\n"
+        "assert not loaded, loaded[:5]\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+
+
 def test_the_walker_sees_lazy_imports(tmp_path):
     module = tmp_path / "m.py"
     module.write_text(

@@ -11,23 +11,37 @@ from __future__ import annotations
 import functools
 import math
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import numpy as np
-from opacus.accountants import PRVAccountant, RDPAccountant
-from opacus.accountants.accountant import IAccountant
-from opacus.accountants.analysis.rdp import get_privacy_spent as rdp_privacy_spent
-from opacus.accountants.utils import get_noise_multiplier
 
 from fedsecure.errors import SpecError
 from fedsecure.registry import Registry
 
+if TYPE_CHECKING:
+    from opacus.accountants.accountant import IAccountant
+
 History = list[tuple[float, float, int]]
 
-ACCOUNTANTS: Registry[type[IAccountant]] = Registry("accountant")
-ACCOUNTANTS.register("rdp")(RDPAccountant)
-ACCOUNTANTS.register("prv")(PRVAccountant)
+# Opacus is imported when an accountant is made, not when the spec names one: a Flower ClientApp starts a
+# process per message, and loading Opacus (with torch.distributed) costs it a second and a half.
+ACCOUNTANTS: Registry[Callable[[], IAccountant]] = Registry("accountant")
+
+
+@ACCOUNTANTS.register("rdp")
+def _rdp() -> IAccountant:
+    from opacus.accountants import RDPAccountant
+
+    return RDPAccountant()
+
+
+@ACCOUNTANTS.register("prv")
+def _prv() -> IAccountant:
+    from opacus.accountants import PRVAccountant
+
+    return PRVAccountant()
 
 
 def spent_epsilon(history: History, delta: float, accountant: str = "rdp") -> float:
@@ -60,6 +74,8 @@ def calibrate_noise(
     Raises:
         SpecError: no multiplier Opacus searches keeps so small a budget.
     """
+    from opacus.accountants.utils import get_noise_multiplier
+
     ACCOUNTANTS.get(accountant)
     with _loose_rdp_bound_is_fine():
         try:
@@ -129,6 +145,9 @@ def gated_gaussian_epsilon(noise_multiplier: float, sample_rate: float, steps: i
     """Epsilon of ``steps`` rounds of :func:`gated_gaussian_rdp`, converted over Opacus's RDP orders as it does."""
     if steps <= 0:
         return 0.0
+    from opacus.accountants import RDPAccountant
+    from opacus.accountants.analysis.rdp import get_privacy_spent as rdp_privacy_spent
+
     orders = np.array(RDPAccountant.DEFAULT_ALPHAS, dtype=np.float64)
     rdp = steps * gated_gaussian_rdp(noise_multiplier, sample_rate, orders)
     epsilon, _ = rdp_privacy_spent(orders=list(orders), rdp=list(rdp), delta=delta)

@@ -20,13 +20,10 @@ import types
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from opacus import PrivacyEngine
-from opacus.data_loader import DPDataLoader
-from opacus.optimizers.optimizer import _check_processed_flag, _mark_as_processed
-from opacus.utils.batch_memory_manager import BatchMemoryManager
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from typing_extensions import override
@@ -40,6 +37,12 @@ from fedsecure.privacy.accounting import calibrate_noise, extend, spent_epsilon
 from fedsecure.privacy.adversaries import sample_level_guarantees
 from fedsecure.privacy.noise import gaussian_noise
 from fedsecure.seeding import derive_seed
+
+if TYPE_CHECKING:
+    from opacus import PrivacyEngine
+
+# Opacus itself is imported where a site's private training is built (below): a Flower ClientApp of a
+# run without sample-level DP then never loads it (a process per message; it costs a second and a half).
 
 # Opacus's per-sample gradient modes. "ghost" (fast gradient clipping) never
 # materialises per-sample gradients, which saves memory on large layers, but it
@@ -232,6 +235,9 @@ class SampleLevelDP(PrivacyMechanism):
         noise: float | None, seed: int, private_names: frozenset[str] | set[str],
     ) -> _Site:
         """Opacus's DP-SGD around ``model`` on this data: the one place a site's private training is built."""
+        from opacus import PrivacyEngine
+        from opacus.data_loader import DPDataLoader
+
         sampling = torch.Generator().manual_seed(derive_seed(seed, "sampling"))
         loader = DPDataLoader.from_data_loader(
             DataLoader(TensorDataset(images, labels), batch_size=training.batch_size), generator=sampling,
@@ -488,6 +494,8 @@ def _steps(dp: _Site, epochs: int, after_step: Callable[[], None] | None) -> int
         warnings.filterwarnings("ignore", message="Full backward hook is firing")
         loader = dp.loader
         if dp.physical_batch_size is not None:
+            from opacus.utils.batch_memory_manager import BatchMemoryManager
+
             loader = stack.enter_context(BatchMemoryManager(
                 data_loader=dp.loader, max_physical_batch_size=dp.physical_batch_size, optimizer=dp.optimizer
             ))
@@ -555,6 +563,8 @@ def _empty_batch_gradients(optimizer: torch.optim.Optimizer) -> None:
 def _secure_add_noise(self) -> None:
     # Opacus's DPOptimizer.add_noise with the noise drawn from the OS CSPRNG
     # (Opacus's secure mode needs torchcsprng, which has no build for current torch).
+    from opacus.optimizers.optimizer import _check_processed_flag, _mark_as_processed
+
     for p in self.params:
         _check_processed_flag(p.summed_grad)
         noise = gaussian_noise(

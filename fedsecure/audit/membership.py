@@ -201,7 +201,8 @@ def audit_membership(
             return None
         views = seat_views(result, federation.state, federation.recipe, federation.server_private, attacker)
         return seat_signals(
-            views, asked, pool.images, pool.site, pool.site_names, federation.device, pool.labels, task
+            views, asked, pool.images, pool.site, pool.site_names, federation.device, pool.labels, task,
+            server_reads_updates=target.server.sees_plaintext,
         )
 
     attacks: list[MembershipAttack] = [settings.attack()]
@@ -257,9 +258,14 @@ def _signal_names(position: Position, signals: dict[str, torch.Tensor]) -> list[
     if position is Position.EXTERNAL:
         return [position.value] if position.value in signals else []
     prefix = f"{position.value}@"
-    rounds = sorted(int(n[len(prefix):]) for n in signals if n.startswith(prefix) and not n.endswith(RELEASED))
+    # A round's signal is "<r>" (a model the seat holds of round r) or, for the server under SecAgg+,
+    # "global-<r>" (the unmasked global model it holds in place of the sites' models): in round order.
+    rounds = sorted(
+        (n[len(prefix):] for n in signals if n.startswith(prefix) and not n.endswith(RELEASED)),
+        key=lambda r: int(r.removeprefix("global-")),
+    )
     named = client_signal if position is Position.CLIENT else server_signal
-    names = [named(str(r)) for r in rounds]
+    names = [named(r) for r in rounds]
     return names + ([named(RELEASED)] if named(RELEASED) in signals else [])
 
 

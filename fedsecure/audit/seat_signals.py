@@ -57,7 +57,7 @@ def trajectory_rounds(states: int) -> list[int]:
 
 def seat_signals(
     views: SeatViews, positions: list[Position], images: np.ndarray, sites: np.ndarray, site_names: list[str],
-    device: torch.device, labels: np.ndarray, task: Task,
+    device: torch.device, labels: np.ndarray, task: Task, *, server_reads_updates: bool = True,
 ) -> dict[str, torch.Tensor]:
     """Per-sample logits (N, C) on the candidates for every signal the ``positions`` observe.
 
@@ -70,6 +70,9 @@ def seat_signals(
         device: where the models run.
         labels: the candidates' labels (classes or masks).
         task: what the labels are; it reads a dense output as per-sample logits (:meth:`Task.sample_logits`).
+        server_reads_updates: whether the server of the federation being imitated reads the sites' updates.
+            A reference federation runs the plain protocol (the same models, faster); observing a target
+            whose server reads none (CKKS, SecAgg+), it must score what that server holds, not the updates.
 
     The server's local-model signals are absent when it holds no site's plaintext update (secure
     aggregation); under SecAgg+ it scores with the global models it unmasked instead. A candidate of
@@ -85,7 +88,7 @@ def seat_signals(
     if Position.EXTERNAL in positions:
         signals[Position.EXTERNAL.value] = released
     if Position.SERVER in positions:
-        rebuilt = views.server.local_models()
+        rebuilt = views.server.local_models() if server_reads_updates else {}
         for round_number, local in rebuilt.items():
             scored = released.clone()
             for k, name in enumerate(site_names):

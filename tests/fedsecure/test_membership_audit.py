@@ -44,6 +44,10 @@ name = "client-dp"
 protocol = "ckks"
 dp = { level = "client", epsilon = 8.0, delta = 1e-3, clip = 0.5, placement = "distributed" }
 
+[[scenario]]
+name = "secagg"
+protocol = "secagg"
+
 [attacks]
 membership = { method = "lira", shadow_models = 4, canaries = 20 }
 
@@ -64,8 +68,8 @@ def test_membership_findings_reach_the_report(tmp_path, monkeypatch):
     report = run_audit(parse_spec(SPEC, origin="test"), tmp_path, device="cpu")
     # Per scenario: the target federation on the spec's seed, then 4 reference runs and 1 canary run, each on a
     # seed of its own: an attacker replaying the target's seeded noise or batch order would not be an attacker.
-    assert len(seeds) == 2 * 6 and seeds[0] == seeds[6] == 0
-    replicas = seeds[1:6] + seeds[7:]
+    assert len(seeds) == 3 * 6 and seeds[0] == seeds[6] == seeds[12] == 0
+    replicas = seeds[1:6] + seeds[7:12] + seeds[13:]
     assert 0 not in replicas and len(set(replicas)) == len(replicas)
     for scenario in report["scenarios"]:
         found = {(a["method"], a["position"]): a for a in scenario["attacks"]}
@@ -96,6 +100,9 @@ def test_membership_findings_reach_the_report(tmp_path, monkeypatch):
         if scenario["protocol"] == "ckks":
             assert server["observed"].startswith("the released model only: under CKKS")
             assert server["auc"] == lira["auc"]
+        elif scenario["protocol"] == "secagg":
+            # Under SecAgg+ the server unmasks each round's sum: it scores the global models, never a site's own.
+            assert server["observed"].startswith("the global models of rounds 1, 2, which it unmasked"), server
         else:
             assert server["observed"].startswith("each site's local model of rounds 1, 2")
         # Another site (site-0 by default) targets the other site's 30 members and 40 held-out images only.

@@ -6,8 +6,9 @@ federations, and what its seat observes of the target federation
 (:mod:`fedsecure.audit.seat_signals`):
 
 * ``external``: the released final model;
-* ``server``: each site's latest local model (the model it sent plus the
-  site's plaintext update); nothing under secure aggregation (``no_access``);
+* ``server``: each site's local models of the first and last rounds (the
+  model it sent plus the site's plaintext update); under SecAgg+ the global
+  models it unmasked (no site's update); under CKKS the released model only;
 * ``client``: site ``attacker_site``, holding the global model of every round;
   it targets the other sites' patients (it knows its own).
 
@@ -20,8 +21,10 @@ log-likelihood ratios of the rounds, treated as independent).
 
 Reference federations run the scenario's own pipeline (strategy, local
 training, DP mechanism) on a random half of the candidates, each site keeping
-its own candidates; CKKS is replaced by the plain protocol for them, which
-yields the bit-identical model faster. One set of reference federations
+its own candidates; CKKS and SecAgg+ are replaced by the plain protocol for
+them, which yields the same model faster (SecAgg+: within its quantization
+error), and the server seat reads of them what the target's server read (no
+site's update when it read none). One set of reference federations
 serves every seat: each records what every seat observes. Each runs on its
 own seed (derived from its membership), never the target's: with seeded noise
 the attacker would otherwise replay the target's noise and batch order. Their
@@ -185,10 +188,15 @@ def audit_membership(
     attacker = pool.site_names[settings.attacker_site]
     # Why the server may hold the released model only: secure aggregation, or no global model kept to rebuild from.
     server_rebuilds = any(not n.endswith(RELEASED) for n in _signal_names(Position.SERVER, target_signals))
-    server_blind = (
-        "under CKKS the server sees no site's update and no intermediate model"
-        if not target.server.sees_plaintext else "no global model was kept to rebuild the sites' models from"
-    )
+    protocol = {"ckks": "CKKS", "secagg": "SecAgg+"}.get(scenario.protocol, scenario.protocol)
+    if not target.server.reads_sum:
+        server_blind = f"under {protocol} the server sees no site's update and no intermediate model"
+    elif not target.server.sees_plaintext and scenario.protocol != "plain":
+        server_blind = f"under {protocol} the server reads only each round's sum, and no global model was kept"
+    else:
+        server_blind = "no global model was kept to rebuild the sites' models from"
+    # What a reference federation (plain, for speed) must show the server seat: what the target's server read.
+    server_reads_updates = target.server.sees_plaintext
 
     def train_and_observe(chosen: np.ndarray) -> dict[str, torch.Tensor] | None:
         seed = derive_seed(spec.seed, "reference", scenario.name, hashlib.sha256(chosen.tobytes()).hexdigest())
@@ -202,7 +210,7 @@ def audit_membership(
         views = seat_views(result, federation.state, federation.recipe, federation.server_private, attacker)
         return seat_signals(
             views, asked, pool.images, pool.site, pool.site_names, federation.device, pool.labels, task,
-            server_reads_updates=target.server.sees_plaintext,
+            server_reads_updates=server_reads_updates,
         )
 
     attacks: list[MembershipAttack] = [settings.attack()]
@@ -214,7 +222,7 @@ def audit_membership(
         started = time.perf_counter()
         # What a reference model depends on: the training recipe and data, this scenario (not the others), the seats.
         recipe = spec.model_dump_json(include={"seed", "data", "model", "federation"})
-        seats = ",".join(p.value for p in asked)
+        seats = ",".join(p.value for p in asked) + f";server-reads-updates={server_reads_updates}"
         key = hashlib.sha256(
             f"{recipe}|{scenario.model_dump_json()}|{data.sha256()}|{seats}|{TRAJECTORY}".encode()
         ).hexdigest()
@@ -282,8 +290,8 @@ def _observed_text(position: Position, names: list[str], attacker: str, data: Fe
         held = [f"each site's local model of rounds {', '.join(local)} (the model the server sent plus the site's "
                 "update)"] if local else []
         if unmasked:
-            held.append(f"the global models of rounds {', '.join(unmasked)}, which it unmasked (SecAgg+: no site's "
-                        "own update)")
+            held.append(f"the global models after rounds {', '.join(unmasked)}, which it unmasked (SecAgg+: no "
+                        "site's own update)")
         return f"{' and '.join(held)} and the released model, scores summed over them"
     others = f"candidates of the other {len(data.sites) - 1} site(s)"
     if not rounds:

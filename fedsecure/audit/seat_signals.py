@@ -6,16 +6,19 @@ The membership audit scores candidates from the models one seat holds:
 * ``server``: each site's local model of every kept round (the first and the
   last) it received in plaintext (the model it sent plus the site's update),
   each candidate scored by its own site's model, the hospital the patient was
-  seen at being known; and the released model, which it receives whatever
-  the protocol (under secure aggregation, all it holds);
+  seen at being known; under SecAgg+, which hides every update but lets it
+  unmask each round's sum, the global models after the rounds instead (the
+  trajectory a site holds, below); and the released model, which it receives
+  whatever the protocol (under CKKS, all it holds);
 * ``client``: the global models every site receives, at most
   :data:`TRAJECTORY` of them evenly spaced over the rounds, the released model
   last (a loss trajectory; the initial model is left out: it has seen no data).
 
 The same function reads the target federation and every reference federation,
 so the attacker's references and the target are observed alike. Signals are
-named logits: ``external``, ``server@<round>``, and ``client@<round>`` (the
-state after that round); the released model's are ``server@released`` and
+named logits: ``external``, ``server@<round>`` (the sites' local models of
+that round), ``server@global-<round>`` and ``client@<round>`` (the global state
+after that round); the released model's are ``server@released`` and
 ``client@released``.
 """
 
@@ -33,7 +36,11 @@ RELEASED = "released"
 
 
 def server_signal(round_name: str) -> str:
-    """The name of one server-seat signal (the sites' local models of round ``round_name``)."""
+    """The name of one server-seat signal.
+
+    ``round_name`` is ``"<r>"`` (the sites' local models of round r), ``"global-<r>"`` (the global model
+    after round r) or ``"released"``.
+    """
     return f"{Position.SERVER.value}@{round_name}"
 
 
@@ -96,10 +103,11 @@ def seat_signals(
                 if name in local and len(mine):
                     scored[mine] = on(local[name], mine)
             signals[server_signal(str(round_number))] = scored
-        for kept in views.server.rounds:
-            # SecAgg+: no site's update, but the global model of every round, which it unmasked itself.
-            if kept.sent_model is not None and kept.round not in rebuilt:
-                signals[server_signal(f"global-{kept.round}")] = on(kept.sent_model)
+        if not rebuilt and views.server.reads_sum:
+            # SecAgg+: no site's update, but every round's sum, which it unmasked itself: it holds the global
+            # models every site receives, scored like the client seat's trajectory (on every candidate).
+            for index in trajectory_rounds(len(views.client.global_states)):
+                signals[server_signal(f"global-{index}")] = on(views.client.model_at(index))
         signals[server_signal(RELEASED)] = released  # the server receives the final model, whatever the protocol
     if Position.CLIENT in positions:
         for index in trajectory_rounds(len(views.client.global_states)):

@@ -175,6 +175,7 @@ class Federation:
             [server_round(round_number, global_vector.detach().cpu(), received, self.state, self.server_private,
                           reads_sum=self.protocol.server_reads_sum)],
             self.recipe,
+            reads_sum=self.protocol.server_reads_sum,
         )
 
     def client_probe_view(self, observer: int, start: torch.Tensor | None = None, round_number: int = 1) -> ClientView:

@@ -81,6 +81,7 @@ class ServerView:
     position: ClassVar[Position] = Position.SERVER
     rounds: list[ServerRound]
     recipe: Recipe
+    reads_sum: bool = True  # the protocol lets it read each round's sum (plain, SecAgg+), hence every global model
 
     @property
     def sees_plaintext(self) -> bool:
@@ -249,7 +250,7 @@ def server_view(
                      reads_sum=trace.server_reads_sum)
         for record in trace.rounds if record.received
     ]
-    return ServerView(rounds, recipe)
+    return ServerView(rounds, recipe, reads_sum=trace.server_reads_sum)
 
 
 def server_round(

@@ -10,9 +10,9 @@ every wait bounded) and checks that:
   trusts another CA; neither joins the runs (the server counts exactly the
   spec's sites);
 * 2 rounds of plain FedAvg and of SecAgg+ on PneumoniaMNIST give the final
-  global model the in-process engine gives for the same spec and seed (CKKS's
-  runs the kill run below; its equality with in-process is
-  test_flower_simulation's);
+  global model the in-process engine gives for the same spec and seed (CKKS
+  runs in the CKKS kill run below; that CKKS on Flower trains the in-process
+  model, round by round, is test_flower_simulation's, under client-level DP);
 * with 4 sites, a SuperNode killed in the middle of a SecAgg+ round (after the
   key exchange of round 1, before it sent its masked update) is survived: the other
   three sites' shares remove its masks, the round is combined from them, and
@@ -62,6 +62,8 @@ from tests.flower_loopback import LoopbackDeployment, wait_for
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 SITES = 3
+# Two rounds: a round on the previous round's global model, and (the CKKS kill run) a round without the killed site.
+ROUNDS = 2
 SPEC = f"""
 name = "flower-deployment"
 seed = 0
@@ -77,7 +79,7 @@ train_subset = 600
 name = "cnn"
 
 [federation]
-rounds = 2
+rounds = {ROUNDS}
 batch_size = 32
 lr = 0.05
 
@@ -94,15 +96,14 @@ protocol = "secagg"
 """
 # Every SuperNode answers one message at a time, so the runs sharing a deployment queue behind each other: the
 # first deployment runs plain and SecAgg+ (the Done-when's plain and one protected protocol); CKKS runs on the
-# third, with its kill. Two rounds: a round on the previous round's global model, and (kill runs) a round
-# without the killed site.
-ROUNDS = 2
+# third, with its kill.
 SCENARIOS = ("plain", "secagg")
 # SecAgg+ on 4 sites for one round, site-3 killed between the key exchange and the masked updates (the round
 # is rebuilt from the others' shares of its keys); CKKS on 3, site-2 killed after round 1.
 KILL_SITES = 4
 KILL_SECAGG_SPEC = SPEC.replace(f"sites = {SITES}", f"sites = {KILL_SITES}").replace(
     f"rounds = {ROUNDS}", "rounds = 1")
+assert "rounds = 1" in KILL_SECAGG_SPEC and f"sites = {KILL_SITES}" in KILL_SECAGG_SPEC
 KILL_CKKS_SPEC = SPEC
 
 
@@ -318,3 +319,5 @@ def test_no_site_message_carries_per_image_labels_or_predictions(runs, scenario)
         assert not per_image & set(lengths), f"{reply['site']} sent something of a test set's length: {reply}"
     evaluated = [r for r in replies if "evaluation/confusion" in r["arrays"]]
     assert not complete or len(evaluated) == SITES * ROUNDS, "every site evaluated every round's model, as counts"
+    # The kill run: the two sites that stayed evaluated every round's model, as counts.
+    assert len(evaluated) >= (SITES - 1) * ROUNDS

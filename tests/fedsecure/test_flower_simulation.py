@@ -37,7 +37,8 @@ def test_flower_simulation_gives_the_in_process_report(tmp_path):
     # 200 test images per site, not the tiny spec's 20: Flower pools the AUC from the sites' score histograms,
     # within 0.001 of the exact AUC only when few pairs of scores from different sites share a bin, and with
     # 20 images one such pair already moves it by 1/800.
-    # Plain and client-level DP under CKKS (distributed noise): CKKS alone on Flower is the deployment test's.
+    # Plain and client-level DP under CKKS (distributed noise, seeded): per-round accuracies equal on both engines
+    # show CKKS on Flower, the sites' noise shares included, trains the in-process model.
     text = tiny_spec("flower-sim", 3, TINY_FEDAVG, PLAIN_ONLY, CLIENT_DP)
     text = text.replace("test_samples = 40", "test_samples = 400")
     loaded = parse_spec(text, "<test>")

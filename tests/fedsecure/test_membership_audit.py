@@ -6,7 +6,9 @@ import dataclasses
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 from attacks.auditing import one_run_ceiling
 from fedsecure.audit import load_spec, run_audit
@@ -102,7 +104,8 @@ def test_membership_findings_reach_the_report(tmp_path, monkeypatch):
             assert server["auc"] == lira["auc"]
         elif scenario["protocol"] == "secagg":
             # Under SecAgg+ the server unmasks each round's sum: it scores the global models, never a site's own.
-            assert server["observed"].startswith("the global models of rounds 1, 2, which it unmasked"), server
+            # Two rounds: the state after round 1 (the initial model has seen no data) and the released model.
+            assert server["observed"].startswith("the global models after rounds 1, which it unmasked"), server
         else:
             assert server["observed"].startswith("each site's local model of rounds 1, 2")
         # Another site (site-0 by default) targets the other site's 30 members and 40 held-out images only.
@@ -139,3 +142,44 @@ def test_lira_beats_the_loss_attack_on_a_memorizing_federation(pneumonia_path, t
     for finding in found.values():
         print(finding["method"], finding["position"], finding["auc"], finding["tpr_at_fpr"]["0.01"])
     assert report["scenarios"][0]["privacy"]["canary_audit"]["epsilon_lb"] > 0
+
+
+def _seat_signals_of(protocol: str, **observe) -> dict:
+    """Every seat's signals of a tiny 3-round federation under ``protocol`` (2 synthetic sites)."""
+    from fedsecure.audit.seat_signals import seat_signals
+    from fedsecure.fl.task import TASKS
+    from fedsecure.fl.views import seat_views
+    from fedsecure.models import build_model
+    from fedsecure.positions import Position
+
+    spec = parse_spec(SPEC.replace("rounds = 2", "rounds = 3"), origin="test").spec
+    data = spec.data.federated(spec.seed)
+    scenario = spec.scenario[0].model_copy(update={"protocol": protocol})
+    model = build_model(spec.model.name, data.in_channels, data.n_classes, data.image_size, spec.seed)
+    federation = Federation(data, model, spec.federation.strategy_instance(), rounds=3, seed=0, keep_messages="ends",
+                            training=scenario.local_training(spec.federation, spec.data.task),
+                            protocol=scenario.protocol_instance())
+    views = seat_views(federation.run(), federation.state, federation.recipe, federation.server_private, "site-0")
+    images = data.sites[0].test.images[:4]
+    labels = data.sites[0].test.labels[:4]
+    return seat_signals(views, [Position.SERVER], images, np.zeros(4, int), ["site-0", "site-1"], torch.device("cpu"),
+                        labels, TASKS.get(spec.data.task), **observe)
+
+
+def test_each_protocol_shows_the_server_seat_what_its_server_holds():
+    # Plain: the sites' local models of the kept rounds (first and last); the global states it also holds are
+    # not scored separately. SecAgg+: the global models after rounds 1 and 2 (never the initial model, nor a
+    # site's update). CKKS: the released model only.
+    assert sorted(_seat_signals_of("plain")) == ["server@1", "server@3", "server@released"]
+    assert sorted(_seat_signals_of("secagg")) == ["server@global-1", "server@global-2", "server@released"]
+    assert sorted(_seat_signals_of("ckks")) == ["server@released"]
+    # A plain reference federation imitating a SecAgg+ target's server reads no update: the same signals.
+    assert sorted(_seat_signals_of("plain", server_reads_updates=False)) == sorted(_seat_signals_of("secagg"))
+
+
+def test_a_seat_s_signals_are_taken_in_round_order_whatever_their_form():
+    from fedsecure.audit.membership import _signal_names
+    from fedsecure.positions import Position
+
+    signals = dict.fromkeys(["server@10", "server@released", "server@2", "server@global-3", "client@1"])
+    assert _signal_names(Position.SERVER, signals) == ["server@2", "server@global-3", "server@10", "server@released"]

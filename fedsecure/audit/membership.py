@@ -75,6 +75,7 @@ from fedsecure.fl.views import SeatViews, external_view, seat_views
 from fedsecure.positions import Position
 from fedsecure.report.findings import CanaryAuditFinding, ExposedMember, MembershipFinding, RateAtFpr
 from fedsecure.secure.plain import PlainAggregation
+from fedsecure.secure.protocol import PROTOCOLS
 from fedsecure.seeding import derive_seed, numpy_rng
 
 BASELINE = "loss"
@@ -187,22 +188,22 @@ def audit_membership(
     target_signals = seat_signals(target, asked, pool.images, pool.site, pool.site_names, device, pool.labels, task)
     attacker = pool.site_names[settings.attacker_site]
     # Why the server may hold the released model only: secure aggregation, or no global model kept to rebuild from.
-    server_rebuilds = any(not n.endswith(RELEASED) for n in _signal_names(Position.SERVER, target_signals))
     protocol = {"ckks": "CKKS", "secagg": "SecAgg+"}.get(scenario.protocol, scenario.protocol)
     if not target.server.reads_sum:
         server_blind = f"under {protocol} the server sees no site's update and no intermediate model"
-    elif not target.server.sees_plaintext and scenario.protocol != "plain":
+    elif PROTOCOLS.get(scenario.protocol).hides_updates:
         server_blind = f"under {protocol} the server reads only each round's sum, and no global model was kept"
     else:
         server_blind = "no global model was kept to rebuild the sites' models from"
-    # What a reference federation (plain, for speed) must show the server seat: what the target's server read.
+    # What a reference federation (plain, for speed) must show the server seat: what the target's server read
+    # (the sites' updates of the first and last rounds, kept for it; else the global models, kept in any case).
     server_reads_updates = target.server.sees_plaintext
 
     def train_and_observe(chosen: np.ndarray) -> dict[str, torch.Tensor] | None:
         seed = derive_seed(spec.seed, "reference", scenario.name, hashlib.sha256(chosen.tobytes()).hexdigest())
         federation, result = _replica(
             build_federation, pool.federated(data, chosen), seed,
-            keep_messages="ends" if Position.SERVER in asked and server_rebuilds else "none",
+            keep_messages="ends" if Position.SERVER in asked and server_reads_updates else "none",
             keep_global_models=Position.SERVER in asked or Position.CLIENT in asked,
         )
         if result is None:

@@ -24,6 +24,8 @@ after that round); the released model's are ``server@released`` and
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
@@ -91,6 +93,13 @@ def seat_signals(
         return task.sample_logits(model.to(device), batch[chosen], truth[chosen])
 
     released = on(views.external.released_model)
+
+    @functools.cache
+    def after_round(index: int) -> torch.Tensor:
+        # The global state after round ``index``: every site holds it, and so does a SecAgg+ server (scored once).
+        return on(views.client.model_at(index))
+
+    trajectory = trajectory_rounds(len(views.client.global_states))
     signals: dict[str, torch.Tensor] = {}
     if Position.EXTERNAL in positions:
         signals[Position.EXTERNAL.value] = released
@@ -106,11 +115,11 @@ def seat_signals(
         if not rebuilt and views.server.reads_sum:
             # SecAgg+: no site's update, but every round's sum, which it unmasked itself: it holds the global
             # models every site receives, scored like the client seat's trajectory (on every candidate).
-            for index in trajectory_rounds(len(views.client.global_states)):
-                signals[server_signal(f"global-{index}")] = on(views.client.model_at(index))
+            for index in trajectory:
+                signals[server_signal(f"global-{index}")] = after_round(index)
         signals[server_signal(RELEASED)] = released  # the server receives the final model, whatever the protocol
     if Position.CLIENT in positions:
-        for index in trajectory_rounds(len(views.client.global_states)):
-            signals[client_signal(str(index))] = on(views.client.model_at(index))  # the state after round ``index``
+        for index in trajectory:
+            signals[client_signal(str(index))] = after_round(index)
         signals[client_signal(RELEASED)] = released
     return signals

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from opacus import PrivacyEngine
 
 # Opacus itself is imported where a site's private training is built (below): a Flower ClientApp of a
-# run without sample-level DP then never loads it (a process per message; it costs a second and a half).
+# run without sample-level DP then never loads it (a process per message; it costs 0.7-1.4 s).
 
 # Opacus's per-sample gradient modes. "ghost" (fast gradient clipping) never
 # materialises per-sample gradients, which saves memory on large layers, but it
